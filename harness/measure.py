@@ -1,0 +1,126 @@
+"""Measurement: peak memory, wall time, throughput and MFU, the way the reference study measured.
+
+Peak GPU memory is ``torch.cuda.max_memory_allocated()`` over the whole process (model load
+included, never reset), as in the reference study (which reported it /1e9 as "GB").
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import lightning as L
+import torch
+
+GIB = 1024**3
+
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' spec sheets, for MFU.
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def gpu_peak_flops(override_tflops: float | None = None) -> float | None:
+    """The GPU's dense bf16 peak, from ``trainer.peak_tflops`` or the spec table."""
+    if override_tflops:
+        return override_tflops * 1e12
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def train_flops_per_token(total_params: int, trainable_params: int, n_layers: int, hidden: int, seq_len: float) -> float:
+    """Model FLOPs per trained token (no recomputation counted, as MFU conventionally does).
+
+    Forward 2N; backward 2N for the activation gradients through every weight plus 2 per
+    trainable weight for the weight gradients (full fine-tuning: the usual 6N). Attention adds
+    4·L·s·h forward (QK^T and AV), three times that with backward.
+    """
+    matmul = 2 * total_params + 2 * total_params + 2 * trainable_params
+    attention = 3 * 4 * n_layers * seq_len * hidden
+    return matmul + attention
+
+
+class MeasureCallback(L.Callback):
+    """Times training, counts non-padding tokens, and shows tokens/s on the progress bar."""
+
+    def __init__(self):
+        self.train_start = self.train_end = None
+        self.tokens = 0
+        self.sequences = 0
+        self.token_positions = 0  # padded positions, for the mean sequence length
+        self._device_tokens = None
+
+    def _sync(self, pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_start(self, trainer, pl_module):
+        self._sync(pl_module)
+        self.train_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        mask = batch["attention_mask"]
+        self.tokens += int(mask.sum())
+        self.sequences += mask.shape[0]
+        elapsed = time.perf_counter() - self.train_start
+        if elapsed > 0:
+            pl_module.log("tok_s", self.tokens / elapsed, prog_bar=True, on_step=True, logger=True)
+
+    def on_train_end(self, trainer, pl_module):
+        self._sync(pl_module)
+        self.train_end = time.perf_counter()
+
+    @property
+    def train_seconds(self) -> float | None:
+        if self.train_start is None or self.train_end is None:
+            return None
+        return self.train_end - self.train_start
+
+
+def memory_snapshot(device: str) -> dict:
+    """Peak memory so far: GPU allocated/reserved (bytes, GiB, decimal GB) and host RSS."""
+    snap: dict = {"peak_rss_bytes": peak_rss_bytes()}
+    snap["peak_rss_gib"] = round(snap["peak_rss_bytes"] / GIB, 3)
+    if device == "cuda" and torch.cuda.is_available():
+        allocated = torch.cuda.max_memory_allocated()
+        reserved = torch.cuda.max_memory_reserved()
+        snap.update(
+            peak_gpu_allocated_bytes=allocated,
+            peak_gpu_reserved_bytes=reserved,
+            peak_gpu_allocated_gib=round(allocated / GIB, 3),
+            peak_gpu_reserved_gib=round(reserved / GIB, 3),
+            peak_gpu_allocated_gb=round(allocated / 1e9, 3),
+            peak_gpu_reserved_gb=round(reserved / 1e9, 3),
+        )
+    return snap
+
+
+def throughput(measure: MeasureCallback, total_params: int, trainable_params: int, config, peak_flops: float | None) -> dict:
+    """tokens/s over the training loop and, where the GPU's peak is known, MFU."""
+    seconds = measure.train_seconds
+    out = {"train_tokens_seen": measure.tokens, "train_sequences_seen": measure.sequences}
+    if not seconds:
+        return out
+    out["tokens_per_s"] = round(measure.tokens / seconds, 2)
+    if peak_flops and measure.sequences:
+        mean_len = measure.tokens / measure.sequences
+        per_token = train_flops_per_token(total_params, trainable_params, config.num_hidden_layers, config.hidden_size, mean_len)
+        out["mfu"] = round(per_token * measure.tokens / seconds / peak_flops, 5)
+        out["mfu_peak_flops"] = peak_flops
+    return out

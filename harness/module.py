@@ -1,0 +1,159 @@
+"""The thin LightningModule, and the optimizer and scheduler builders it uses."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+
+from .schema import ConfigError, OptimizerConfig, SchedulerConfig
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
+    """Trainable parameters grouped by learning rate: ``cfg.lr_ratios`` maps a substring of the
+    parameter name to an lr multiplier (first match wins), e.g. ``lora_B: 16`` for LoRA+."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        ratio = next((r for key, r in cfg.lr_ratios.items() if key in name), 1.0)
+        groups.setdefault(ratio, []).append(param)
+    unmatched = [key for key in cfg.lr_ratios if not any(key in n for n, p in model.named_parameters() if p.requires_grad)]
+    if unmatched:
+        raise ConfigError(f"optimizer.lr_ratios: no trainable parameter name contains {', '.join(unmatched)}")
+    return [{"params": params, "lr": cfg.lr * ratio} for ratio, params in groups.items()]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``cfg.name``, from torch, bitsandbytes or sophia-opt."""
+    groups = param_groups(model, cfg)
+    betas = tuple(cfg.betas)
+    on_cuda = next(iter(groups[0]["params"])).is_cuda if groups else False
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=on_cuda or None)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "sophia":
+        try:
+            from sophia_opt import SophiaG
+        except ImportError as exc:
+            raise ConfigError('optimizer=sophia: sophia-opt is not installed (pip install -e ".[sophia]")') from exc
+        return SophiaG(groups, lr=cfg.lr, betas=betas, rho=cfg.rho, weight_decay=cfg.weight_decay)
+    try:
+        import bitsandbytes as bnb
+    except ImportError as exc:
+        raise ConfigError(f"optimizer={cfg.name}: bitsandbytes is not installed (pip install bitsandbytes)") from exc
+    bnb_classes = {
+        "adamw_8bit": bnb.optim.AdamW8bit,
+        "paged_adamw": bnb.optim.PagedAdamW,
+        "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
+        "lion_8bit": bnb.optim.Lion8bit,
+    }
+    kwargs = dict(lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if cfg.name != "lion_8bit":
+        kwargs["eps"] = cfg.eps
+    return bnb_classes[cfg.name](groups, **kwargs)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int):
+    """Per-step schedule from transformers: linear warmup, then constant, linear decay, or half a
+    cosine cycle ending at lr * min_lr_ratio on the last step of the run."""
+    from transformers import get_scheduler
+
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    if cfg.name == "constant":
+        return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup)
+    if cfg.name == "linear":
+        return get_scheduler("linear", optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return get_scheduler(
+        "cosine_with_min_lr", optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
+        scheduler_specific_kwargs={"min_lr_rate": cfg.min_lr_ratio},
+    )
+
+
+class FineTuneModule(L.LightningModule):
+    """Trains a (peft-wrapped) causal LM on batches of input_ids/attention_mask/labels.
+
+    Losses are kept per micro-batch on the host for the record; a non-finite loss stops the
+    run with :class:`DivergedError`.
+    """
+
+    def __init__(self, model: nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total_steps: int):
+        super().__init__()
+        self.model = model
+        self.optimizer_cfg = optimizer_cfg
+        self.scheduler_cfg = scheduler_cfg
+        self.total_steps = total_steps
+        self.train_losses: list[float] = []  # one per optimizer step (mean over its micro-batches)
+        self.val_losses: list[float] = []  # one per validation pass
+        self._pending: list[torch.Tensor] = []
+        self._last_batch: dict[str, torch.Tensor] | None = None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self(batch)
+        if not torch.isfinite(loss):
+            raise DivergedError(f"training loss became {loss.item()} at optimizer step {self.global_step}")
+        self._pending.append(loss.detach())
+        self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        if self._pending:
+            self.train_losses.append(torch.stack(self._pending).mean().item())
+            self._pending.clear()
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if hasattr(_unwrap(optimizer), "update_hessian"):
+            self._update_sophia_hessian(optimizer)
+
+    def _update_sophia_hessian(self, optimizer, every: int = 10) -> None:
+        """Sophia's Gauss-Newton-Bartlett Hessian estimate: every ``every`` steps, the gradient
+        of the loss on labels sampled from the model's own predictions."""
+        if self.global_step % every != 0 or self._last_batch is None:
+            return
+        batch = self._last_batch
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        sampled = torch.distributions.Categorical(logits=logits.float().detach()).sample()
+        loss = nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), sampled.view(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        _unwrap(optimizer).update_hessian()
+        optimizer.zero_grad(set_to_none=True)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._last_batch = batch
+
+    def validation_step(self, batch, batch_idx):
+        loss = self(batch)
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_validation_epoch_end(self):
+        value = self.trainer.callback_metrics.get("val_loss")
+        if value is not None and not self.trainer.sanity_checking:
+            self.val_losses.append(float(value))
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model, self.optimizer_cfg)
+        scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _unwrap(optimizer):
+    """The torch optimizer inside Lightning's LightningOptimizer wrapper."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def steps_per_epoch(n_train: int, micro_batch_size: int, accumulate: int) -> int:
+    """Optimizer steps in one epoch (a last partial accumulation still steps)."""
+    return max(1, math.ceil(math.ceil(n_train / micro_batch_size) / accumulate))

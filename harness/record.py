@@ -1,0 +1,66 @@
+"""The run record: one self-describing ``record.json`` per run, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .paths import REPO_ROOT, package_version
+
+RECORD_NAME = "record.json"
+STATUSES = ("ok", "oom", "diverged", "failed", "skipped")
+PACKAGES = ("torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra-core", "optuna", "lm-eval", "harness")
+
+
+def write_record(run_dir: str | Path, record: dict) -> Path:
+    """Write ``record.json`` atomically (temp file + rename): readers never see half a record."""
+    assert record.get("status") in STATUSES, record.get("status")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".record-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle, indent=2, sort_keys=False, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, run_dir / RECORD_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return run_dir / RECORD_NAME
+
+
+def read_record(run_dir: str | Path) -> dict:
+    """The record of a run dir."""
+    with open(Path(run_dir) / RECORD_NAME) as handle:
+        return json.load(handle)
+
+
+def versions() -> dict:
+    out = {name: package_version(name) for name in PACKAGES}
+    out["python"] = platform.python_version()
+    return out
+
+
+def git_sha() -> str | None:
+    """The harness checkout's commit, with ``-dirty`` when it has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def loss_summary(losses: list[float], prefix: str) -> dict:
+    """first/last/best of a loss curve, under ``prefix`` (train or val)."""
+    if not losses:
+        return {f"{prefix}_loss_first": None, f"{prefix}_loss_last": None, f"{prefix}_loss_best": None}
+    return {f"{prefix}_loss_first": losses[0], f"{prefix}_loss_last": losses[-1], f"{prefix}_loss_best": min(losses)}

