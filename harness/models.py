@@ -160,8 +160,8 @@ def bnb_config(quant: QuantConfig, precision: str):
     if quant.mode == "none":
         return None
     try:
-        from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
     except ImportError as exc:
         raise ConfigError(f"quant.mode={quant.mode}: bitsandbytes is not installed (pip install bitsandbytes)") from exc
     if quant.mode == "int8":

@@ -22,6 +22,8 @@ from .schema import ConfigError, register_configs, validate
 
 # bitsandbytes warns at import about optional CPU kernels from the hub; it is noise here.
 warnings.filterwarnings("ignore", message=".*gemm_4bit_forward.*")
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 log = logging.getLogger("harness")
 
 
@@ -77,7 +79,8 @@ def hydra_main(cfg: DictConfig) -> None:
         from .train import USER_ERRORS
 
         try:
-            print(json.dumps(estimate_run(run), indent=2))
+            # The estimate plans GPU memory, so precision=auto means what it means on a GPU.
+            print(json.dumps(estimate_run(run, device="cuda"), indent=2))
         except USER_ERRORS as exc:
             fail(str(exc))
         return

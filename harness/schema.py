@@ -104,7 +104,7 @@ class DataConfig:
     train_on_prompt: bool = False
     packing: bool = False
     train_size: int | None = None
-    val_size: int = 50
+    val_size: int = 32
     test_size: int = 200
     seed: int = 1234
     num_workers: int = 0
@@ -233,7 +233,7 @@ class TrainerConfig:
 
     epochs: int = 1
     max_steps: int | None = None
-    cpu_max_steps: int | None = 12
+    cpu_max_steps: int | None = 8
     micro_batch_size: int = 4
     global_batch_size: int = 16
     precision: str = "auto"

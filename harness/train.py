@@ -99,6 +99,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         L.seed_everything(run.seed, workers=True, verbose=False)
         model = models.build_model(run.model, run.quant, precision, device)
         model = adapters.apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing)
+        model.train()  # from_pretrained returns eval mode, which would silence LoRA dropout
         trainable, total = adapters.count_parameters(model)
         record.update(trainable_params=trainable, total_params=total)
         log.info("trainable params: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
@@ -122,8 +123,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             num_sanity_val_steps=0,
             log_every_n_steps=t.log_every_n_steps,
             val_check_interval=val_interval,
-            check_val_every_n_epoch=1 if val_interval else None,
-            limit_val_batches=1.0 if val_interval and splits["val"] else 0,
+            # Without an interval, validation runs only before and after fit (below).
+            check_val_every_n_epoch=None if val_interval else t.epochs + 1,
             default_root_dir=str(run_dir),
         )
         if splits["val"]:

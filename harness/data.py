@@ -1,0 +1,660 @@
+"""Instruction data: load, normalize, template, tokenize, split, pack, batch.
+
+Plain builder functions do the work; :class:`InstructionDataModule` only wraps the finished
+splits in DataLoaders. The pipeline is::
+
+    load_examples(cfg)            -> [{"instruction", "input", "output"}], stats
+    tokenize_examples(ex, tok, cfg) -> [{"input_ids", "labels"}], stats
+    build_splits(cfg, tok)        -> {"train", "val", "test"}, stats
+
+Every user error (missing/empty/malformed/non-UTF-8 file, missing field, unreachable hub,
+a tokenizer without a chat template) is a :class:`DataError` (or, for a path that does not
+exist, :class:`~harness.paths.MissingPathError`) with a one-line message naming the config
+key, the file and the line or record, raised before tokenization starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from . import models
+from .paths import MissingPathError, cache_dir, is_pypi_path, resolve_pypi_path
+from .schema import DataConfig
+
+log = logging.getLogger("harness.data")
+
+IGNORE_INDEX = -100
+
+# Files at least this large have their normalized examples cached (small files parse in
+# milliseconds, so caching them would only litter the cache). Tests lower it.
+CACHE_MIN_BYTES = 8 << 20
+# Bump when parsing or normalization changes, so stale caches are ignored.
+CACHE_VERSION = 1
+_FINGERPRINT_BYTES = 1 << 20
+
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+# ShareGPT speaker names per record layout: {"conversations": [{"from", "value"}]} or
+# {"messages": [{"role", "content"}]}.
+_LAYOUTS = {
+    "conversations": ("from", "value", "human", "gpt"),
+    "messages": ("role", "content", "user", "assistant"),
+}
+
+
+class DataError(ValueError):
+    """A user error in the data or data config, reported as one line naming the file and line."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_examples(cfg: DataConfig) -> tuple[list[dict], dict]:
+    """Load and normalize the examples named by ``cfg`` (a file or an HF hub dataset).
+
+    Returns ``(examples, stats)``: every example is ``{"instruction", "input", "output"}``
+    (strings); ShareGPT records contribute their first human -> assistant turn only (after a
+    leading system turn), and records without one are skipped and counted. ``stats`` has
+    ``source``, ``records_read``, ``records_recovered`` (int when a truncated JSON array was
+    recovered, else None), ``truncated_file``, ``examples``, ``skipped_records``,
+    ``skip_reasons``, ``human_first`` (ShareGPT: records whose first turn is the human's,
+    else None) and ``from_cache``.
+
+    Raises :class:`DataError` (or :class:`MissingPathError` for a missing file) with a
+    one-line message.
+    """
+    if cfg.hf_name is not None:
+        records, locate = _read_hub(cfg)
+        examples, stats = _normalize(records, locate, cfg.format, f"data.hf_name={cfg.hf_name}")
+        stats.update(source=f"hf:{cfg.hf_name}" + (f"/{cfg.hf_subset}" if cfg.hf_subset else "")
+                     + f"[{cfg.hf_split}]", records_recovered=None, truncated_file=False, from_cache=False)
+        _log_loaded(stats)
+        return examples, stats
+
+    path = _resolve_file(cfg.path)
+    where = f"data.path={cfg.path}"
+    size = path.stat().st_size
+    cache = _cache_paths(path, size) if size >= CACHE_MIN_BYTES else None
+    key = _cache_key(path, size, cfg.format) if cache else None
+    if cache and (hit := _read_cache(cache, key)) is not None:
+        examples, stats = hit
+        _check_truncation_allowed(stats, cfg, where)
+        stats.update(source=str(path), from_cache=True)
+        _log_loaded(stats, cached=cache[0])
+        return examples, stats
+
+    records, locate, recovered = _read_file(path, where, cfg.recover_truncated)
+    examples, stats = _normalize(records, locate, cfg.format, where)
+    stats.update(source=str(path), records_recovered=recovered, truncated_file=recovered is not None,
+                 from_cache=False)
+    if cache:
+        _write_cache(cache, key, examples, stats)
+    _log_loaded(stats)
+    return examples, stats
+
+
+def _log_loaded(stats: dict, cached: Path | None = None) -> None:
+    if stats["truncated_file"]:
+        log.info("recovered %s complete records from a truncated JSON array%s",
+                 f"{stats['records_recovered']:,}", f" (cached in {cached})" if cached else "")
+    log.info("loaded %s examples from %s (%s records read, %s skipped: %s)",
+             f"{stats['examples']:,}", stats["source"], f"{stats['records_read']:,}",
+             f"{stats['skipped_records']:,}", dict(stats["skip_reasons"]) or "none")
+
+
+def _resolve_file(spec: str) -> Path:
+    if is_pypi_path(spec):
+        try:
+            return resolve_pypi_path(spec)
+        except MissingPathError as exc:
+            raise MissingPathError(f"data.path={exc}") from None
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        raise DataError(f"data.path={spec}: is a directory, expected a JSON or JSONL file")
+    if not path.is_file():
+        raise MissingPathError(f"data.path={spec}: no such file")
+    return path
+
+
+def _read_hub(cfg: DataConfig) -> tuple[list, Any]:
+    where = f"data.hf_name={cfg.hf_name}"
+    if not models.hub_reachable():
+        raise DataError(
+            f"{where}: the HF hub is not reachable (no network or HF_HUB_OFFLINE=1); use a local "
+            f"file instead: data=alpaca_file or data=sharegpt_file with data.path=/path/to/file.jsonl"
+        )
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(cfg.hf_name, cfg.hf_subset, split=cfg.hf_split)
+    except Exception as exc:  # not found, gated, bad split...: all mean "cannot load this dataset"
+        detail = _one_line(str(exc))[:200] or "no detail"
+        raise DataError(f"{where}: could not load from the HF hub ({type(exc).__name__}: {detail})") from exc
+    return list(rows), lambda i: f"{where} row {i}"
+
+
+def _read_file(path: Path, where: str, recover: bool) -> tuple[list, Any, int | None]:
+    """Parse a JSON array or JSONL file; returns records, a locator and the recovered count."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{where} line {line} (byte offset {exc.start}): not valid UTF-8 ({exc.reason}, "
+            f"byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+    del raw
+    start = len(text) - len(text.lstrip())
+    if start == len(text):
+        raise DataError(f"{where}: the file is empty")
+    if text[start] == "[":
+        records, recovered = _parse_array(text, start, where, recover)
+        return records, lambda i: f"{where} record {i}", recovered
+    records, lines = _parse_jsonl(text, where)
+    return records, lambda i: f"{where} line {lines[i]}", None
+
+
+def _parse_array(text: str, start: int, where: str, recover: bool) -> tuple[list, int | None]:
+    try:
+        records = json.loads(text)
+        if not records:
+            raise DataError(f"{where}: the JSON array has no records")
+        return records, None
+    except json.JSONDecodeError as exc:
+        if not _hits_end(text, exc):
+            raise DataError(f"{where} line {exc.lineno} col {exc.colno}: invalid JSON ({exc.msg})") from None
+        if not recover:
+            raise DataError(
+                f"{where}: truncated JSON array (the file ends inside a record at line {exc.lineno}); "
+                "set data.recover_truncated=true to keep the complete records"
+            ) from None
+    return _recover_array(text, start, where)
+
+
+_TOKEN_FRAGMENT = re.compile(r"[\w.+\-]*")
+
+
+def _hits_end(text: str, exc: json.JSONDecodeError) -> bool:
+    """Whether a decode error means "the text ran out" (truncation), not a malformed record."""
+    if exc.msg.startswith("Unterminated string"):
+        return True  # only reported when the scan reaches the end of the text
+    if exc.msg.startswith("Extra data"):
+        return False  # the array closed; junk follows
+    # Otherwise the error must sit at the end, or on a cut literal/number (`tr`, `1.`).
+    rest = text[exc.pos:].strip()
+    return len(rest) <= 12 and _TOKEN_FRAGMENT.fullmatch(rest) is not None
+
+
+def _recover_array(text: str, start: int, where: str) -> tuple[list, int]:
+    """Decode a truncated array record by record, keeping the records before the cut."""
+    decoder = json.JSONDecoder()
+    records: list = []
+    pos, end = start + 1, len(text)
+
+    def skip_ws(i: int) -> int:
+        while i < end and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    pos = skip_ws(pos)
+    while pos < end:
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            if _hits_end(text, exc):
+                break  # the truncated last record
+            raise DataError(f"{where} line {exc.lineno} col {exc.colno}: invalid JSON ({exc.msg})") from None
+        records.append(record)
+        pos = skip_ws(pos)
+        if pos < end and text[pos] == ",":
+            pos = skip_ws(pos + 1)
+        elif pos < end:
+            # A complete array would have parsed in one go, so "]" here means junk after it.
+            line = text.count("\n", 0, pos) + 1
+            raise DataError(f"{where} line {line}: invalid JSON (expected ',' between records, got {text[pos]!r})")
+    if not records:
+        raise DataError(f"{where}: truncated JSON array with no complete record")
+    return records, len(records)
+
+
+def _parse_jsonl(text: str, where: str) -> tuple[list, list[int]]:
+    records, lines = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if not records and _is_single_object(text):
+                raise DataError(f"{where}: holds a single JSON object; expected a JSON array of "
+                                "records or JSONL (one record per line)") from None
+            raise DataError(f"{where} line {number}: invalid JSON ({exc.msg})") from None
+        lines.append(number)
+    return records, lines
+
+
+def _is_single_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+# --------------------------------------------------------------------------- normalizing
+
+
+def _normalize(records: list, locate, fmt: str, where: str) -> tuple[list[dict], dict]:
+    """Turn raw records into examples; field errors raise, unusable conversations are counted."""
+    examples: list[dict] = []
+    reasons: Counter = Counter()
+    human_first = 0 if fmt == "sharegpt" else None
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DataError(f"{locate(i)}: expected a JSON object, got {type(record).__name__}")
+        if fmt == "alpaca":
+            example, reason = _alpaca_example(record, locate(i)), None
+        else:
+            example, reason, first_human = _sharegpt_example(record, locate(i))
+            human_first += first_human
+        if example is not None and not (example["instruction"].strip() and example["output"].strip()):
+            example, reason = None, "empty_text"
+        if example is None:
+            reasons[reason] += 1
+        else:
+            examples.append(example)
+    if not examples:
+        raise DataError(f"{where}: no usable {fmt} examples in {len(records)} records "
+                        f"(skipped: {dict(reasons)}); is data.format={fmt} right?")
+    stats = dict(records_read=len(records), examples=len(examples), skipped_records=sum(reasons.values()),
+                 skip_reasons=dict(reasons), human_first=human_first)
+    return examples, stats
+
+
+def _field(record: dict, key: str, loc: str, optional: bool = False) -> str:
+    if key not in record or (optional and record[key] is None):
+        if optional:
+            return ""
+        raise DataError(f"{loc}: missing field {key!r}")
+    value = record[key]
+    if not isinstance(value, str):
+        raise DataError(f"{loc}: field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _alpaca_example(record: dict, loc: str) -> dict:
+    return {
+        "instruction": _field(record, "instruction", loc),
+        "input": _field(record, "input", loc, optional=True),
+        "output": _field(record, "output", loc),
+    }
+
+
+def _sharegpt_example(record: dict, loc: str) -> tuple[dict | None, str | None, int]:
+    """The first human -> assistant turn of a conversation: (example, skip reason, human-first)."""
+    layout = next((k for k in _LAYOUTS if k in record), None)
+    if layout is None:
+        raise DataError(f"{loc}: missing field 'conversations' (or 'messages')")
+    turns = record[layout]
+    if not isinstance(turns, list):
+        raise DataError(f"{loc}: field {layout!r} must be a list, got {type(turns).__name__}")
+    if turns and all(isinstance(t, str) for t in turns):
+        # GAIR/lima style: a plain list of strings alternating user, assistant.
+        if len(turns) < 2:
+            return None, "no_assistant_reply", 1
+        return {"instruction": turns[0], "input": "", "output": turns[1]}, None, 1
+    role_key, text_key, user, assistant = _LAYOUTS[layout]
+    parsed = []
+    for j, turn in enumerate(turns[:3]):  # only the (system,) user, assistant turns are used
+        tloc = f"{loc} {layout}[{j}]"
+        if not isinstance(turn, dict):
+            raise DataError(f"{tloc}: expected an object with {role_key!r} and {text_key!r}, got {type(turn).__name__}")
+        parsed.append((_field(turn, role_key, tloc), _field(turn, text_key, tloc)))
+    first_human = int(bool(parsed) and parsed[0][0] == user)
+    if parsed and parsed[0][0] == "system":
+        parsed = parsed[1:]
+    if not parsed or parsed[0][0] != user:
+        return None, "not_human_first", first_human
+    if len(parsed) < 2 or parsed[1][0] != assistant:
+        return None, "no_assistant_reply", first_human
+    return {"instruction": parsed[0][1], "input": "", "output": parsed[1][1]}, None, first_human
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _cache_paths(path: Path, size: int) -> tuple[Path, Path]:
+    base = cache_dir() / "data" / f"{path.stem}-{size}"
+    return base.with_name(base.name + ".jsonl"), base.with_name(base.name + ".stats.json")
+
+
+def _cache_key(path: Path, size: int, fmt: str) -> dict:
+    """What must match for a cache hit: size plus a hash of the head and tail of the file.
+
+    The name already holds the stem and size; the hash makes a different file of the same
+    name and size miss (a truncated file differs at its tail) without reading all of it.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(_FINGERPRINT_BYTES))
+        f.seek(max(0, size - _FINGERPRINT_BYTES))
+        digest.update(f.read(_FINGERPRINT_BYTES))
+    return {"version": CACHE_VERSION, "size": size, "sha256_head_tail": digest.hexdigest(), "format": fmt}
+
+
+def _read_cache(cache: tuple[Path, Path], key: dict) -> tuple[list[dict], dict] | None:
+    examples_path, stats_path = cache
+    try:
+        sidecar = json.loads(stats_path.read_text(encoding="utf-8"))
+        if sidecar.get("key") != key:
+            return None
+        with examples_path.open(encoding="utf-8") as f:
+            examples = [json.loads(line) for line in f]
+    except (OSError, ValueError):
+        return None  # absent or damaged: parse the file again
+    stats = sidecar["stats"]
+    if len(examples) != stats["examples"]:
+        return None
+    return examples, stats
+
+
+def _write_cache(cache: tuple[Path, Path], key: dict, examples: list[dict], stats: dict) -> None:
+    """Write examples and stats via temp files + os.replace, so readers never see half a file."""
+    examples_path, stats_path = cache
+    stored = {k: v for k, v in stats.items() if k not in ("source", "from_cache")}
+    try:
+        examples_path.parent.mkdir(parents=True, exist_ok=True)
+        for target, write in (
+            (examples_path, lambda f: f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)),
+            (stats_path, lambda f: json.dump({"key": key, "stats": stored}, f, indent=1)),
+        ):
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    write(f)
+                os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    except OSError as exc:  # a read-only or full cache only costs the next run a re-parse
+        log.warning("could not cache parsed data in %s: %s", examples_path.parent, exc)
+
+
+def _check_truncation_allowed(stats: dict, cfg: DataConfig, where: str) -> None:
+    if stats["truncated_file"] and not cfg.recover_truncated:
+        raise DataError(f"{where}: truncated JSON array; set data.recover_truncated=true to keep "
+                        "the complete records")
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def check_template(tokenizer, cfg: DataConfig) -> None:
+    """Fail fast (before loading data) when ``data.template=chat`` cannot work with this tokenizer."""
+    if cfg.template == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise DataError("data.template=chat needs a model with a chat template (this tokenizer has "
+                        "none); use data.template=alpaca")
+    if tokenizer.eos_token_id is None:
+        raise DataError("data.template: the tokenizer has no eos token, so responses cannot be terminated")
+
+
+def _user_text(example: dict) -> str:
+    return example["instruction"] + ("\n\n" + example["input"] if example["input"] else "")
+
+
+def _alpaca_prompt(example: dict) -> str:
+    template = ALPACA_PROMPT_INPUT if example["input"] else ALPACA_PROMPT_NO_INPUT
+    return template.format(instruction=example["instruction"], input=example["input"])
+
+
+_SENTINEL = "QZXRESPONSEQZX"
+
+
+def _chat_turn_parts(tokenizer) -> tuple[str, list[int]]:
+    """How the chat template wraps an assistant reply: (text before it, end-of-turn ids).
+
+    Rendered once with a sentinel reply. Text the template puts between the generation prompt
+    and the reply (e.g. an empty think block) becomes part of the trained response; the
+    end-of-turn is kept up to and including eos, and eos is appended when it is missing.
+    """
+    user = [{"role": "user", "content": "Hi"}]
+    try:
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": _SENTINEL}], tokenize=False)
+    except Exception as exc:  # jinja errors from arbitrary templates
+        raise DataError(f"data.template=chat: the model's chat template failed ({_one_line(exc)[:160]}); "
+                        "use data.template=alpaca") from exc
+    at = full.find(_SENTINEL)
+    before = full[len(prompt):at] if at >= 0 and full.startswith(prompt) else ""
+    after = full[at + len(_SENTINEL):] if at >= 0 else ""
+    eos = tokenizer.eos_token_id
+    end_ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    end_ids = end_ids[: end_ids.index(eos) + 1] if eos in end_ids else end_ids + [eos]
+    return before, end_ids
+
+
+def _render(examples: list[dict], tokenizer, cfg: DataConfig) -> tuple[list[str], list[str], list[int], bool]:
+    """Prompt texts, response texts, end ids, and whether prompts get the tokenizer's specials."""
+    responses = [e["output"] for e in examples]
+    if cfg.template == "alpaca":
+        # add_special_tokens on the prompt adds BOS for tokenizers that use one (Llama...).
+        return [_alpaca_prompt(e) for e in examples], responses, [tokenizer.eos_token_id], True
+    before, end_ids = _chat_turn_parts(tokenizer)
+    conversations = [[{"role": "user", "content": _user_text(e)}] for e in examples]
+    try:
+        prompts = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:
+        raise DataError(f"data.template=chat: the model's chat template failed ({_one_line(exc)[:160]}); "
+                        "use data.template=alpaca") from exc
+    # The template already writes BOS and friends, so the prompt gets no extra specials.
+    return prompts, [before + r for r in responses], end_ids, False
+
+
+# --------------------------------------------------------------------------- tokenizing
+
+
+def _batched_ids(tokenizer, texts: list[str], add_special_tokens: bool, chunk: int = 1024) -> list[list[int]]:
+    out: list[list[int]] = []
+    for i in range(0, len(texts), chunk):
+        enc = tokenizer(texts[i:i + chunk], add_special_tokens=add_special_tokens,
+                        return_attention_mask=False, verbose=False)
+        out.extend(enc["input_ids"])
+    return out
+
+
+def tokenize_examples(examples: list[dict], tokenizer, cfg: DataConfig) -> tuple[list[dict], dict]:
+    """Template and tokenize examples into ``{"input_ids", "labels"}``.
+
+    Prompt and response are tokenized separately and concatenated, so the prompt ids are
+    exactly a prefix of the full ids; labels are -100 on the prompt unless
+    ``cfg.train_on_prompt``. Examples longer than ``cfg.max_seq_len`` are dropped or cut to
+    the first max_seq_len tokens (``cfg.overlong``); a cut example keeping no response token
+    is dropped. Stats: ``examples_in``, ``overlong_dropped``, ``overlong_truncated``,
+    ``examples_out``.
+    """
+    check_template(tokenizer, cfg)
+    if not examples:
+        return [], dict(examples_in=0, overlong_dropped=0, overlong_truncated=0, examples_out=0)
+    prompts, responses, end_ids, prompt_specials = _render(examples, tokenizer, cfg)
+    limit = cfg.max_seq_len
+    prompt_ids = _batched_ids(tokenizer, prompts, prompt_specials)
+    # A prompt that fills max_seq_len leaves no response token under either overlong rule, so
+    # its (often long) response is never tokenized: that saves a large share of the time.
+    fits = [i for i, p in enumerate(prompt_ids) if len(p) < limit]
+    response_ids = _batched_ids(tokenizer, [responses[i] for i in fits], False)
+    out: list[dict] = []
+    dropped, truncated = len(examples) - len(fits), 0
+    for i, r in zip(fits, response_ids, strict=True):
+        p = prompt_ids[i]
+        ids = p + r + end_ids
+        labels = list(ids) if cfg.train_on_prompt else [IGNORE_INDEX] * len(p) + r + end_ids
+        if len(ids) > limit:
+            if cfg.overlong == "drop":
+                dropped += 1
+                continue
+            ids, labels = ids[:limit], labels[:limit]
+            truncated += 1
+        out.append({"input_ids": ids, "labels": labels})
+    stats = dict(examples_in=len(examples), overlong_dropped=dropped, overlong_truncated=truncated,
+                 examples_out=len(out))
+    log.info("tokenized %s examples (max_seq_len=%d, overlong=%s): %s dropped, %s truncated, %s kept",
+             f"{len(examples):,}", limit, cfg.overlong, f"{dropped:,}", f"{truncated:,}", f"{len(out):,}")
+    return out, stats
+
+
+# --------------------------------------------------------------------------- splits & packing
+
+
+def split_examples(tokenized: list[dict], cfg: DataConfig) -> dict[str, list[dict]]:
+    """Deterministic split by the data seed: test first, then val, then train (capped).
+
+    test/val come from the same shuffled pool before the train cap, so ``train_size`` never
+    changes them; the run seed is not involved.
+    """
+    need = cfg.test_size + cfg.val_size + 1
+    if len(tokenized) < need:
+        raise DataError(
+            f"data: only {len(tokenized)} usable examples after tokenizing (max_seq_len={cfg.max_seq_len}, "
+            f"overlong={cfg.overlong}); need at least data.test_size + data.val_size + 1 = {need}"
+        )
+    order = list(range(len(tokenized)))
+    random.Random(cfg.seed).shuffle(order)
+    test = order[: cfg.test_size]
+    val = order[cfg.test_size: cfg.test_size + cfg.val_size]
+    train = order[cfg.test_size + cfg.val_size:]
+    if cfg.train_size is not None:
+        train = train[: cfg.train_size]
+    return {name: [tokenized[i] for i in idx] for name, idx in (("train", train), ("val", val), ("test", test))}
+
+
+def pack_examples(examples: list[dict], max_seq_len: int) -> list[dict]:
+    """Greedily concatenate examples, in order, into sequences of at most ``max_seq_len``.
+
+    Each example's first label becomes -100: in a packed row that position would otherwise
+    make the previous example's last token predict this example's first token.
+    """
+    packed: list[dict] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    for example in examples:
+        if ids and len(ids) + len(example["input_ids"]) > max_seq_len:
+            packed.append({"input_ids": ids, "labels": labels})
+            ids, labels = [], []
+        ids.extend(example["input_ids"])
+        labels.append(IGNORE_INDEX)
+        labels.extend(example["labels"][1:])
+    if ids:
+        packed.append({"input_ids": ids, "labels": labels})
+    return packed
+
+
+def build_splits(cfg: DataConfig, tokenizer) -> tuple[dict[str, list[dict]], dict]:
+    """Load, tokenize, split and (if ``cfg.packing``) pack the training data.
+
+    Returns ``({"train", "val", "test"}, stats)``; stats merge :func:`load_examples` and
+    :func:`tokenize_examples` stats with ``n_train`` (rows, packed or not),
+    ``n_train_examples``, ``n_val``, ``n_test``, ``train_tokens``, ``train_target_tokens``
+    and ``packed``. Only the training split is ever packed.
+    """
+    check_template(tokenizer, cfg)  # cheap, and before the file is parsed
+    examples, stats = load_examples(cfg)
+    tokenized, tok_stats = tokenize_examples(examples, tokenizer, cfg)
+    stats.update(tok_stats)
+    splits = split_examples(tokenized, cfg)
+    stats["n_train_examples"] = len(splits["train"])
+    if cfg.packing:
+        splits["train"] = pack_examples(splits["train"], cfg.max_seq_len)
+    stats.update(
+        n_train=len(splits["train"]), n_val=len(splits["val"]), n_test=len(splits["test"]),
+        train_tokens=sum(len(e["input_ids"]) for e in splits["train"]),
+        train_target_tokens=sum(sum(1 for t in e["labels"] if t != IGNORE_INDEX) for e in splits["train"]),
+        packed=cfg.packing,
+    )
+    log.info("splits: train %s%s, val %s, test %s (%s train tokens)", f"{stats['n_train']:,}",
+             f" packed rows from {stats['n_train_examples']:,} examples" if cfg.packing else "",
+             f"{stats['n_val']:,}", f"{stats['n_test']:,}", f"{stats['train_tokens']:,}")
+    return splits, stats
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: input_ids with ``pad_id``, labels with -100, attention_mask 1/0.
+
+    The padded length is the longest sequence rounded up to a multiple of 8 (tensor-core
+    friendly shapes, at most 7 extra columns).
+    """
+    longest = max(len(e["input_ids"]) for e in batch)
+    width = int(math.ceil(longest / 8) * 8)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, example in enumerate(batch):
+        n = len(example["input_ids"])
+        input_ids[row, :n] = torch.tensor(example["input_ids"], dtype=torch.long)
+        labels[row, :n] = torch.tensor(example["labels"], dtype=torch.long)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+class InstructionDataModule(L.LightningDataModule):
+    """DataLoaders over already built splits (see :func:`build_splits`).
+
+    The training order is shuffled by a generator seeded with the run ``seed``, rebuilt on each
+    ``train_dataloader()`` call, so a run's data order is reproducible.
+    """
+
+    def __init__(self, splits: dict[str, list[dict]], pad_id: int, micro_batch_size: int, seed: int,
+                 num_workers: int = 0):
+        super().__init__()
+        self.splits = splits
+        self.pad_id = pad_id
+        self.micro_batch_size = micro_batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.splits[name], batch_size=self.micro_batch_size, shuffle=shuffle, generator=generator,
+            drop_last=False, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            collate_fn=functools.partial(collate, pad_id=self.pad_id),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,256 @@
+"""Dry-run estimate: parameter counts and a peak-memory budget, with no weights loaded.
+
+The model is built on the meta device (shapes only, no memory), the adapter is applied the
+same way a real run applies it (so target names are validated and peft counts the
+parameters), and memory is the sum of five parts (F12): weights + adapter weights +
+gradients + optimizer state + activations of one micro-batch. Every simplification is
+listed in the estimate's ``assumptions``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from .adapters import apply_adapter, count_parameters
+from .models import compute_dtype, load_config, torch_dtype
+from .schema import QuantConfig, RunConfig
+
+GIB = 1024**3
+
+# bitsandbytes 4-bit layout: one absmax per block of 64 values; double quant stores each
+# absmax as one byte plus one fp32 per 256 absmax values.
+QUANT_BLOCK = 64
+NESTED_BLOCK = 256
+
+# Optimizer states per trainable parameter: (number of states, bytes per state or None for
+# "the parameter's own dtype").
+OPTIMIZER_STATES: dict[str, tuple[int, int | None]] = {
+    "adamw": (2, None),
+    "paged_adamw": (2, None),
+    "sophia": (2, None),
+    "adamw_8bit": (2, 1),
+    "paged_adamw_8bit": (2, 1),
+    "lion_8bit": (1, 1),
+    "sgd": (1, None),  # momentum buffer; none when momentum == 0
+}
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The Lightning precision a run uses: ``auto`` is bf16-true where bf16 matmuls are native
+    (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX, where it runs about 2.4x faster than
+    fp32), else 32-true."""
+    if precision != "auto":
+        return precision
+    if device in ("cuda", "gpu"):
+        return "bf16-true" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-true" if cpu_has_native_bf16() else "32-true"
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (Linux /proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _nbytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype, device="meta").element_size()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def quantized_linear_bytes(out_features: int, in_features: int, quant: QuantConfig) -> int:
+    """Bytes of one bitsandbytes-quantized weight matrix, quantization constants included."""
+    n = out_features * in_features
+    if quant.mode == "int8":
+        return n + 4 * out_features  # int8 values + one fp32 scale per row
+    blocks = math.ceil(n / QUANT_BLOCK)
+    absmax = blocks + 4 * math.ceil(blocks / NESTED_BLOCK) if quant.double_quant else 4 * blocks
+    return math.ceil(n / 2) + absmax
+
+
+def weight_bytes(model: nn.Module, quant: QuantConfig) -> int:
+    """Bytes of the base model's weights (before any adapter), quantized where bitsandbytes would.
+
+    Every nn.Linear except the output head is quantized; the rest keeps the dtype the model
+    was built in. Tied weights count once.
+    """
+    head = model.get_output_embeddings()
+    quantized: set[int] = set()
+    total = 0
+    if quant.mode != "none":
+        for module in model.modules():
+            if isinstance(module, nn.Linear) and module is not head:
+                total += quantized_linear_bytes(module.out_features, module.in_features, quant)
+                quantized.add(id(module.weight))
+    for param in model.parameters():  # parameters() yields a tied weight once
+        if id(param) not in quantized:
+            total += param.numel() * param.element_size()
+    return total
+
+
+def _layer_shapes(config) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each linear in a Llama-style decoder block, and lm_head."""
+    hidden, inter = config.hidden_size, config.intermediate_size
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    q_dim = heads * head_dim
+    kv_dim = (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    return {
+        "q_proj": (hidden, q_dim), "k_proj": (hidden, kv_dim), "v_proj": (hidden, kv_dim),
+        "o_proj": (q_dim, hidden), "gate_proj": (hidden, inter), "up_proj": (hidden, inter),
+        "down_proj": (inter, hidden), "lm_head": (hidden, config.vocab_size),
+    }
+
+
+def _lora_saved_bytes(in_features: int, out_features: int, run: RunConfig, act: int) -> int:
+    """Per token: what one LoRA/DoRA linear saves for backward beyond the frozen base layer."""
+    adapter = run.adapter
+    saved = adapter.r * act  # lora_A output, the input of lora_B
+    if adapter.dropout > 0:
+        saved += in_features * (act + 1)  # dropped-out input copy + its 1-byte mask
+    if adapter.kind == "dora":
+        saved += out_features * act  # base output, rescaled by the magnitude vector
+    return saved
+
+
+def activation_bytes(config, run: RunConfig) -> int:
+    """Saved activations of one micro-batch at full length (the worst case), in bytes.
+
+    Per decoder layer and token (elements, at the compute dtype): the two RMSNorm inputs
+    (2 x hidden), SDPA's q, k, v (after RoPE) and output (hidden + 2 x kv_dim + hidden), the
+    MLP's gate, up, SiLU and product (4 x intermediate); plus per LoRA-targeted linear its
+    dropout copy and rank-r intermediate. A frozen linear without LoRA saves no input; full
+    fine-tuning also saves the two norm outputs that feed q/k/v and gate/up (the inputs of
+    o_proj and down_proj are already counted). After the last layer: the final norm input and
+    the logits (compute dtype plus an fp32 copy for the loss). With gradient checkpointing
+    only each layer's input is kept, plus one layer's activations while it is recomputed.
+    """
+    precision = run.trainer.precision
+    act = _nbytes(compute_dtype(precision))
+    shapes = _layer_shapes(config)
+    hidden, vocab = config.hidden_size, config.vocab_size
+    _, q_dim = shapes["q_proj"]
+    _, kv_dim = shapes["k_proj"]
+    full = run.adapter.kind == "full"
+    targets = set() if full else set(run.adapter.target_modules)
+
+    layer = (2 * hidden + q_dim + 2 * kv_dim + q_dim + 4 * config.intermediate_size) * act
+    if full:
+        layer += 2 * hidden * act
+    layer += sum(_lora_saved_bytes(*shapes[t], run, act) for t in targets & (shapes.keys() - {"lm_head"}))
+
+    head = hidden * act + vocab * (act + 4)
+    if full:
+        head += hidden * act
+    elif "lm_head" in targets:
+        head += _lora_saved_bytes(*shapes["lm_head"], run, act)
+
+    layers = config.num_hidden_layers
+    if run.trainer.gradient_checkpointing:
+        body = layers * hidden * act + layer
+    else:
+        body = layers * layer
+    tokens = run.trainer.micro_batch_size * run.data.max_seq_len
+    return tokens * (body + head)
+
+
+def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untracked) -> list[str]:
+    quant = run.quant
+    notes = [
+        f"precision {precision}: frozen weights {_dtype_name(frozen)}, trainable weights, "
+        f"gradients and optimizer states {_dtype_name(trainable)}, activations {_dtype_name(act)}",
+    ]
+    if quant.mode == "int8":
+        notes.append("int8: 1 byte/param + fp32 scale per row for every Linear except lm_head")
+    elif quant.mode != "none":
+        absmax = "1-byte absmax per 64 values + fp32 per 256 blocks (double quant)" if quant.double_quant \
+            else "fp32 absmax per 64 values"
+        notes.append(f"{quant.mode}: 0.5 byte/param + {absmax} for every Linear except lm_head; "
+                     f"embeddings, norms, lm_head stay {_dtype_name(frozen)}")
+    name = run.optimizer.name
+    if name.endswith("8bit"):
+        notes.append(f"{name}: 1 byte per state, block statistics and small-tensor fp32 states ignored")
+    if name.startswith("paged"):
+        notes.append(f"{name}: paged states counted as resident on the GPU")
+    notes.append(
+        f"activations: Llama-style block, {run.model.attn_implementation} attention without a "
+        f"stored s x s score matrix, every sequence {run.data.max_seq_len} tokens, micro-batch "
+        f"{run.trainer.micro_batch_size}; saved tensors only (elementwise temporaries, fp32 "
+        "norm upcasts and backward scratch not counted)"
+    )
+    if untracked:
+        notes.append(f"activations of adapters on {', '.join(sorted(untracked))} not counted (not a Llama linear)")
+    if run.trainer.gradient_checkpointing:
+        notes.append("gradient checkpointing: one hidden-size tensor per layer + one layer recomputed")
+    notes.append("logits: micro-batch x seq x vocab in the compute dtype + an fp32 copy for the loss")
+    notes.append("not counted: CUDA context, allocator fragmentation; compare with max_memory_allocated")
+    return notes
+
+
+def estimate_run(run: RunConfig, device: str | None = None) -> dict:
+    """Parameter counts and a memory estimate for ``run``, with no weights loaded.
+
+    device: where the run would train (``cuda`` or ``cpu``); it decides what precision
+    ``auto`` means. Defaults to this machine's (``cuda`` when a GPU is present).
+    Returns a JSON-able dict; byte counts are ints.
+    """
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(run.trainer.precision, device)
+    run = replace(run, trainer=replace(run.trainer, precision=precision))
+    frozen_dtype = torch_dtype(precision)  # what build_model loads the base weights as
+    # peft upcasts adapter weights to fp32; bf16-true converts the whole module to bf16.
+    trainable_dtype = torch_dtype(precision)
+    act_dtype = compute_dtype(precision)
+
+    config = load_config(run.model)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=frozen_dtype, trust_remote_code=run.model.trust_remote_code)
+        weights = weight_bytes(model, run.quant)
+        model = apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing)
+    trainable, total = count_parameters(model)
+
+    param_bytes = _nbytes(trainable_dtype)
+    full = run.adapter.kind == "full"
+    adapter = 0 if full else trainable * param_bytes  # full FT: the trained weights are the weights
+    gradients = trainable * param_bytes
+    states, state_bytes = OPTIMIZER_STATES[run.optimizer.name]
+    if run.optimizer.name == "sgd" and run.optimizer.momentum == 0:
+        states = 0
+    optimizer = trainable * states * (state_bytes or param_bytes)
+    activations = activation_bytes(config, run)
+    untracked = set() if full else set(run.adapter.target_modules) - _layer_shapes(config).keys()
+
+    total_bytes = weights + adapter + gradients + optimizer + activations
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100 * trainable / total, 4) if total else 0.0,
+        "precision": precision,
+        "memory_estimate": {
+            "weights_bytes": weights,
+            "adapter_bytes": adapter,
+            "gradients_bytes": gradients,
+            "optimizer_state_bytes": optimizer,
+            "activations_bytes": activations,
+            "total_bytes": total_bytes,
+            "total_gib": round(total_bytes / GIB, 3),
+            "total_gb": round(total_bytes / 1e9, 3),
+            "assumptions": _assumptions(run, precision, frozen_dtype, trainable_dtype, act_dtype, untracked),
+        },
+    }
