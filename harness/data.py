@@ -247,7 +247,9 @@ def _recover_array(text: str, start: int, where: str) -> tuple[list, int]:
 
 def _parse_jsonl(text: str, where: str) -> tuple[list, list[int]]:
     records, lines = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also splits on U+2028 and friends, which JSON
+    # strings may hold unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

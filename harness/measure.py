@@ -80,7 +80,7 @@ class MeasureCallback(L.Callback):
         self.sequences += mask.shape[0]
         elapsed = time.perf_counter() - self.train_start
         if elapsed > 0:
-            pl_module.log("tok_s", self.tokens / elapsed, prog_bar=True, on_step=True, logger=True)
+            pl_module.log("tok_s", self.tokens / elapsed, prog_bar=True, on_step=True, logger=trainer.logger is not None)
 
     def on_train_end(self, trainer, pl_module):
         self._sync(pl_module)

@@ -20,8 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from .paths import CONF_DIR
 from .schema import ConfigError, register_configs, validate
 
-# bitsandbytes warns at import about optional CPU kernels from the hub; it is noise here.
-warnings.filterwarnings("ignore", message=".*gemm_4bit_forward.*")
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 log = logging.getLogger("harness")

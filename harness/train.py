@@ -49,7 +49,7 @@ def plan_steps(run: RunConfig, n_train: int, device: str) -> tuple[int, str | No
     t = run.trainer
     full = steps_per_epoch(n_train, t.micro_batch_size, t.accumulate_grad_batches) * t.epochs
     if t.max_steps is not None:
-        return min(t.max_steps, full), None
+        return t.max_steps, None
     if device == "cpu" and t.cpu_max_steps is not None and t.cpu_max_steps < full:
         note = (f"no GPU found: training stops after trainer.cpu_max_steps={t.cpu_max_steps} of {full} optimizer "
                 "steps (set trainer.cpu_max_steps=null for the full schedule)")
@@ -112,7 +112,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             accelerator="gpu" if device == "cuda" else "cpu",
             devices=t.devices,
             precision=precision,
-            max_epochs=t.epochs,
+            max_epochs=-1 if t.max_steps is not None else t.epochs,  # max_steps overrides epochs
             max_steps=total_steps,
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.max_grad_norm,

@@ -453,3 +453,15 @@ def test_embedded_sharegpt(tmp_path, monkeypatch):
     assert cached["from_cache"] is True and {**stats, "from_cache": True} == cached and again == examples
     assert "truncated" in error_of(DataError, data.load_examples,
                                    DataConfig(name="s", format="sharegpt", path=SHAREGPT_SPEC))
+
+
+def test_jsonl_with_unicode_line_separators_inside_strings(tmp_path):
+    """JSON strings may hold U+2028/U+2029 unescaped; they are not line breaks in JSONL."""
+    from harness.data import load_examples
+    from harness.schema import DataConfig
+
+    path = tmp_path / "sep.jsonl"
+    rows = [{"instruction": "a\u2028b", "input": "", "output": "c\u2029d"}, {"instruction": "e", "input": "", "output": "f"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    examples, stats = load_examples(DataConfig(name="t", format="alpaca", path=str(path), template="alpaca"))
+    assert [e["instruction"] for e in examples] == ["a\u2028b", "e"]

@@ -1,0 +1,83 @@
+"""``python -m harness.export RUN_DIR [--out DIR]``: a merged plain HF folder from a finished run.
+
+The base model is reloaded unquantized in the run's precision, the PEFT adapter is loaded on
+top and merged into the weights, and the result is saved with the tokenizer, so any HF tool
+(lm-eval's own CLI included) can load it with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .record import RECORD_NAME, read_record
+from .schema import ConfigError, QuantConfig, RunConfig, register_configs
+
+
+def run_config_from_record(record: dict) -> RunConfig:
+    """The typed config a record was produced with."""
+    register_configs()
+    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), record["config"])
+    return OmegaConf.to_object(merged)
+
+
+def export_merged(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Merge the run's adapter into its base model and save a plain HF folder (default RUN_DIR/merged)."""
+    import torch
+    from peft import PeftModel
+
+    from .models import build_model, load_tokenizer
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RECORD_NAME).is_file():
+        raise ConfigError(f"{run_dir}: not a run dir (no {RECORD_NAME})")
+    record = read_record(run_dir)
+    if record.get("status") != "ok":
+        raise ConfigError(f"{run_dir}: run status is {record.get('status')!r}, nothing trained to export")
+    run = run_config_from_record(record)
+    out = Path(out) if out else run_dir / "merged"
+    tokenizer = load_tokenizer(run.model)
+    if record.get("model_path"):  # full fine-tuning: the saved model already is a plain HF folder
+        from transformers import AutoModelForCausalLM
+
+        merged = AutoModelForCausalLM.from_pretrained(record["model_path"])
+    else:
+        adapter = Path(record["adapter_path"])
+        if not adapter.is_dir():
+            raise ConfigError(f"{adapter}: adapter folder is missing")
+        # Merge into full-precision weights even for a QLoRA run: merging into 4-bit weights
+        # would round the update away. The export is then the fine-tuned model at its precision.
+        precision = record.get("precision", "32-true")
+        if run.model.init == "random":  # the same seed rebuilds the same random base weights
+            import lightning as L
+
+            L.seed_everything(run.seed, verbose=False)
+        base = build_model(run.model, QuantConfig(mode="none"), precision, "cpu")
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.config.use_cache = True
+    with torch.no_grad():
+        merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="a run dir holding record.json")
+    parser.add_argument("--out", help="where to write the merged HF folder (default RUN_DIR/merged)")
+    args = parser.parse_args(argv)
+    from .train import USER_ERRORS
+
+    try:
+        out = export_merged(args.run_dir, args.out)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""End-to-end runs on the tiny model: records, adapters, export, learning, failure statuses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from harness.record import RECORD_NAME
+from harness.train import run_training
+from tests.helpers import compose_run, read_record, run_cli
+
+MEASUREMENTS = ["trainable_params", "total_params", "peak_rss_bytes", "train_seconds", "total_seconds",
+                "tokens_per_s", "train_loss_first", "train_loss_last", "train_loss_best", "val_loss_first",
+                "val_loss_last", "val_loss_best", "versions", "git_sha", "device", "seed", "adapter_path", "config"]
+
+
+@pytest.fixture(scope="session")
+def chat_file(tmp_path_factory):
+    """A small ShareGPT JSONL file with short, learnable conversations."""
+    path = tmp_path_factory.mktemp("data") / "chat.jsonl"
+    rows = [{"conversations": [{"from": "human", "value": f"What is {a} plus {a}?"},
+                               {"from": "gpt", "value": f"{a} plus {a} is {2 * a}."}]} for a in range(60)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny(chat_file, *extra: str) -> list[str]:
+    return ["model=tiny", "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=32", "data.val_size=8",
+            "data.test_size=8", "data.max_seq_len=128", "trainer=smoke", "logger=none", *extra]
+
+
+def train_in_process(overrides: list[str], run_dir) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from harness.paths import CONF_DIR
+
+    run = compose_run(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        resolved = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+    return run_training(run, resolved, run_dir)
+
+
+def test_cli_run_writes_a_complete_record_in_the_hydra_run_dir(chat_file, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(tiny(chat_file, "logger=csv"), run_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = read_record(run_dir)
+    assert record["status"] == "ok"
+    for key in MEASUREMENTS:
+        assert key in record and record[key] is not None, key
+    assert record["config"]["model"]["name"] == "tiny" and record["seed"] == 42
+    assert record["optimizer_steps"] == 3 and len(record["train_losses"]) == 3
+    assert record["data"]["n_train"] == 32 and record["data"]["n_val"] == 8
+    assert record["train_tokens_seen"] > 0 and record["tokens_per_s"] > 0
+    assert 0 < record["trainable_params"] < record["total_params"]
+    assert (run_dir / "logs" / "metrics.csv").is_file()
+    # The adapter is in PEFT format.
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(record["adapter_path"]).r == 8
+
+
+def test_training_lowers_the_loss(chat_file, tmp_path):
+    record = train_in_process(tiny(chat_file, "trainer.max_steps=16", "optimizer.lr=0.03", "adapter.targets=all",
+                                   "adapter.r=16", "scheduler=constant", "scheduler.warmup_steps=0"), tmp_path)
+    assert record["status"] == "ok"
+    assert record["train_loss_last"] < record["train_loss_first"] - 0.5
+    assert record["val_loss_last"] < record["val_loss_first"]
+
+
+@pytest.mark.parametrize("extra,trainable", [
+    (["adapter=dora"], None),
+    (["adapter.targets=all", "adapter.rslora=true"], None),
+    (["adapter=full"], "all"),
+    (["optimizer=sgd", "scheduler=linear"], None),
+    (["optimizer=adamw_8bit"], None),
+    (["optimizer=paged_adamw_8bit", "quant=nf4", "quant.double_quant=true"], None),
+    (["optimizer=lion_8bit", "quant=int8"], None),
+    (["+optimizer.lr_ratios.lora_B=16", "trainer.gradient_checkpointing=true"], None),
+    (["data.packing=true", "trainer.precision=bf16-true"], None),
+])
+def test_variants_train(chat_file, tmp_path, extra, trainable):
+    record = train_in_process(tiny(chat_file, *extra), tmp_path)
+    assert record["status"] == "ok", record.get("error")
+    assert math.isfinite(record["train_loss_last"])
+    if trainable == "all":
+        assert record["trainable_params"] == record["total_params"]
+        assert record["model_path"] and record["adapter_path"] is None
+
+
+def test_lora_plus_groups_have_the_ratio(chat_file):
+    from harness.adapters import apply_adapter
+    from harness.models import build_model
+    from harness.module import build_optimizer
+
+    run = compose_run(tiny(chat_file, "+optimizer.lr_ratios.lora_B=16"))
+    model = apply_adapter(build_model(run.model, run.quant, "32-true", "cpu"), run.adapter)
+    optimizer = build_optimizer(model, run.optimizer)
+    by_lr = {g["lr"]: g["params"] for g in optimizer.param_groups}
+    assert sorted(by_lr) == pytest.approx([run.optimizer.lr, 16 * run.optimizer.lr])
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("lora_B" in names[id(p)] for p in by_lr[max(by_lr)])
+    assert all("lora_A" in names[id(p)] for p in by_lr[min(by_lr)])
+
+
+def test_cosine_schedule_is_half_a_cycle_over_the_run():
+    from harness.module import build_scheduler
+    from harness.schema import SchedulerConfig
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = build_scheduler(optimizer, SchedulerConfig(name="cosine", warmup_steps=2), total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == 0 and lrs[2] == pytest.approx(1.0)
+    assert lrs[6] == pytest.approx(0.5)  # halfway through the decay
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+def test_nan_loss_is_recorded_as_diverged(chat_file, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(tiny(chat_file, "optimizer.lr=1e10", "trainer.max_grad_norm=null",
+                          "trainer.max_steps=6", "adapter.targets=all_linear"), run_dir)
+    record = read_record(run_dir)
+    assert record["status"] == "diverged", record.get("error")
+    assert result.returncode == 1
+    assert record["optimizer_steps"] < 6
+
+
+def test_export_merges_into_a_plain_hf_folder_with_the_same_outputs(chat_file, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    import lightning as L
+    from harness.models import build_model
+
+    run_dir = tmp_path / "run"
+    record = train_in_process(tiny(chat_file, "adapter.targets=all_linear", "optimizer.lr=0.01"), run_dir)
+    assert record["status"] == "ok"
+    result = __import__("subprocess").run(
+        [__import__("sys").executable, "-m", "harness.export", str(run_dir)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    merged_dir = run_dir / "merged"
+    assert (merged_dir / "config.json").is_file() and (merged_dir / "tokenizer.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    run = compose_run(tiny(chat_file))
+    L.seed_everything(run.seed, verbose=False)
+    tuned = PeftModel.from_pretrained(build_model(run.model, run.quant, "32-true", "cpu"), record["adapter_path"])
+    ids = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = tuned.eval()(input_ids=ids).logits, merged.eval()(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_export_refuses_a_dir_without_a_record(tmp_path):
+    result = run_cli.__globals__["subprocess"].run(
+        [__import__("sys").executable, "-m", "harness.export", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path}: not a run dir (no {RECORD_NAME})"]
+
+
+@pytest.mark.slow
+def test_embedded_model_few_steps(tmp_path):
+    """The real SmolLM2-135M-Instruct from the PyPI GGUF, on the real embedded ShareGPT data."""
+    run_dir = tmp_path / "run"
+    result = run_cli(["trainer.max_steps=2", "trainer.micro_batch_size=2", "trainer.global_batch_size=2",
+                      "data.max_seq_len=256", "data.val_size=4", "logger=none"], run_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = read_record(run_dir)
+    assert record["status"] == "ok"
+    assert record["total_params"] == 134_515_008 + record["trainable_params"]
+    assert record["data"]["records_recovered"] == 17_671
+    # A pretrained instruct model already predicts chat responses well; a random one would sit near ln(49152) = 10.8.
+    assert record["val_loss_first"] < 3.0
