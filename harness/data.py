@@ -578,8 +578,11 @@ def pack_examples(examples: list[dict], max_seq_len: int) -> list[dict]:
     return packed
 
 
-def build_splits(cfg: DataConfig, tokenizer) -> tuple[dict[str, list[dict]], dict]:
+def build_splits(cfg: DataConfig, tokenizer, loaded: tuple[list[dict], dict] | None = None) -> tuple[dict[str, list[dict]], dict]:
     """Load, tokenize, split and (if ``cfg.packing``) pack the training data.
+
+    ``loaded``: the result of :func:`load_examples`, when the caller parsed the data already
+    (to report data errors before loading the tokenizer or the model).
 
     Returns ``({"train", "val", "test"}, stats)``; stats merge :func:`load_examples` and
     :func:`tokenize_examples` stats with ``n_train`` (rows, packed or not),
@@ -587,7 +590,8 @@ def build_splits(cfg: DataConfig, tokenizer) -> tuple[dict[str, list[dict]], dic
     and ``packed``. Only the training split is ever packed.
     """
     check_template(tokenizer, cfg)  # cheap, and before the file is parsed
-    examples, stats = load_examples(cfg)
+    examples, stats = loaded if loaded is not None else load_examples(cfg)
+    stats = dict(stats)
     tokenized, tok_stats = tokenize_examples(examples, tokenizer, cfg)
     stats.update(tok_stats)
     splits = split_examples(tokenized, cfg)

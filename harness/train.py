@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import adapters, data, measure, models
-from .estimate import resolve_precision
+from .estimate import estimate_run, resolve_precision
 from .module import DivergedError, FineTuneModule, steps_per_epoch
 from .paths import MissingPathError
 from .record import git_sha, loss_summary, versions, write_record
@@ -31,17 +31,6 @@ def pick_device(accelerator: str) -> str:
     if accelerator == "cpu":
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_architecture(run: RunConfig):
-    """Build the model on the meta device (no weights) and check the adapter targets exist."""
-    from transformers import AutoModelForCausalLM
-
-    config = models.load_config(run.model)
-    with torch.device("meta"):
-        meta_model = AutoModelForCausalLM.from_config(config)
-    adapters.check_targets(run.adapter, meta_model)
-    return config
 
 
 def plan_steps(run: RunConfig, n_train: int, device: str) -> tuple[int, str | None]:
@@ -70,9 +59,12 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     device = pick_device(run.trainer.accelerator)
     precision = resolve_precision(run.trainer.precision, device)
     models.check_quant_supported(run.quant, device)
-    arch = check_architecture(run)
+    loaded = data.load_examples(run.data)  # data errors first: parsing is cheap, loading models is not
+    # The dry-run estimate builds the model on the meta device, which also checks the targets.
+    estimate = estimate_run(run, device)
+    arch = models.load_config(run.model)
     tokenizer = models.load_tokenizer(run.model)
-    splits, data_stats = data.build_splits(run.data, tokenizer)
+    splits, data_stats = data.build_splits(run.data, tokenizer, loaded)
     total_steps, schedule_note = plan_steps(run, data_stats["n_train"], device)
     if schedule_note:
         log.warning(schedule_note)
@@ -88,6 +80,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         "git_sha": git_sha(),
         "data": data_stats,
         "planned_steps": total_steps,
+        "memory_estimate": estimate["memory_estimate"],
         "schedule_note": schedule_note,
         "adapter_path": None,
         "model_path": None,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from harness.estimate import estimate_run, resolve_precision
+from harness.estimate import cpu_has_native_bf16, estimate_run, resolve_precision
 from harness.paths import CONF_DIR
 from harness.schema import ConfigError, register_configs, validate
 
@@ -128,10 +128,11 @@ def test_unknown_target_is_a_config_error():
 
 
 def test_resolve_precision():
-    assert resolve_precision("auto", "cpu") == "32-true"
+    cpu_auto = "bf16-true" if cpu_has_native_bf16() else "32-true"
+    assert resolve_precision("auto", "cpu") == cpu_auto
     assert resolve_precision("bf16-mixed", "cuda") == "bf16-mixed"
     assert resolve_precision("16-mixed", "cpu") == "16-mixed"
     if not torch.cuda.is_available() or torch.cuda.is_bf16_supported():
         assert resolve_precision("auto", "cuda") == "bf16-true"
     # An estimate states the precision it resolved.
-    assert estimate("model=tiny", "trainer.precision=auto")["precision"] == "32-true"
+    assert estimate("model=tiny", "trainer.precision=auto")["precision"] == cpu_auto

@@ -180,3 +180,10 @@ def test_embedded_model_few_steps(tmp_path):
     assert record["data"]["records_recovered"] == 17_671
     # A pretrained instruct model already predicts chat responses well; a random one would sit near ln(49152) = 10.8.
     assert record["val_loss_first"] < 3.0
+
+
+def test_sophia_trains_when_installed(chat_file, tmp_path):
+    pytest.importorskip("sophia_opt")
+    record = train_in_process(tiny(chat_file, "optimizer=sophia", "trainer.max_steps=11"), tmp_path)
+    assert record["status"] == "ok", record.get("error")
+    assert record["optimizer_steps"] == 11 and math.isfinite(record["train_loss_last"])
