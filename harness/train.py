@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 from pathlib import Path
@@ -100,13 +101,17 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps)
         datamodule = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
         t = run.trainer
-        val_interval = t.val_every_n_steps * t.accumulate_grad_batches if t.val_every_n_steps else None
+        # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
+        epoch_batches = min(math.ceil(len(splits["train"]) / t.micro_batch_size), total_steps * t.accumulate_grad_batches)
+        # Lightning counts the validation interval in micro-batches, within one epoch.
+        val_interval = min(t.val_every_n_steps * t.accumulate_grad_batches, epoch_batches) if t.val_every_n_steps else None
         trainer = L.Trainer(
             accelerator="gpu" if device == "cuda" else "cpu",
             devices=t.devices,
             precision=precision,
             max_epochs=-1 if t.max_steps is not None else t.epochs,  # max_steps overrides epochs
             max_steps=total_steps,
+            limit_train_batches=epoch_batches,
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.max_grad_norm,
             logger=CSVLogger(run_dir, name="logs", version="") if run.logger.name == "csv" else False,

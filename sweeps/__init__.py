@@ -1,0 +1,1 @@
+"""Optuna sweep drivers: search space -> trial overrides -> subprocess run -> record."""
