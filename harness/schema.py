@@ -270,12 +270,26 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    """Scoring after training. Only ``none`` exists so far; lm-eval scoring comes next."""
+    """Scoring with lm-eval after training (and once per base model, cached).
+
+    name: ``local`` (the harness's offline suite), ``raschka`` (the reference study's tasks;
+    needs the HF hub), ``none``, or ``custom`` with ``tasks`` set to any lm-eval task names.
+    limit: score only the first N documents of each task (null = all).
+    """
 
     name: str = "none"
+    tasks: list[str] = field(default_factory=list)
+    num_fewshot: int | None = None
+    limit: int | None = None
+    batch_size: int = 16
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "eval.name", ("none",))
+        _one_of(self.name, "eval.name", ("none", "local", "raschka", "custom"))
+        _require(self.name != "none" or not self.tasks, "eval.tasks", "must be empty with eval=none")
+        _require(self.name == "none" or len(self.tasks) > 0, "eval.tasks", "needs at least one lm-eval task name")
+        _require(self.num_fewshot is None or self.num_fewshot >= 0, "eval.num_fewshot", f"must be >= 0 or null, got {self.num_fewshot}")
+        _require(self.limit is None or self.limit > 0, "eval.limit", f"must be > 0 or null, got {self.limit}")
+        _require(self.batch_size > 0, "eval.batch_size", f"must be > 0, got {self.batch_size}")
 
 
 @dataclass

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
 import time
 import traceback
 from pathlib import Path
 
 import torch
 
-from . import adapters, data, measure, models
+from . import adapters, data, evaluate, measure, models
 from .estimate import estimate_run, resolve_precision
 from .module import DivergedError, FineTuneModule, steps_per_epoch
 from .paths import MissingPathError
@@ -20,7 +22,7 @@ from .schema import ConfigError, RunConfig
 log = logging.getLogger(__name__)
 
 # Errors in what the user asked for: reported in one line, no traceback.
-USER_ERRORS = (ConfigError, data.DataError, MissingPathError, models.ModelLoadError)
+USER_ERRORS = (ConfigError, data.DataError, MissingPathError, models.ModelLoadError, evaluate.EvalError)
 
 
 def pick_device(accelerator: str) -> str:
@@ -61,6 +63,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     precision = resolve_precision(run.trainer.precision, device)
     models.check_quant_supported(run.quant, device)
     loaded = data.load_examples(run.data)  # data errors first: parsing is cheap, loading models is not
+    if run.eval.tasks:
+        evaluate.check_tasks(run.eval.tasks)
     # The dry-run estimate builds the model on the meta device, which also checks the targets.
     estimate = estimate_run(run, device)
     arch = models.load_config(run.model)
@@ -125,13 +129,23 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             check_val_every_n_epoch=None if val_interval else t.epochs + 1,
             default_root_dir=str(run_dir),
         )
+        if run.eval.tasks:
+            # Before training the adapter is the identity (LoRA B = 0), so this model is the base.
+            record["eval_base"] = base_scores(model, tokenizer, run, device)
+            # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
+            L.seed_everything(run.seed, workers=True, verbose=False)
         if splits["val"]:
             trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.fit(module, datamodule=datamodule)
         if splits["val"]:
             trainer.validate(module, datamodule=datamodule, verbose=False)
-        record["status"] = "ok"
         save_trained(model, tokenizer, run, run_dir, record)
+        if run.eval.tasks:
+            eval_started = time.perf_counter()
+            record["eval"] = score_run(model, tokenizer, run, device)
+            record["eval_seconds"] = time.perf_counter() - eval_started
+            record["eval_delta"] = evaluate.deltas(record["eval"], record["eval_base"])
+        record["status"] = "ok"
     except DivergedError as exc:
         record.update(status="diverged", error=str(exc))
     except torch.cuda.OutOfMemoryError as exc:
@@ -154,6 +168,37 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         record["val_losses"] = module.val_losses if module else []
         write_record(run_dir, record)
     return record
+
+
+def score_run(model, tokenizer, run: RunConfig, device: str) -> dict:
+    """lm-eval scores of the model as it is now, for the run's eval settings."""
+    e = run.eval
+    return evaluate.score(model, tokenizer, e.tasks, device=device, batch_size=e.batch_size,
+                          num_fewshot=e.num_fewshot, limit=e.limit)
+
+
+def base_scores(model, tokenizer, run: RunConfig, device: str) -> dict:
+    """Scores of the untrained model, cached per (model, quant, precision, tasks, settings)."""
+    import hashlib
+    import json
+
+    from .paths import cache_dir
+
+    key_fields = {"model": dataclasses.asdict(run.model), "quant": dataclasses.asdict(run.quant),
+                  "eval": dataclasses.asdict(run.eval), "precision": resolve_precision(run.trainer.precision, device),
+                  "device": device, "seed": run.seed if run.model.init == "random" else None,
+                  "tasks_version": evaluate.TASKS_VERSION}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = cache_dir() / "eval_base" / f"{key}.json"
+    if path.is_file():
+        log.info("base scores from cache %s", path)
+        return json.loads(path.read_text())["scores"]
+    scores = score_run(model, tokenizer, run, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key_fields, "scores": scores}, indent=2, default=str))
+    os.replace(tmp, path)
+    return scores
 
 
 def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: dict) -> None:

@@ -14,6 +14,7 @@ REQUIRED_VALUES = {
     ("model", "hf"): ["model.name_or_path=some/model"],
     ("data", "alpaca_file"): ["data.path=train.jsonl"],
     ("data", "sharegpt_file"): ["data.path=train.jsonl"],
+    ("eval", "custom"): ["eval.tasks=[harness_arith_2da]"],
 }
 
 

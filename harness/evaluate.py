@@ -1,0 +1,95 @@
+"""Scoring with lm-eval: the harness's offline task suite or any lm-eval task, in-process.
+
+A trained model object (PEFT-wrapped or not) is scored directly through lm-eval's HFLM, so
+no reload or merge is needed; scores come back as ``{task: {metric: {"value", "stderr"}}}``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+# Bump when a bundled task or its data generator changes, so cached base scores are recomputed.
+TASKS_VERSION = 1
+LOCAL_TASK_DIR = Path(__file__).resolve().parent / "lm_tasks"
+LOCAL_TASKS = [
+    "harness_arith_2da", "harness_arith_2ds", "harness_arith_4da", "harness_arith_4ds", "harness_arith_2dm",
+    "harness_arith_gen_2da", "harness_arith_gen_2ds",
+]
+# The reference study's task set under today's lm-eval names (needs the HF hub for the data).
+RASCHKA_TASKS = ["truthfulqa_mc1", "truthfulqa_mc2", "blimp_causative", "mmlu_global_facts", "arithmetic_2ds", "arithmetic_4ds"]
+
+
+class EvalError(ValueError):
+    """A scoring request that cannot run here (unknown task, hub task without network)."""
+
+
+def task_manager(tasks: list[str]):
+    """lm-eval's TaskManager: only the harness's own tasks when that is all that is asked for
+    (skips seconds of indexing the built-in tasks), else both."""
+    from lm_eval.tasks import TaskManager
+
+    only_local = all(t.startswith("harness_") for t in tasks)
+    return TaskManager(include_defaults=not only_local, include_path=str(LOCAL_TASK_DIR))
+
+
+def check_tasks(tasks: list[str]) -> None:
+    """Fail at once for a hub task when the hub is not reachable."""
+    from .models import hub_reachable
+
+    remote = [t for t in tasks if not t.startswith("harness_")]
+    if remote and not hub_reachable():
+        raise EvalError(f"eval.tasks: {', '.join(remote)} need the HF hub for their data, which is not reachable; "
+                        "use eval=local for the offline suite")
+
+
+def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 16, num_fewshot: int | None = None,
+          limit: int | None = None) -> dict:
+    """Score ``model`` on lm-eval ``tasks``; returns ``{task: {metric: {"value", "stderr"}}}``."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    check_tasks(tasks)
+    if all(t.startswith("harness_") for t in tasks):
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    was_training = model.training
+    model.eval()
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        result = simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager(tasks), num_fewshot=num_fewshot,
+                                 limit=limit, log_samples=False, bootstrap_iters=1000, verbosity="ERROR")
+    finally:
+        model.train(was_training)
+    return parse_results(result["results"])
+
+
+def parse_results(results: dict) -> dict:
+    """lm-eval's ``"acc,none"`` / ``"acc_stderr,none"`` keys as ``{metric: {"value", "stderr"}}``."""
+    out: dict = {}
+    for task, metrics in results.items():
+        entry: dict = {}
+        for key, value in metrics.items():
+            if "," not in key or "_stderr" in key:
+                continue
+            metric, _, filt = key.partition(",")
+            stderr = metrics.get(f"{metric}_stderr,{filt}")
+            name = metric if filt == "none" else f"{metric},{filt}"
+            entry[name] = {"value": _float(value), "stderr": _float(stderr)}
+        out[task] = entry
+    return out
+
+
+def deltas(tuned: dict, base: dict) -> dict:
+    """``tuned - base`` for every task and metric both have."""
+    return {task: {m: round(v["value"] - base[task][m]["value"], 6) for m, v in metrics.items()
+                   if m in base.get(task, {}) and v["value"] is not None and base[task][m]["value"] is not None}
+            for task, metrics in tuned.items() if task in base}
+
+
+def _float(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

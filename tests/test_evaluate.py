@@ -1,0 +1,77 @@
+"""The offline lm-eval suite: deterministic, correct problems; every task runs on the tiny model."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.evaluate import LOCAL_TASKS, EvalError, check_tasks, deltas, score
+from harness.lm_tasks.utils import arithmetic_problems
+from tests.helpers import compose_run
+
+
+@pytest.mark.parametrize("digits,op", [(2, "a"), (2, "s"), (4, "a"), (4, "s"), (2, "m")])
+def test_arithmetic_is_deterministic_and_right(digits, op):
+    first, again = arithmetic_problems(digits, op), arithmetic_problems(digits, op)
+    assert first == again and len(first) == 200
+    assert arithmetic_problems(digits, op, seed=7) != first
+    for p in first:
+        x, word, y = re.fullmatch(r"Question: What is (\d+) (plus|minus|times) (\d+)\?\nAnswer:", p["context"]).groups()
+        x, y = int(x), int(y)
+        assert x < 10**digits and y < 10**digits
+        assert int(p["answer"]) == {"plus": x + y, "minus": x - y, "times": x * y}[word]
+        assert p["completion"] == " " + p["answer"]  # lm-eval's arithmetic target format
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from harness.models import build_model, load_tokenizer
+
+    run = compose_run(["model=tiny"])
+    return build_model(run.model, run.quant, "32-true", "cpu"), load_tokenizer(run.model)
+
+
+def test_every_local_task_scores_offline_on_the_tiny_model(tiny_model):
+    model, tokenizer = tiny_model
+    scores = score(model, tokenizer, LOCAL_TASKS, device="cpu", limit=8)
+    assert set(scores) == set(LOCAL_TASKS)
+    for task, metrics in scores.items():
+        metric = "exact_match,strip" if "_gen_" in task else "acc"
+        assert 0.0 <= metrics[metric]["value"] <= 1.0, task
+        assert metrics[metric]["stderr"] is not None
+
+
+def test_hub_task_without_network_fails_at_once():
+    with pytest.raises(EvalError, match="truthfulqa_mc2"):
+        check_tasks(["harness_arith_2da", "truthfulqa_mc2"])
+
+
+def test_deltas():
+    base = {"t": {"acc": {"value": 0.5, "stderr": 0.1}}}
+    tuned = {"t": {"acc": {"value": 0.75, "stderr": 0.1}}, "u": {"acc": {"value": 1.0, "stderr": 0}}}
+    assert deltas(tuned, base) == {"t": {"acc": 0.25}}
+
+
+def test_run_records_scores_base_and_deltas_and_training_ignores_the_cache(tmp_path, monkeypatch):
+    """A run with eval scores before/after; the cached second run trains identically."""
+    import json
+
+    from tests.test_train import tiny, train_in_process
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": f"Add {a} and {a}."},
+                                                         {"from": "gpt", "value": f"{2 * a}"}]}) + "\n" for a in range(60)))
+    overrides = tiny(chat, "eval=local", "eval.limit=10", "optimizer.lr=0.01")
+    first = train_in_process(overrides, tmp_path / "a")
+    second = train_in_process(overrides, tmp_path / "b")
+    for record in (first, second):
+        assert record["status"] == "ok", record.get("error")
+        assert set(record["eval"]) == set(LOCAL_TASKS) and set(record["eval_base"]) == set(LOCAL_TASKS)
+        for task, metrics in record["eval_delta"].items():
+            for metric, delta in metrics.items():
+                assert delta == pytest.approx(record["eval"][task][metric]["value"] - record["eval_base"][task][metric]["value"])
+    assert len(list((tmp_path / "cache" / "eval_base").glob("*.json"))) == 1
+    assert first["train_losses"] == second["train_losses"]
+    assert first["eval"] == second["eval"]
