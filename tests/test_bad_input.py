@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers import run_cli
 
-TINY = ["model=tiny", "trainer=smoke", "logger=none"]
+TINY = ["model=tiny", "trainer=smoke", "logger=none", "eval=none"]
 
 
 @pytest.fixture(scope="module")

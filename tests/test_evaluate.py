@@ -63,7 +63,7 @@ def test_run_records_scores_base_and_deltas_and_training_ignores_the_cache(tmp_p
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": f"Add {a} and {a}."},
                                                          {"from": "gpt", "value": f"{2 * a}"}]}) + "\n" for a in range(60)))
-    overrides = tiny(chat, "eval=local", "eval.limit=10", "optimizer.lr=0.01")
+    overrides = tiny(chat, "optimizer.lr=0.01") + ["eval=local", "eval.limit=10"]
     first = train_in_process(overrides, tmp_path / "a")
     second = train_in_process(overrides, tmp_path / "b")
     for record in (first, second):

@@ -32,7 +32,7 @@ def chat_file(tmp_path_factory):
 
 def tiny(chat_file, *extra: str) -> list[str]:
     return ["model=tiny", "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=32", "data.val_size=8",
-            "data.test_size=8", "data.max_seq_len=128", "trainer=smoke", "logger=none", *extra]
+            "data.test_size=8", "data.max_seq_len=128", "trainer=smoke", "logger=none", "eval=none", *extra]
 
 
 def train_in_process(overrides: list[str], run_dir) -> dict:
@@ -172,7 +172,7 @@ def test_embedded_model_few_steps(tmp_path):
     """The real SmolLM2-135M-Instruct from the PyPI GGUF, on the real embedded ShareGPT data."""
     run_dir = tmp_path / "run"
     result = run_cli(["trainer.max_steps=2", "trainer.micro_batch_size=2", "trainer.global_batch_size=2",
-                      "data.max_seq_len=256", "data.val_size=4", "logger=none"], run_dir)
+                      "data.max_seq_len=256", "data.val_size=4", "logger=none", "eval.limit=10"], run_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     record = read_record(run_dir)
     assert record["status"] == "ok"
@@ -180,6 +180,7 @@ def test_embedded_model_few_steps(tmp_path):
     assert record["data"]["records_recovered"] == 17_671
     # A pretrained instruct model already predicts chat responses well; a random one would sit near ln(49152) = 10.8.
     assert record["val_loss_first"] < 3.0
+    assert record["eval"]["harness_arith_2da"]["acc"]["value"] is not None and "eval_delta" in record
 
 
 def test_sophia_trains_when_installed(chat_file, tmp_path):
