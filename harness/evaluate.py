@@ -6,12 +6,14 @@ no reload or merge is needed; scores come back as ``{task: {metric: {"value", "s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 from pathlib import Path
 
 # Bump when a bundled task or its data generator changes, so cached base scores are recomputed.
-TASKS_VERSION = 1
+TASKS_VERSION = 2
 LOCAL_TASK_DIR = Path(__file__).resolve().parent / "lm_tasks"
 LOCAL_TASKS = [
     "harness_arith_2da", "harness_arith_2ds", "harness_arith_4da", "harness_arith_4ds", "harness_arith_2dm",
@@ -57,8 +59,10 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
     model.eval()
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-        result = simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager(tasks), num_fewshot=num_fewshot,
-                                 limit=limit, log_samples=False, bootstrap_iters=1000, verbosity="ERROR")
+        # lm-eval prints progress notes to stdout; keep stdout for the caller's results.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager(tasks), num_fewshot=num_fewshot,
+                                     limit=limit, log_samples=False, bootstrap_iters=1000, verbosity="ERROR")
     finally:
         model.train(was_training)
     return parse_results(result["results"])

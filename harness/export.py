@@ -24,9 +24,12 @@ def run_config_from_record(record: dict) -> RunConfig:
     return OmegaConf.to_object(merged)
 
 
-def export_merged(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Merge the run's adapter into its base model and save a plain HF folder (default RUN_DIR/merged)."""
-    import torch
+def load_trained(run_dir: str | Path, device: str = "cpu"):
+    """The trained model of a finished run (PEFT-wrapped, or the full model) and its tokenizer.
+
+    The base is reloaded unquantized in the run's precision: merging or scoring on 4-bit
+    weights would round the update away, so a QLoRA run comes back at 16/32-bit.
+    """
     from peft import PeftModel
 
     from .models import build_model, load_tokenizer
@@ -36,28 +39,32 @@ def export_merged(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise ConfigError(f"{run_dir}: not a run dir (no {RECORD_NAME})")
     record = read_record(run_dir)
     if record.get("status") != "ok":
-        raise ConfigError(f"{run_dir}: run status is {record.get('status')!r}, nothing trained to export")
+        raise ConfigError(f"{run_dir}: run status is {record.get('status')!r}, nothing trained to load")
     run = run_config_from_record(record)
-    out = Path(out) if out else run_dir / "merged"
     tokenizer = load_tokenizer(run.model)
     if record.get("model_path"):  # full fine-tuning: the saved model already is a plain HF folder
         from transformers import AutoModelForCausalLM
 
-        merged = AutoModelForCausalLM.from_pretrained(record["model_path"])
-    else:
-        adapter = Path(record["adapter_path"])
-        if not adapter.is_dir():
-            raise ConfigError(f"{adapter}: adapter folder is missing")
-        # Merge into full-precision weights even for a QLoRA run: merging into 4-bit weights
-        # would round the update away. The export is then the fine-tuned model at its precision.
-        precision = record.get("precision", "32-true")
-        if run.model.init == "random":  # the same seed rebuilds the same random base weights
-            import lightning as L
+        return AutoModelForCausalLM.from_pretrained(record["model_path"]).to(device), tokenizer
+    adapter = Path(record["adapter_path"])
+    if not adapter.is_dir():
+        raise ConfigError(f"{adapter}: adapter folder is missing")
+    if run.model.init == "random":  # the same seed rebuilds the same random base weights
+        import lightning as L
 
-            L.seed_everything(run.seed, verbose=False)
-        base = build_model(run.model, QuantConfig(mode="none"), precision, "cpu")
-        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+        L.seed_everything(run.seed, verbose=False)
+    base = build_model(run.model, QuantConfig(mode="none"), record.get("precision", "32-true"), device)
+    return PeftModel.from_pretrained(base, adapter), tokenizer
+
+
+def export_merged(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Merge the run's adapter into its base model and save a plain HF folder (default RUN_DIR/merged)."""
+    import torch
+
+    model, tokenizer = load_trained(run_dir)
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     merged.config.use_cache = True
+    out = Path(out) if out else Path(run_dir) / "merged"
     with torch.no_grad():
         merged.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -75,3 +75,45 @@ def test_run_records_scores_base_and_deltas_and_training_ignores_the_cache(tmp_p
     assert len(list((tmp_path / "cache" / "eval_base").glob("*.json"))) == 1
     assert first["train_losses"] == second["train_losses"]
     assert first["eval"] == second["eval"]
+
+
+def test_in_process_score_equals_lm_eval_cli_on_the_merged_export(tmp_path):
+    """The record's in-process score of a tuned adapter == lm-eval's own CLI on the export."""
+    import json
+    import subprocess
+    import sys
+
+    from harness.evaluate import LOCAL_TASK_DIR
+    from tests.test_train import tiny, train_in_process
+
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": f"What is {a} plus 1?"},
+                                                         {"from": "gpt", "value": f"{a + 1}"}]}) + "\n" for a in range(60)))
+    tasks = ["harness_arith_2da", "harness_arith_4ds"]
+    run_dir = tmp_path / "run"
+    record = train_in_process(tiny(chat, "optimizer.lr=0.02", "adapter.targets=all_linear") +
+                              ["eval=custom", f"eval.tasks=[{','.join(tasks)}]", "eval.limit=20"], run_dir)
+    assert record["status"] == "ok", record.get("error")
+    export = subprocess.run([sys.executable, "-m", "harness.export", str(run_dir)], capture_output=True, text=True)
+    assert export.returncode == 0, export.stderr[-2000:]
+    out = tmp_path / "lm_eval_out"
+    cli = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={run_dir / 'merged'}",
+         "--tasks", ",".join(tasks), "--include_path", str(LOCAL_TASK_DIR), "--limit", "20", "--device", "cpu",
+         "--batch_size", "16", "--output_path", str(out)],
+        capture_output=True, text=True, env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1"})
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    results = json.loads(next(out.rglob("results*.json")).read_text())["results"]
+    for task in tasks:
+        ours = record["eval"][task]
+        assert results[task]["acc,none"] == pytest.approx(ours["acc"]["value"], abs=1e-4)
+        assert results[task]["perplexity,none"] == pytest.approx(ours["perplexity"]["value"], rel=1e-4)
+    assert record["eval_delta"][tasks[0]]["perplexity"] != 0  # training moved the answers' likelihood
+
+    # python -m harness.eval scores a run dir, its adapter dir and the merged folder alike.
+    for path in (run_dir, run_dir / "adapter", run_dir / "merged"):
+        scored = subprocess.run([sys.executable, "-m", "harness.eval", str(path), "--tasks", tasks[0], "--limit", "20",
+                                 "--device", "cpu"], capture_output=True, text=True)
+        assert scored.returncode == 0, scored.stderr[-2000:]
+        got = json.loads(scored.stdout)[tasks[0]]["perplexity"]["value"]
+        assert got == pytest.approx(record["eval"][tasks[0]]["perplexity"]["value"], rel=1e-4), path

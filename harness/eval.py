@@ -1,0 +1,59 @@
+"""``python -m harness.eval PATH [--tasks ...] [--limit N]``: score a run dir, a PEFT adapter dir or
+an HF folder with lm-eval (default: the offline suite) and print the scores as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .evaluate import LOCAL_TASKS, score
+
+
+def load_for_scoring(path: Path, device: str):
+    """(model, tokenizer) from a run dir (record.json), a PEFT adapter dir or an HF folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .export import load_trained
+    from .schema import ConfigError
+
+    if (path / "record.json").is_file():
+        return load_trained(path, device)
+    if (path.parent / "record.json").is_file() and (path / "adapter_config.json").is_file():
+        return load_trained(path.parent, device)  # a run's own adapter: rebuild its base as the run did
+    if (path / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(path).to(device), AutoTokenizer.from_pretrained(path)
+    if (path / "config.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(path).to(device), AutoTokenizer.from_pretrained(path)
+    raise ConfigError(f"{path}: not a run dir, a PEFT adapter dir or an HF model folder")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.eval", description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--tasks", nargs="+", default=LOCAL_TASKS, help="lm-eval task names (default: the offline suite)")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--num-fewshot", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    args = parser.parse_args(argv)
+    import torch
+
+    from .train import USER_ERRORS
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model, tokenizer = load_for_scoring(args.path, device)
+        scores = score(model, tokenizer, args.tasks, device=device, batch_size=args.batch_size,
+                       num_fewshot=args.num_fewshot, limit=args.limit)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(scores, indent=2))
+
+
+if __name__ == "__main__":
+    main()
