@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .evaluate import LOCAL_TASKS, score
+from .evaluate import HELDOUT_FILE, HELDOUT_TASK, LOCAL_TASKS, score
 
 
 def load_for_scoring(path: Path, device: str):
@@ -34,7 +34,8 @@ def load_for_scoring(path: Path, device: str):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.eval", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path)
-    parser.add_argument("--tasks", nargs="+", default=LOCAL_TASKS, help="lm-eval task names (default: the offline suite)")
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help="lm-eval task names (default: the offline suite; harness_heldout only for run dirs)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--num-fewshot", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -45,10 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     from .train import USER_ERRORS
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    run_dir = args.path if (args.path / "record.json").is_file() else args.path.parent
+    heldout = run_dir / HELDOUT_FILE
+    tasks = args.tasks or [t for t in LOCAL_TASKS if t != HELDOUT_TASK or heldout.is_file()]
     try:
         model, tokenizer = load_for_scoring(args.path, device)
-        scores = score(model, tokenizer, args.tasks, device=device, batch_size=args.batch_size,
-                       num_fewshot=args.num_fewshot, limit=args.limit)
+        scores = score(model, tokenizer, tasks, device=device, batch_size=args.batch_size,
+                       num_fewshot=args.num_fewshot, limit=args.limit, heldout_path=heldout if heldout.is_file() else None)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

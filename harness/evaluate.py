@@ -17,8 +17,10 @@ TASKS_VERSION = 2
 LOCAL_TASK_DIR = Path(__file__).resolve().parent / "lm_tasks"
 LOCAL_TASKS = [
     "harness_arith_2da", "harness_arith_2ds", "harness_arith_4da", "harness_arith_4ds", "harness_arith_2dm",
-    "harness_arith_gen_2da", "harness_arith_gen_2ds",
+    "harness_arith_gen_2da", "harness_arith_gen_2ds", "harness_heldout",
 ]
+HELDOUT_TASK = "harness_heldout"
+HELDOUT_FILE = "heldout.jsonl"
 # The reference study's task set under today's lm-eval names (needs the HF hub for the data).
 RASCHKA_TASKS = ["truthfulqa_mc1", "truthfulqa_mc2", "blimp_causative", "mmlu_global_facts", "arithmetic_2ds", "arithmetic_4ds"]
 
@@ -27,13 +29,30 @@ class EvalError(ValueError):
     """A scoring request that cannot run here (unknown task, hub task without network)."""
 
 
-def task_manager(tasks: list[str]):
+def task_manager(tasks: list[str], metadata: dict | None = None):
     """lm-eval's TaskManager: only the harness's own tasks when that is all that is asked for
-    (skips seconds of indexing the built-in tasks), else both."""
+    (skips seconds of indexing the built-in tasks), else both. ``metadata`` reaches the tasks'
+    dataset builders (the held-out task's ``heldout_path``)."""
     from lm_eval.tasks import TaskManager
 
     only_local = all(t.startswith("harness_") for t in tasks)
-    return TaskManager(include_defaults=not only_local, include_path=str(LOCAL_TASK_DIR))
+    return TaskManager(include_defaults=not only_local, include_path=str(LOCAL_TASK_DIR), metadata=metadata)
+
+
+def write_heldout(test_split: list[dict], tokenizer, path: Path) -> Path:
+    """The run's test split as prompt/response text for the held-out likelihood task; n_tokens is
+    the response length as the harness tokenized it (the per-token denominator)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for example in test_split:
+            ids, labels = example["input_ids"], example["labels"]
+            start = next(i for i, label in enumerate(labels) if label != -100)
+            row = {"prompt": tokenizer.decode(ids[:start]), "response": tokenizer.decode(ids[start:]),
+                   "n_tokens": sum(1 for label in labels if label != -100)}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
 
 
 def check_tasks(tasks: list[str]) -> None:
@@ -47,12 +66,17 @@ def check_tasks(tasks: list[str]) -> None:
 
 
 def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 16, num_fewshot: int | None = None,
-          limit: int | None = None) -> dict:
-    """Score ``model`` on lm-eval ``tasks``; returns ``{task: {metric: {"value", "stderr"}}}``."""
+          limit: int | None = None, heldout_path: Path | None = None) -> dict:
+    """Score ``model`` on lm-eval ``tasks``; returns ``{task: {metric: {"value", "stderr"}}}``.
+
+    ``heldout_path``: the run's test split (see :func:`write_heldout`), needed by harness_heldout.
+    """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     check_tasks(tasks)
+    if HELDOUT_TASK in tasks and not (heldout_path and Path(heldout_path).is_file()):
+        raise EvalError(f"eval.tasks: {HELDOUT_TASK} scores a run's own test split and needs one (score a run dir)")
     if all(t.startswith("harness_") for t in tasks):
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     was_training = model.training
@@ -61,7 +85,8 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
         # lm-eval prints progress notes to stdout; keep stdout for the caller's results.
         with contextlib.redirect_stdout(sys.stderr):
-            result = simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager(tasks), num_fewshot=num_fewshot,
+            manager = task_manager(tasks, {"heldout_path": str(heldout_path)} if heldout_path else None)
+            result = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=num_fewshot,
                                      limit=limit, log_samples=False, bootstrap_iters=1000, verbosity="ERROR")
     finally:
         model.train(was_training)
@@ -77,7 +102,7 @@ def parse_results(results: dict) -> dict:
             if "," not in key or "_stderr" in key:
                 continue
             metric, _, filt = key.partition(",")
-            stderr = metrics.get(f"{metric}_stderr,{filt}")
+            stderr = metrics.get(f"{metric}_stderr,{filt}")  # "N/A" (-> None) for custom aggregations
             name = metric if filt == "none" else f"{metric},{filt}"
             entry[name] = {"value": _float(value), "stderr": _float(stderr)}
         out[task] = entry
@@ -86,7 +111,7 @@ def parse_results(results: dict) -> dict:
 
 def deltas(tuned: dict, base: dict) -> dict:
     """``tuned - base`` for every task and metric both have."""
-    return {task: {m: round(v["value"] - base[task][m]["value"], 6) for m, v in metrics.items()
+    return {task: {m: v["value"] - base[task][m]["value"] for m, v in metrics.items()
                    if m in base.get(task, {}) and v["value"] is not None and base[task][m]["value"] is not None}
             for task, metrics in tuned.items() if task in base}
 

@@ -131,7 +131,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         )
         if run.eval.tasks:
             # Before training the adapter is the identity (LoRA B = 0), so this model is the base.
-            record["eval_base"] = base_scores(model, tokenizer, run, device)
+            if evaluate.HELDOUT_TASK in run.eval.tasks:
+                evaluate.write_heldout(splits["test"], tokenizer, run_dir / evaluate.HELDOUT_FILE)
+            record["eval_base"] = base_scores(model, tokenizer, run, device, run_dir)
             # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
             L.seed_everything(run.seed, workers=True, verbose=False)
         if splits["val"]:
@@ -142,7 +144,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         save_trained(model, tokenizer, run, run_dir, record)
         if run.eval.tasks:
             eval_started = time.perf_counter()
-            record["eval"] = score_run(model, tokenizer, run, device)
+            record["eval"] = score_run(model, tokenizer, run, device, run_dir)
             record["eval_seconds"] = time.perf_counter() - eval_started
             record["eval_delta"] = evaluate.deltas(record["eval"], record["eval_base"])
         record["status"] = "ok"
@@ -170,14 +172,15 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     return record
 
 
-def score_run(model, tokenizer, run: RunConfig, device: str) -> dict:
+def score_run(model, tokenizer, run: RunConfig, device: str, run_dir: Path) -> dict:
     """lm-eval scores of the model as it is now, for the run's eval settings."""
     e = run.eval
+    heldout = run_dir / evaluate.HELDOUT_FILE
     return evaluate.score(model, tokenizer, e.tasks, device=device, batch_size=e.batch_size,
-                          num_fewshot=e.num_fewshot, limit=e.limit)
+                          num_fewshot=e.num_fewshot, limit=e.limit, heldout_path=heldout if heldout.is_file() else None)
 
 
-def base_scores(model, tokenizer, run: RunConfig, device: str) -> dict:
+def base_scores(model, tokenizer, run: RunConfig, device: str, run_dir: Path) -> dict:
     """Scores of the untrained model, cached per (model, quant, precision, tasks, settings)."""
     import hashlib
     import json
@@ -187,13 +190,15 @@ def base_scores(model, tokenizer, run: RunConfig, device: str) -> dict:
     key_fields = {"model": dataclasses.asdict(run.model), "quant": dataclasses.asdict(run.quant),
                   "eval": dataclasses.asdict(run.eval), "precision": resolve_precision(run.trainer.precision, device),
                   "device": device, "seed": run.seed if run.model.init == "random" else None,
-                  "tasks_version": evaluate.TASKS_VERSION}
+                  "tasks_version": evaluate.TASKS_VERSION,
+                  # The held-out task scores the run's own test split, which the data config fixes.
+                  "data": dataclasses.asdict(run.data) if evaluate.HELDOUT_TASK in run.eval.tasks else None}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = cache_dir() / "eval_base" / f"{key}.json"
     if path.is_file():
         log.info("base scores from cache %s", path)
         return json.loads(path.read_text())["scores"]
-    scores = score_run(model, tokenizer, run, device)
+    scores = score_run(model, tokenizer, run, device, run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key_fields, "scores": scores}, indent=2, default=str))

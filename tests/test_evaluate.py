@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -32,14 +33,31 @@ def tiny_model():
     return build_model(run.model, run.quant, "32-true", "cpu"), load_tokenizer(run.model)
 
 
-def test_every_local_task_scores_offline_on_the_tiny_model(tiny_model):
+def test_every_local_task_scores_offline_on_the_tiny_model(tiny_model, tmp_path):
+    from harness.evaluate import HELDOUT_TASK, write_heldout
+
     model, tokenizer = tiny_model
-    scores = score(model, tokenizer, LOCAL_TASKS, device="cpu", limit=8)
+    prompt = tokenizer("Question: two?\nAnswer:")["input_ids"]
+    answer = tokenizer(" two")["input_ids"]
+    heldout = write_heldout([{"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}] * 3,
+                            tokenizer, tmp_path / "heldout.jsonl")
+    scores = score(model, tokenizer, LOCAL_TASKS, device="cpu", limit=8, heldout_path=heldout)
     assert set(scores) == set(LOCAL_TASKS)
     for task, metrics in scores.items():
+        if task == HELDOUT_TASK:
+            # A random model over a 49,152-token vocabulary: per-token loss near ln(49152) = 10.8.
+            assert 9.5 < metrics["token_nll"]["value"] < 12
+            assert metrics["token_perplexity"]["value"] == pytest.approx(math.exp(metrics["token_nll"]["value"]))
+            continue
         metric = "exact_match,strip" if "_gen_" in task else "acc"
         assert 0.0 <= metrics[metric]["value"] <= 1.0, task
         assert metrics[metric]["stderr"] is not None
+
+
+def test_heldout_needs_a_test_split(tiny_model):
+    model, tokenizer = tiny_model
+    with pytest.raises(EvalError, match="harness_heldout"):
+        score(model, tokenizer, ["harness_heldout"], device="cpu")
 
 
 def test_hub_task_without_network_fails_at_once():
@@ -73,6 +91,8 @@ def test_run_records_scores_base_and_deltas_and_training_ignores_the_cache(tmp_p
             for metric, delta in metrics.items():
                 assert delta == pytest.approx(record["eval"][task][metric]["value"] - record["eval_base"][task][metric]["value"])
     assert len(list((tmp_path / "cache" / "eval_base").glob("*.json"))) == 1
+    # The learning probe: the tuned model predicts held-out responses better than the base.
+    assert first["eval_delta"]["harness_heldout"]["token_nll"] < 0
     assert first["train_losses"] == second["train_losses"]
     assert first["eval"] == second["eval"]
 

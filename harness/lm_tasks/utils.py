@@ -52,3 +52,39 @@ def arith_4ds(**kwargs):
 
 def arith_2dm(**kwargs):
     return _dataset(2, "m", **kwargs)
+
+
+# ---------------------------------------------------------------- held-out response likelihood
+
+
+def heldout(**kwargs):
+    """The run's held-out test split ({prompt, response, n_tokens} JSONL written by the harness);
+    its path comes through lm-eval's task metadata as ``heldout_path``."""
+    import json
+
+    import datasets
+
+    path = kwargs.get("heldout_path")
+    if not path:
+        raise ValueError("harness_heldout needs metadata heldout_path (a JSONL of prompt/response/n_tokens)")
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def heldout_results(doc, results):
+    """Negative log-likelihood of the reference response and its token count (as the harness
+    tokenized it), so the aggregate is a per-token loss."""
+    loglikelihood, _ = results[0]
+    item = (-loglikelihood, doc["n_tokens"])
+    return {"token_nll": item, "token_perplexity": item}
+
+
+def mean_token_nll(items):
+    return sum(nll for nll, _ in items) / max(1, sum(n for _, n in items))
+
+
+def token_perplexity(items):
+    import math
+
+    return math.exp(mean_token_nll(items))
