@@ -200,7 +200,7 @@ def base_scores(model, tokenizer, run: RunConfig, device: str, run_dir: Path) ->
         return json.loads(path.read_text())["scores"]
     scores = score_run(model, tokenizer, run, device, run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent trials may write the same key
     tmp.write_text(json.dumps({"key": key_fields, "scores": scores}, indent=2, default=str))
     os.replace(tmp, path)
     return scores
