@@ -64,7 +64,6 @@ class MeasureCallback(L.Callback):
         self.tokens = 0
         self.sequences = 0
         self.token_positions = 0  # padded positions, for the mean sequence length
-        self._device_tokens = None
 
     def _sync(self, pl_module) -> None:
         if pl_module.device.type == "cuda":
