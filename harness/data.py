@@ -23,7 +23,6 @@ import math
 import os
 import random
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import models
-from .paths import MissingPathError, cache_dir, is_pypi_path, resolve_pypi_path
+from .paths import MissingPathError, atomic_write, cache_dir, is_pypi_path, resolve_pypi_path
 from .schema import DataConfig
 
 log = logging.getLogger("harness.data")
@@ -388,24 +387,12 @@ def _read_cache(cache: tuple[Path, Path], key: dict) -> tuple[list[dict], dict] 
 
 
 def _write_cache(cache: tuple[Path, Path], key: dict, examples: list[dict], stats: dict) -> None:
-    """Write examples and stats via temp files + os.replace, so readers never see half a file."""
+    """Write examples and stats atomically, so readers never see half a file."""
     examples_path, stats_path = cache
     stored = {k: v for k, v in stats.items() if k not in ("source", "from_cache")}
     try:
-        examples_path.parent.mkdir(parents=True, exist_ok=True)
-        for target, write in (
-            (examples_path, lambda f: f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)),
-            (stats_path, lambda f: json.dump({"key": key, "stats": stored}, f, indent=1)),
-        ):
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    write(f)
-                os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        atomic_write(examples_path, lambda f: f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
+        atomic_write(stats_path, lambda f: json.dump({"key": key, "stats": stored}, f, indent=1))
     except OSError as exc:  # a read-only or full cache only costs the next run a re-parse
         log.warning("could not cache parsed data in %s: %s", examples_path.parent, exc)
 

@@ -14,12 +14,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .record import RECORD_NAME, read_record
-from .schema import ConfigError, QuantConfig, RunConfig, register_configs
+from .schema import ConfigError, QuantConfig, RunConfig
 
 
 def run_config_from_record(record: dict) -> RunConfig:
     """The typed config a record was produced with."""
-    register_configs()
     merged = OmegaConf.merge(OmegaConf.structured(RunConfig), record["config"])
     return OmegaConf.to_object(merged)
 

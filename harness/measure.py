@@ -63,7 +63,6 @@ class MeasureCallback(L.Callback):
         self.train_start = self.train_end = None
         self.tokens = 0
         self.sequences = 0
-        self.token_positions = 0  # padded positions, for the mean sequence length
 
     def _sync(self, pl_module) -> None:
         if pl_module.device.type == "cuda":

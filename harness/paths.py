@@ -63,3 +63,24 @@ def package_version(package: str) -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Write ``path`` through ``write(handle)`` on a temp file in the same folder, then rename it
+    into place: readers see the old file or the whole new one, never half of one."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; run dirs and caches may be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

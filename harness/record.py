@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 
-from .paths import REPO_ROOT, package_version
+from .paths import REPO_ROOT, atomic_write, package_version
 
 RECORD_NAME = "record.json"
 STATUSES = ("ok", "oom", "diverged", "failed", "skipped")
@@ -17,21 +15,9 @@ PACKAGES = ("torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra
 
 
 def write_record(run_dir: str | Path, record: dict) -> Path:
-    """Write ``record.json`` atomically (temp file + rename): readers never see half a record."""
+    """Write ``record.json`` atomically: readers never see half a record."""
     assert record.get("status") in STATUSES, record.get("status")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".record-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2, sort_keys=False, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, run_dir / RECORD_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return run_dir / RECORD_NAME
+    return atomic_write(Path(run_dir) / RECORD_NAME, lambda f: json.dump(record, f, indent=2, default=str))
 
 
 def read_record(run_dir: str | Path) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 import traceback
 from pathlib import Path
@@ -185,7 +184,7 @@ def base_scores(model, tokenizer, run: RunConfig, device: str, run_dir: Path) ->
     import hashlib
     import json
 
-    from .paths import cache_dir
+    from .paths import atomic_write, cache_dir
 
     key_fields = {"model": dataclasses.asdict(run.model), "quant": dataclasses.asdict(run.quant),
                   "eval": dataclasses.asdict(run.eval), "precision": resolve_precision(run.trainer.precision, device),
@@ -199,10 +198,7 @@ def base_scores(model, tokenizer, run: RunConfig, device: str, run_dir: Path) ->
         log.info("base scores from cache %s", path)
         return json.loads(path.read_text())["scores"]
     scores = score_run(model, tokenizer, run, device, run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent trials may write the same key
-    tmp.write_text(json.dumps({"key": key_fields, "scores": scores}, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump({"key": key_fields, "scores": scores}, f, indent=2, default=str))
     return scores
 
 
