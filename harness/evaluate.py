@@ -82,7 +82,13 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
     was_training = model.training
     model.eval()
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        # HFLM re-ties input and output embeddings, which fails once LoRA wraps a tied lm_head
+        # (adapter.targets=all); the weights are tied as loaded already, so skip the re-tie.
+        model.tie_weights = lambda *args, **kwargs: None
+        try:
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        finally:
+            del model.tie_weights
         # lm-eval prints progress notes to stdout; keep stdout for the caller's results.
         with contextlib.redirect_stdout(sys.stderr):
             manager = task_manager(tasks, {"heldout_path": str(heldout_path)} if heldout_path else None)

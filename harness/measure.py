@@ -106,6 +106,10 @@ def memory_snapshot(device: str) -> dict:
             peak_gpu_allocated_gb=round(allocated / 1e9, 3),
             peak_gpu_reserved_gb=round(reserved / 1e9, 3),
         )
+    # One device-neutral memory metric for sweeps and tables: GPU allocated, else host RSS.
+    on_gpu = "peak_gpu_allocated_gib" in snap
+    snap["peak_memory_gib"] = snap["peak_gpu_allocated_gib"] if on_gpu else snap["peak_rss_gib"]
+    snap["peak_memory_kind"] = "gpu_allocated" if on_gpu else "host_rss"
     return snap
 
 

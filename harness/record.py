@@ -10,7 +10,7 @@ from pathlib import Path
 from .paths import REPO_ROOT, atomic_write, package_version
 
 RECORD_NAME = "record.json"
-STATUSES = ("ok", "oom", "diverged", "failed", "skipped")
+STATUSES = ("ok", "oom", "diverged", "pruned", "failed", "skipped")
 PACKAGES = ("torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra-core", "optuna", "lm-eval", "harness")
 
 

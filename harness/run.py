@@ -30,20 +30,28 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def precheck(argv: list[str]) -> None:
-    """Compose once outside Hydra's runner so composition errors become one line, not a page."""
+def is_hydra_override(arg: str) -> bool:
+    return arg.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def precheck(argv: list[str]):
+    """Compose once outside Hydra's runner so composition errors become one line, not a page.
+
+    Returns the validated run config and the composed ``hydra.sweep.dir``.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in argv if not a.startswith("-") and not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    overrides = [a for a in argv if not a.startswith("-")]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        sweep_dir = cfg.hydra.sweep.dir if "sweep" in cfg and cfg.sweep is not None else None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         fail(compose_error_line(exc))
     try:
-        validate(cfg)
+        return validate(cfg), sweep_dir
     except ConfigError as exc:
         fail(str(exc))
 
@@ -97,9 +105,30 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
+    """``+sweep=NAME``: the driver runs each trial as its own ``python -m harness.run``."""
+    from sweeps.driver import run_sweep
+
+    from .train import USER_ERRORS
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    trial_overrides = [a for a in argv if not a.startswith("-") and not is_hydra_override(a)
+                       and not a.lstrip("+~").startswith("sweep")]
+    try:
+        code = run_sweep(run, trial_overrides, Path(sweep_dir))
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    sys.exit(code)
+
+
 def main() -> None:
+    from sweeps.launch import die_with_parent
+
+    die_with_parent()
     register_configs()
-    precheck(sys.argv[1:])
+    run, sweep_dir = precheck(sys.argv[1:])
+    if run.sweep is not None:
+        sweep_main(run, sys.argv[1:], sweep_dir)
     hydra_main()
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 
 class ConfigError(ValueError):
@@ -132,6 +132,7 @@ class AdapterConfig:
     kind: str = "lora"
     r: int = 8
     alpha: float = 16.0
+    alpha_over_r: float | None = None
     dropout: float = 0.05
     rslora: bool = False
     targets: Any = "qv"
@@ -139,6 +140,9 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         _one_of(self.kind, "adapter.kind", ("lora", "dora", "full"))
         _require(self.r > 0, "adapter.r", f"must be > 0, got {self.r}")
+        _require(self.alpha_over_r is None or self.alpha_over_r > 0, "adapter.alpha_over_r", f"must be > 0 or null, got {self.alpha_over_r}")
+        if self.alpha_over_r is not None:
+            self.alpha = float(self.alpha_over_r * self.r)
         _require(self.alpha > 0, "adapter.alpha", f"must be > 0, got {self.alpha}")
         _require(0 <= self.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {self.dropout}")
         if isinstance(self.targets, str):
@@ -302,9 +306,138 @@ class LoggerConfig:
         _one_of(self.name, "logger.name", ("csv", "none"))
 
 
+FAULTS = ("none", "oom", "nan", "crash", "kill")
+
+
+@dataclass
+class FaultConfig:
+    """Fault injection, for the reliability tests and for checking a sweep's failure handling.
+
+    kind: ``oom`` raises CUDA's out-of-memory error, ``nan`` poisons a trainable weight so the
+    loss becomes NaN, ``crash`` raises an ordinary exception, ``kill`` SIGKILLs the process;
+    each at the start of optimizer step ``at_step`` (0-based). ``none`` (the default) injects nothing.
+    """
+
+    kind: str = "none"
+    at_step: int = 1
+
+    def __post_init__(self) -> None:
+        _one_of(self.kind, "fault.kind", FAULTS)
+        _require(self.at_step >= 0, "fault.at_step", f"must be >= 0, got {self.at_step}")
+
+
+SAMPLERS = ("grid", "tpe", "random", "nsga2")
+DIRECTIONS = ("minimize", "maximize")
+# Objectives that measure time: trials that optimise them keep a GPU to themselves.
+RUNTIME_METRICS = ("train_seconds", "total_seconds", "eval_seconds", "tokens_per_s", "mfu")
+
+
+@dataclass
+class SweepObjective:
+    """One objective: a record metric (dotted path, e.g. ``eval.harness_heldout.token_nll``,
+    ``peak_memory_gib``, ``train_seconds``) and whether to minimize or maximize it."""
+
+    metric: str = MISSING
+    direction: str = "minimize"
+
+    def __post_init__(self) -> None:
+        _one_of(self.direction, f"sweep.objectives[{self.metric}].direction", DIRECTIONS)
+
+
+@dataclass
+class SubmititConfig:
+    """SLURM settings for ``sweep.launcher=submitit``: one SLURM job per trial.
+
+    cluster: ``slurm`` on a cluster, ``local`` runs the same path as local processes (tests).
+    """
+
+    cluster: str = "slurm"
+    partition: str | None = None
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+    timeout_min: int = 120
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _one_of(self.cluster, "sweep.submitit.cluster", ("slurm", "local", "debug"))
+        _require(self.gpus_per_node >= 0, "sweep.submitit.gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
+        _require(self.timeout_min > 0, "sweep.submitit.timeout_min", f"must be > 0, got {self.timeout_min}")
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: an Optuna study over run overrides, each trial one subprocess run.
+
+    space: ``{override key: spec}``. A spec is a list of values (categorical; a grid axis);
+    ``{low, high, log, step, int}`` (a numeric range; not for grid); or ``{choices: {label:
+    [overrides]}}`` (a categorical over labelled bundles of overrides). The key of a plain
+    spec is a Hydra override key (``adapter.r``; a group name like ``quant`` picks an option).
+    overrides: fixed overrides of every trial, applied before the user's own.
+    objectives: record metrics with directions; several make a multi-objective study.
+    seeds: run every configuration once per seed (objective = mean; record keeps all); empty
+    = the run's seed. storage: null = ``optuna.db`` (SQLite) in the sweep dir; ``journal``
+    = a JournalStorage file ``optuna.journal`` there (for shared filesystems); otherwise an
+    Optuna storage URL (``postgresql://...`` for many hosts). workers: concurrent trials of
+    this driver (null = GPUs x trials_per_gpu, or 1 without a GPU). gpu_memory_budget (GiB):
+    trials whose dry-run estimate exceeds it are recorded as skipped without running.
+    scale: ``default`` or ``smoke`` (applies ``smoke.overrides``, ``smoke.space`` over the space,
+    and ``smoke.n_trials``: a CPU-sized version of the same sweep).
+    """
+
+    name: str = MISSING
+    finding: str | None = None
+    description: str = ""
+    space: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    sampler: str = "grid"
+    sampler_seed: int = 0
+    objectives: list[SweepObjective] = field(default_factory=list)
+    n_trials: int | None = None
+    seeds: list[int] = field(default_factory=list)
+    pruner: str = "none"
+    storage: str | None = None
+    study_name: str | None = None
+    workers: int | None = None
+    trials_per_gpu: int = 1
+    exclusive_gpu: bool | None = None
+    gpu_memory_budget: float | None = None
+    launcher: str = "local"
+    submitit: SubmititConfig = field(default_factory=SubmititConfig)
+    scale: str = "default"
+    smoke: dict[str, Any] = field(default_factory=dict)
+    heartbeat_seconds: float = 10.0
+    stale_after_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        _one_of(self.sampler, "sweep.sampler", SAMPLERS)
+        _one_of(self.pruner, "sweep.pruner", ("none", "median"))
+        _one_of(self.launcher, "sweep.launcher", ("local", "submitit"))
+        _one_of(self.scale, "sweep.scale", ("default", "smoke"))
+        _require(len(self.objectives) > 0, "sweep.objectives", "needs at least one {metric, direction}")
+        _require(len(self.space) > 0, "sweep.space", "is empty: give at least one override key to sweep")
+        _require(self.n_trials is None or self.n_trials > 0, "sweep.n_trials", f"must be > 0 or null, got {self.n_trials}")
+        _require(self.sampler == "grid" or self.n_trials is not None or self.smoke.get("n_trials") is not None,
+                 "sweep.n_trials", f"is required with sampler={self.sampler}")
+        _require(self.pruner == "none" or len(self.objectives) == 1, "sweep.pruner", "pruning needs a single objective")
+        _require(self.workers is None or self.workers > 0, "sweep.workers", f"must be > 0 or null, got {self.workers}")
+        _require(self.trials_per_gpu > 0, "sweep.trials_per_gpu", f"must be > 0, got {self.trials_per_gpu}")
+        _require(self.gpu_memory_budget is None or self.gpu_memory_budget > 0, "sweep.gpu_memory_budget", f"must be > 0 GiB or null, got {self.gpu_memory_budget}")
+        _require(len(set(self.seeds)) == len(self.seeds), "sweep.seeds", f"has repeated seeds: {list(self.seeds)}")
+        _require(self.heartbeat_seconds > 0 and self.stale_after_seconds > self.heartbeat_seconds,
+                 "sweep.stale_after_seconds", "must be greater than sweep.heartbeat_seconds (both > 0)")
+        unknown = set(self.smoke) - {"overrides", "space", "n_trials"}
+        _require(not unknown, "sweep.smoke", f"unknown keys {sorted(unknown)}; expected overrides, space, n_trials")
+
+    @property
+    def measures_runtime(self) -> bool:
+        return any(o.metric in RUNTIME_METRICS for o in self.objectives)
+
+
 @dataclass
 class RunConfig:
-    """One run: every group plus the run seed and the dry-run switch."""
+    """One run: every group plus the run seed and the dry-run switch; ``sweep`` (set by
+    ``+sweep=NAME``) turns the command into a sweep over runs."""
 
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
@@ -315,6 +448,8 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
+    sweep: SweepConfig | None = None
     seed: int = 42
     dry_run: bool = False
 
@@ -333,6 +468,7 @@ GROUP_SCHEMAS = {
     "trainer": TrainerConfig,
     "eval": EvalConfig,
     "logger": LoggerConfig,
+    "sweep": SweepConfig,
 }
 
 
@@ -351,7 +487,11 @@ def validate(cfg: DictConfig) -> RunConfig:
     """
     from omegaconf.errors import OmegaConfBaseException
 
-    plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    plain = cfg
+    if "hydra" in cfg:  # composed with return_hydra_config: drop the hydra node, keep the schema type
+        plain = cfg.copy()
+        with open_dict(plain):
+            del plain["hydra"]
     try:
         run = OmegaConf.to_object(plain)
     except OmegaConfBaseException as exc:

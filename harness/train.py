@@ -13,10 +13,12 @@ import torch
 
 from . import adapters, data, evaluate, measure, models
 from .estimate import estimate_run, resolve_precision
+from .faults import fault_callbacks
 from .module import DivergedError, FineTuneModule, steps_per_epoch
 from .paths import MissingPathError
 from .record import git_sha, loss_summary, versions, write_record
 from .schema import ConfigError, RunConfig
+from .trial import PrunedError, trial_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.max_grad_norm,
             logger=CSVLogger(run_dir, name="logs", version="") if run.logger.name == "csv" else False,
-            callbacks=[measure_cb, TQDMProgressBar(refresh_rate=1)],
+            callbacks=[measure_cb, TQDMProgressBar(refresh_rate=1), *trial_callbacks(), *fault_callbacks(run.fault)],
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -149,6 +151,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         record["status"] = "ok"
     except DivergedError as exc:
         record.update(status="diverged", error=str(exc))
+    except PrunedError as exc:
+        record.update(status="pruned", error=str(exc))
     except torch.cuda.OutOfMemoryError as exc:
         record.update(status="oom", error=str(exc).splitlines()[0])
     except USER_ERRORS:

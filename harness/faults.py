@@ -1,0 +1,39 @@
+"""Fault injection (``fault.kind=oom|nan|crash|kill``): real failures on demand, so the tests
+can check that each one becomes the right record and that a sweep goes on after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+import torch
+
+from .schema import FaultConfig
+
+
+class FaultCallback(L.Callback):
+    """Injects the configured fault at the start of optimizer step ``at_step``."""
+
+    def __init__(self, fault: FaultConfig):
+        self.fault = fault
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step < self.fault.at_step:
+            return
+        kind = self.fault.kind
+        if kind == "oom":
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by fault.kind=oom at step {trainer.global_step})")
+        if kind == "crash":
+            raise RuntimeError(f"injected crash (fault.kind=crash at step {trainer.global_step})")
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "nan":
+            # Poison one trainable weight: the real forward then yields a NaN loss.
+            weight = next(p for p in pl_module.parameters() if p.requires_grad)
+            with torch.no_grad():
+                weight.fill_(float("nan"))
+
+
+def fault_callbacks(fault: FaultConfig) -> list[L.Callback]:
+    return [] if fault.kind == "none" else [FaultCallback(fault)]

@@ -1,0 +1,70 @@
+"""The one loader: run records (single runs or whole sweep dirs) -> a pandas DataFrame.
+
+Everything downstream (a sweep's results.csv, the report, the notebooks) reads records only
+through :func:`load_records`; nothing parses logs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .record import RECORD_NAME
+
+# Per-step curves stay in the records; a table row keeps their summaries.
+CURVES = ("train_losses", "val_losses")
+
+
+def find_records(*paths: str | Path) -> list[Path]:
+    """Every record.json under ``paths`` (a run dir, a sweep dir, or a record file)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_file() and path.name == RECORD_NAME:
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(path.rglob(RECORD_NAME))
+        else:
+            raise FileNotFoundError(f"{path}: no such run or sweep directory")
+    return found
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """One flat row: nested keys joined with dots; lm-eval ``{value, stderr}`` pairs become
+    ``...metric`` and ``...metric.stderr``; lists become JSON strings; curves are dropped."""
+    row: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            if set(node) == {"value", "stderr"}:
+                row[prefix] = node["value"]
+                row[f"{prefix}.stderr"] = node["stderr"]
+                return
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        elif isinstance(node, (list, tuple)):
+            row[prefix] = json.dumps(node, default=str)
+        else:
+            row[prefix] = node
+
+    walk("", {k: v for k, v in record.items() if k not in CURVES})
+    return row
+
+
+def load_records(*paths: str | Path):
+    """A DataFrame with one row per run record found under ``paths``, sorted by sweep trial
+    and seed where the runs belong to a sweep. ``record_path`` says where each row came from."""
+    import pandas as pd
+
+    rows = []
+    for path in find_records(*paths):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable run record ({exc})") from None
+        row = flatten(record)
+        row["record_path"] = str(path)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    sort = [c for c in ("sweep.trial", "sweep.seed", "record_path") if c in frame.columns]
+    return frame.sort_values(sort, kind="stable").reset_index(drop=True) if sort else frame

@@ -1,0 +1,492 @@
+"""The sweep driver: Optuna ask/tell over trials, each trial one run of ``python -m harness.run``.
+
+``python -m harness.run +sweep=NAME [overrides]`` lands here. The driver plans the sweep
+(space, overrides, scale), validates every configuration it can before anything runs, opens
+or joins the study, then runs workers that ask for a trial, launch its run(s), read the
+record(s) and tell Optuna. Failures are data: an oom, diverged, pruned, failed or skipped run
+is a record and a finished trial, and the sweep goes on. Running the same command again
+resumes: finished trials are kept, trials whose driver died are run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from harness.paths import atomic_write
+from harness.record import RECORD_NAME, read_record, write_record
+from harness.schema import ConfigError, RunConfig, SweepConfig, validate
+
+from . import study as study_lib
+from .launch import LocalLauncher, SubmititLauncher
+from .space import (
+    Axis,
+    grid_points,
+    grid_space,
+    merge_overrides,
+    override_key,
+    parse_space,
+    point_key,
+    trial_overrides,
+)
+
+log = logging.getLogger("harness.sweep")
+
+RESULTS_NAME = "results.csv"
+PLAN_NAME = "sweep.json"
+TABLE_COLUMNS = ("status", "peak_memory_gib", "train_seconds", "tokens_per_s", "val_loss_last")
+
+
+@dataclass
+class SweepPlan:
+    """Everything a driver needs, resolved once: scale applied, overrides merged, validated."""
+
+    cfg: SweepConfig
+    axes: list[Axis]
+    base_overrides: list[str]
+    seeds: list[int | None]
+    planned: int
+    grid: list[dict] | None
+    sweep_dir: Path
+    storage_url: str
+    study_name: str
+    exclusive_gpu: bool
+    trials_per_gpu: int
+    slots: list[str | None] = field(default_factory=list)  # CUDA_VISIBLE_DEVICES per worker
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.cfg.objectives]
+
+    def signature(self) -> dict:
+        """What makes two invocations the same sweep (checked on resume)."""
+        return {"space": {a.key: a.values or [a.low, a.high, a.log, a.step] for a in self.axes},
+                "objectives": [[o.metric, o.direction] for o in self.cfg.objectives],
+                "overrides": self.base_overrides, "seeds": self.seeds, "sampler": self.cfg.sampler,
+                "planned": self.planned}
+
+
+def compose_overrides(overrides: list[str]) -> tuple[RunConfig, dict]:
+    """Compose and validate one run's overrides exactly as the CLI would, without running it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from harness.paths import CONF_DIR
+    from harness.schema import register_configs
+
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        from harness.run import compose_error_line
+
+        raise ConfigError(compose_error_line(exc)) from None
+    return validate(cfg), OmegaConf.to_container(cfg, resolve=True)
+
+
+def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> SweepPlan:
+    """Apply the scale, parse the space, merge overrides and validate every configuration
+    that can be listed (all grid points; both ends of every range) before anything runs."""
+    space = dict(cfg.space)
+    extra: list[str] = []
+    n_trials = cfg.n_trials
+    if cfg.scale == "smoke":
+        space.update(cfg.smoke.get("space") or {})
+        extra = list(cfg.smoke.get("overrides") or [])
+        n_trials = cfg.smoke.get("n_trials", n_trials)
+    axes = parse_space(space)
+    swept = {a.key for a in axes} | {override_key(o) for a in axes for b in a.bundles.values() for o in b}
+    for override in user_overrides:
+        if override_key(override) in swept:
+            raise ConfigError(f"{override_key(override)}: is swept by sweep {cfg.name}; drop {override!r} from the command")
+    base = merge_overrides(list(cfg.overrides), extra, user_overrides)
+    if cfg.sampler == "grid":
+        grid_space(axes)  # raises for ranges
+        grid = grid_points(axes)
+        planned = min(n_trials, len(grid)) if n_trials else len(grid)
+        probes = grid
+    else:
+        grid = None
+        planned = int(n_trials)
+        probes = [{a.key: a.probe_values()[i % len(a.probe_values())] for a in axes}
+                  for i in range(max(len(a.probe_values()) for a in axes))]
+    runs = []
+    for params in probes:
+        try:
+            runs.append(compose_overrides(merge_overrides(base, trial_overrides(axes, params)))[0])
+        except ConfigError as exc:
+            where = ", ".join(f"{k}={v}" for k, v in params.items())
+            raise ConfigError(f"{exc} (in sweep {cfg.name}, at {where})") from None
+    first = runs[0]
+    check_inputs(first, cfg)
+    exclusive = cfg.exclusive_gpu if cfg.exclusive_gpu is not None else cfg.measures_runtime
+    seeds: list[int | None] = list(cfg.seeds) or [None]
+    return SweepPlan(cfg=cfg, axes=axes, base_overrides=base, seeds=seeds, planned=planned, grid=grid,
+                     sweep_dir=sweep_dir, storage_url=study_lib.storage_url(cfg.storage, sweep_dir),
+                     study_name=cfg.study_name or cfg.name, exclusive_gpu=exclusive,
+                     trials_per_gpu=1 if exclusive else cfg.trials_per_gpu)
+
+
+def check_inputs(run: RunConfig, cfg: SweepConfig) -> None:
+    """The cheap checks of a single run, once for the sweep: data parses, eval tasks exist,
+    objectives name record metrics the runs will have."""
+    from harness import data, evaluate
+
+    data.load_examples(run.data)
+    if run.eval.tasks:
+        evaluate.check_tasks(run.eval.tasks)
+    for objective in cfg.objectives:
+        parts = objective.metric.split(".")
+        if parts[0] in ("eval", "eval_base", "eval_delta"):
+            if len(parts) != 3:
+                raise ConfigError(f"sweep.objectives: {objective.metric!r} must be {parts[0]}.TASK.METRIC")
+            if parts[1] not in run.eval.tasks:
+                raise ConfigError(f"sweep.objectives: {objective.metric!r} needs task {parts[1]} in eval.tasks "
+                                  f"(the runs score: {', '.join(run.eval.tasks) or 'nothing, eval=none'})")
+    if cfg.pruner != "none" and run.trainer.val_every_n_steps is None:
+        raise ConfigError("sweep.pruner: pruning needs intermediate val losses; set trainer.val_every_n_steps")
+
+
+def metric_value(record: dict, metric: str) -> float | None:
+    """A record metric by dotted path; lm-eval entries give their ``value``."""
+    node = record
+    for part in metric.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, dict):
+        node = node.get("value")
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
+        return None
+    return float(node)
+
+
+def gpu_slots(workers: int | None, trials_per_gpu: int, exclusive: bool) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES for each worker: trials_per_gpu workers share each GPU."""
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    if not gpus:
+        return [None] * (workers or 1)
+    n = workers or len(gpus) * trials_per_gpu
+    capacity = len(gpus) * trials_per_gpu
+    if n > capacity:
+        log.warning("sweep.workers=%d > %d GPU(s) x %d trial(s) per GPU%s: using %d workers", n, len(gpus),
+                    trials_per_gpu, " (runtime is measured, so trials keep a GPU to themselves)" if exclusive else "", capacity)
+        n = capacity
+    return [gpus[i // trials_per_gpu] for i in range(n)]
+
+
+class Driver:
+    """Runs one driver's workers against the shared study."""
+
+    def __init__(self, plan: SweepPlan, study: optuna.Study, launcher, slots: list[str | None]):
+        self.plan, self.study, self.launcher, self.slots = plan, study, launcher, slots
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.bar = None
+        self.errors: list[BaseException] = []
+
+    # -- the worker loop ------------------------------------------------------------------
+    def worker(self, slot: str | None) -> None:
+        try:
+            while not self.stop.is_set():
+                study_lib.reap_stale(self.study, self.plan.cfg.stale_after_seconds)
+                p = study_lib.progress(self.study, self.plan.planned, by_point=self.plan.grid is not None)
+                self._show(p)
+                if p.finished:
+                    return
+                if p.to_start == 0 and p.waiting == 0:
+                    # Everything is started; wait, so that a trial whose driver dies is run again.
+                    self.stop.wait(min(self.plan.cfg.heartbeat_seconds, 5.0))
+                    continue
+                trial = self.study.ask()
+                study_lib.mark_running(self.study, trial)
+                params = {a.key: suggest(trial, a) for a in self.plan.axes}
+                if self.plan.grid is not None and self._yield_duplicate(trial, params):
+                    continue
+                self.run_trial(trial, params, slot)
+        except BaseException as exc:  # surfaced by the main thread
+            self.errors.append(exc)
+            self.stop.set()
+
+    def _yield_duplicate(self, trial: optuna.Trial, params: dict) -> bool:
+        holder = study_lib.is_duplicate(self.study, trial, params)
+        if holder is None:
+            return False
+        trial.set_user_attr("status", "duplicate")
+        trial.set_user_attr("duplicate_of", holder)
+        self.study.tell(trial, state=TrialState.FAIL)
+        # Point the next ask at a configuration nobody has taken yet, if there is one.
+        taken = {point_key(study_lib.trial_params(t)) for t in self.study.get_trials(deepcopy=False)
+                 if t.user_attrs.get("status") not in study_lib.UNCOUNTED}
+        missing = [g for g in self.plan.grid if point_key(g) not in taken]
+        if missing:
+            self.study.enqueue_trial(missing[0])
+        return True
+
+    def _show(self, p: study_lib.Progress) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.n = p.done
+                self.bar.set_postfix(running=p.running, refresh=False)
+                self.bar.refresh()
+
+    # -- one trial ------------------------------------------------------------------------
+    def run_trial(self, trial: optuna.Trial, params: dict, slot: str | None) -> None:
+        plan = self.plan
+        trial_dir = plan.sweep_dir / "trials" / str(trial.number)
+        overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
+        records = []
+        for seed in plan.seeds:
+            run_dir = trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}"
+            run_overrides = overrides + ([f"seed={seed}"] if seed is not None else [])
+            record = self.run_one(trial, params, seed, run_overrides, run_dir, slot)
+            records.append(record)
+            if record["status"] == "pruned":
+                break
+        self.tell(trial, records)
+
+    def run_one(self, trial, params, seed, overrides, run_dir: Path, slot) -> dict:
+        plan = self.plan
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run, resolved = compose_overrides(overrides)
+        record = None
+        if plan.cfg.gpu_memory_budget is not None:
+            record = self.skip_if_over_budget(run, resolved, run_dir)
+        if record is None:
+            env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+            env[_trial_env_key()] = json.dumps({"storage": plan.storage_url, "study_name": plan.study_name,
+                                                "trial_id": trial._trial_id, "prune": plan.cfg.pruner != "none"})
+            if slot is not None:
+                env["CUDA_VISIBLE_DEVICES"] = slot
+            elif len(self.slots) > 1:  # CPU workers share the cores
+                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.slots))))
+            cmd = [sys.executable, "-m", "harness.run", *overrides, f"hydra.run.dir={run_dir.resolve()}"]
+            log_path = run_dir / "trial.log"
+            started = time.time()
+            code = self.launcher.run(cmd, env, os.getcwd(), log_path,
+                                     beat=lambda: study_lib.heartbeat(self.study, trial._trial_id))
+            record = read_trial_record(run_dir, code, resolved, run.seed, log_path, started)
+        record["sweep"] = {
+            "name": plan.cfg.name, "finding": plan.cfg.finding, "study": plan.study_name,
+            "storage": study_lib.redact(plan.storage_url), "scale": plan.cfg.scale, "trial": trial.number,
+            "params": params, "seed": seed if seed is not None else run.seed, "seeds": [s for s in plan.seeds if s is not None],
+            "launcher": plan.cfg.launcher, "gpu": slot, "trials_per_gpu": plan.trials_per_gpu,
+            "exclusive_gpu": plan.exclusive_gpu, "concurrent_trials": len(self.slots),
+        }
+        write_record(run_dir, record)
+        return record
+
+    def skip_if_over_budget(self, run: RunConfig, resolved: dict, run_dir: Path) -> dict | None:
+        from harness.estimate import estimate_run
+
+        estimate = estimate_run(run, device="cuda")
+        total = estimate["memory_estimate"]["total_gib"]
+        budget = self.plan.cfg.gpu_memory_budget
+        if total <= budget:
+            return None
+        return {"status": "skipped", "config": resolved, "run_dir": str(run_dir), "seed": run.seed,
+                "memory_estimate": estimate["memory_estimate"], "trainable_params": estimate["trainable_params"],
+                "total_params": estimate["total_params"],
+                "error": f"dry-run estimate {total:.2f} GiB exceeds sweep.gpu_memory_budget={budget} GiB; not run"}
+
+    def tell(self, trial: optuna.Trial, records: list[dict]) -> None:
+        statuses = [r["status"] for r in records]
+        objectives = self.plan.cfg.objectives
+        status = next((s for s in statuses if s != "ok"), "ok")
+        summary: dict = {}
+        values = []
+        for objective in objectives:
+            got = [metric_value(r, objective.metric) for r in records if r["status"] == "ok"]
+            got = [v for v in got if v is not None]
+            if got:
+                summary[objective.metric] = {"mean": statistics.fmean(got), "std": statistics.stdev(got) if len(got) > 1 else 0.0,
+                                             "n": len(got)}
+            values.append(statistics.fmean(got) if got else None)
+        error = next((r.get("error") for r in records if r["status"] != "ok"), None)
+        if status == "ok" and any(v is None for v in values):
+            missing = [o.metric for o, v in zip(objectives, values, strict=True) if v is None]
+            status, error = "failed", f"objective metric(s) missing from the record: {', '.join(missing)}"
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("run_dirs", [r["run_dir"] for r in records])
+        trial.set_user_attr("objectives", summary)
+        for key in ("peak_memory_gib", "train_seconds", "tokens_per_s"):
+            got = [r.get(key) for r in records if r.get(key) is not None]
+            if got:
+                trial.set_user_attr(key, statistics.fmean(got))
+        if error:
+            trial.set_user_attr("error", str(error)[:500])
+        if status == "ok":
+            self.study.tell(trial, values if len(values) > 1 else values[0])
+        elif status == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        log.info("trial %d: %s %s", trial.number, status,
+                 " ".join(f"{k}={v['mean']:.4g}" for k, v in summary.items()) if summary else (error or ""))
+
+
+def _trial_env_key() -> str:
+    from harness.trial import TRIAL_ENV
+
+    return TRIAL_ENV
+
+
+def suggest(trial: optuna.Trial, axis: Axis):
+    if axis.kind in ("categorical", "bundle"):
+        return trial.suggest_categorical(axis.key, axis.values)
+    if axis.kind == "int":
+        return trial.suggest_int(axis.key, int(axis.low), int(axis.high), step=int(axis.step or 1), log=axis.log)
+    return trial.suggest_float(axis.key, axis.low, axis.high, step=axis.step, log=axis.log)
+
+
+def read_trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path, started: float) -> dict:
+    """The run's own record; when the process left none (killed, or refused its config), a
+    failed record with the exit code and the tail of its output."""
+    tail = _tail(log_path)
+    path = run_dir / RECORD_NAME
+    if path.is_file() and path.stat().st_mtime >= started - 1:
+        try:
+            record = read_record(run_dir)
+            if record.get("status") != "ok":
+                record["log_tail"] = tail
+            return record
+        except (OSError, json.JSONDecodeError):
+            pass
+    how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
+    return {"status": "failed", "config": resolved, "run_dir": str(run_dir), "seed": seed,
+            "error": f"trial process {how} without a record: {last}"[:1000], "log_tail": tail}
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - n))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | None:
+    """Rebuild ``results.csv`` from the sweep's records (one row per run), with each trial's
+    Optuna state when the study is given. Returns the path, or None when there is no record."""
+    from harness.results import load_records
+
+    trials_dir = sweep_dir / "trials"
+    if not trials_dir.is_dir() or not any(trials_dir.rglob(RECORD_NAME)):
+        return None
+    frame = load_records(trials_dir)
+    if study is not None and "sweep.trial" in frame.columns:
+        states = {t.number: t.state.name if t.user_attrs.get("status") not in study_lib.UNCOUNTED
+                  else t.user_attrs["status"] for t in study.get_trials(deepcopy=False)}
+        frame.insert(0, "trial_state", [states.get(int(n)) if n == n else None for n in frame["sweep.trial"]])
+    first = [c for c in ("sweep.trial", "sweep.seed", "trial_state", "status") if c in frame.columns]
+    params = sorted(c for c in frame.columns if c.startswith("sweep.params."))
+    frame = frame[first + params + [c for c in frame.columns if c not in first and c not in params]]
+    path = sweep_dir / RESULTS_NAME
+    atomic_write(path, lambda f: frame.to_csv(f, index=False))
+    return path
+
+
+def results_table(plan: SweepPlan, sweep_dir: Path) -> str:
+    """A compact text table of the sweep's runs: params, status, objectives, memory, time."""
+    import pandas as pd
+
+    frame = pd.read_csv(sweep_dir / RESULTS_NAME)
+    cols = ["sweep.trial"] + (["sweep.seed"] if len(plan.seeds) > 1 else [])
+    cols += [f"sweep.params.{a.key}" for a in plan.axes]
+    cols += [c for c in TABLE_COLUMNS if c in frame.columns]
+    for o in plan.cfg.objectives:
+        if o.metric in frame.columns and o.metric not in cols:
+            cols.append(o.metric)
+    shown = frame[[c for c in cols if c in frame.columns]].rename(columns=lambda c: c.removeprefix("sweep.params.").removeprefix("sweep."))
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int:
+    """Plan, validate, open the study, run the workers; results.csv and a table at the end.
+
+    Returns 0 when every configuration is done, 1 otherwise (interrupted, or a worker failed).
+    """
+    from tqdm.auto import tqdm
+
+    cfg = run.sweep
+    sweep_dir = sweep_dir.resolve()
+    plan = plan_sweep(cfg, user_overrides, sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    plan.slots = gpu_slots(cfg.workers, plan.trials_per_gpu, plan.exclusive_gpu)
+    storage = study_lib.open_storage(plan.storage_url)
+    sampler = make_sampler(plan)
+    pruner = optuna.pruners.MedianPruner(n_warmup_steps=1) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    study = study_lib.open_study(storage, plan.study_name, plan.directions, sampler, pruner, plan.signature())
+    atomic_write(sweep_dir / PLAN_NAME, lambda f: json.dump(
+        {"name": cfg.name, "finding": cfg.finding, "description": cfg.description, "study": plan.study_name,
+         "storage": study_lib.redact(plan.storage_url), **plan.signature(), "scale": cfg.scale,
+         "exclusive_gpu": plan.exclusive_gpu, "trials_per_gpu": plan.trials_per_gpu}, f, indent=2, default=str))
+    if plan.exclusive_gpu and cfg.trials_per_gpu > 1:
+        log.info("this sweep measures runtime: trials keep a GPU to themselves (sweep.trials_per_gpu=%d ignored)", cfg.trials_per_gpu)
+    launcher = (SubmititLauncher(cfg.submitit, sweep_dir / "submitit", cfg.heartbeat_seconds) if cfg.launcher == "submitit"
+                else LocalLauncher(cfg.heartbeat_seconds))
+    log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s", cfg.name, plan.planned,
+             len(plan.seeds), len(plan.slots), plan.study_name, study_lib.redact(plan.storage_url))
+    driver = Driver(plan, study, launcher, plan.slots)
+    driver.bar = tqdm(total=plan.planned, desc=f"sweep {cfg.name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
+    threads = [threading.Thread(target=driver.worker, args=(slot,), daemon=True, name=f"worker-{i}")
+               for i, slot in enumerate(plan.slots)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+    except KeyboardInterrupt:
+        driver.stop.set()
+        log.warning("interrupted: running trials are stopped and will run again when this command is repeated")
+        raise
+    finally:
+        driver.bar.close()
+    path = write_results(sweep_dir, study)
+    if path is not None:
+        print(results_table(plan, sweep_dir))
+        log.info("results: %s", path)
+    if driver.errors:
+        raise driver.errors[0]
+    final = study_lib.progress(study, plan.planned, by_point=plan.grid is not None)
+    return 0 if final.finished else 1
+
+
+def make_sampler(plan: SweepPlan) -> optuna.samplers.BaseSampler:
+    cfg = plan.cfg
+    if cfg.sampler == "grid":
+        return AskTellGridSampler(grid_space(plan.axes), seed=cfg.sampler_seed)
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=cfg.sampler_seed)
+    return optuna.samplers.TPESampler(seed=cfg.sampler_seed, multivariate=True)
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler whose ``after_trial`` does not call ``study.stop()``, which Optuna allows
+    only inside ``study.optimize``; under ask/tell the driver decides when the grid is done."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None

@@ -1,0 +1,102 @@
+"""Launchers: how one trial's run command is executed and waited on.
+
+``local`` runs it as a child process of the driver; ``submitit`` submits it as a SLURM job
+(or, with ``sweep.submitit.cluster=local``, as a local submitit job: the same code path). Both
+call ``beat`` every few seconds while the run is alive, for the study's liveness check.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.schema import SubmititConfig
+
+PARENT_ENV = "HARNESS_PARENT_PID"
+
+
+def run_command(cmd: list[str], env: dict, cwd: str, log_path: str) -> int:
+    """Run ``cmd`` with stdout and stderr to ``log_path``; the exit code (negative: signal)."""
+    with open(log_path, "ab") as log_file:
+        return subprocess.run(cmd, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT).returncode
+
+
+class LocalLauncher:
+    """Each trial a child process; it dies with the driver (see :func:`die_with_parent`)."""
+
+    def __init__(self, heartbeat_seconds: float):
+        self.heartbeat_seconds = heartbeat_seconds
+
+    def run(self, cmd: list[str], env: dict, cwd: str, log_path: Path, beat: Callable[[], None]) -> int:
+        env = dict(env, **{PARENT_ENV: str(os.getpid())})
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
+            try:
+                while True:
+                    try:
+                        return proc.wait(timeout=self.heartbeat_seconds)
+                    except subprocess.TimeoutExpired:
+                        beat()
+            except BaseException:
+                proc.kill()  # the driver is stopping: do not leave the trial running on its own
+                proc.wait()
+                raise
+
+
+class SubmititLauncher:
+    """Each trial one submitit job (a SLURM job on a cluster); the driver waits on its result."""
+
+    def __init__(self, cfg: SubmititConfig, folder: Path, heartbeat_seconds: float):
+        try:
+            import submitit
+        except ImportError as exc:  # pragma: no cover - submitit is a dependency
+            raise RuntimeError("sweep.launcher=submitit needs submitit: pip install submitit") from exc
+        self.heartbeat_seconds = heartbeat_seconds
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cfg.cluster)
+        params = dict(timeout_min=cfg.timeout_min, gpus_per_node=cfg.gpus_per_node, cpus_per_task=cfg.cpus_per_task,
+                      mem_gb=cfg.mem_gb, name="harness-trial")
+        if cfg.partition:
+            params["slurm_partition"] = cfg.partition
+        if cfg.additional_parameters:
+            params["slurm_additional_parameters"] = dict(cfg.additional_parameters)
+        self.executor.update_parameters(**params)
+
+    def run(self, cmd: list[str], env: dict, cwd: str, log_path: Path, beat: Callable[[], None]) -> int:
+        # On SLURM the job's GPUs come from the allocation, not from the driver's slot.
+        env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
+        job = self.executor.submit(run_command, cmd, env, cwd, str(log_path))
+        try:
+            while not job.done():
+                beat()
+                time.sleep(min(self.heartbeat_seconds, 2.0))
+            return job.result()
+        except BaseException as exc:
+            import submitit
+
+            if isinstance(exc, submitit.core.utils.FailedJobError | submitit.core.utils.UncompletedJobError):
+                with open(log_path, "a") as handle:
+                    handle.write(f"\nsubmitit job {job.job_id} failed: {str(exc)[-2000:]}\n")
+                return 1
+            job.cancel(check=False)
+            raise
+
+
+def die_with_parent() -> None:
+    """In a trial process started by a local driver: exit when the driver dies, so a killed
+    driver never leaves a trial writing into a sweep that has moved on (Linux only)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the driver died before the line above took effect
+        os._exit(1)

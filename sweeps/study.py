@@ -1,0 +1,205 @@
+"""The Optuna study behind a sweep: storage, liveness of trials, and what is left to run.
+
+Optuna's own heartbeat (``RDBStorage(heartbeat_interval=...)``) covers only SQL storages and
+only ``study.optimize``; the harness drives ask/tell over any storage (SQLite, journal file,
+PostgreSQL), so it keeps its own heartbeat in each trial's system attrs and fails trials whose
+driver is gone, re-enqueueing their parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from harness.schema import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Trial outcomes that are data: the configuration was tried and the result stands.
+DATA_STATUSES = ("ok", "oom", "diverged", "pruned", "failed", "skipped")
+# Trials that do not count: their driver died (``lost``, re-run) or another took the point.
+UNCOUNTED = ("lost", "duplicate")
+
+
+def storage_url(storage: str | None, sweep_dir: Path) -> str:
+    """The storage a sweep uses: SQLite in the sweep dir by default, ``journal`` for a journal
+    file there (shared filesystems), or any Optuna storage URL."""
+    if storage is None:
+        return f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    if storage == "journal":
+        return f"journal:///{(sweep_dir / 'optuna.journal').resolve()}"
+    return storage
+
+
+def open_storage(url: str):
+    """An Optuna storage object for a URL from :func:`storage_url`."""
+    if url.startswith("journal:///"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url[len("journal:///") - 1:]))
+    if url.startswith("sqlite:///"):
+        # Several worker threads and trial processes write one file: wait on its lock.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    if url.startswith(("postgresql", "mysql")):
+        # pool_pre_ping: a dropped connection (server restart) is replaced, not fatal.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=False)
+    return optuna.storages.get_storage(url)
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for logs and records."""
+    from sqlalchemy.engine import make_url
+
+    if "://" not in url or url.startswith(("sqlite", "journal")):
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL: keep only the scheme
+        return url.split("://", 1)[0] + "://***"
+
+
+def open_study(storage, study_name: str, directions: list[str], sampler, pruner, signature: dict) -> optuna.Study:
+    """Create the study or join the existing one; a study made for a different sweep is an error."""
+    study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise ConfigError(f"sweep.objectives: study {study_name!r} in this storage has other directions; "
+                          "use a new hydra.sweep.dir or sweep.study_name")
+    stored = study.user_attrs.get("signature")
+    wanted = json.loads(json.dumps(signature, default=str))
+    if stored is None:
+        study.set_user_attr("signature", wanted)
+    elif stored != wanted:
+        changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        raise ConfigError(f"sweep: study {study_name!r} in this storage was started with different "
+                          f"{', '.join(changed)}; resume with the same command, or use a new hydra.sweep.dir "
+                          "or sweep.study_name")
+    return study
+
+
+def mark_running(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Stamp a new trial with its driver (host, pid) and a first heartbeat."""
+    storage = study._storage
+    storage.set_trial_system_attr(trial._trial_id, "driver_host", socket.gethostname())
+    storage.set_trial_system_attr(trial._trial_id, "driver_pid", os.getpid())
+    heartbeat(study, trial._trial_id)
+
+
+def heartbeat(study: optuna.Study, trial_id: int) -> None:
+    study._storage.set_trial_system_attr(trial_id, "heartbeat", time.time())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(trial: optuna.trial.FrozenTrial, stale_after: float, now: float | None = None) -> bool:
+    """A RUNNING trial whose driver is dead (same host) or silent for ``stale_after`` seconds."""
+    now = time.time() if now is None else now
+    attrs = trial.system_attrs
+    if attrs.get("driver_host") == socket.gethostname() and attrs.get("driver_pid") and not _pid_alive(int(attrs["driver_pid"])):
+        return True
+    beat = attrs.get("heartbeat")
+    if beat is None:
+        start = trial.datetime_start.timestamp() if trial.datetime_start else now
+        return now - start > stale_after
+    return now - float(beat) > stale_after
+
+
+def reap_stale(study: optuna.Study, stale_after: float) -> list[int]:
+    """Fail the trials whose driver is gone and enqueue their parameters again.
+
+    Returns the numbers of the trials reaped here. Safe with several drivers: only the one
+    whose state change succeeds re-enqueues.
+    """
+    storage = study._storage
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not is_stale(trial, stale_after):
+            continue
+        try:
+            changed = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:  # finished meanwhile (UpdateFinishedTrialError)
+            continue
+        if not changed:
+            continue
+        storage.set_trial_user_attr(trial._trial_id, "status", "lost")
+        params = trial.params or trial.system_attrs.get("fixed_params") or {}
+        if params:
+            study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        log.warning("trial %d was left running by a driver that is gone; marked failed and queued again", trial.number)
+        reaped.append(trial.number)
+    return reaped
+
+
+@dataclass
+class Progress:
+    """Where the study stands: configurations done, in flight, queued, and still to start."""
+
+    planned: int
+    done: int
+    running: int
+    waiting: int
+
+    @property
+    def to_start(self) -> int:
+        return max(0, self.planned - self.done - self.running - self.waiting)
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.planned
+
+
+def trial_params(trial: optuna.trial.FrozenTrial) -> dict:
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+
+
+def progress(study: optuna.Study, planned: int, by_point: bool) -> Progress:
+    """Count configurations (grid points when ``by_point``, else trials) by state."""
+    from .space import point_key
+
+    done, running, waiting = set(), set(), set()
+    for t in study.get_trials(deepcopy=False):
+        status = t.user_attrs.get("status")
+        if status in UNCOUNTED:
+            continue
+        key = point_key(trial_params(t)) if by_point else t.number
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and status in DATA_STATUSES):
+            done.add(key)
+        elif t.state == TrialState.RUNNING:
+            running.add(key)
+        elif t.state == TrialState.WAITING:
+            waiting.add(key)
+    running -= done
+    waiting -= done | running
+    return Progress(planned, len(done), len(running), len(waiting))
+
+
+def is_duplicate(study: optuna.Study, trial: optuna.Trial, params: dict) -> int | None:
+    """The number of another trial that already holds this grid point (done, or running with a
+    lower number), or None. Concurrent drivers can pick one point; the later trial yields."""
+    from .space import point_key
+
+    key = point_key(params)
+    for t in study.get_trials(deepcopy=False):
+        if t.number == trial.number or t.user_attrs.get("status") in UNCOUNTED or point_key(trial_params(t)) != key:
+            continue
+        done = t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and t.user_attrs.get("status") in DATA_STATUSES)
+        if done or (t.state == TrialState.RUNNING and t.number < trial.number):
+            return t.number
+    return None
