@@ -45,6 +45,8 @@ log = logging.getLogger("harness.sweep")
 
 RESULTS_NAME = "results.csv"
 PLAN_NAME = "sweep.json"
+# Hydra's compose API keeps global state: one composition at a time across worker threads.
+_COMPOSE_LOCK = threading.Lock()
 TABLE_COLUMNS = ("status", "peak_memory_gib", "train_seconds", "tokens_per_s", "val_loss_last")
 
 
@@ -89,7 +91,7 @@ def compose_overrides(overrides: list[str]) -> tuple[RunConfig, dict]:
 
     register_configs()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         from harness.run import compose_error_line
@@ -146,9 +148,6 @@ def check_inputs(run: RunConfig, cfg: SweepConfig) -> None:
     objectives name record metrics the runs will have."""
     from harness import data, evaluate
 
-    data.load_examples(run.data)
-    if run.eval.tasks:
-        evaluate.check_tasks(run.eval.tasks)
     for objective in cfg.objectives:
         parts = objective.metric.split(".")
         if parts[0] in ("eval", "eval_base", "eval_delta"):
@@ -159,6 +158,9 @@ def check_inputs(run: RunConfig, cfg: SweepConfig) -> None:
                                   f"(the runs score: {', '.join(run.eval.tasks) or 'nothing, eval=none'})")
     if cfg.pruner != "none" and run.trainer.val_every_n_steps is None:
         raise ConfigError("sweep.pruner: pruning needs intermediate val losses; set trainer.val_every_n_steps")
+    data.load_examples(run.data)
+    if run.eval.tasks:
+        evaluate.check_tasks(run.eval.tasks)
 
 
 def metric_value(record: dict, metric: str) -> float | None:
@@ -410,7 +412,7 @@ def results_table(plan: SweepPlan, sweep_dir: Path) -> str:
     """A compact text table of the sweep's runs: params, status, objectives, memory, time."""
     import pandas as pd
 
-    frame = pd.read_csv(sweep_dir / RESULTS_NAME)
+    frame = pd.read_csv(sweep_dir / RESULTS_NAME, keep_default_na=False, na_values=[""])
     cols = ["sweep.trial"] + (["sweep.seed"] if len(plan.seeds) > 1 else [])
     cols += [f"sweep.params.{a.key}" for a in plan.axes]
     cols += [c for c in TABLE_COLUMNS if c in frame.columns]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from harness.schema import ConfigError
@@ -133,12 +134,13 @@ def reap_stale(study: optuna.Study, stale_after: float) -> list[int]:
         if not is_stale(trial, stale_after):
             continue
         try:
+            # Attrs cannot change once finished, so label it before failing it.
+            storage.set_trial_user_attr(trial._trial_id, "status", "lost")
             changed = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except RuntimeError:  # finished meanwhile (UpdateFinishedTrialError)
+        except UpdateFinishedTrialError:  # it finished meanwhile, or another driver reaped it
             continue
         if not changed:
             continue
-        storage.set_trial_user_attr(trial._trial_id, "status", "lost")
         params = trial.params or trial.system_attrs.get("fixed_params") or {}
         if params:
             study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)

@@ -51,6 +51,17 @@ CASES = [
     ("hub model offline", ["model=hf", "model.name_or_path=some-org/some-model", "model.tokenizer=null"], "some-org/some-model"),
     ("missing model folder", ["model=hf", "model.name_or_path=./no/such/folder"], "no/such/folder"),
     ("path without value", ["data=alpaca_file"], "data.path"),
+    # Sweeps: refused before the study opens or any trial runs.
+    ("unknown sweep", ["+sweep=nope"], "sweep/nope: no such option"),
+    ("sweep with empty space", ["+sweep=custom"], "sweep.space: is empty"),
+    ("unknown sampler", ["+sweep=rank_alpha", "sweep.sampler=bayes"], "sweep.sampler: got 'bayes'"),
+    ("range in a grid", ["+sweep=custom", "+sweep.space.optimizer.lr={low:1e-5,high:1e-3}"], "cannot be gridded"),
+    ("swept key also on the command line", ["+sweep=rank_alpha", "adapter.r=16"], "adapter.r: is swept by sweep rank_alpha"),
+    ("invalid grid point", ["+sweep=custom", "+sweep.space.adapter.r=[8,0]"], "adapter.r: must be > 0, got 0 (in sweep custom, at adapter.r=0)"),
+    ("objective task not scored", ["+sweep=custom", "+sweep.space.adapter.r=[8]", "data=alpaca_file", "data.path={root}/good.jsonl",
+                                   "sweep.objectives=[{metric:eval.harness_heldout.token_nll,direction:minimize}]"],
+     "needs task harness_heldout in eval.tasks"),
+    ("malformed space", ["+sweep=custom", "+sweep.space.adapter.r={low:8}"], "sweep.space.adapter.r: expected a list of values"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("no GPU", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu: no CUDA GPU"))
@@ -59,9 +70,11 @@ if not torch.cuda.is_available():
 @pytest.mark.parametrize("overrides,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_clear_line(files, tmp_path, overrides, expected):
     run_dir = tmp_path / "run"
-    args = TINY + [o.format(root=files) for o in overrides]
+    args = TINY + [o.replace("{root}", str(files)) for o in overrides]
     if any(o.startswith("model=") for o in overrides):
         args.remove("model=tiny")
+    if any(o.startswith("+sweep=") for o in overrides):
+        args.append(f"hydra.sweep.dir={tmp_path / 'sweep'}")
     result = run_cli(args, run_dir, timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
@@ -71,3 +84,4 @@ def test_bad_input_is_one_clear_line(files, tmp_path, overrides, expected):
     assert "Loading weights" not in result.stdout + result.stderr
     record = run_dir / "record.json"
     assert not record.exists() or json.loads(record.read_text())["status"] != "ok"
+    assert not (tmp_path / "sweep" / "trials").exists()

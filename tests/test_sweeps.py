@@ -1,0 +1,284 @@
+"""Sweeps: every named sweep plans and runs; failures are data; resume; many drivers on one study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from harness.paths import CONF_DIR, REPO_ROOT
+from harness.schema import SweepConfig
+from sweeps import study as study_lib
+from sweeps.driver import compose_overrides, metric_value, plan_sweep
+from sweeps.space import flatten_space, merge_overrides, parse_space, trial_overrides
+from tests.helpers import compose_run, run_cli
+from tests.postgres import postgres_bindir, postgres_server
+
+NAMED = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != "custom")
+# Expected configurations per named sweep: (default scale, smoke scale).
+PLANNED = {"rank_alpha": (21, 4), "targets": (4, 2), "optimizer_scheduler": (8, 4), "qlora": (6, 2),
+           "epochs": (6, 2), "seeds": (5, 3), "dora": (8, 2), "full_vs_lora": (3, 3)}
+
+
+@pytest.fixture(scope="module")
+def chat_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sweepdata") / "chat.jsonl"
+    rows = [{"conversations": [{"from": "human", "value": f"What is {a} plus {a}?"},
+                               {"from": "gpt", "value": f"{a} plus {a} is {2 * a}."}]} for a in range(60)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny(chat_file) -> list[str]:
+    return ["model=tiny", "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=16", "data.val_size=4",
+            "data.test_size=4", "data.max_seq_len=128", "trainer=smoke", "logger=none", "eval=none"]
+
+
+def sweep_cli(args: list[str], sweep_dir: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return run_cli([*args, f"hydra.sweep.dir={sweep_dir}"], timeout=timeout)
+
+
+def load(sweep_dir: Path, name: str = "custom", storage: str | None = None) -> optuna.Study:
+    url = storage or study_lib.storage_url(None, sweep_dir)
+    return optuna.load_study(study_name=name, storage=study_lib.open_storage(url))
+
+
+def results(sweep_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(sweep_dir / "results.csv", keep_default_na=False, na_values=[""])
+
+
+# -- planning: fast, no trial runs ---------------------------------------------------------
+
+def test_named_sweeps_cover_every_finding_with_a_sweep():
+    assert set(NAMED) == set(PLANNED)
+
+
+@pytest.mark.parametrize("name", NAMED)
+@pytest.mark.parametrize("scale", ["default", "smoke"])
+def test_every_named_sweep_plans_and_validates_every_point(name, scale, tmp_path):
+    run = compose_run([f"+sweep={name}", f"sweep.scale={scale}"])
+    plan = plan_sweep(run.sweep, [], tmp_path)
+    assert plan.planned == PLANNED[name][0 if scale == "default" else 1]
+    assert plan.grid is not None and len(plan.grid) == plan.planned
+    assert run.sweep.finding and run.sweep.objectives
+    for params in plan.grid:  # each point composes to a run that differs in the swept keys
+        trial_run, _ = compose_overrides(merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params)))
+        if "adapter.r" in params:
+            assert trial_run.adapter.r == params["adapter.r"]
+        if "adapter.alpha_over_r" in params:
+            assert trial_run.adapter.alpha == params["adapter.alpha_over_r"] * params["adapter.r"]
+    if scale == "smoke":
+        assert "model=tiny" in plan.base_overrides
+
+
+def test_space_specs_parse_into_axes_and_overrides():
+    axes = parse_space(flatten_space({"adapter": {"r": [8, 16]}, "lr": {"low": 1e-5, "high": 1e-3, "log": True},
+                                      "q": {"choices": {"nf4_dq": ["quant=nf4", "quant.double_quant=true"]}}}))
+    by_key = {a.key: a for a in axes}
+    assert by_key["adapter.r"].kind == "categorical" and by_key["adapter.r"].overrides(16) == ["adapter.r=16"]
+    assert by_key["lr"].kind == "float" and by_key["lr"].log
+    assert by_key["q"].overrides("nf4_dq") == ["quant=nf4", "quant.double_quant=true"]
+    assert trial_overrides(axes, {"adapter.r": 8, "lr": 1e-4, "q": "nf4_dq"}) == [
+        "adapter.r=8", "lr=0.0001", "quant=nf4", "quant.double_quant=true"]
+    assert merge_overrides(["adapter.r=8", "quant=nf4"], ["+adapter.r=16"]) == ["quant=nf4", "+adapter.r=16"]
+
+
+def test_alpha_over_r_sets_alpha_from_the_rank():
+    run = compose_run(["adapter.r=64", "adapter.alpha_over_r=0.5"])
+    assert run.adapter.alpha == 32.0
+
+
+def test_metric_value_reads_nested_record_metrics():
+    record = {"peak_memory_gib": 1.5, "eval": {"t": {"acc": {"value": 0.25, "stderr": 0.01}}}, "x": None}
+    assert metric_value(record, "peak_memory_gib") == 1.5
+    assert metric_value(record, "eval.t.acc") == 0.25
+    assert metric_value(record, "eval.t.missing") is None and metric_value(record, "x") is None
+
+
+def test_a_trial_whose_driver_died_is_failed_and_queued_again(tmp_path):
+    storage = study_lib.open_storage(study_lib.storage_url(None, tmp_path))
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    study_lib.mark_running(study, trial)
+    trial.suggest_categorical("adapter.r", [8, 16])
+    # A live driver's trial is left alone ...
+    assert study_lib.reap_stale(study, stale_after=60) == []
+    # ... a dead driver's (a pid that cannot exist) is failed as lost and its point re-queued.
+    storage.set_trial_system_attr(trial._trial_id, "driver_pid", 2**22 + 12345)
+    assert study_lib.reap_stale(study, stale_after=60) == [trial.number]
+    frozen = study.trials
+    assert frozen[0].state == TrialState.FAIL and frozen[0].user_attrs["status"] == "lost"
+    assert frozen[1].state == TrialState.WAITING and frozen[1].system_attrs["fixed_params"] == frozen[0].params
+    # A silent driver on another host is failed once its heartbeat is older than the grace period.
+    other = study.ask()
+    storage.set_trial_system_attr(other._trial_id, "driver_host", "elsewhere")
+    storage.set_trial_system_attr(other._trial_id, "heartbeat", time.time() - 600)
+    assert study_lib.reap_stale(study, stale_after=60) == [other.number]
+
+
+def test_storage_passwords_are_not_shown():
+    assert "secret" not in study_lib.redact("postgresql://user:secret@db.example:5432/optuna")
+    assert study_lib.redact("postgresql://user:secret@db.example:5432/optuna").startswith("postgresql://user:***@")
+
+
+def test_sweep_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="sweep.n_trials: is required with sampler=tpe"):
+        SweepConfig(name="x", space={"a": [1]}, objectives=[{"metric": "m"}], sampler="tpe")
+
+
+# -- running: each trial is a real subprocess run of the tiny model ---------------------------
+
+@pytest.mark.parametrize("name", NAMED)
+def test_every_named_sweep_runs_at_smoke_scale(name, tmp_path):
+    sweep_dir = tmp_path / name
+    result = sweep_cli([f"+sweep={name}", "sweep.scale=smoke", "sweep.workers=2"], sweep_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = results(sweep_dir)
+    planned = PLANNED[name][1]
+    assert len(table) == planned and set(table["status"]) == {"ok"}, table[["status", "error"]].to_string()
+    study = load(sweep_dir, name)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == planned
+    run = compose_run([f"+sweep={name}"])
+    for objective in run.sweep.objectives:
+        assert table[objective.metric].notna().all(), objective.metric
+    assert "trial" in result.stdout and "status" in result.stdout  # the printed table
+
+
+def test_injected_faults_become_records_and_the_sweep_goes_on(chat_file, tmp_path):
+    sweep_dir = tmp_path / "faults"
+    result = sweep_cli(["+sweep=custom", "+sweep.space.fault.kind=[none,oom,'nan',crash,kill]", "sweep.workers=2",
+                        *tiny(chat_file)], sweep_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = results(sweep_dir).set_index("sweep.params.fault.kind")
+    assert table.loc["none", "status"] == "ok"
+    assert table.loc["oom", "status"] == "oom" and "out of memory" in table.loc["oom", "error"]
+    assert table.loc["oom", "peak_memory_gib"] > 0  # the memory reached is recorded
+    assert table.loc["nan", "status"] == "diverged" and "nan" in table.loc["nan", "error"]
+    assert table.loc["nan", "optimizer_steps"] == 1  # stopped at the step the loss went bad
+    assert table.loc["crash", "status"] == "failed" and "injected crash" in table.loc["crash", "error"]
+    assert table.loc["kill", "status"] == "failed" and "signal 9" in table.loc["kill", "error"]
+    assert "injected crash" in table.loc["crash", "log_tail"]
+    states = {t.params["fault.kind"]: (t.state, t.user_attrs["status"]) for t in load(sweep_dir).trials}
+    assert states["none"] == (TrialState.COMPLETE, "ok")
+    assert states["oom"] == (TrialState.FAIL, "oom") and states["nan"] == (TrialState.FAIL, "diverged")
+
+
+def test_memory_budget_skips_trials_that_cannot_fit_without_running_them(chat_file, tmp_path):
+    sweep_dir = tmp_path / "budget"
+    args = ["+sweep=custom", "+sweep.space.model=[tiny,llama2_7b]", "sweep.gpu_memory_budget=4", *tiny(chat_file)]
+    args.remove("model=tiny")
+    result = sweep_cli(args, sweep_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = results(sweep_dir).set_index("sweep.params.model")
+    assert table.loc["tiny", "status"] == "ok"
+    assert table.loc["llama2_7b", "status"] == "skipped" and "exceeds sweep.gpu_memory_budget=4" in table.loc["llama2_7b", "error"]
+    assert table.loc["llama2_7b", "memory_estimate.total_gib"] > 4
+    skipped_dir = Path(table.loc["llama2_7b", "run_dir"])
+    assert not (skipped_dir / "trial.log").exists()  # no process was started for it
+
+
+def test_random_sampler_with_seeds_and_pruning_reports(chat_file, tmp_path):
+    sweep_dir = tmp_path / "random"
+    result = sweep_cli(["+sweep=custom", "+sweep.space.optimizer.lr={low:1e-4,high:1e-2,log:true}", "sweep.sampler=random",
+                        "sweep.n_trials=2", "sweep.seeds=[1,2]", "sweep.pruner=median", "trainer.val_every_n_steps=1",
+                        *tiny(chat_file)], sweep_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = results(sweep_dir)
+    assert len(table) == 4 and sorted(set(table["sweep.seed"])) == [1, 2]
+    assert all("/seed_" in d for d in table["run_dir"])
+    for trial in load(sweep_dir).trials:
+        summary = trial.user_attrs["objectives"]["val_loss_last"]
+        per_seed = table[table["sweep.trial"] == trial.number]["val_loss_last"]
+        assert summary["n"] == 2 and summary["mean"] == pytest.approx(per_seed.mean())
+        assert summary["std"] == pytest.approx(per_seed.std())
+        assert trial.intermediate_values  # val losses reported while training, for the pruner
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_driver_resumes_without_rerunning_completed_trials(chat_file, tmp_path):
+    sweep_dir = tmp_path / "resume"
+    args = [sys.executable, "-m", "harness.run", "+sweep=custom", "+sweep.space.seed=[1,2,3]", *tiny(chat_file),
+            f"hydra.sweep.dir={sweep_dir}"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    driver = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def first_done_second_started():
+        record = sweep_dir / "trials" / "0" / "record.json"
+        return record.is_file() and "sweep" in json.loads(record.read_text()) and (sweep_dir / "trials" / "1" / "trial.log").is_file()
+
+    try:
+        _wait_for(first_done_second_started, 300, "trial 0 to finish and trial 1 to start")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    first_record = sweep_dir / "trials" / "0" / "record.json"
+    first_written = first_record.stat().st_mtime_ns
+    time.sleep(3)
+    assert not (sweep_dir / "trials" / "1" / "record.json").exists()  # the trial died with its driver
+
+    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert first_record.stat().st_mtime_ns == first_written  # completed trial not run again
+    trials = load(sweep_dir).trials
+    lost = [t for t in trials if t.user_attrs.get("status") == "lost"]
+    assert [t.number for t in lost] == [1]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["seed"] for t in complete) == [1, 2, 3]  # each point exactly once
+    retry = next(t for t in complete if t.params == lost[0].params)
+    assert retry.user_attrs["retry_of"] == 1
+    table = results(sweep_dir)
+    assert (table["trial_state"] == "COMPLETE").sum() == 3
+
+    # The same dir with a different space is refused, not mixed in.
+    changed = sweep_cli(["+sweep=custom", "+sweep.space.seed=[1,2]", *tiny(chat_file)], sweep_dir)
+    assert changed.returncode == 2 and "was started with different" in changed.stderr.strip().splitlines()[-1]
+
+
+def test_submitit_launcher_runs_trials_as_jobs(chat_file, tmp_path):
+    sweep_dir = tmp_path / "submitit"
+    result = sweep_cli(["+sweep=custom", "+sweep.space.seed=[1,2]", "sweep.launcher=submitit",
+                        "sweep.submitit.cluster=local", "sweep.submitit.gpus_per_node=0", *tiny(chat_file)], sweep_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = results(sweep_dir)
+    assert list(table["status"]) == ["ok", "ok"] and set(table["sweep.launcher"]) == {"submitit"}
+    assert any((sweep_dir / "submitit").iterdir())  # submitit's own job files
+
+
+@pytest.mark.skipif(postgres_bindir() is None and not os.environ.get("HARNESS_REQUIRE_POSTGRES"),
+                    reason="PostgreSQL server binaries not installed (.ci/run installs them)")
+def test_three_drivers_share_a_postgres_study_and_each_point_completes_once(chat_file, tmp_path):
+    with postgres_server() as server:
+        # Trust auth ignores the password; it is there to check that it never leaks.
+        url = server.replace("postgres@", "postgres:s3cret-pw@")
+        sweep_dir = tmp_path / "shared"
+        args = [sys.executable, "-m", "harness.run", "+sweep=custom", "+sweep.space.seed=[1,2,3,4,5,6]",
+                f"sweep.storage={url}", *tiny(chat_file), f"hydra.sweep.dir={sweep_dir}"]
+        env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+        drivers = [subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for _ in range(3)]
+        outputs = [d.communicate(timeout=900) for d in drivers]
+        for driver, (_, err) in zip(drivers, outputs, strict=True):
+            assert driver.returncode == 0, err[-3000:]
+        trials = load(sweep_dir, storage=url).trials
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert sorted(t.params["seed"] for t in complete) == [1, 2, 3, 4, 5, 6]
+        assert len({t.system_attrs["driver_pid"] for t in complete}) >= 2  # the work was shared
+        written = [p.read_text() for p in sweep_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".log")]
+        assert written and not any("s3cret-pw" in text for text in written + [o + e for o, e in outputs])
