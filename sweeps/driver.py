@@ -277,7 +277,7 @@ class Driver:
                                                 "trial_id": trial._trial_id, "prune": plan.cfg.pruner != "none"})
             if slot is not None:
                 env["CUDA_VISIBLE_DEVICES"] = slot
-            elif len(self.slots) > 1:  # CPU workers share the cores
+            if len(self.slots) > 1:  # concurrent trials share the host's cores
                 env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.slots))))
             cmd = [sys.executable, "-m", "harness.run", *overrides, f"hydra.run.dir={run_dir.resolve()}"]
             log_path = run_dir / "trial.log"

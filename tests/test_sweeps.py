@@ -25,8 +25,8 @@ from tests.postgres import postgres_bindir, postgres_server
 
 NAMED = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != "custom")
 # Expected configurations per named sweep: (default scale, smoke scale).
-PLANNED = {"rank_alpha": (21, 4), "targets": (4, 2), "optimizer_scheduler": (8, 4), "qlora": (6, 2),
-           "epochs": (6, 2), "seeds": (5, 3), "dora": (8, 2), "full_vs_lora": (3, 3)}
+PLANNED = {"rank_alpha": (21, 2), "targets": (4, 2), "optimizer_scheduler": (8, 2), "qlora": (6, 2),
+           "epochs": (6, 2), "seeds": (5, 2), "dora": (8, 2), "full_vs_lora": (3, 3)}
 
 
 @pytest.fixture(scope="module")
