@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -51,9 +52,27 @@ def open_storage(url: str):
         # Several worker threads and trial processes write one file: wait on its lock.
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     if url.startswith(("postgresql", "mysql")):
-        # pool_pre_ping: a dropped connection (server restart) is replaced, not fatal.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=False)
+        return _open_server_storage(url)
     return optuna.storages.get_storage(url)
+
+
+def _open_server_storage(url: str, attempts: int = 6):
+    """RDBStorage on a database server, tolerant of drivers that start at the same moment.
+
+    Several drivers started together (an sbatch array) race to create Optuna's tables
+    on an empty database; the loser sees a duplicate type or table. The winner's
+    schema is then complete a moment later, so the loser simply tries again.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            # pool_pre_ping: a dropped connection (server restart) is replaced, not fatal.
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random() * (attempt + 1))
 
 
 def redact(url: str) -> str:

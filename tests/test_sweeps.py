@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -261,12 +262,38 @@ def test_submitit_launcher_runs_trials_as_jobs(chat_file, tmp_path):
     assert any((sweep_dir / "submitit").iterdir())  # submitit's own job files
 
 
+def _drivers_starting_together_all_open_one_fresh_database(server: str, n: int = 8) -> None:
+    # An sbatch array starts its drivers at one moment; they race to create Optuna's schema.
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("CREATE DATABASE race"))
+    engine.dispose()
+    barrier, errors = threading.Barrier(n), []
+
+    def open_together():
+        barrier.wait()
+        try:
+            study_lib.open_storage(server.rsplit("/", 1)[0] + "/race")
+        except Exception as error:  # collected and asserted below
+            errors.append(repr(error)[:300])
+
+    threads = [threading.Thread(target=open_together) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
 @pytest.mark.skipif(postgres_bindir() is None and not os.environ.get("HARNESS_REQUIRE_POSTGRES"),
                     reason="PostgreSQL server binaries not installed (.ci/run installs them)")
 def test_three_drivers_share_a_postgres_study_and_each_point_completes_once(chat_file, tmp_path):
     with postgres_server() as server:
         # Trust auth ignores the password; it is there to check that it never leaks.
         url = server.replace("postgres@", "postgres:s3cret-pw@")
+        _drivers_starting_together_all_open_one_fresh_database(server)
         sweep_dir = tmp_path / "shared"
         args = [sys.executable, "-m", "harness.run", "+sweep=custom", "+sweep.space.seed=[1,2,3,4,5,6]",
                 f"sweep.storage={url}", *tiny(chat_file), f"hydra.sweep.dir={sweep_dir}"]
