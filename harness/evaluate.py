@@ -71,6 +71,7 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
 
     ``heldout_path``: the run's test split (see :func:`write_heldout`), needed by harness_heldout.
     """
+    import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
@@ -80,6 +81,11 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
     if all(t.startswith("harness_") for t in tasks):
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     was_training = model.training
+    if next(model.parameters()).device.type != torch.device(device).type:
+        # Lightning's teardown leaves a fitted model on the CPU, and HFLM scores a model object
+        # wherever it lies (ignoring ``device``): without this, GPU runs were scored on the CPU,
+        # slowly, and bitsandbytes int8 layers failed there. nn.Module.to, as Lightning uses it.
+        torch.nn.Module.to(model, device)
     model.eval()
     try:
         # HFLM re-ties input and output embeddings, which fails once LoRA wraps a tied lm_head
