@@ -287,6 +287,9 @@ def _normalize(records: list, locate, fmt: str, where: str) -> tuple[list[dict],
             human_first += first_human
         if example is not None and not (example["instruction"].strip() and example["output"].strip()):
             example, reason = None, "empty_text"
+        if example is not None and (size := sum(map(len, example.values()))) > MAX_EXAMPLE_CHARS:
+            raise DataError(f"{locate(i)}: one example of {size:,} characters, over the {MAX_EXAMPLE_CHARS:,}-character "
+                            "limit (a mis-split or corrupt file?)")
         if example is None:
             reasons[reason] += 1
         else:
@@ -297,6 +300,11 @@ def _normalize(records: list, locate, fmt: str, where: str) -> tuple[list[dict],
     stats = dict(records_read=len(records), examples=len(examples), skipped_records=sum(reasons.values()),
                  skip_reasons=dict(reasons), human_first=human_first)
     return examples, stats
+
+
+# Far beyond any max_seq_len (about 250k tokens): an example this long is a broken file, and
+# tokenizing it would take minutes before any other check could fail.
+MAX_EXAMPLE_CHARS = 1_000_000
 
 
 def _field(record: dict, key: str, loc: str, optional: bool = False) -> str:
@@ -619,11 +627,55 @@ def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
+class ResumableShuffle(torch.utils.data.Sampler):
+    """A seeded shuffle, a new order each epoch (``seed + epoch``), that can start mid-epoch.
+
+    ``consumed`` counts the micro-batches training has taken this epoch (the data module
+    advances it on each batch that reaches the model, so batches Lightning prefetched but never
+    trained on are not counted); a checkpoint stores it, and a resumed run skips exactly those.
+    """
+
+    def __init__(self, n: int, seed: int, batch_size: int):
+        self.n, self.seed, self.batch_size = n, seed, batch_size
+        self.epoch = 0
+        self.consumed = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self._skip = epoch, 0
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        start, self._skip = self._skip * self.batch_size, 0
+        self.consumed = start // self.batch_size
+        return iter(order[start:])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self._skip = int(state["epoch"]), int(state["consumed"])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position Lightning saves in checkpoints and restores on resume."""
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
 class InstructionDataModule(L.LightningDataModule):
     """DataLoaders over already built splits (see :func:`build_splits`).
 
-    The training order is shuffled by a generator seeded with the run ``seed``, rebuilt on each
-    ``train_dataloader()`` call, so a run's data order is reproducible.
+    The training order is shuffled by :class:`ResumableShuffle`, seeded with the run ``seed``,
+    so a run's data order is reproducible, also across an interruption and resume.
     """
 
     def __init__(self, splits: dict[str, list[dict]], pad_id: int, micro_batch_size: int, seed: int,
@@ -636,12 +688,20 @@ class InstructionDataModule(L.LightningDataModule):
         self.num_workers = num_workers
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            self.splits[name], batch_size=self.micro_batch_size, shuffle=shuffle, generator=generator,
-            drop_last=False, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            collate_fn=functools.partial(collate, pad_id=self.pad_id),
-        )
+        # Each loader has its own generator: starting an iterator must not draw from the global
+        # RNG, which LoRA dropout uses and a resumed run restores to the interrupted run's state.
+        kwargs = dict(batch_size=self.micro_batch_size, drop_last=False, num_workers=self.num_workers,
+                      persistent_workers=self.num_workers > 0, collate_fn=functools.partial(collate, pad_id=self.pad_id),
+                      generator=torch.Generator().manual_seed(self.seed))
+        if not shuffle:
+            return DataLoader(self.splits[name], **kwargs)
+        self.train_sampler = ResumableShuffle(len(self.splits[name]), self.seed, self.micro_batch_size)
+        return ResumableLoader(self.splits[name], sampler=self.train_sampler, **kwargs)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.trainer is not None and self.trainer.training and getattr(self, "train_sampler", None) is not None:
+            self.train_sampler.consumed += 1
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,9 +1,10 @@
-"""Fault injection (``fault.kind=oom|nan|crash|kill``): real failures on demand, so the tests
+"""Fault injection (``fault.kind=oom|nan|crash|kill|disk_full``): real failures on demand, so the tests
 can check that each one becomes the right record and that a sweep goes on after it."""
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 
 import lightning as L
@@ -17,6 +18,7 @@ class FaultCallback(L.Callback):
 
     def __init__(self, fault: FaultConfig):
         self.fault = fault
+        self.injected = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step < self.fault.at_step:
@@ -28,11 +30,17 @@ class FaultCallback(L.Callback):
             raise RuntimeError(f"injected crash (fault.kind=crash at step {trainer.global_step})")
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "disk_full" and not self.injected:
+            # The kernel then fails each write past a few bytes with EFBIG, as a full disk
+            # would with ENOSPC; without SIGXFSZ ignored, the first such write kills the process.
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (256, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         if kind == "nan":
             # Poison one trainable weight: the real forward then yields a NaN loss.
             weight = next(p for p in pl_module.parameters() if p.requires_grad)
             with torch.no_grad():
                 weight.fill_(float("nan"))
+        self.injected = True
 
 
 def fault_callbacks(fault: FaultConfig) -> list[L.Callback]:

@@ -94,6 +94,10 @@ class FineTuneModule(L.LightningModule):
         self.val_losses: list[float] = []  # one per validation pass
         self._pending: list[torch.Tensor] = []
         self._last_batch: dict[str, torch.Tensor] | None = None
+        self._rng_to_restore: dict | None = None
+        self.resumed_at_step: int | None = None
+        # Checkpoints hold only the trainable weights; the frozen base reloads from its source.
+        self.strict_loading = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
@@ -132,6 +136,33 @@ class FineTuneModule(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx):
         self._last_batch = batch
+        if self._rng_to_restore is not None:
+            # Restored at the first step after resume, where the interrupted run would draw next.
+            torch.set_rng_state(self._rng_to_restore["cpu"])
+            if self._rng_to_restore.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state(self._rng_to_restore["cuda"])
+            self._rng_to_restore = None
+
+    def on_save_checkpoint(self, checkpoint):
+        trainable = {name for name, param in self.named_parameters() if param.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["harness"] = {
+            "train_losses": list(self.train_losses),
+            "val_losses": list(self.val_losses),
+            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
+        }
+
+    def on_load_checkpoint(self, checkpoint):
+        trainable = {name for name, param in self.named_parameters() if param.requires_grad}
+        missing = trainable - set(checkpoint["state_dict"])
+        if missing:
+            raise ValueError(f"checkpoint does not match this run: {len(missing)} trainable tensors missing "
+                             f"(e.g. {sorted(missing)[0]}); was it saved with another adapter config?")
+        state = checkpoint.get("harness", {})
+        self.train_losses = list(state.get("train_losses", []))
+        self.val_losses = list(state.get("val_losses", []))
+        self._rng_to_restore = state.get("rng")
+        self.resumed_at_step = int(checkpoint.get("global_step", 0))
 
     def validation_step(self, batch, batch_idx):
         loss = self(batch)

@@ -14,10 +14,18 @@ STATUSES = ("ok", "oom", "diverged", "pruned", "failed", "skipped")
 PACKAGES = ("torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra-core", "optuna", "lm-eval", "harness")
 
 
+class RecordWriteError(OSError):
+    """The run record could not be written (disk full, read-only, quota)."""
+
+
 def write_record(run_dir: str | Path, record: dict) -> Path:
     """Write ``record.json`` atomically: readers never see half a record."""
     assert record.get("status") in STATUSES, record.get("status")
-    return atomic_write(Path(run_dir) / RECORD_NAME, lambda f: json.dump(record, f, indent=2, default=str))
+    path = Path(run_dir) / RECORD_NAME
+    try:
+        return atomic_write(path, lambda f: json.dump(record, f, indent=2, default=str))
+    except OSError as exc:  # full disk, quota, read-only mount: the old record (if any) stays whole
+        raise RecordWriteError(f"{path}: could not write the run record ({exc.strerror or exc})") from exc
 
 
 def read_record(run_dir: str | Path) -> dict:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .paths import CONF_DIR
-from .schema import ConfigError, register_configs, validate
+from .schema import ConfigError, register_configs, resolved_config, validate
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
@@ -79,7 +79,7 @@ def hydra_main(cfg: DictConfig) -> None:
         run = validate(cfg)
     except ConfigError as exc:
         fail(str(exc))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = resolved_config(cfg, run)
     if run.dry_run:
         from .estimate import estimate_run
         from .train import USER_ERRORS
@@ -93,10 +93,15 @@ def hydra_main(cfg: DictConfig) -> None:
     from .train import USER_ERRORS, run_training
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from .record import RecordWriteError
+
     try:
         record = run_training(run, resolved, run_dir)
     except USER_ERRORS as exc:
         fail(str(exc))
+    except RecordWriteError as exc:
+        print(f"error: {exc}; the run left no record", file=sys.stderr)
+        sys.exit(1)
     summary = {k: record.get(k) for k in ("status", "train_loss_last", "val_loss_last", "tokens_per_s", "train_seconds",
                                           "peak_gpu_allocated_gib", "peak_rss_gib", "adapter_path", "error")}
     log.info("record: %s", run_dir / "record.json")
@@ -114,10 +119,16 @@ def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     trial_overrides = [a for a in argv if not a.startswith("-") and not is_hydra_override(a)
                        and not a.lstrip("+~").startswith("sweep")]
+    from sweeps.study import StorageUnavailable
+
     try:
         code = run_sweep(run, trial_overrides, Path(sweep_dir))
     except USER_ERRORS as exc:
         fail(str(exc))
+    except StorageUnavailable as exc:
+        # Completed trials are safe in the storage; the interrupted ones run again on resume.
+        print(f"error: {exc}; stopped. Run the same command again to resume", file=sys.stderr)
+        sys.exit(3)
     sys.exit(code)
 
 

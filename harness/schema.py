@@ -233,6 +233,12 @@ class TrainerConfig:
     caps the run when no GPU is found and max_steps is unset, so the default finishes on a
     laptop; the record says when that happened. precision ``auto`` is bf16-true on a GPU
     with bf16 and 32-true elsewhere.
+
+    checkpoint_every_n_steps: save a resumable checkpoint (trainable weights, optimizer,
+    scheduler, data position, RNG state) to ``<run dir>/checkpoints/last.ckpt`` every N optimizer
+    steps; null saves none. resume: ``auto`` continues from that file when it exists (a fresh
+    start otherwise), or a path to a checkpoint; the resumed run ends where an uninterrupted
+    one would.
     """
 
     epochs: int = 1
@@ -248,8 +254,13 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: int = 1
     peak_tflops: float | None = None
+    checkpoint_every_n_steps: int | None = None
+    resume: str | None = None
 
     def __post_init__(self) -> None:
+        _require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps > 0,
+                 "trainer.checkpoint_every_n_steps", f"must be > 0 or null, got {self.checkpoint_every_n_steps}")
+        _require(self.resume is None or str(self.resume).strip() != "", "trainer.resume", "must be auto, a checkpoint path, or null")
         _require(self.epochs > 0, "trainer.epochs", f"must be > 0, got {self.epochs}")
         _require(self.max_steps is None or self.max_steps > 0, "trainer.max_steps", f"must be > 0 or null, got {self.max_steps}")
         _require(self.cpu_max_steps is None or self.cpu_max_steps > 0, "trainer.cpu_max_steps", f"must be > 0 or null, got {self.cpu_max_steps}")
@@ -306,7 +317,7 @@ class LoggerConfig:
         _one_of(self.name, "logger.name", ("csv", "none"))
 
 
-FAULTS = ("none", "oom", "nan", "crash", "kill")
+FAULTS = ("none", "oom", "nan", "crash", "kill", "disk_full")
 
 
 @dataclass
@@ -314,8 +325,10 @@ class FaultConfig:
     """Fault injection, for the reliability tests and for checking a sweep's failure handling.
 
     kind: ``oom`` raises CUDA's out-of-memory error, ``nan`` poisons a trainable weight so the
-    loss becomes NaN, ``crash`` raises an ordinary exception, ``kill`` SIGKILLs the process;
-    each at the start of optimizer step ``at_step`` (0-based). ``none`` (the default) injects nothing.
+    loss becomes NaN, ``crash`` raises an ordinary exception, ``kill`` SIGKILLs the process,
+    ``disk_full`` makes the OS refuse every further file write (RLIMIT_FSIZE: checkpoints, logs
+    and the record fail as on a full disk); each at the start of optimizer step ``at_step``
+    (0-based). ``none`` (the default) injects nothing.
     """
 
     kind: str = "none"
@@ -382,7 +395,10 @@ class SweepConfig:
     this driver (null = GPUs x trials_per_gpu, or 1 without a GPU). gpu_memory_budget (GiB):
     trials whose dry-run estimate exceeds it are recorded as skipped without running.
     scale: ``default`` or ``smoke`` (applies ``smoke.overrides``, ``smoke.space`` over the space,
-    and ``smoke.n_trials``: a CPU-sized version of the same sweep).
+    and ``smoke.n_trials``: a CPU-sized version of the same sweep). heartbeat_seconds /
+    stale_after_seconds: a RUNNING trial silent that long is taken as lost and run again.
+    storage_retry_seconds: how long the driver keeps retrying an unreachable storage (a database
+    restart) before it stops with exit code 3; the same command resumes.
     """
 
     name: str = MISSING
@@ -408,6 +424,7 @@ class SweepConfig:
     smoke: dict[str, Any] = field(default_factory=dict)
     heartbeat_seconds: float = 10.0
     stale_after_seconds: float = 120.0
+    storage_retry_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         _one_of(self.sampler, "sweep.sampler", SAMPLERS)
@@ -424,6 +441,7 @@ class SweepConfig:
         _require(self.trials_per_gpu > 0, "sweep.trials_per_gpu", f"must be > 0, got {self.trials_per_gpu}")
         _require(self.gpu_memory_budget is None or self.gpu_memory_budget > 0, "sweep.gpu_memory_budget", f"must be > 0 GiB or null, got {self.gpu_memory_budget}")
         _require(len(set(self.seeds)) == len(self.seeds), "sweep.seeds", f"has repeated seeds: {list(self.seeds)}")
+        _require(self.storage_retry_seconds > 0, "sweep.storage_retry_seconds", f"must be > 0, got {self.storage_retry_seconds}")
         _require(self.heartbeat_seconds > 0 and self.stale_after_seconds > self.heartbeat_seconds,
                  "sweep.stale_after_seconds", "must be greater than sweep.heartbeat_seconds (both > 0)")
         unknown = set(self.smoke) - {"overrides", "space", "n_trials"}
@@ -478,6 +496,15 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"{group}_schema", node=schema)
+
+
+def resolved_config(cfg: DictConfig, run: RunConfig) -> dict:
+    """The composed config as a plain dict for records, with the values validation derives
+    (``adapter.alpha`` from ``adapter.alpha_over_r``) as the run uses them."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)
+    resolved["adapter"]["alpha"] = run.adapter.alpha
+    return resolved
 
 
 def validate(cfg: DictConfig) -> RunConfig:

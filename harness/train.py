@@ -50,6 +50,25 @@ def plan_steps(run: RunConfig, n_train: int, device: str) -> tuple[int, str | No
     return full, None
 
 
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_NAME = "last"
+
+
+def resume_checkpoint(run: RunConfig, run_dir: Path) -> Path | None:
+    """The checkpoint ``trainer.resume`` points at: ``auto`` finds the run dir's own (None when
+    there is none yet); a path must exist."""
+    resume = run.trainer.resume
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = Path(run_dir) / CHECKPOINT_DIR / f"{CHECKPOINT_NAME}.ckpt"
+        return path if path.is_file() else None
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise MissingPathError(f"trainer.resume={resume}: no such checkpoint file")
+    return path
+
+
 def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     """Train one run and write its record. Returns the record (status ok, oom, diverged or failed).
 
@@ -63,6 +82,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     device = pick_device(run.trainer.accelerator)
     precision = resolve_precision(run.trainer.precision, device)
     models.check_quant_supported(run.quant, device)
+    resume_path = resume_checkpoint(run, run_dir)
     loaded = data.load_examples(run.data)  # data errors first: parsing is cheap, loading models is not
     if run.eval.tasks:
         evaluate.check_tasks(run.eval.tasks)
@@ -91,6 +111,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         "adapter_path": None,
         "model_path": None,
         "error": None,
+        "resumed_from": str(resume_path) if resume_path else None,
     }
     measure_cb = measure.MeasureCallback()
     module = None
@@ -120,8 +141,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.max_grad_norm,
             logger=CSVLogger(run_dir, name="logs", version="") if run.logger.name == "csv" else False,
-            callbacks=[measure_cb, TQDMProgressBar(refresh_rate=1), *trial_callbacks(), *fault_callbacks(run.fault)],
-            enable_checkpointing=False,
+            callbacks=[measure_cb, TQDMProgressBar(refresh_rate=1), *checkpoint_callbacks(run, run_dir),
+                       *trial_callbacks(), *fault_callbacks(run.fault)],
+            enable_checkpointing=t.checkpoint_every_n_steps is not None,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             log_every_n_steps=t.log_every_n_steps,
@@ -137,9 +159,12 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             record["eval_base"] = base_scores(model, tokenizer, run, device, run_dir)
             # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
             L.seed_everything(run.seed, workers=True, verbose=False)
-        if splits["val"]:
+        if splits["val"] and resume_path is None:  # a resumed run has its first val loss in the checkpoint
             trainer.validate(module, datamodule=datamodule, verbose=False)
-        trainer.fit(module, datamodule=datamodule)
+        # weights_only: a checkpoint is data, never code to run.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path, weights_only=True)
+        if resume_path is not None:
+            record["resumed_at_step"] = module.resumed_at_step
         if splits["val"]:
             trainer.validate(module, datamodule=datamodule, verbose=False)
         save_trained(model, tokenizer, run, run_dir, record)
@@ -173,6 +198,17 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         record["val_losses"] = module.val_losses if module else []
         write_record(run_dir, record)
     return record
+
+
+def checkpoint_callbacks(run: RunConfig, run_dir: Path) -> list:
+    """Lightning's ModelCheckpoint keeping one resumable ``last.ckpt`` (written atomically)."""
+    every = run.trainer.checkpoint_every_n_steps
+    if every is None:
+        return []
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return [ModelCheckpoint(dirpath=Path(run_dir) / CHECKPOINT_DIR, filename=CHECKPOINT_NAME, every_n_train_steps=every,
+                            save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)]
 
 
 def score_run(model, tokenizer, run: RunConfig, device: str, run_dir: Path) -> dict:

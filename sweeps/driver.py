@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -83,11 +84,10 @@ def compose_overrides(overrides: list[str]) -> tuple[RunConfig, dict]:
     """Compose and validate one run's overrides exactly as the CLI would, without running it."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from harness.paths import CONF_DIR
-    from harness.schema import register_configs
+    from harness.schema import register_configs, resolved_config
 
     register_configs()
     try:
@@ -97,7 +97,8 @@ def compose_overrides(overrides: list[str]) -> tuple[RunConfig, dict]:
         from harness.run import compose_error_line
 
         raise ConfigError(compose_error_line(exc)) from None
-    return validate(cfg), OmegaConf.to_container(cfg, resolve=True)
+    run = validate(cfg)
+    return run, resolved_config(cfg, run)
 
 
 def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> SweepPlan:
@@ -206,10 +207,11 @@ class Driver:
 
     # -- the worker loop ------------------------------------------------------------------
     def worker(self, slot: str | None) -> None:
+        retry = study_lib.with_retry
+        wait = self.plan.cfg.storage_retry_seconds
         try:
             while not self.stop.is_set():
-                study_lib.reap_stale(self.study, self.plan.cfg.stale_after_seconds)
-                p = study_lib.progress(self.study, self.plan.planned, by_point=self.plan.grid is not None)
+                p = retry(self._poll, "polling the study", wait)
                 self._show(p)
                 if p.finished:
                     return
@@ -217,15 +219,23 @@ class Driver:
                     # Everything is started; wait, so that a trial whose driver dies is run again.
                     self.stop.wait(min(self.plan.cfg.heartbeat_seconds, 5.0))
                     continue
-                trial = self.study.ask()
-                study_lib.mark_running(self.study, trial)
-                params = {a.key: suggest(trial, a) for a in self.plan.axes}
-                if self.plan.grid is not None and self._yield_duplicate(trial, params):
+                trial = retry(self.study.ask, "asking for a trial", wait)
+                retry(partial(study_lib.mark_running, self.study, trial), "starting a trial", wait)
+                params = retry(partial(self._suggest, trial), "sampling a trial", wait)
+                if self.plan.grid is not None and retry(partial(self._yield_duplicate, trial, params),
+                                                        "checking for duplicates", wait):
                     continue
                 self.run_trial(trial, params, slot)
         except BaseException as exc:  # surfaced by the main thread
             self.errors.append(exc)
             self.stop.set()
+
+    def _suggest(self, trial: optuna.Trial) -> dict:
+        return {a.key: suggest(trial, a) for a in self.plan.axes}
+
+    def _poll(self) -> study_lib.Progress:
+        study_lib.reap_stale(self.study, self.plan.cfg.stale_after_seconds)
+        return study_lib.progress(self.study, self.plan.planned, by_point=self.plan.grid is not None)
 
     def _yield_duplicate(self, trial: optuna.Trial, params: dict) -> bool:
         holder = study_lib.is_duplicate(self.study, trial, params)
@@ -233,7 +243,7 @@ class Driver:
             return False
         trial.set_user_attr("status", "duplicate")
         trial.set_user_attr("duplicate_of", holder)
-        self.study.tell(trial, state=TrialState.FAIL)
+        self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         # Point the next ask at a configuration nobody has taken yet, if there is one.
         taken = {point_key(study_lib.trial_params(t)) for t in self.study.get_trials(deepcopy=False)
                  if t.user_attrs.get("status") not in study_lib.UNCOUNTED}
@@ -262,7 +272,8 @@ class Driver:
             records.append(record)
             if record["status"] == "pruned":
                 break
-        self.tell(trial, records)
+        study_lib.with_retry(lambda: self.tell(trial, records), f"recording trial {trial.number}",
+                             plan.cfg.storage_retry_seconds)
 
     def run_one(self, trial, params, seed, overrides, run_dir: Path, slot) -> dict:
         plan = self.plan
@@ -334,12 +345,13 @@ class Driver:
                 trial.set_user_attr(key, statistics.fmean(got))
         if error:
             trial.set_user_attr("error", str(error)[:500])
+        # skip_if_finished: a retry after a dropped connection may find the first tell committed.
         if status == "ok":
-            self.study.tell(trial, values if len(values) > 1 else values[0])
+            self.study.tell(trial, values if len(values) > 1 else values[0], skip_if_finished=True)
         elif status == "pruned":
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         else:
-            self.study.tell(trial, state=TrialState.FAIL)
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         log.info("trial %d: %s %s", trial.number, status,
                  " ".join(f"{k}={v['mean']:.4g}" for k, v in summary.items()) if summary else (error or ""))
 
@@ -465,13 +477,16 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
         raise
     finally:
         driver.bar.close()
-    path = write_results(sweep_dir, study)
+    if driver.errors and isinstance(driver.errors[0], study_lib.StorageUnavailable):
+        raise driver.errors[0]  # no results table from a storage that cannot be read
+    path = study_lib.with_retry(lambda: write_results(sweep_dir, study), "writing results.csv", cfg.storage_retry_seconds)
     if path is not None:
         print(results_table(plan, sweep_dir))
         log.info("results: %s", path)
     if driver.errors:
         raise driver.errors[0]
-    final = study_lib.progress(study, plan.planned, by_point=plan.grid is not None)
+    final = study_lib.with_retry(lambda: study_lib.progress(study, plan.planned, by_point=plan.grid is not None),
+                                 "checking the study", cfg.storage_retry_seconds)
     return 0 if final.finished else 1
 
 

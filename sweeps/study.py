@@ -115,7 +115,55 @@ def mark_running(study: optuna.Study, trial: optuna.Trial) -> None:
 
 
 def heartbeat(study: optuna.Study, trial_id: int) -> None:
-    study._storage.set_trial_system_attr(trial_id, "heartbeat", time.time())
+    """Stamp a running trial as alive. A missed beat (storage briefly unreachable) is harmless:
+    a trial is stale only after ``sweep.stale_after_seconds`` without one."""
+    try:
+        study._storage.set_trial_system_attr(trial_id, "heartbeat", time.time())
+    except TRANSIENT_STORAGE_ERRORS as exc:
+        log.warning("heartbeat of trial id %d not stored (storage unreachable: %s)", trial_id, _first_line(exc))
+
+
+class StorageUnavailable(RuntimeError):
+    """The study's storage stayed unreachable for longer than ``sweep.storage_retry_seconds``."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return (OperationalError, InterfaceError, StorageInternalError)
+
+
+TRANSIENT_STORAGE_ERRORS = _transient_errors()
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+
+
+def with_retry(call, what: str, retry_seconds: float):
+    """``call()``, retried while the storage is unreachable (a database restart, a network blip).
+
+    Connections are re-made on the next try (the engine pings them before use). After
+    ``retry_seconds`` without success raises :class:`StorageUnavailable`.
+    """
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.5
+    warned = False
+    while True:
+        try:
+            return call()
+        except TRANSIENT_STORAGE_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise StorageUnavailable(f"sweep storage unreachable for {retry_seconds:g} s during {what} "
+                                         f"({_first_line(exc)})") from exc
+            if not warned:
+                log.warning("sweep storage unreachable during %s (%s); retrying for up to %g s",
+                            what, _first_line(exc), retry_seconds)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -35,6 +35,19 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+_SERVERS: dict[str, tuple] = {}
+
+
+def restart_postgres(url: str, down_seconds: float = 2.0) -> None:
+    """Stop the server of ``url`` at once (every connection drops), wait, start it again."""
+    bindir, data, log, port, root = _SERVERS[url]
+    subprocess.run(_as_server_user([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), check=True, capture_output=True)
+    time.sleep(down_seconds)
+    subprocess.run(_as_server_user([f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o",
+                                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"]),
+                   check=True, capture_output=True)
+
+
 @contextmanager
 def postgres_server():
     """Start a server with trust auth on 127.0.0.1; yields its SQLAlchemy URL."""
@@ -53,6 +66,7 @@ def postgres_server():
                    check=True, capture_output=True)
     try:
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        _SERVERS[url] = (bindir, data, log, port, root)
         deadline = time.time() + 30
         while time.time() < deadline:
             with socket.socket() as s:
@@ -61,5 +75,6 @@ def postgres_server():
             time.sleep(0.2)
         yield url
     finally:
+        _SERVERS.pop(f"postgresql://postgres@127.0.0.1:{port}/postgres", None)
         subprocess.run(_as_server_user([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

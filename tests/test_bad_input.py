@@ -24,6 +24,11 @@ def files(tmp_path_factory):
     (root / "empty.jsonl").write_text("")
     (root / "nofield.jsonl").write_text(json.dumps({"instruction": "x", "input": ""}) + "\n")
     (root / "latin1.jsonl").write_bytes(json.dumps({"instruction": "caf", "input": "", "output": "x"}).encode()[:-3] + b"\xe9\"}\n")
+    (root / "truncated.json").write_text(json.dumps(good[:5])[:-40])
+    (root / "wrongfields.jsonl").write_text(json.dumps({"prompt": "x", "completion": "y"}) + "\n")
+    (root / "huge.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good[:3])
+                                     + json.dumps({"instruction": "x" * 1_200_000, "input": "", "output": "y"}) + "\n")
+    (root / "notes.txt").write_text("just some text, not JSON\n")
     return root
 
 
@@ -47,6 +52,15 @@ CASES = [
     ("empty data file", ["data=alpaca_file", "data.path={root}/empty.jsonl"], "empty.jsonl"),
     ("missing field", ["data=alpaca_file", "data.path={root}/nofield.jsonl"], "'output'"),
     ("non-UTF-8 data", ["data=alpaca_file", "data.path={root}/latin1.jsonl"], "UTF-8"),
+    ("truncated JSON array", ["data=alpaca_file", "data.path={root}/truncated.json"], "truncated JSON array"),
+    ("fields of another format", ["data=alpaca_file", "data.path={root}/wrongfields.jsonl"], "line 1: missing field 'instruction'"),
+    ("absurdly long example", ["data=alpaca_file", "data.path={root}/huge.jsonl"], "huge.jsonl line 4: one example of 1,200,001 characters"),
+    ("not JSON at all", ["data=alpaca_file", "data.path={root}/notes.txt"], "notes.txt line 1: invalid JSON"),
+    ("data path is a folder", ["data=alpaca_file", "data.path={root}"], "data.path"),
+    ("checkpoint interval zero", ["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps: must be > 0"),
+    ("resume from a missing checkpoint", ["data=alpaca_file", "data.path={root}/good.jsonl", "trainer.resume={root}/nope.ckpt"],
+     "trainer.resume="),
+    ("GGUF path missing", ["model=hf", "model.name_or_path=./missing.gguf"], "missing.gguf"),
     ("hub dataset offline", ["data=alpaca_cleaned"], "yahma/alpaca-cleaned"),
     ("hub model offline", ["model=hf", "model.name_or_path=some-org/some-model", "model.tokenizer=null"], "some-org/some-model"),
     ("missing model folder", ["model=hf", "model.name_or_path=./no/such/folder"], "no/such/folder"),

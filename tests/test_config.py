@@ -87,3 +87,14 @@ def test_out_of_range_values_name_the_key(override, key):
 def test_full_finetuning_refuses_quantization():
     with pytest.raises(ConfigError, match="quant.mode"):
         compose_run(["adapter=full", "quant=nf4"])
+
+
+def test_records_carry_the_alpha_the_run_uses():
+    from harness.schema import resolved_config
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["adapter.r=64", "adapter.alpha_over_r=0.5"])
+    run = validate(cfg)
+    assert run.adapter.alpha == 32.0
+    assert resolved_config(cfg, run)["adapter"]["alpha"] == 32.0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,15 +26,6 @@ NAMED = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != 
 # Expected configurations per named sweep: (default scale, smoke scale).
 PLANNED = {"rank_alpha": (21, 2), "targets": (4, 2), "optimizer_scheduler": (8, 2), "qlora": (6, 2),
            "epochs": (6, 2), "seeds": (5, 2), "dora": (8, 2), "full_vs_lora": (3, 3)}
-
-
-@pytest.fixture(scope="module")
-def chat_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sweepdata") / "chat.jsonl"
-    rows = [{"conversations": [{"from": "human", "value": f"What is {a} plus {a}?"},
-                               {"from": "gpt", "value": f"{a} plus {a} is {2 * a}."}]} for a in range(60)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def tiny(chat_file) -> list[str]:
@@ -154,25 +143,6 @@ def test_every_named_sweep_runs_at_smoke_scale(name, tmp_path):
     assert "trial" in result.stdout and "status" in result.stdout  # the printed table
 
 
-def test_injected_faults_become_records_and_the_sweep_goes_on(chat_file, tmp_path):
-    sweep_dir = tmp_path / "faults"
-    result = sweep_cli(["+sweep=custom", "+sweep.space.fault.kind=[none,oom,'nan',crash,kill]", "sweep.workers=2",
-                        *tiny(chat_file)], sweep_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = results(sweep_dir).set_index("sweep.params.fault.kind")
-    assert table.loc["none", "status"] == "ok"
-    assert table.loc["oom", "status"] == "oom" and "out of memory" in table.loc["oom", "error"]
-    assert table.loc["oom", "peak_memory_gib"] > 0  # the memory reached is recorded
-    assert table.loc["nan", "status"] == "diverged" and "nan" in table.loc["nan", "error"]
-    assert table.loc["nan", "optimizer_steps"] == 1  # stopped at the step the loss went bad
-    assert table.loc["crash", "status"] == "failed" and "injected crash" in table.loc["crash", "error"]
-    assert table.loc["kill", "status"] == "failed" and "signal 9" in table.loc["kill", "error"]
-    assert "injected crash" in table.loc["crash", "log_tail"]
-    states = {t.params["fault.kind"]: (t.state, t.user_attrs["status"]) for t in load(sweep_dir).trials}
-    assert states["none"] == (TrialState.COMPLETE, "ok")
-    assert states["oom"] == (TrialState.FAIL, "oom") and states["nan"] == (TrialState.FAIL, "diverged")
-
-
 def test_memory_budget_skips_trials_that_cannot_fit_without_running_them(chat_file, tmp_path):
     sweep_dir = tmp_path / "budget"
     args = ["+sweep=custom", "+sweep.space.model=[tiny,llama2_7b]", "sweep.gpu_memory_budget=4", *tiny(chat_file)]
@@ -202,54 +172,6 @@ def test_random_sampler_with_seeds_and_pruning_reports(chat_file, tmp_path):
         assert summary["n"] == 2 and summary["mean"] == pytest.approx(per_seed.mean())
         assert summary["std"] == pytest.approx(per_seed.std())
         assert trial.intermediate_values  # val losses reported while training, for the pruner
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_a_killed_driver_resumes_without_rerunning_completed_trials(chat_file, tmp_path):
-    sweep_dir = tmp_path / "resume"
-    args = [sys.executable, "-m", "harness.run", "+sweep=custom", "+sweep.space.seed=[1,2,3]", *tiny(chat_file),
-            f"hydra.sweep.dir={sweep_dir}"]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    driver = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def first_done_second_started():
-        record = sweep_dir / "trials" / "0" / "record.json"
-        return record.is_file() and "sweep" in json.loads(record.read_text()) and (sweep_dir / "trials" / "1" / "trial.log").is_file()
-
-    try:
-        _wait_for(first_done_second_started, 300, "trial 0 to finish and trial 1 to start")
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    first_record = sweep_dir / "trials" / "0" / "record.json"
-    first_written = first_record.stat().st_mtime_ns
-    time.sleep(3)
-    assert not (sweep_dir / "trials" / "1" / "record.json").exists()  # the trial died with its driver
-
-    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert first_record.stat().st_mtime_ns == first_written  # completed trial not run again
-    trials = load(sweep_dir).trials
-    lost = [t for t in trials if t.user_attrs.get("status") == "lost"]
-    assert [t.number for t in lost] == [1]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert sorted(t.params["seed"] for t in complete) == [1, 2, 3]  # each point exactly once
-    retry = next(t for t in complete if t.params == lost[0].params)
-    assert retry.user_attrs["retry_of"] == 1
-    table = results(sweep_dir)
-    assert (table["trial_state"] == "COMPLETE").sum() == 3
-
-    # The same dir with a different space is refused, not mixed in.
-    changed = sweep_cli(["+sweep=custom", "+sweep.space.seed=[1,2]", *tiny(chat_file)], sweep_dir)
-    assert changed.returncode == 2 and "was started with different" in changed.stderr.strip().splitlines()[-1]
 
 
 def test_submitit_launcher_runs_trials_as_jobs(chat_file, tmp_path):

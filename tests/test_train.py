@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -18,16 +17,6 @@ from tests.helpers import compose_run, read_record, run_cli
 MEASUREMENTS = ["trainable_params", "total_params", "peak_rss_bytes", "train_seconds", "total_seconds",
                 "tokens_per_s", "train_loss_first", "train_loss_last", "train_loss_best", "val_loss_first",
                 "val_loss_last", "val_loss_best", "versions", "git_sha", "device", "seed", "adapter_path", "config"]
-
-
-@pytest.fixture(scope="session")
-def chat_file(tmp_path_factory):
-    """A small ShareGPT JSONL file with short, learnable conversations."""
-    path = tmp_path_factory.mktemp("data") / "chat.jsonl"
-    rows = [{"conversations": [{"from": "human", "value": f"What is {a} plus {a}?"},
-                               {"from": "gpt", "value": f"{a} plus {a} is {2 * a}."}]} for a in range(60)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def tiny(chat_file, *extra: str) -> list[str]:

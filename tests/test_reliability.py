@@ -1,0 +1,317 @@
+"""Reliability: real faults injected into real runs and sweeps, and what survives them.
+
+Each test adds a row to a ledger (what was injected, how often, what survived, what was lost);
+when every test of this module has passed, the ledger is written to docs/reliability.md, so
+that page is this suite's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from harness.paths import CONF_DIR, REPO_ROOT
+from sweeps import study as study_lib
+from tests.helpers import compose_run, read_record, run_cli
+from tests.postgres import postgres_bindir, postgres_server, restart_postgres
+
+LEDGER: dict[str, dict] = {}
+EXPECTED_ROWS = 12
+DOC = REPO_ROOT / "docs" / "reliability.md"
+
+
+def note(fault: str, how: str, times: int, survived: str, lost: str = "nothing") -> None:
+    LEDGER[fault] = {"how": how, "times": times, "survived": survived, "lost": lost}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ledger():
+    yield LEDGER
+    if len(LEDGER) == EXPECTED_ROWS:  # only a full, passing run of this module rewrites the page
+        write_reliability_page(LEDGER)
+
+
+def write_reliability_page(rows: dict[str, dict]) -> None:
+    from tests.test_bad_input import CASES
+
+    lines = [
+        "# Reliability",
+        "",
+        "Written by `tests/test_reliability.py` (it runs in `.ci/run`): each row is a fault the suite",
+        "injected into real runs and sweeps on the tiny model, and what the suite then checked.",
+        "Regenerate with `python -m pytest tests/test_reliability.py`; the page is rewritten only",
+        "when every test of that file passed.",
+        "",
+        "| Fault injected | How | Times | What survived (checked) | Lost |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {fault} | {r['how']} | {r['times']} | {r['survived']} | {r['lost']} |" for fault, r in rows.items()]
+    total = sum(r["times"] for r in rows.values())
+    lost = [fault for fault, r in rows.items() if r["lost"] != "nothing"]
+    lines += [
+        "",
+        f"Faults injected: {total}. Lost: {'nothing' if not lost else ', '.join(lost)}.",
+        "",
+        f"Bad input is covered by `tests/test_bad_input.py`: {len(CASES)} cases over config values, data",
+        "files (truncated JSON, fields of another format, empty, non-UTF-8, an absurdly long example,",
+        "not JSON), model paths, checkpoints and sweep spaces; each must end with one `error:` line",
+        "naming the key, file or line, exit code 2, no record claiming success, and no model weights",
+        "loaded first.",
+        "",
+    ]
+    DOC.write_text("\n".join(lines))
+
+
+def tiny(chat_file, *extra: str) -> list[str]:
+    return ["model=tiny", "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=16", "data.val_size=4",
+            "data.test_size=4", "data.max_seq_len=128", "trainer=smoke", "logger=none", "eval=none", *extra]
+
+
+def results(sweep_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(sweep_dir / "results.csv", keep_default_na=False, na_values=[""])
+
+
+def load(sweep_dir: Path, storage: str | None = None) -> optuna.Study:
+    url = storage or study_lib.storage_url(None, sweep_dir)
+    return optuna.load_study(study_name="custom", storage=study_lib.open_storage(url))
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def no_half_written_files(root: Path) -> None:
+    """Every record.json under ``root`` parses, and no atomic-write temp file was left behind."""
+    for path in root.rglob("record.json"):
+        json.loads(path.read_text())
+    assert not [p for p in root.rglob("*.tmp")], "a temp file of an interrupted write was left behind"
+
+
+# -- faults inside trials: each becomes a record and the sweep goes on ----------------------------
+
+def test_faults_in_trials_become_records_and_the_sweep_goes_on(chat_file, tmp_path):
+    sweep_dir = tmp_path / "faults"
+    kinds = ["none", "oom", "nan", "crash", "kill", "disk_full"]
+    result = run_cli(["+sweep=custom", f"+sweep.space.fault.kind=[{','.join(repr(k) for k in kinds)}]", "sweep.workers=2",
+                      *tiny(chat_file, "fault.at_step=1"), f"hydra.sweep.dir={sweep_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = results(sweep_dir).set_index("sweep.params.fault.kind")
+    assert sorted(table.index) == sorted(kinds)  # one row per trial, none missing
+    assert table.loc["none", "status"] == "ok"
+    assert table.loc["oom", "status"] == "oom" and "out of memory" in table.loc["oom", "error"]
+    assert table.loc["oom", "peak_memory_gib"] > 0  # the memory reached is recorded
+    assert table.loc["nan", "status"] == "diverged" and "nan" in table.loc["nan", "error"]
+    assert table.loc["nan", "optimizer_steps"] == 1  # stopped at the step the loss went bad
+    assert table.loc["crash", "status"] == "failed" and "injected crash" in table.loc["crash", "error"]
+    assert "injected crash" in table.loc["crash", "log_tail"]
+    assert table.loc["kill", "status"] == "failed" and "signal 9" in table.loc["kill", "error"]
+    # The trial could write nothing more (its log neither); the driver wrote its record.
+    assert table.loc["disk_full", "status"] == "failed" and "exited with code 1 without a record" in table.loc["disk_full", "error"]
+    states = {t.params["fault.kind"]: (t.state, t.user_attrs["status"]) for t in load(sweep_dir).trials}
+    assert states["none"] == (TrialState.COMPLETE, "ok")
+    assert states["oom"] == (TrialState.FAIL, "oom") and states["nan"] == (TrialState.FAIL, "diverged")
+    no_half_written_files(sweep_dir)
+    note("trial runs out of GPU memory", "`fault.kind=oom` in a 6-trial sweep, 2 workers", 1,
+         "record `oom` with the peak memory reached; the other trials ran")
+    note("loss becomes NaN", "`fault.kind=nan` (a poisoned weight) in the same sweep", 1,
+         "record `diverged`, stopped at the bad step; the other trials ran")
+    note("trial crashes", "`fault.kind=crash` in the same sweep", 1,
+         "record `failed` with the error and the log tail; the other trials ran")
+    note("trial process SIGKILLed", "`fault.kind=kill` in the same sweep", 1,
+         "record `failed` (signal 9), written by the driver; the other trials ran")
+    note("disk refuses writes in a trial", "`fault.kind=disk_full` (RLIMIT_FSIZE) in the same sweep", 1,
+         "record `failed`, written by the driver; no half-written file; the other trials ran")
+
+
+def test_disk_refusing_writes_leaves_no_half_record_and_the_last_checkpoint_resumes(chat_file, tmp_path):
+    run_dir = tmp_path / "full_disk"
+    args = tiny(chat_file, "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=2", "logger=csv")
+    refused = run_cli([*args, "fault.kind=disk_full", "fault.at_step=3"], run_dir)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].endswith("could not write the run record (File too large); the run left no record")
+    assert not (run_dir / "record.json").exists()  # never a record claiming anything
+    no_half_written_files(run_dir)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # whole, from step 2
+    assert checkpoint["global_step"] == 2
+    resumed = run_cli([*args, "trainer.resume=auto"], run_dir)  # space is back
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = read_record(run_dir)
+    assert record["status"] == "ok" and record["resumed_at_step"] == 2 and record["optimizer_steps"] == 6
+    note("disk refuses writes in a run", "`fault.kind=disk_full` at step 3 of 6, checkpoints every 2 steps", 1,
+         "no record.json and no temp file; the step-2 checkpoint loads whole and the resumed run ends ok")
+
+
+# -- the driver and the storage ---------------------------------------------------------------------
+
+def test_a_killed_driver_resumes_without_rerunning_completed_trials(chat_file, tmp_path):
+    sweep_dir = tmp_path / "resume"
+    args = [sys.executable, "-m", "harness.run", "+sweep=custom", "+sweep.space.seed=[1,2,3]", *tiny(chat_file),
+            f"hydra.sweep.dir={sweep_dir}"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    driver = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def first_done_second_started():
+        record = sweep_dir / "trials" / "0" / "record.json"
+        return record.is_file() and "sweep" in json.loads(record.read_text()) and (sweep_dir / "trials" / "1" / "trial.log").is_file()
+
+    try:
+        wait_for(first_done_second_started, 300, "trial 0 to finish and trial 1 to start")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    first_record = sweep_dir / "trials" / "0" / "record.json"
+    first_written = first_record.stat().st_mtime_ns
+    time.sleep(3)
+    assert not (sweep_dir / "trials" / "1" / "record.json").exists()  # the trial died with its driver
+
+    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert first_record.stat().st_mtime_ns == first_written  # completed trial not run again
+    trials = load(sweep_dir).trials
+    lost = [t for t in trials if t.user_attrs.get("status") == "lost"]
+    assert [t.number for t in lost] == [1]  # the RUNNING trial of the dead driver
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["seed"] for t in complete) == [1, 2, 3]  # each point exactly once
+    retry = next(t for t in complete if t.params == lost[0].params)
+    assert retry.user_attrs["retry_of"] == 1
+    assert (results(sweep_dir)["trial_state"] == "COMPLETE").sum() == 3
+    no_half_written_files(sweep_dir)
+
+    # The same dir with a different space is refused, not mixed in.
+    changed = run_cli(["+sweep=custom", "+sweep.space.seed=[1,2]", *tiny(chat_file), f"hydra.sweep.dir={sweep_dir}"])
+    assert changed.returncode == 2 and "was started with different" in changed.stderr.strip().splitlines()[-1]
+    note("sweep driver SIGKILLed mid-trial, then the same command again",
+         "SIGKILL of the driver process while trial 1 runs", 1,
+         "trial 0 not rerun; trial 1 (left RUNNING, its process gone with the driver) marked `lost` and its "
+         "point run again; 3 of 3 points complete once")
+
+
+@pytest.mark.skipif(postgres_bindir() is None and not os.environ.get("HARNESS_REQUIRE_POSTGRES"),
+                    reason="PostgreSQL server binaries not installed (.ci/run installs them)")
+def test_a_postgres_restart_mid_sweep_is_survived_or_stops_cleanly(chat_file, tmp_path):
+    with postgres_server() as url:
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+
+        def start(sweep_dir: Path, *extra: str) -> subprocess.Popen:
+            args = [sys.executable, "-m", "harness.run", "+sweep=custom", "+sweep.space.seed=[1,2,3]", f"sweep.storage={url}",
+                    f"sweep.study_name={sweep_dir.name}", "sweep.heartbeat_seconds=1", *extra, *tiny(chat_file),
+                    f"hydra.sweep.dir={sweep_dir}"]
+            return subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        # A restart shorter than sweep.storage_retry_seconds: the driver reconnects and finishes.
+        survived = tmp_path / "survived"
+        driver = start(survived)
+        wait_for(lambda: (survived / "trials" / "1" / "trial.log").is_file(), 300, "trial 1 to start")
+        restart_postgres(url, down_seconds=4)
+        _, err = driver.communicate(timeout=600)
+        assert driver.returncode == 0, err[-3000:]
+        assert "storage unreachable" in err  # the outage was seen, and ridden out
+        trials = optuna.load_study(study_name="survived", storage=study_lib.open_storage(url)).trials
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert sorted(t.params["seed"] for t in complete) == [1, 2, 3]
+
+        # An outage longer than the retry window: one clear line, exit 3, and the same command resumes.
+        stopped = tmp_path / "stopped"
+        driver = start(stopped, "sweep.storage_retry_seconds=2")
+        wait_for(lambda: (stopped / "trials" / "0" / "trial.log").is_file(), 300, "trial 0 to start")
+        restart_postgres(url, down_seconds=12)
+        _, err = driver.communicate(timeout=600)
+        assert driver.returncode == 3, err[-3000:]
+        assert "sweep storage unreachable for 2 s" in err.strip().splitlines()[-1]
+        assert "Run the same command again to resume" in err.strip().splitlines()[-1]
+        resumed = start(stopped)
+        _, err = resumed.communicate(timeout=600)
+        assert resumed.returncode == 0, err[-3000:]
+        trials = optuna.load_study(study_name="stopped", storage=study_lib.open_storage(url)).trials
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert sorted(t.params["seed"] for t in complete) == [1, 2, 3]
+        no_half_written_files(tmp_path)
+    note("PostgreSQL restarted mid-sweep", "server stopped (immediate) for 4 s while a trial runs", 1,
+         "driver retried, reconnected and finished: 3 of 3 points complete once")
+    note("PostgreSQL down longer than `sweep.storage_retry_seconds`", "server stopped for 12 s, retry window 2 s", 1,
+         "driver stopped with one error line and exit code 3; the same command resumed and completed all 3 points")
+
+
+# -- training: resume and determinism -------------------------------------------------------------
+
+def test_a_run_killed_mid_training_resumes_to_the_same_final_loss(chat_file, tmp_path):
+    # Gradient accumulation 2, validation every 2 steps, LoRA dropout on: resume must restore the
+    # weights, optimizer, scheduler, data position and RNG for the losses to match exactly.
+    args = tiny(chat_file, "data.train_size=32", "trainer.max_steps=6", "trainer.micro_batch_size=4",
+                "trainer.global_batch_size=8", "trainer.val_every_n_steps=2", "adapter.dropout=0.1")
+    straight = run_cli(args, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    interrupted_dir = tmp_path / "interrupted"
+    killed = run_cli([*args, "trainer.checkpoint_every_n_steps=2", "fault.kind=kill", "fault.at_step=3"], interrupted_dir)
+    assert killed.returncode == -signal.SIGKILL and not (interrupted_dir / "record.json").exists()
+    resumed = run_cli([*args, "trainer.checkpoint_every_n_steps=2", "trainer.resume=auto"], interrupted_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = read_record(tmp_path / "straight"), read_record(interrupted_dir)
+    assert b["resumed_at_step"] == 2 and b["optimizer_steps"] == 6
+    assert b["train_losses"] == a["train_losses"]  # every step, bit for bit
+    assert b["train_loss_last"] == a["train_loss_last"] and b["val_loss_last"] == a["val_loss_last"]
+    note("training SIGKILLed at step 3 of 6", "`fault.kind=kill`, checkpoints every 2 steps, then `trainer.resume=auto`", 1,
+         "the resumed run's loss curve equals the uninterrupted run's, step for step (CPU, same seed)")
+
+
+def test_same_seed_same_curve_and_another_seed_another(chat_file, tmp_path):
+    args = tiny(chat_file, "trainer.max_steps=4", "adapter.dropout=0.1")
+    curves = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        result = run_cli([*args, f"seed={seed}"], tmp_path / name)
+        assert result.returncode == 0, result.stderr[-3000:]
+        curves[name] = read_record(tmp_path / name)["train_losses"]
+    assert curves["a"] == curves["b"]
+    assert curves["a"] != curves["c"]
+    note("determinism", "the same run twice with seed 7, once with seed 8", 3,
+         "seed 7 gives identical loss curves; seed 8 a different one")
+
+
+# -- safety -----------------------------------------------------------------------------------------
+
+class _Planted:
+    """Unpickling this would run code: it writes the file its path names."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "code ran"))
+
+
+def test_checkpoints_load_weights_only_and_remote_code_stays_off(chat_file, tmp_path):
+    args = tiny(chat_file, "trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2")
+    run_dir = tmp_path / "planted"
+    assert run_cli(args, run_dir).returncode == 0
+    checkpoint_path = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    marker = tmp_path / "pwned"
+    checkpoint["harness"]["planted"] = _Planted(str(marker))
+    torch.save(checkpoint, checkpoint_path, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    result = run_cli([*args, f"trainer.resume={checkpoint_path}"], tmp_path / "victim")
+    assert not marker.exists()  # the planted code never ran
+    assert result.returncode != 0
+    assert read_record(tmp_path / "victim")["status"] == "failed"
+    assert "Weights only load failed" in read_record(tmp_path / "victim")["error"]
+    for option in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if not p.stem.endswith("schema")):
+        extra = ["model.name_or_path=some-org/some-model"] if option == "hf" else []
+        assert compose_run([f"model={option}", *extra]).model.trust_remote_code is False, option
+    note("a checkpoint carrying pickled code", "`trainer.resume=` a checkpoint with a planted object", 1,
+         "load refused (weights_only); the planted code did not run; record `failed`")
