@@ -309,12 +309,23 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
-    """Metric logging: ``csv`` (Lightning's CSVLogger inside the run dir) or ``none``."""
+    """Metric logging.
 
-    name: str = "csv"
+    name: ``wandb`` (the default: a Weights & Biases run in ``<run dir>/wandb`` plus the CSV
+    log), ``csv`` (Lightning's CSVLogger, ``<run dir>/logs/metrics.csv``) or ``none``.
+    mode (W&B): ``auto`` is online when an API key is configured (WANDB_API_KEY or
+    ``wandb login``) and offline otherwise (no network needed; upload later with ``wandb sync``);
+    a WANDB_MODE in the environment wins. project / entity: where online runs go.
+    """
+
+    name: str = "wandb"
+    mode: str = "auto"
+    project: str = "harness"
+    entity: str | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "logger.name", ("csv", "none"))
+        _one_of(self.name, "logger.name", ("wandb", "csv", "none"))
+        _one_of(self.mode, "logger.mode", ("auto", "offline", "online"))
 
 
 FAULTS = ("none", "oom", "nan", "crash", "kill", "disk_full")

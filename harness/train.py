@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import adapters, data, evaluate, measure, models
+from . import adapters, data, evaluate, measure, models, tracking
 from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
 from .module import DivergedError, FineTuneModule, steps_per_epoch
@@ -76,7 +76,6 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     """
     import lightning as L
     from lightning.pytorch.callbacks import TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
     started = time.perf_counter()
     device = pick_device(run.trainer.accelerator)
@@ -115,7 +114,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     }
     measure_cb = measure.MeasureCallback()
     module = None
+    loggers: list = []
     try:
+        loggers = tracking.build_loggers(run.logger, run_dir, resolved_config)
         L.seed_everything(run.seed, workers=True, verbose=False)
         model = models.build_model(run.model, run.quant, precision, device)
         model = adapters.apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing)
@@ -140,7 +141,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             limit_train_batches=epoch_batches,
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.max_grad_norm,
-            logger=CSVLogger(run_dir, name="logs", version="") if run.logger.name == "csv" else False,
+            logger=loggers or False,
             callbacks=[measure_cb, TQDMProgressBar(refresh_rate=1), *checkpoint_callbacks(run, run_dir),
                        *trial_callbacks(), *fault_callbacks(run.fault)],
             enable_checkpointing=t.checkpoint_every_n_steps is not None,
@@ -196,6 +197,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         record.update(loss_summary(module.val_losses if module else [], "val"))
         record["train_losses"] = module.train_losses if module else []
         record["val_losses"] = module.val_losses if module else []
+        tracking.finish_loggers(loggers, record)
         write_record(run_dir, record)
     return record
 

@@ -284,6 +284,9 @@ class Driver:
             record = self.skip_if_over_budget(run, resolved, run_dir)
         if record is None:
             env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+            # W&B's own variables: one W&B run per trial, grouped by sweep (logger=wandb).
+            env["WANDB_RUN_GROUP"] = plan.cfg.name
+            env["WANDB_NAME"] = f"{plan.cfg.name}-trial-{trial.number}" + (f"-seed-{seed}" if len(plan.seeds) > 1 else "")
             env[_trial_env_key()] = json.dumps({"storage": plan.storage_url, "study_name": plan.study_name,
                                                 "trial_id": trial._trial_id, "prune": plan.cfg.pruner != "none"})
             if slot is not None:

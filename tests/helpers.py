@@ -24,12 +24,14 @@ def compose_run(overrides: list[str]) -> RunConfig:
         return validate(compose("config", overrides=overrides))
 
 
-def run_cli(args: list[str], run_dir: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m harness.run`` as a user would; ``run_dir`` sets hydra.run.dir."""
+def run_cli(args: list[str], run_dir: Path | None = None, timeout: int = 600,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m harness.run`` as a user would; ``run_dir`` sets hydra.run.dir; ``env``
+    adds environment variables."""
     cmd = [sys.executable, "-m", "harness.run", *args]
     if run_dir is not None:
         cmd.append(f"hydra.run.dir={run_dir}")
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

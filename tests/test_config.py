@@ -98,3 +98,19 @@ def test_records_carry_the_alpha_the_run_uses():
     run = validate(cfg)
     assert run.adapter.alpha == 32.0
     assert resolved_config(cfg, run)["adapter"]["alpha"] == 32.0
+
+
+def test_wandb_is_offline_without_a_key_and_online_with_one(monkeypatch, tmp_path):
+    from harness.schema import LoggerConfig
+    from harness.tracking import wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert wandb_mode(LoggerConfig()) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_mode(LoggerConfig()) == "online"
+    assert wandb_mode(LoggerConfig(mode="offline")) == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the environment wins
+    assert wandb_mode(LoggerConfig()) == "disabled"

@@ -231,3 +231,24 @@ def test_three_drivers_share_a_postgres_study_and_each_point_completes_once(chat
         assert len({t.system_attrs["driver_pid"] for t in complete}) >= 2  # the work was shared
         written = [p.read_text() for p in sweep_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".log")]
         assert written and not any("s3cret-pw" in text for text in written + [o + e for o, e in outputs])
+
+
+def test_each_trial_leaves_an_offline_wandb_run_with_config_and_summary(chat_file, tmp_path):
+    from tests.wandb_offline import offline_run
+
+    sweep_dir = tmp_path / "wandb"
+    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": ""}  # no key, no network: offline files only
+    result = run_cli(["+sweep=custom", "+sweep.space.adapter.r=[4,8]", *tiny(chat_file), "logger=wandb", "eval=custom",
+                      "eval.tasks=[harness_heldout]", "eval.limit=4", f"hydra.sweep.dir={sweep_dir}"], env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = results(sweep_dir)
+    assert len(table) == 2
+    for _, row in table.iterrows():
+        logged = offline_run(Path(row["run_dir"]))
+        assert logged["group"] == "custom" and logged["name"] == f"custom-trial-{row['sweep.trial']}"
+        assert logged["config"]["adapter.r"] == row["config.adapter.r"]  # the config, flattened
+        summary = logged["summary"]
+        assert summary["status"] == "ok"
+        for key in ("peak_memory_gib", "train_seconds", "tokens_per_s", "eval.harness_heldout.token_nll"):
+            assert summary[key] == pytest.approx(row[key]), key
+        assert (Path(row["run_dir"]) / "logs" / "metrics.csv").is_file()  # the local CSV log is kept too
