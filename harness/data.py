@@ -608,8 +608,9 @@ def build_splits(cfg: DataConfig, tokenizer, loaded: tuple[list[dict], dict] | N
 # --------------------------------------------------------------------------- batching
 
 
-def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch: input_ids with ``pad_id``, labels with -100, attention_mask 1/0.
+def collate(batch: list[dict], pad_id: int) -> dict:
+    """Right-pad a batch: input_ids with ``pad_id``, labels with -100, attention_mask 1/0, and
+    ``num_tokens`` (an int: the non-padding tokens).
 
     The padded length is the longest sequence rounded up to a multiple of 8 (tensor-core
     friendly shapes, at most 7 extra columns).
@@ -624,7 +625,9 @@ def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         input_ids[row, :n] = torch.tensor(example["input_ids"], dtype=torch.long)
         labels[row, :n] = torch.tensor(example["labels"], dtype=torch.long)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    # Counted here, on the host: counting the mask on the GPU would sync every micro-batch.
+    num_tokens = sum(len(e["input_ids"]) for e in batch)
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "num_tokens": num_tokens}
 
 
 class ResumableShuffle(torch.utils.data.Sampler):

@@ -56,13 +56,22 @@ def train_flops_per_token(total_params: int, trainable_params: int, n_layers: in
     return matmul + attention
 
 
+WARMUP_STEPS = 2
+
+
 class MeasureCallback(L.Callback):
     """Times training, counts non-padding tokens, and shows tokens/s on the progress bar."""
 
-    def __init__(self):
+    def __init__(self, warmup_steps: int | None = None):
         self.train_start = self.train_end = None
         self.tokens = 0
         self.sequences = 0
+        # Steady-state rate: from the end of optimizer step ``warmup_steps`` (compilation,
+        # allocator growth and cache warm-up are behind) to the end of training.
+        self.warmup_steps = WARMUP_STEPS if warmup_steps is None else warmup_steps
+        self.steady_start = None
+        self.steady_tokens = 0
+        self.steady_steps = 0
 
     def _sync(self, pl_module) -> None:
         if pl_module.device.type == "cuda":
@@ -74,8 +83,11 @@ class MeasureCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         mask = batch["attention_mask"]
-        self.tokens += int(mask.sum())
+        self.tokens += batch["num_tokens"] if "num_tokens" in batch else int(mask.sum())
         self.sequences += mask.shape[0]
+        if self.steady_start is None and trainer.global_step == self.warmup_steps:
+            self._sync(pl_module)
+            self.steady_start, self.steady_tokens, self.steady_steps = time.perf_counter(), self.tokens, trainer.global_step
         elapsed = time.perf_counter() - self.train_start
         if elapsed > 0:
             pl_module.log("tok_s", self.tokens / elapsed, prog_bar=True, on_step=True, logger=trainer.logger is not None)
@@ -83,6 +95,8 @@ class MeasureCallback(L.Callback):
     def on_train_end(self, trainer, pl_module):
         self._sync(pl_module)
         self.train_end = time.perf_counter()
+        self.steady_steps = trainer.global_step - self.steady_steps if self.steady_start is not None else 0
+        self.steady_tokens = self.tokens - self.steady_tokens if self.steady_start is not None else 0
 
     @property
     def train_seconds(self) -> float | None:
@@ -120,6 +134,10 @@ def throughput(measure: MeasureCallback, total_params: int, trainable_params: in
     if not seconds:
         return out
     out["tokens_per_s"] = round(measure.tokens / seconds, 2)
+    if measure.steady_start is not None and measure.steady_steps > 0:
+        steady = measure.train_end - measure.steady_start
+        out["steady_tokens_per_s"] = round(measure.steady_tokens / steady, 2)
+        out["steady_step_seconds"] = round(steady / measure.steady_steps, 5)
     if peak_flops and measure.sequences:
         mean_len = measure.tokens / measure.sequences
         per_token = train_flops_per_token(total_params, trainable_params, config.num_hidden_layers, config.hidden_size, mean_len)

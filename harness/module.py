@@ -80,13 +80,17 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, tota
 class FineTuneModule(L.LightningModule):
     """Trains a (peft-wrapped) causal LM on batches of input_ids/attention_mask/labels.
 
-    Losses are kept per micro-batch on the host for the record; a non-finite loss stops the
-    run with :class:`DivergedError`.
+    Losses are kept per optimizer step on the host for the record; a non-finite loss stops the
+    run with :class:`DivergedError` before the update. ``compile``: torch.compile the forward.
     """
 
-    def __init__(self, model: nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total_steps: int):
+    def __init__(self, model: nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total_steps: int,
+                 compile: bool = False):
         super().__init__()
         self.model = model
+        # torch.compile of the forward only (a function, not a second registered module), so the
+        # model object itself stays plain for saving, export and lm-eval.
+        self._forward = torch.compile(model.forward) if compile else model.forward
         self.optimizer_cfg = optimizer_cfg
         self.scheduler_cfg = scheduler_cfg
         self.total_steps = total_steps
@@ -100,20 +104,23 @@ class FineTuneModule(L.LightningModule):
         self.strict_loading = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        return self._forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
 
     def training_step(self, batch, batch_idx):
         loss = self(batch)
-        if not torch.isfinite(loss):
-            raise DivergedError(f"training loss became {loss.item()} at optimizer step {self.global_step}")
         self._pending.append(loss.detach())
         self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     def on_before_optimizer_step(self, optimizer):
+        # Checked once per optimizer step, before the update: one host sync per step, not per
+        # micro-batch (small models are launch-bound).
         if self._pending:
-            self.train_losses.append(torch.stack(self._pending).mean().item())
+            loss = torch.stack(self._pending).mean().item()
             self._pending.clear()
+            if not math.isfinite(loss):
+                raise DivergedError(f"training loss became {loss} at optimizer step {self.global_step}")
+            self.train_losses.append(loss)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

@@ -239,6 +239,8 @@ class TrainerConfig:
     steps; null saves none. resume: ``auto`` continues from that file when it exists (a fresh
     start otherwise), or a path to a checkpoint; the resumed run ends where an uninterrupted
     one would.
+
+    compile: torch.compile the training forward (speed; the first steps pay the compilation).
     """
 
     epochs: int = 1
@@ -256,6 +258,7 @@ class TrainerConfig:
     peak_tflops: float | None = None
     checkpoint_every_n_steps: int | None = None
     resume: str | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps > 0,

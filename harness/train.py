@@ -125,7 +125,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         record.update(trainable_params=trainable, total_params=total)
         log.info("trainable params: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
-        module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps)
+        module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps, compile=run.trainer.compile)
         datamodule = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
         t = run.trainer
         # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
@@ -142,7 +142,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.max_grad_norm,
             logger=loggers or False,
-            callbacks=[measure_cb, TQDMProgressBar(refresh_rate=1), *checkpoint_callbacks(run, run_dir),
+            callbacks=[measure_cb, TQDMProgressBar(refresh_rate=t.accumulate_grad_batches), *checkpoint_callbacks(run, run_dir),
                        *trial_callbacks(), *fault_callbacks(run.fault)],
             enable_checkpointing=t.checkpoint_every_n_steps is not None,
             enable_model_summary=False,

@@ -411,7 +411,8 @@ def test_pack_examples_boundaries():
 def test_collate():
     batch = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": list(range(1, 11)), "labels": list(range(1, 11))}]
     out = data.collate(batch, pad_id=0)
-    assert set(out) == {"input_ids", "labels", "attention_mask"}
+    assert set(out) == {"input_ids", "labels", "attention_mask", "num_tokens"}
+    assert out.pop("num_tokens") == 13  # counted on the host
     assert all(t.shape == (2, 16) and t.dtype == torch.long for t in out.values())
     assert out["input_ids"][0].tolist() == [5, 6, 7] + [0] * 13
     assert out["labels"][0].tolist() == [-100, 6, 7] + [-100] * 13

