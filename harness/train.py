@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import adapters, data, evaluate, measure, models, tracking
+from . import adapters, data, evaluate, measure, models, speed, tracking
 from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
 from .module import DivergedError, FineTuneModule, steps_per_epoch
@@ -88,7 +88,10 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     # The dry-run estimate builds the model on the meta device, which also checks the targets.
     estimate = estimate_run(run, device)
     arch = models.load_config(run.model)
+    if run.trainer.liger_kernels:
+        speed.check_liger_kernels(device, arch.model_type)
     tokenizer = models.load_tokenizer(run.model)
+    models.check_vocab(tokenizer, arch)
     splits, data_stats = data.build_splits(run.data, tokenizer, loaded)
     total_steps, schedule_note = plan_steps(run, data_stats["n_train"], device)
     if schedule_note:
@@ -119,7 +122,11 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         loggers = tracking.build_loggers(run.logger, run_dir, resolved_config)
         L.seed_everything(run.seed, workers=True, verbose=False)
         model = models.build_model(run.model, run.quant, precision, device)
+        if run.trainer.liger_kernels:
+            speed.apply_liger_kernels(model, run.adapter, device)
         model = adapters.apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing)
+        if run.trainer.recompute_lora_dropout:
+            log.info("recompute_lora_dropout: %d LoRA dropouts redrawn in backward", speed.recompute_lora_dropout(model))
         model.train()  # from_pretrained returns eval mode, which would silence LoRA dropout
         trainable, total = adapters.count_parameters(model)
         record.update(trainable_params=trainable, total_params=total)

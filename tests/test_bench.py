@@ -39,14 +39,3 @@ def test_bench_refuses_an_unknown_configuration(tmp_path):
     assert result.returncode == 2 and "--configs: unknown 13b_magic" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "x.json").exists()
 
-
-@pytest.mark.parametrize("switch", ["trainer.compile=true"])
-def test_speed_switches_keep_the_loss_of_the_plain_path(chat_file, tmp_path, switch):
-    from tests.test_train import tiny, train_in_process
-
-    args = tiny(chat_file, "trainer.max_steps=3", "adapter.dropout=0", "adapter.targets=all_linear")
-    plain = train_in_process(args, tmp_path / "plain")
-    fast = train_in_process([*args, switch], tmp_path / "fast")
-    assert plain["status"] == fast["status"] == "ok", fast.get("error")
-    assert fast["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-3)
-    assert fast["val_loss_last"] == pytest.approx(plain["val_loss_last"], rel=1e-3)

@@ -20,3 +20,23 @@ def test_scores_after_training_on_the_gpu(chat_file, tmp_path, quant):
     assert record["device"]["type"] == "cuda"
     assert record["eval"]["harness_heldout"]["token_nll"]["value"] > 0
     assert record["peak_gpu_allocated_bytes"] > 0
+
+
+@pytest.mark.parametrize("targets", ["all_linear", "all"])
+def test_liger_kernels_keep_the_loss_of_the_plain_path(chat_file, tmp_path, targets):
+    # With lm_head adapted the fused loss is left out (it would skip the head's LoRA); the
+    # other kernels still apply.
+    args = tiny(chat_file, "trainer.max_steps=3", "adapter.dropout=0", f"adapter.targets={targets}")
+    plain = train_in_process(args, tmp_path / "plain")
+    fast = train_in_process([*args, "trainer.liger_kernels=true"], tmp_path / "fast")
+    assert plain["status"] == fast["status"] == "ok", fast.get("error")
+    assert fast["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-2)
+    assert fast["val_loss_last"] == pytest.approx(plain["val_loss_last"], rel=1e-2)
+
+
+def test_recompute_lora_dropout_keeps_the_loss_on_the_gpu(chat_file, tmp_path):
+    args = tiny(chat_file, "trainer.max_steps=3", "adapter.dropout=0.2", "adapter.targets=all_linear")
+    plain = train_in_process(args, tmp_path / "plain")
+    fast = train_in_process([*args, "trainer.recompute_lora_dropout=true"], tmp_path / "fast")
+    assert plain["status"] == fast["status"] == "ok", fast.get("error")
+    assert fast["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-3)
