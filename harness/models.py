@@ -203,7 +203,7 @@ def build_model(cfg: ModelConfig, quant: QuantConfig, precision: str, device: st
     dtype = torch_dtype(precision)
     quantization = bnb_config(quant, precision)
     common = dict(attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code)
-    device_map = {"": 0} if device == "cuda" else None
+    device_map = {"": torch.cuda.current_device()} if device == "cuda" else None
     if cfg.init == "random":
         config = load_config(cfg)
         config._attn_implementation = cfg.attn_implementation

@@ -119,7 +119,11 @@ class FineTuneModule(L.LightningModule):
         # Checked once per optimizer step, before the update: one host sync per step, not per
         # micro-batch (small models are launch-bound).
         if self._pending:
-            loss = torch.stack(self._pending).mean().item()
+            loss = torch.stack(self._pending).mean()
+            if self.trainer.world_size > 1:
+                # Every device records (and checks) the same mean loss, so all stop together.
+                loss = self.trainer.strategy.reduce(loss, reduce_op="mean")
+            loss = loss.item()
             self._pending.clear()
             if not math.isfinite(loss):
                 raise DivergedError(f"training loss became {loss} at optimizer step {self.global_step}")
@@ -176,7 +180,7 @@ class FineTuneModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         loss = self(batch)
-        self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=batch["input_ids"].shape[0])
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
         return loss
 
     def on_validation_epoch_end(self):

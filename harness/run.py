@@ -102,6 +102,8 @@ def hydra_main(cfg: DictConfig) -> None:
     except RecordWriteError as exc:
         print(f"error: {exc}; the run left no record", file=sys.stderr)
         sys.exit(1)
+    if record.get("rank", 0) != 0:
+        return  # a device process of a multi-device run: rank 0 reports
     summary = {k: record.get(k) for k in ("status", "train_loss_last", "val_loss_last", "tokens_per_s", "train_seconds",
                                           "peak_gpu_allocated_gib", "peak_rss_gib", "adapter_path", "error")}
     log.info("record: %s", run_dir / "record.json")

@@ -228,8 +228,8 @@ PRECISIONS = ("auto", "bf16-true", "bf16-mixed", "16-mixed", "32-true")
 class TrainerConfig:
     """Training schedule and hardware.
 
-    global_batch_size must be a multiple of micro_batch_size; gradient accumulation is
-    global / micro. max_steps (optimizer steps) overrides epochs when set. cpu_max_steps
+    global_batch_size must be a multiple of micro_batch_size x devices; gradient accumulation
+    is global / (micro x devices). max_steps (optimizer steps) overrides epochs when set. cpu_max_steps
     caps the run when no GPU is found and max_steps is unset, so the default finishes on a
     laptop; the record says when that happened. precision ``auto`` is bf16-true on a GPU
     with bf16 and 32-true elsewhere.
@@ -239,6 +239,11 @@ class TrainerConfig:
     steps; null saves none. resume: ``auto`` continues from that file when it exists (a fresh
     start otherwise), or a path to a checkpoint; the resumed run ends where an uninterrupted
     one would.
+
+    devices: GPUs (or CPU processes) of one host trained on together, with strategy ``ddp``
+    (``auto`` means it on several devices): every device holds the model and trains on its share
+    of each global batch; gradients are averaged. The record has each device's peak memory.
+    Sharded training (FSDP) is not supported yet.
 
     Speed switches (each leaves the loss the same function of the weights and the batch):
     compile: torch.compile each decoder block (regional compilation: one compiled graph shared
@@ -263,6 +268,7 @@ class TrainerConfig:
     log_every_n_steps: int = 1
     accelerator: str = "auto"
     devices: int = 1
+    strategy: str = "auto"
     peak_tflops: float | None = None
     checkpoint_every_n_steps: int | None = None
     resume: str | None = None
@@ -279,21 +285,26 @@ class TrainerConfig:
         _require(self.cpu_max_steps is None or self.cpu_max_steps > 0, "trainer.cpu_max_steps", f"must be > 0 or null, got {self.cpu_max_steps}")
         _require(self.micro_batch_size > 0, "trainer.micro_batch_size", f"must be > 0, got {self.micro_batch_size}")
         _require(self.global_batch_size > 0, "trainer.global_batch_size", f"must be > 0, got {self.global_batch_size}")
+        _require(self.devices > 0, "trainer.devices", f"must be > 0, got {self.devices}")
+        _one_of(self.strategy, "trainer.strategy", ("auto", "ddp"))
+        per_step = self.micro_batch_size * self.devices
         _require(
-            self.global_batch_size % self.micro_batch_size == 0,
+            self.global_batch_size % per_step == 0,
             "trainer.global_batch_size",
-            f"{self.global_batch_size} is not a multiple of trainer.micro_batch_size={self.micro_batch_size}",
+            f"{self.global_batch_size} is not a multiple of trainer.micro_batch_size={self.micro_batch_size}"
+            + (f" x trainer.devices={self.devices}" if self.devices > 1 else ""),
         )
+        _require(self.devices == 1 or (self.checkpoint_every_n_steps is None and self.resume is None),
+                 "trainer.checkpoint_every_n_steps", "resumable checkpoints support one device so far")
         _one_of(self.precision, "trainer.precision", PRECISIONS)
         _one_of(self.accelerator, "trainer.accelerator", ("auto", "cpu", "gpu", "cuda"))
-        _require(self.devices == 1, "trainer.devices", f"only 1 device is supported so far, got {self.devices}")
         _require(self.max_grad_norm is None or self.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 or null, got {self.max_grad_norm}")
         _require(self.val_every_n_steps is None or self.val_every_n_steps > 0, "trainer.val_every_n_steps", f"must be > 0 or null, got {self.val_every_n_steps}")
         _require(self.log_every_n_steps > 0, "trainer.log_every_n_steps", f"must be > 0, got {self.log_every_n_steps}")
 
     @property
     def accumulate_grad_batches(self) -> int:
-        return self.global_batch_size // self.micro_batch_size
+        return self.global_batch_size // (self.micro_batch_size * self.devices)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 import traceback
 from pathlib import Path
@@ -40,7 +41,7 @@ def pick_device(accelerator: str) -> str:
 def plan_steps(run: RunConfig, n_train: int, device: str) -> tuple[int, str | None]:
     """Total optimizer steps for the run, and a note when the CPU cap shortened it."""
     t = run.trainer
-    full = steps_per_epoch(n_train, t.micro_batch_size, t.accumulate_grad_batches) * t.epochs
+    full = steps_per_epoch(n_train, t.micro_batch_size * t.devices, t.accumulate_grad_batches) * t.epochs
     if t.max_steps is not None:
         return t.max_steps, None
     if device == "cpu" and t.cpu_max_steps is not None and t.cpu_max_steps < full:
@@ -79,6 +80,13 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
 
     started = time.perf_counter()
     device = pick_device(run.trainer.accelerator)
+    # With several devices Lightning starts one process per device, each running this function;
+    # rank 0 alone scores, saves and writes the record.
+    rank, local_rank = process_ranks()
+    if run.trainer.devices > 1 and device == "cuda":
+        if torch.cuda.device_count() < run.trainer.devices:
+            raise ConfigError(f"trainer.devices={run.trainer.devices}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        torch.cuda.set_device(local_rank)  # before any weights load, so each process fills its own GPU
     precision = resolve_precision(run.trainer.precision, device)
     models.check_quant_supported(run.quant, device)
     resume_path = resume_checkpoint(run, run_dir)
@@ -119,7 +127,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     module = None
     loggers: list = []
     try:
-        loggers = tracking.build_loggers(run.logger, run_dir, resolved_config)
+        loggers = tracking.build_loggers(run.logger, run_dir, resolved_config) if rank == 0 else []
         L.seed_everything(run.seed, workers=True, verbose=False)
         model = models.build_model(run.model, run.quant, precision, device)
         if run.trainer.liger_kernels:
@@ -136,12 +144,14 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         datamodule = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
         t = run.trainer
         # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
-        epoch_batches = min(math.ceil(len(splits["train"]) / t.micro_batch_size), total_steps * t.accumulate_grad_batches)
+        epoch_batches = min(math.ceil(len(splits["train"]) / (t.micro_batch_size * t.devices)),
+                            total_steps * t.accumulate_grad_batches)
         # Lightning counts the validation interval in micro-batches, within one epoch.
         val_interval = min(t.val_every_n_steps * t.accumulate_grad_batches, epoch_batches) if t.val_every_n_steps else None
         trainer = L.Trainer(
             accelerator="gpu" if device == "cuda" else "cpu",
             devices=t.devices,
+            strategy=training_strategy(t),
             precision=precision,
             max_epochs=-1 if t.max_steps is not None else t.epochs,  # max_steps overrides epochs
             max_steps=total_steps,
@@ -160,7 +170,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             check_val_every_n_epoch=None if val_interval else t.epochs + 1,
             default_root_dir=str(run_dir),
         )
-        if run.eval.tasks:
+        if run.eval.tasks and rank == 0:
             # Before training the adapter is the identity (LoRA B = 0), so this model is the base.
             if evaluate.HELDOUT_TASK in run.eval.tasks:
                 evaluate.write_heldout(splits["test"], tokenizer, run_dir / evaluate.HELDOUT_FILE)
@@ -175,6 +185,11 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             record["resumed_at_step"] = module.resumed_at_step
         if splits["val"]:
             trainer.validate(module, datamodule=datamodule, verbose=False)
+        if t.devices > 1:
+            record.update(gather_device_peaks(trainer, device, measure_cb))
+        if rank != 0:
+            record.update(status="ok", rank=rank)
+            return record
         save_trained(model, tokenizer, run, run_dir, record)
         if run.eval.tasks:
             eval_started = time.perf_counter()
@@ -204,9 +219,43 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         record.update(loss_summary(module.val_losses if module else [], "val"))
         record["train_losses"] = module.train_losses if module else []
         record["val_losses"] = module.val_losses if module else []
-        tracking.finish_loggers(loggers, record)
-        write_record(run_dir, record)
+        if rank == 0:
+            tracking.finish_loggers(loggers, record)
+            write_record(run_dir, record)
     return record
+
+
+def process_ranks() -> tuple[int, int]:
+    """(global rank, local rank) of this process: 0, 0 unless Lightning started it for a device
+    (its launcher sets LOCAL_RANK in the environment of the processes it starts)."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    return int(os.environ.get("RANK", local)), local
+
+
+def training_strategy(t):
+    """Lightning's strategy: DDP on several devices (each holds the model; gradients averaged)."""
+    if t.devices == 1:
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy()
+
+
+def gather_device_peaks(trainer, device: str, measure_cb) -> dict:
+    """Every device's peak memory (and tokens trained) at rank 0; every process must call it."""
+    snap = measure.memory_snapshot(device)
+    # On the process's own device (NCCL gathers only GPU tensors; the fitted module is back on the CPU).
+    mine = torch.tensor([snap.get("peak_gpu_allocated_bytes", 0), snap.get("peak_gpu_reserved_bytes", 0),
+                         snap["peak_rss_bytes"], measure_cb.tokens], dtype=torch.int64, device=trainer.strategy.root_device)
+    rows = trainer.strategy.all_gather(mine).reshape(-1, 4).tolist()
+    per_device = [{"rank": i, "peak_gpu_allocated_bytes": a or None, "peak_gpu_reserved_bytes": r or None,
+                   "peak_gpu_allocated_gib": round(a / measure.GIB, 3) if a else None, "peak_rss_bytes": rss,
+                   "train_tokens_seen": tokens} for i, (a, r, rss, tokens) in enumerate(rows)]
+    seconds = measure_cb.train_seconds
+    out = {"world_size": len(rows), "per_device_memory": per_device}
+    if seconds:
+        out["tokens_per_s_all_devices"] = round(sum(r[3] for r in rows) / seconds, 2)
+    return out
 
 
 def checkpoint_callbacks(run: RunConfig, run_dir: Path) -> list:
@@ -253,14 +302,9 @@ def base_scores(model, tokenizer, run: RunConfig, device: str, run_dir: Path) ->
 
 def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: dict) -> None:
     """Adapter in PEFT format (``adapter/``), or the whole model for full fine-tuning (``model/``)."""
-    if run.adapter.kind == "full":
-        target = run_dir / "model"
-        model.save_pretrained(target)
-        record["model_path"] = str(target)
-    else:
-        target = run_dir / "adapter"
-        model.save_pretrained(target)
-        record["adapter_path"] = str(target)
+    target = run_dir / ("model" if run.adapter.kind == "full" else "adapter")
+    model.save_pretrained(target)
+    record["model_path" if run.adapter.kind == "full" else "adapter_path"] = str(target)
     tokenizer.save_pretrained(target)
 
 

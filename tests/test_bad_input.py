@@ -57,6 +57,9 @@ CASES = [
     ("absurdly long example", ["data=alpaca_file", "data.path={root}/huge.jsonl"], "huge.jsonl line 4: one example of 1,200,001 characters"),
     ("not JSON at all", ["data=alpaca_file", "data.path={root}/notes.txt"], "notes.txt line 1: invalid JSON"),
     ("data path is a folder", ["data=alpaca_file", "data.path={root}"], "data.path"),
+    ("global batch not divisible over devices", ["trainer.devices=2", "trainer.micro_batch_size=2", "trainer.global_batch_size=6"],
+     "trainer.global_batch_size: 6 is not a multiple of trainer.micro_batch_size=2 x trainer.devices=2"),
+    ("unknown strategy", ["trainer.devices=2", "trainer.strategy=deepspeed"], "trainer.strategy: got 'deepspeed'"),
     ("checkpoint interval zero", ["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps: must be > 0"),
     ("resume from a missing checkpoint", ["data=alpaca_file", "data.path={root}/good.jsonl", "trainer.resume={root}/nope.ckpt"],
      "trainer.resume="),
@@ -65,6 +68,8 @@ CASES = [
     ("hub model offline", ["model=hf", "model.name_or_path=some-org/some-model", "model.tokenizer=null"], "some-org/some-model"),
     ("missing model folder", ["model=hf", "model.name_or_path=./no/such/folder"], "no/such/folder"),
     ("path without value", ["data=alpaca_file"], "data.path"),
+    ("tokenizer larger than the vocabulary", ["data=alpaca_file", "data.path={root}/good.jsonl", "model.arch.vocab_size=32000"],
+     "model.tokenizer: the tokenizer has 49,152 tokens but the model's vocabulary has 32,000"),
     # Sweeps: refused before the study opens or any trial runs.
     ("unknown sweep", ["+sweep=nope"], "sweep/nope: no such option"),
     ("sweep with empty space", ["+sweep=custom"], "sweep.space: is empty"),
@@ -79,6 +84,7 @@ CASES = [
 ]
 if not torch.cuda.is_available():
     CASES.append(("no GPU", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu: no CUDA GPU"))
+    CASES.append(("liger kernels without a GPU", ["trainer.liger_kernels=true"], "trainer.liger_kernels=true: liger-kernel's Triton kernels need a CUDA GPU"))
 
 
 @pytest.mark.parametrize("overrides,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

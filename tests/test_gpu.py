@@ -40,3 +40,26 @@ def test_recompute_lora_dropout_keeps_the_loss_on_the_gpu(chat_file, tmp_path):
     fast = train_in_process([*args, "trainer.recompute_lora_dropout=true"], tmp_path / "fast")
     assert plain["status"] == fast["status"] == "ok", fast.get("error")
     assert fast["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+@pytest.mark.parametrize("adapter", ["lora", "full"])
+def test_two_gpus_train_and_record_each_gpus_peak(chat_file, tmp_path, adapter):
+    from tests.helpers import read_record, run_cli
+
+    args = tiny(chat_file, f"adapter={adapter}", "trainer.devices=2", "trainer.strategy=ddp", "trainer.precision=bf16-true")
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = read_record(tmp_path)
+    assert record["status"] == "ok" and record["world_size"] == 2, record.get("error")
+    peaks = [d["peak_gpu_allocated_bytes"] for d in record["per_device_memory"]]
+    assert len(peaks) == 2 and all(p and p > 0 for p in peaks)
+    saved = record["model_path"] if adapter == "full" else record["adapter_path"]
+    if adapter == "full":
+        from transformers import AutoModelForCausalLM
+
+        assert AutoModelForCausalLM.from_pretrained(saved).num_parameters() == record["total_params"]
+    else:
+        from peft import PeftConfig
+
+        assert PeftConfig.from_pretrained(saved).r == 8

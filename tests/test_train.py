@@ -180,3 +180,23 @@ def test_sophia_trains_when_installed(chat_file, tmp_path):
     record = train_in_process(tiny(chat_file, "optimizer=sophia", "trainer.max_steps=11"), tmp_path)
     assert record["status"] == "ok", record.get("error")
     assert record["optimizer_steps"] == 11 and math.isfinite(record["train_loss_last"])
+
+
+def test_two_processes_share_each_global_batch_and_rank_zero_reports(chat_file, tmp_path):
+    # DDP over two CPU processes (gloo): each device trains on half of every global batch; the
+    # record, written once, holds each device's peak memory and tokens.
+    args = tiny(chat_file, "trainer.accelerator=cpu", "adapter.dropout=0")
+    single = run_cli(args, tmp_path / "single")
+    double = run_cli([*args, "trainer.devices=2", "trainer.strategy=ddp"], tmp_path / "double")
+    assert single.returncode == 0 and double.returncode == 0, double.stderr[-3000:]
+    assert double.stdout.count('"status"') == 1  # one summary, from rank 0
+    one, two = read_record(tmp_path / "single"), read_record(tmp_path / "double")
+    assert two["status"] == "ok" and two["world_size"] == 2 and two["optimizer_steps"] == one["optimizer_steps"] == 3
+    devices = two["per_device_memory"]
+    assert [d["rank"] for d in devices] == [0, 1] and all(d["peak_rss_bytes"] > 0 and d["train_tokens_seen"] > 0 for d in devices)
+    # Same number of sequences per optimizer step in both runs (3 steps x global batch 4), split in two.
+    assert sum(d["train_tokens_seen"] for d in devices) == pytest.approx(one["train_tokens_seen"], rel=0.1)
+    assert devices[0]["train_tokens_seen"] < 0.6 * one["train_tokens_seen"]
+    # The same untrained weights on the same validation set (split over the devices, then averaged).
+    assert two["val_losses"][0] == pytest.approx(one["val_losses"][0], rel=1e-3)
+    assert all(math.isfinite(x) for x in two["train_losses"]) and two["adapter_path"]
