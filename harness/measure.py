@@ -1,7 +1,8 @@
 """Measurement: peak memory, wall time, throughput and MFU, the way the reference study measured.
 
 Peak GPU memory is ``torch.cuda.max_memory_allocated()`` over the whole process (model load
-included, never reset), as in the reference study (which reported it /1e9 as "GB").
+included), as in the reference study (which reported it /1e9 as "GB"). It is reset once, only
+where a random-init quantized model drops the full-precision copy it was quantized from.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ class FineTuneModule(L.LightningModule):
         # use_cache=False: training needs no KV cache; building one costs memory, and under
         # torch.compile its per-layer state forces recompiles until compilation gives up.
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                             use_cache=False).loss
+                          use_cache=False).loss
 
     def training_step(self, batch, batch_idx):
         loss = self(batch)

@@ -35,7 +35,8 @@ def apply_liger_kernels(model: nn.Module, adapter: AdapterConfig, device: str) -
 
     The fused loss computes the head's matmul itself from ``lm_head.weight``, which would skip a
     LoRA on lm_head: with lm_head among the targets it is left out (the logits are then built as
-    usual).
+    usual). liger swaps RoPE in the architecture's transformers module, so it holds for the whole
+    process (one run per process, as the CLI and sweeps run them).
     """
     check_liger_kernels(device, getattr(model.config, "model_type", None))
     from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
