@@ -141,6 +141,11 @@ def test_every_named_sweep_runs_at_smoke_scale(name, tmp_path):
     for objective in run.sweep.objectives:
         assert table[objective.metric].notna().all(), objective.metric
     assert "trial" in result.stdout and "status" in result.stdout  # the printed table
+    # The findings report reads the real sweep: its page and the sweep's plots.
+    report = subprocess.run([sys.executable, "-m", "harness.report", str(sweep_dir), "--out", str(tmp_path / "report")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / f"{name}_pareto.png").is_file()
 
 
 def test_memory_budget_skips_trials_that_cannot_fit_without_running_them(chat_file, tmp_path):
