@@ -29,6 +29,9 @@ def files(tmp_path_factory):
     (root / "huge.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good[:3])
                                      + json.dumps({"instruction": "x" * 1_200_000, "input": "", "output": "y"}) + "\n")
     (root / "notes.txt").write_text("just some text, not JSON\n")
+    from harness.bench import bench_tokenizer
+
+    bench_tokenizer(root / "tokenizer")  # 13 tokens, no embedded package needed
     return root
 
 
@@ -68,8 +71,9 @@ CASES = [
     ("hub model offline", ["model=hf", "model.name_or_path=some-org/some-model", "model.tokenizer=null"], "some-org/some-model"),
     ("missing model folder", ["model=hf", "model.name_or_path=./no/such/folder"], "no/such/folder"),
     ("path without value", ["data=alpaca_file"], "data.path"),
-    ("tokenizer larger than the vocabulary", ["data=alpaca_file", "data.path={root}/good.jsonl", "model.arch.vocab_size=32000"],
-     "model.tokenizer: the tokenizer has 49,152 tokens but the model's vocabulary has 32,000"),
+    ("tokenizer larger than the vocabulary", ["data=alpaca_file", "data.path={root}/good.jsonl", "model.tokenizer={root}/tokenizer",
+                                              "model.arch.vocab_size=8"],
+     "model.tokenizer: the tokenizer has 13 tokens but the model's vocabulary has 8"),
     # Sweeps: refused before the study opens or any trial runs.
     ("unknown sweep", ["+sweep=nope"], "sweep/nope: no such option"),
     ("sweep with empty space", ["+sweep=custom"], "sweep.space: is empty"),
