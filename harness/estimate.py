@@ -129,6 +129,10 @@ def _dropout_recomputed(run: RunConfig) -> bool:
     return run.trainer.recompute_lora_dropout and run.adapter.kind == "lora"
 
 
+def _fused_loss(run: RunConfig) -> bool:
+    return run.trainer.liger_kernels and uses_fused_loss(run.adapter)
+
+
 def activation_bytes(config, run: RunConfig) -> int:
     """Saved activations of one micro-batch at full length (the worst case), in bytes.
 
@@ -161,8 +165,7 @@ def activation_bytes(config, run: RunConfig) -> int:
         layer += sum(hidden * act for readers in norm_outputs if readers & targets)
     layer += sum(_lora_saved_bytes(*shapes[t], run, act) for t in targets & (shapes.keys() - {"lm_head"}))
 
-    fused_loss = run.trainer.liger_kernels and uses_fused_loss(run.adapter)
-    head = hidden * act + (hidden * act if fused_loss else vocab * (act + 4))
+    head = hidden * act + (hidden * act if _fused_loss(run) else vocab * (act + 4))
     if full:
         head += hidden * act
     elif "lm_head" in targets:
@@ -205,7 +208,7 @@ def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untrack
         notes.append(f"activations of adapters on {', '.join(sorted(untracked))} not counted (not a Llama linear)")
     if run.trainer.gradient_checkpointing:
         notes.append("gradient checkpointing: one hidden-size tensor per layer + one layer recomputed")
-    if run.trainer.liger_kernels and uses_fused_loss(run.adapter):
+    if _fused_loss(run):
         notes.append("liger fused linear cross-entropy: no logits; its input gradient is kept from forward")
     else:
         notes.append("logits: micro-batch x seq x vocab in the compute dtype + an fp32 copy for the loss")
