@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .adapters import apply_adapter, count_parameters
-from .models import compute_dtype, load_config, torch_dtype
+from .models import compute_dtype, decoder_blocks, load_config, torch_dtype
 from .schema import QuantConfig, RunConfig
 from .speed import uses_fused_loss
 
@@ -214,6 +214,9 @@ def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untrack
         notes.append("logits: micro-batch x seq x vocab in the compute dtype + an fp32 copy for the loss")
     if _dropout_recomputed(run) and run.adapter.dropout > 0:
         notes.append("recompute_lora_dropout: no dropped-out copies or masks; adapters share their saved input")
+    if run.trainer.strategy == "fsdp" and run.trainer.devices > 1:
+        notes.append(f"fsdp: per device; weights, gradients and optimizer states split {run.trainer.devices} ways, "
+                     "plus two whole decoder blocks gathered at a time (and one block's gradients for full fine-tuning)")
     notes.append("not counted: CUDA context, allocator fragmentation; compare with max_memory_allocated")
     return notes
 
@@ -256,7 +259,17 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     activations = activation_bytes(config, run)
     untracked = set() if full else set(run.adapter.target_modules) - _layer_shapes(config).keys()
 
-    total_bytes = weights + adapter + gradients + optimizer + activations
+    # FSDP: each device holds 1/N of the weights, gradients and states, plus the whole blocks
+    # being gathered (the one running and the one prefetched; in backward also its gradients).
+    shards = run.trainer.devices if run.trainer.strategy == "fsdp" else 1
+    gathered_blocks = 0
+    if shards > 1:
+        weights, adapter, gradients, optimizer = (-(-part // shards) for part in (weights, adapter, gradients, optimizer))
+        blocks = decoder_blocks(model)
+        block = sum(p.numel() * _nbytes(p.dtype) for p in blocks[0].parameters()) if blocks else 0
+        gathered_blocks = block * (3 if full else 2)
+
+    total_bytes = weights + adapter + gradients + optimizer + activations + gathered_blocks
     return {
         "trainable_params": trainable,
         "total_params": total,
@@ -268,6 +281,7 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
             "gradients_bytes": gradients,
             "optimizer_state_bytes": optimizer,
             "activations_bytes": activations,
+            "gathered_blocks_bytes": gathered_blocks,
             "total_bytes": total_bytes,
             "total_gib": round(total_bytes / GIB, 3),
             "total_gb": round(total_bytes / 1e9, 3),

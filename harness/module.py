@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from .models import decoder_blocks
 from .schema import ConfigError, OptimizerConfig, SchedulerConfig
 
 
@@ -82,13 +83,16 @@ class FineTuneModule(L.LightningModule):
 
     Losses are kept per optimizer step on the host for the record; a non-finite loss stops the
     run with :class:`DivergedError` before the update. ``compile``: torch.compile the decoder
-    blocks (:func:`compile_blocks`).
+    blocks (:func:`compile_blocks`). ``shard``: FSDP2 per decoder block when Lightning sets up the
+    model (:func:`shard_blocks`, with ``trainer.strategy=fsdp``).
     """
 
     def __init__(self, model: nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total_steps: int,
-                 compile: bool = False):
+                 compile: bool = False, shard: bool = False):
         super().__init__()
         self.model = model
+        self.shard = shard
+        self._sharded = False
         if compile:
             compile_blocks(model)
         self.optimizer_cfg = optimizer_cfg
@@ -188,6 +192,12 @@ class FineTuneModule(L.LightningModule):
         if value is not None and not self.trainer.sanity_checking:
             self.val_losses.append(float(value))
 
+    def configure_model(self):
+        # Lightning calls this before every validate and fit; the model is sharded once.
+        if self.shard and not self._sharded:
+            shard_blocks(self.model, self.device_mesh["data_parallel"])
+            self._sharded = True
+
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.optimizer_cfg)
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.total_steps)
@@ -202,12 +212,23 @@ def compile_blocks(model: nn.Module) -> int:
     and lm-eval see the plain model. Models without ``_no_split_modules`` compile whole.
     Returns how many modules were compiled.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    block_names = set(getattr(base, "_no_split_modules", None) or [])
-    blocks = [m for m in model.modules() if type(m).__name__ in block_names]
+    blocks = decoder_blocks(model)
     for block in blocks or [model]:
         block.compile()
     return len(blocks) or 1
+
+
+def shard_blocks(model: nn.Module, mesh) -> int:
+    """FSDP2: ``fully_shard`` each decoder block, then the whole model (embeddings, final norm,
+    head), over ``mesh``. Each block's weights are gathered just before it runs and freed after,
+    so a device holds its shard of everything plus about one whole block. Returns the block count."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = decoder_blocks(model)
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return len(blocks)
 
 
 def _unwrap(optimizer):

@@ -240,10 +240,13 @@ class TrainerConfig:
     start otherwise), or a path to a checkpoint; the resumed run ends where an uninterrupted
     one would.
 
-    devices: GPUs (or CPU processes) of one host trained on together, with strategy ``ddp``
-    (``auto`` means it on several devices): every device holds the model and trains on its share
-    of each global batch; gradients are averaged. The record has each device's peak memory.
-    Sharded training (FSDP) is not supported yet.
+    devices: GPUs (or CPU processes) of one host trained on together; each trains on its share of
+    every global batch and the record has each device's peak memory. strategy ``ddp`` (``auto``
+    means it on several devices): every device holds the whole model; gradients are averaged.
+    ``fsdp``: PyTorch's FSDP2 (``fully_shard`` per decoder block) shards weights, gradients and
+    optimizer states over the devices, for models that do not fit one (full fine-tuning of a 7B
+    needs about 8 bytes per parameter in bf16); after training rank 0 gathers the weights into
+    an unsharded copy to save and score. Not with quantized weights or ``compile``.
 
     Speed switches (each leaves the loss the same function of the weights and the batch):
     compile: torch.compile each decoder block (regional compilation: one compiled graph shared
@@ -286,7 +289,11 @@ class TrainerConfig:
         _require(self.micro_batch_size > 0, "trainer.micro_batch_size", f"must be > 0, got {self.micro_batch_size}")
         _require(self.global_batch_size > 0, "trainer.global_batch_size", f"must be > 0, got {self.global_batch_size}")
         _require(self.devices > 0, "trainer.devices", f"must be > 0, got {self.devices}")
-        _one_of(self.strategy, "trainer.strategy", ("auto", "ddp"))
+        _one_of(self.strategy, "trainer.strategy", ("auto", "ddp", "fsdp"))
+        _require(self.strategy != "fsdp" or self.devices > 1, "trainer.strategy",
+                 "fsdp shards the model over several devices; set trainer.devices > 1")
+        _require(self.strategy != "fsdp" or not self.compile, "trainer.compile",
+                 "not supported with trainer.strategy=fsdp yet")
         per_step = self.micro_batch_size * self.devices
         _require(
             self.global_batch_size % per_step == 0,
@@ -509,6 +516,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.adapter.kind == "full":
             _require(self.quant.mode == "none", "quant.mode", "full fine-tuning cannot train quantized weights; use quant=none")
+        _require(self.trainer.strategy != "fsdp" or self.quant.mode == "none", "quant.mode",
+                 "trainer.strategy=fsdp cannot shard bitsandbytes-quantized weights; use quant=none or strategy=ddp")
+        _require(self.trainer.strategy != "fsdp" or self.optimizer.name in ("adamw", "sgd"), "optimizer.name",
+                 f"{self.optimizer.name} does not step sharded (DTensor) parameters; use adamw or sgd with trainer.strategy=fsdp")
 
 
 GROUP_SCHEMAS = {

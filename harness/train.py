@@ -140,7 +140,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         record.update(trainable_params=trainable, total_params=total)
         log.info("trainable params: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
-        module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps, compile=run.trainer.compile)
+        module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps, compile=run.trainer.compile,
+                                shard=run.trainer.strategy == "fsdp")
         datamodule = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
         t = run.trainer
         # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
@@ -187,6 +188,12 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             trainer.validate(module, datamodule=datamodule, verbose=False)
         if t.devices > 1:
             record.update(gather_device_peaks(trainer, device, measure_cb))
+        if t.strategy == "fsdp":
+            # Every process sends its shards; rank 0 gets the whole state on the CPU.
+            gathered = trainer.strategy.lightning_module_state_dict()
+            if rank == 0:
+                model = unsharded_model(run, precision, device, gathered)
+            del gathered
         if rank != 0:
             record.update(status="ok", rank=rank)
             return record
@@ -233,12 +240,25 @@ def process_ranks() -> tuple[int, int]:
 
 
 def training_strategy(t):
-    """Lightning's strategy: DDP on several devices (each holds the model; gradients averaged)."""
+    """Lightning's strategy: DDP on several devices (each holds the model; gradients averaged),
+    or FSDP2 sharding over them (Lightning's ModelParallelStrategy; the module shards itself in
+    ``configure_model``)."""
     if t.devices == 1:
         return "auto"
-    from lightning.pytorch.strategies import DDPStrategy
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
+    if t.strategy == "fsdp":
+        return ModelParallelStrategy(data_parallel_size=t.devices, tensor_parallel_size=1, save_distributed_checkpoint=False)
     return DDPStrategy()
+
+
+def unsharded_model(run: RunConfig, precision: str, device: str, lightning_state: dict):
+    """A fresh (unsharded) copy of the run's model holding the trained weights gathered from
+    every device, for saving and scoring after FSDP training."""
+    model = models.build_model(run.model, run.quant, precision, device)
+    model = adapters.apply_adapter(model, run.adapter, False)
+    model.load_state_dict({key.removeprefix("model."): value for key, value in lightning_state.items()}, strict=True)
+    return model
 
 
 def gather_device_peaks(trainer, device: str, measure_cb) -> dict:

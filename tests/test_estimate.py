@@ -54,7 +54,8 @@ def test_trainable_params_match_the_reference_study(overrides, expected):
     assert est["total_params"] == 6_738_415_616 + expected
     json.dumps(est)  # JSON-able as printed by dry_run
     mem = est["memory_estimate"]
-    parts = ("weights_bytes", "adapter_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes")
+    parts = ("weights_bytes", "adapter_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes",
+             "gathered_blocks_bytes")
     assert mem["total_bytes"] == sum(mem[p] for p in parts)
     assert mem["total_gb"] == pytest.approx(mem["total_bytes"] / 1e9, abs=1e-3)
     assert mem["assumptions"] and all(isinstance(a, str) for a in mem["assumptions"])
@@ -112,6 +113,17 @@ def test_full_finetuning_costs_about_16_bytes_per_param():
     assert mem["adapter_bytes"] == 0  # the trained weights are the weights, counted once
     per_param = (mem["total_bytes"] - mem["activations_bytes"]) / est["total_params"]
     assert 14 <= per_param <= 20
+
+
+def test_sharding_splits_the_full_finetuning_state_over_the_devices():
+    one = memory(*LLAMA_7B, "adapter=full", "trainer.devices=2", "trainer.global_batch_size=2", "trainer.strategy=ddp")
+    two = memory(*LLAMA_7B, "adapter=full", "trainer.devices=2", "trainer.global_batch_size=2", "trainer.strategy=fsdp")
+    for part in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes"):
+        assert two[part] == one[part] // 2
+    assert two["activations_bytes"] == one["activations_bytes"] and one["gathered_blocks_bytes"] == 0
+    # Three copies of one of the 32 blocks' 202M bf16 weights: gathered, prefetched, its gradients.
+    assert two["gathered_blocks_bytes"] == 3 * 2 * 202_383_360
+    assert any("fsdp" in note for note in two["assumptions"])
 
 
 def test_tied_embeddings_count_once_and_sgd_without_momentum_keeps_no_state():

@@ -43,17 +43,20 @@ def test_recompute_lora_dropout_keeps_the_loss_on_the_gpu(chat_file, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 @pytest.mark.parametrize("adapter", ["lora", "full"])
-def test_two_gpus_train_and_record_each_gpus_peak(chat_file, tmp_path, adapter):
+def test_two_gpus_train_and_record_each_gpus_peak(chat_file, tmp_path, adapter, strategy):
     from tests.helpers import read_record, run_cli
 
-    args = tiny(chat_file, f"adapter={adapter}", "trainer.devices=2", "trainer.strategy=ddp", "trainer.precision=bf16-true")
+    args = tiny(chat_file, f"adapter={adapter}", "trainer.devices=2", f"trainer.strategy={strategy}",
+                "trainer.precision=bf16-true", "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4")
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     record = read_record(tmp_path)
     assert record["status"] == "ok" and record["world_size"] == 2, record.get("error")
     peaks = [d["peak_gpu_allocated_bytes"] for d in record["per_device_memory"]]
     assert len(peaks) == 2 and all(p and p > 0 for p in peaks)
+    assert record["eval"]["harness_heldout"]["token_nll"]["value"] > 0  # rank 0 scored the trained model
     saved = record["model_path"] if adapter == "full" else record["adapter_path"]
     if adapter == "full":
         from transformers import AutoModelForCausalLM

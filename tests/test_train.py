@@ -6,10 +6,12 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from harness.record import RECORD_NAME
 from harness.train import run_training
@@ -200,3 +202,25 @@ def test_two_processes_share_each_global_batch_and_rank_zero_reports(chat_file, 
     # The same untrained weights on the same validation set (split over the devices, then averaged).
     assert two["val_losses"][0] == pytest.approx(one["val_losses"][0], rel=1e-3)
     assert all(math.isfinite(x) for x in two["train_losses"]) and two["adapter_path"]
+
+
+@pytest.mark.parametrize("adapter", ["lora", "full"])
+def test_sharded_training_matches_replicated_training(chat_file, tmp_path, adapter):
+    # FSDP2 over two CPU processes (gloo) trains the same function as DDP: same losses, and the
+    # weights gathered from the shards and saved by rank 0 are the ones DDP saved.
+    args = tiny(chat_file, "trainer.accelerator=cpu", "adapter.dropout=0", f"adapter={adapter}", "trainer.devices=2")
+    ddp = run_cli([*args, "trainer.strategy=ddp"], tmp_path / "ddp")
+    fsdp = run_cli([*args, "trainer.strategy=fsdp"], tmp_path / "fsdp")
+    assert ddp.returncode == 0 and fsdp.returncode == 0, fsdp.stderr[-3000:]
+    replicated, sharded = read_record(tmp_path / "ddp"), read_record(tmp_path / "fsdp")
+    assert sharded["status"] == "ok" and sharded["world_size"] == 2 and len(sharded["per_device_memory"]) == 2
+    assert sharded["train_losses"] == pytest.approx(replicated["train_losses"], rel=1e-4)
+    assert sharded["val_losses"] == pytest.approx(replicated["val_losses"], rel=1e-4)
+    key = "model_path" if adapter == "full" else "adapter_path"
+    saved = {name: load_file(str(next(Path(r[key]).glob("*.safetensors")))) for name, r in
+             (("ddp", replicated), ("fsdp", sharded))}
+    assert saved["fsdp"].keys() == saved["ddp"].keys() and saved["fsdp"]
+    for name, tensor in saved["ddp"].items():
+        torch.testing.assert_close(saved["fsdp"][name], tensor, rtol=1e-4, atol=1e-6)
+    if adapter == "lora":  # trained, not the initial adapter (lora_B starts at zero)
+        assert any("lora_B" in name and tensor.abs().max() > 0 for name, tensor in saved["fsdp"].items())
