@@ -3,6 +3,7 @@
     python -m harness.bench                       # the default list, on the GPU
     python -m harness.bench --configs 135m_lora_all --steps 20 --out bench.json
     python -m harness.bench --configs estimate --paths harness --harness-overrides --steps 2 --warmup 1
+    python -m harness.bench --configs 135m_lora_all --steps 200 --sweep-trials 12 --trials-per-gpu 6
 
 Every (configuration, path) runs in its own process, so peak memory is clean. Both paths train
 the same random-init model (real shapes; speed and memory do not depend on the weights) on the
@@ -12,6 +13,10 @@ with default peft settings (``prepare_model_for_kbit_training`` under QLoRA) + `
 in a Python loop. The harness path runs with its speed switches (``--harness-overrides``).
 Rates exclude the first ``--warmup`` optimizer steps. Harness rows also hold the dry-run
 memory estimate of the run and its ratio to the measured peak.
+
+``--sweep-trials N`` measures whole sweeps instead: trials per hour of the plain loop run one
+trial after another (each a process, start-up included) against a harness sweep
+(``+sweep=custom`` over N seeds, ``--trials-per-gpu`` at a time) of trials of the same shape.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +54,23 @@ PATHS = ("reference", "harness")
 # The harness's speed switches the bench turns on by default (each a trainer.* key; see README).
 # liger_kernels is left out: with compile on it was slower on an H100 (docs/benchmarks.md).
 FAST_GPU = ["trainer.compile=true", "trainer.recompute_lora_dropout=true"]
+# Small models are launch-bound: CUDA graphs (compile_mode=reduce-overhead) replay each block's
+# kernels in one launch. Measured on the 135M shape, whose bench batches all have one width.
+FAST_GPU_SMALL = [*FAST_GPU, "trainer.compile_mode=reduce-overhead"]
+SMALL_CONFIGS = ("135m_lora_all",)
 FAST_CPU = ["trainer.recompute_lora_dropout=true"]
+
+
+def switches_for(name: str, harness_overrides: list[str] | None) -> list[str]:
+    """The harness path's speed switches for one configuration: ``harness_overrides`` when given,
+    else the defaults for this machine and model size."""
+    if harness_overrides is not None:
+        return list(harness_overrides)
+    import torch
+
+    if not torch.cuda.is_available():
+        return FAST_CPU
+    return FAST_GPU_SMALL if name in SMALL_CONFIGS else FAST_GPU
 WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "seven", "green", "market"]
 
 
@@ -199,10 +221,10 @@ def mfu(result: dict, overrides: list[str], seq: int) -> float | None:
 
 
 def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths: list[str] = PATHS,
-          harness_overrides: list[str] = (), logs: Path | None = None, out: Path | None = None) -> list[dict]:
+          harness_overrides: list[str] | None = None, logs: Path | None = None, out: Path | None = None) -> list[dict]:
     """Run every configuration through each path, one process each; returns one row per run.
-    ``harness_overrides`` (speed switches) go to the harness path only; ``logs`` keeps each
-    process's stderr; ``out`` is rewritten after every run, so a cut-off bench keeps its rows."""
+    ``harness_overrides`` (speed switches; None: :func:`switches_for`) go to the harness path
+    only; ``logs`` keeps each process's stderr; ``out`` is rewritten after every run, so a cut-off bench keeps its rows."""
     rows = []
     tokenizer = bench_tokenizer(work / "tokenizer")
     for name in names:
@@ -210,7 +232,8 @@ def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths
         overrides = bench_overrides(name, seq, steps + warmup, data_path, tokenizer)
         for path in paths:
             result = work / f"{name}-{path}.json"
-            run_overrides = [*overrides, *harness_overrides] if path == "harness" else overrides
+            switches = switches_for(name, harness_overrides)
+            run_overrides = [*overrides, *switches] if path == "harness" else overrides
             cmd = [sys.executable, "-m", "harness.bench", "--one", "--path", path, "--overrides", json.dumps(run_overrides),
                    "--warmup", str(warmup), "--result", str(result)]
             print(f"[bench] {name} / {path} ...", file=sys.stderr, flush=True)
@@ -219,7 +242,7 @@ def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths
             if logs:
                 (logs / f"{name}-{path}.log").write_text(proc.stderr)
             row = {"config": name, "path": path, "seq": seq, "micro_batch": CONFIGS[name][1], "steps": steps,
-                   "switches": list(harness_overrides) if path == "harness" else [],
+                   "switches": switches if path == "harness" else [],
                    "process_seconds": round(time.perf_counter() - started, 1)}
             if proc.returncode != 0 or not result.is_file():
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -233,6 +256,52 @@ def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths
             if out:
                 out.write_text(json.dumps({"rows": rows, "ratios": ratios(rows)}, indent=2))
     return rows
+
+
+def sweep_throughput(name: str, seq: int, steps: int, work: Path, trials: int, trials_per_gpu: int,
+                     reference_trials: int, harness_overrides: list[str] | None = None, logs: Path | None = None) -> dict:
+    """Trials per hour, wall clock: ``reference_trials`` plain-loop trials one after another (each
+    its own process, as a plain script is run) against one harness sweep of ``trials`` trials of
+    the same shape and steps (different seeds), ``trials_per_gpu`` at a time."""
+    tokenizer = bench_tokenizer(work / "tokenizer")
+    data_path = synthetic_data(work / f"{name}.jsonl", CONFIGS[name][1] * steps)
+    overrides = bench_overrides(name, seq, steps, data_path, tokenizer)
+    harness_overrides = switches_for(name, harness_overrides)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    walls = []
+    for i in range(reference_trials):
+        print(f"[bench] {name}: plain-loop trial {i + 1}/{reference_trials} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "harness.bench", "--one", "--path", "reference", "--overrides",
+                               json.dumps(overrides), "--warmup", "1", "--result", str(work / f"reference-{i}.json")],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"plain-loop trial failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+        walls.append(time.perf_counter() - started)
+    sweep_dir = work / "sweep"
+    cmd = [sys.executable, "-m", "harness.run", "+sweep=custom", "sweep.name=bench_throughput",
+           f"+sweep.space.seed=[{','.join(str(i) for i in range(trials))}]", f"sweep.trials_per_gpu={trials_per_gpu}",
+           "sweep.objectives=[{metric: train_loss_last, direction: minimize}]", *overrides, *harness_overrides,
+           f"hydra.sweep.dir={sweep_dir}"]
+    print(f"[bench] {name}: harness sweep of {trials} trials, {trials_per_gpu} per GPU ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    sweep_seconds = time.perf_counter() - started
+    if logs:
+        (logs / f"{name}-sweep.log").write_text(proc.stderr)
+    records = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("trials/*/record.json"))]
+    done = [r for r in records if r.get("status") == "ok"]
+    reference_per_hour = 3600 / statistics.mean(walls)
+    harness_per_hour = len(done) * 3600 / sweep_seconds
+    return {"config": name, "seq": seq, "steps": steps, "switches": list(harness_overrides),
+            "reference_trials": reference_trials, "reference_trial_seconds": [round(w, 1) for w in walls],
+            "reference_trials_per_hour": round(reference_per_hour, 1),
+            "trials": trials, "trials_per_gpu": trials_per_gpu, "trials_ok": len(done),
+            "sweep_seconds": round(sweep_seconds, 1), "sweep_exit_code": proc.returncode,
+            "harness_trial_seconds": [round(r["total_seconds"], 1) for r in done],
+            "harness_tokens_per_s": [r.get("tokens_per_s") for r in done],
+            "harness_trials_per_hour": round(harness_per_hour, 1),
+            "trials_per_hour_harness_over_reference": round(harness_per_hour / reference_per_hour, 2)}
 
 
 def _ratio(own: dict, ref: dict, key: str) -> float | None:
@@ -276,13 +345,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"any of: {', '.join(CONFIGS)}; 'estimate' = the 7B shapes for checking the memory estimate")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--harness-overrides", nargs="*", default=None,
-                        help=f"speed switches for the harness path (default on a GPU: {' '.join(FAST_GPU)}; "
-                             f"on a CPU: {' '.join(FAST_CPU)})")
+                        help=f"speed switches for the harness path (default on a GPU: {' '.join(FAST_GPU)}, plus "
+                             f"{FAST_GPU_SMALL[-1]} for {', '.join(SMALL_CONFIGS)}; on a CPU: {' '.join(FAST_CPU)})")
     parser.add_argument("--logs", type=Path, help="keep each process's stderr in this folder")
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per run (after --warmup)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    parser.add_argument("--sweep-trials", type=int, default=0,
+                        help="measure trials per hour of a harness sweep of this many trials vs the plain loop")
+    parser.add_argument("--trials-per-gpu", type=int, default=6, help="with --sweep-trials: the sweep's trials at a time")
+    parser.add_argument("--reference-trials", type=int, default=2, help="with --sweep-trials: plain-loop trials timed")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--overrides", help=argparse.SUPPRESS)
@@ -298,13 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.warmup < 1 or args.seq < 8:
         parser.error("--steps and --warmup must be >= 1 and --seq >= 8")
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as work:
-        if args.harness_overrides is None:
-            import torch
-
-            args.harness_overrides = FAST_GPU if torch.cuda.is_available() else FAST_CPU
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
-        print(f"[bench] harness switches: {' '.join(args.harness_overrides) or 'none'}", file=sys.stderr)
+        for name in args.configs:
+            print(f"[bench] {name}: harness switches {' '.join(switches_for(name, args.harness_overrides)) or 'none'}",
+                  file=sys.stderr)
+        if args.sweep_trials:
+            results = []
+            for name in args.configs:
+                results.append(sweep_throughput(name, args.seq, args.steps, Path(work), args.sweep_trials, args.trials_per_gpu,
+                                                args.reference_trials, args.harness_overrides, args.logs))
+                args.out.write_text(json.dumps({"sweeps": results}, indent=2))
+            print(json.dumps(results, indent=2))
+            return 0 if all(r["trials_ok"] == r["trials"] for r in results) else 1
         rows = bench(args.configs, args.seq, args.steps, args.warmup, Path(work), args.paths, args.harness_overrides,
                      args.logs, args.out)
     gains = ratios(rows)  # bench() has written rows and ratios to --out after every run

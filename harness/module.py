@@ -88,13 +88,13 @@ class FineTuneModule(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total_steps: int,
-                 compile: bool = False, shard: bool = False):
+                 compile: bool = False, shard: bool = False, compile_mode: str = "default"):
         super().__init__()
         self.model = model
         self.shard = shard
         self._sharded = False
         if compile:
-            compile_blocks(model)
+            compile_blocks(model, compile_mode)
         self.optimizer_cfg = optimizer_cfg
         self.scheduler_cfg = scheduler_cfg
         self.total_steps = total_steps
@@ -204,17 +204,17 @@ class FineTuneModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def compile_blocks(model: nn.Module) -> int:
+def compile_blocks(model: nn.Module, mode: str = "default") -> int:
     """Regional compilation: torch.compile each repeated decoder block in place (``Module.compile``).
 
     The blocks share one compiled graph, so a 30-layer model compiles about as fast as one layer
     (compiling the whole forward took minutes on a 7B model); parameter names, saving, export
     and lm-eval see the plain model. Models without ``_no_split_modules`` compile whole.
-    Returns how many modules were compiled.
+    ``mode``: torch.compile's mode. Returns how many modules were compiled.
     """
     blocks = decoder_blocks(model)
     for block in blocks or [model]:
-        block.compile()
+        block.compile(mode=None if mode == "default" else mode)
     return len(blocks) or 1
 
 

@@ -224,6 +224,9 @@ class SchedulerConfig:
 PRECISIONS = ("auto", "bf16-true", "bf16-mixed", "16-mixed", "32-true")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainerConfig:
     """Training schedule and hardware.
@@ -250,7 +253,8 @@ class TrainerConfig:
 
     Speed switches (each leaves the loss the same function of the weights and the batch):
     compile: torch.compile each decoder block (regional compilation: one compiled graph shared
-    by every layer; the first steps pay the compilation).
+    by every layer; the first steps pay the compilation). compile_mode: torch.compile's mode
+    (``reduce-overhead`` adds CUDA graphs, for small launch-bound models).
     liger_kernels: liger-kernel's Triton RMSNorm, SwiGLU, RoPE and fused linear cross-entropy
     (no logits tensor); CUDA only, ``pip install -e ".[speed]"``; the fused loss is left out
     when LoRA adapts lm_head, since it reads the head's base weight.
@@ -276,6 +280,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int | None = None
     resume: str | None = None
     compile: bool = False
+    compile_mode: str = "default"
     liger_kernels: bool = False
     recompute_lora_dropout: bool = False
 
@@ -303,6 +308,9 @@ class TrainerConfig:
         )
         _require(self.devices == 1 or (self.checkpoint_every_n_steps is None and self.resume is None),
                  "trainer.checkpoint_every_n_steps", "resumable checkpoints support one device so far")
+        _one_of(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
+        _require(self.compile or self.compile_mode == "default", "trainer.compile_mode",
+                 f"{self.compile_mode} takes effect only with trainer.compile=true")
         _one_of(self.precision, "trainer.precision", PRECISIONS)
         _one_of(self.accelerator, "trainer.accelerator", ("auto", "cpu", "gpu", "cuda"))
         _require(self.max_grad_norm is None or self.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 or null, got {self.max_grad_norm}")

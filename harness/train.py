@@ -141,7 +141,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         log.info("trainable params: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
         module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps, compile=run.trainer.compile,
-                                shard=run.trainer.strategy == "fsdp")
+                                shard=run.trainer.strategy == "fsdp", compile_mode=run.trainer.compile_mode)
         datamodule = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
         t = run.trainer
         # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.

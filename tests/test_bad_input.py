@@ -63,6 +63,8 @@ CASES = [
     ("global batch not divisible over devices", ["trainer.devices=2", "trainer.micro_batch_size=2", "trainer.global_batch_size=6"],
      "trainer.global_batch_size: 6 is not a multiple of trainer.micro_batch_size=2 x trainer.devices=2"),
     ("unknown strategy", ["trainer.devices=2", "trainer.strategy=deepspeed"], "trainer.strategy: got 'deepspeed'"),
+    ("compile mode without compile", ["trainer.compile_mode=reduce-overhead"],
+     "trainer.compile_mode: reduce-overhead takes effect only with trainer.compile=true"),
     ("sharding over one device", ["trainer.strategy=fsdp"], "trainer.strategy: fsdp shards the model over several devices"),
     ("sharding quantized weights", ["trainer.devices=2", "trainer.strategy=fsdp", "quant=nf4"],
      "quant.mode: trainer.strategy=fsdp cannot shard bitsandbytes-quantized weights"),

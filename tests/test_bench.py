@@ -39,3 +39,17 @@ def test_bench_refuses_an_unknown_configuration(tmp_path):
     assert result.returncode == 2 and "--configs: unknown 13b_magic" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "x.json").exists()
 
+
+
+def test_sweep_throughput_times_plain_trials_against_a_harness_sweep(tmp_path):
+    out = tmp_path / "sweep.json"
+    result = bench("--configs", "tiny_lora_all", "--seq", "64", "--steps", "3", "--sweep-trials", "2",
+                   "--trials-per-gpu", "2", "--reference-trials", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["sweeps"]
+    assert row["trials_ok"] == row["trials"] == 2 and row["sweep_exit_code"] == 0
+    assert len(row["reference_trial_seconds"]) == 1 and len(row["harness_tokens_per_s"]) == 2
+    assert row["reference_trials_per_hour"] == pytest.approx(3600 / row["reference_trial_seconds"][0], rel=1e-2)
+    assert row["harness_trials_per_hour"] == pytest.approx(2 * 3600 / row["sweep_seconds"], rel=1e-2)
+    assert row["trials_per_hour_harness_over_reference"] == pytest.approx(
+        row["harness_trials_per_hour"] / row["reference_trials_per_hour"], rel=2e-2)

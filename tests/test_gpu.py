@@ -42,6 +42,17 @@ def test_recompute_lora_dropout_keeps_the_loss_on_the_gpu(chat_file, tmp_path):
     assert fast["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-3)
 
 
+def test_cuda_graphs_keep_the_loss_when_batch_widths_vary(chat_file, tmp_path):
+    # compile_mode=reduce-overhead replays CUDA graphs; the chat file's batches differ in width,
+    # so graphs are recorded per shape and must still compute the plain path's loss.
+    args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0", "adapter.targets=all_linear")
+    plain = train_in_process(args, tmp_path / "plain")
+    graphs = train_in_process([*args, "trainer.compile=true", "trainer.compile_mode=reduce-overhead"], tmp_path / "graphs")
+    assert plain["status"] == graphs["status"] == "ok", graphs.get("error")
+    assert graphs["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-2)
+    assert graphs["val_loss_last"] == pytest.approx(plain["val_loss_last"], rel=1e-2)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 @pytest.mark.parametrize("adapter", ["lora", "full"])
