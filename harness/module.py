@@ -93,6 +93,8 @@ class FineTuneModule(L.LightningModule):
         self.model = model
         self.shard = shard
         self._sharded = False
+        # Validation runs the blocks eagerly when they replay CUDA graphs (see eager_blocks).
+        self.cuda_graphs = compile and compile_mode in CUDA_GRAPH_MODES
         if compile:
             compile_blocks(model, compile_mode)
         self.optimizer_cfg = optimizer_cfg
@@ -187,6 +189,14 @@ class FineTuneModule(L.LightningModule):
         self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
         return loss
 
+    def on_validation_start(self):
+        if self.cuda_graphs:
+            eager_blocks(self.model, True)
+
+    def on_validation_end(self):
+        if self.cuda_graphs:
+            eager_blocks(self.model, False)
+
     def on_validation_epoch_end(self):
         value = self.trainer.callback_metrics.get("val_loss")
         if value is not None and not self.trainer.sanity_checking:
@@ -216,6 +226,25 @@ def compile_blocks(model: nn.Module, mode: str = "default") -> int:
     for block in blocks or [model]:
         block.compile(mode=None if mode == "default" else mode)
     return len(blocks) or 1
+
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def eager_blocks(model: nn.Module, eager: bool) -> None:
+    """Run compiled blocks eagerly (``eager=True``) or compiled again (``False``).
+
+    For forward-only passes (validation, lm-eval) under CUDA graphs: in inference, cudagraph
+    trees take a second call of the same graph as a new step and reuse its output buffers, and
+    every block shares one graph, so each block would overwrite the output the next one reads.
+    """
+    for module in model.modules():
+        # Module.compile stores the compiled forward in _compiled_call_impl; None means eager.
+        if eager and getattr(module, "_compiled_call_impl", None) is not None:
+            module._harness_compiled_call = module._compiled_call_impl
+            module._compiled_call_impl = None
+        elif not eager and "_harness_compiled_call" in module.__dict__:
+            module._compiled_call_impl = module.__dict__.pop("_harness_compiled_call")
 
 
 def shard_blocks(model: nn.Module, mesh) -> int:

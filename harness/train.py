@@ -15,7 +15,7 @@ import torch
 from . import adapters, data, evaluate, measure, models, speed, tracking
 from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
-from .module import DivergedError, FineTuneModule, steps_per_epoch
+from .module import DivergedError, FineTuneModule, eager_blocks, steps_per_epoch
 from .paths import MissingPathError
 from .record import git_sha, loss_summary, versions, write_record
 from .schema import ConfigError, RunConfig
@@ -175,7 +175,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             # Before training the adapter is the identity (LoRA B = 0), so this model is the base.
             if evaluate.HELDOUT_TASK in run.eval.tasks:
                 evaluate.write_heldout(splits["test"], tokenizer, run_dir / evaluate.HELDOUT_FILE)
+            eager_blocks(model, module.cuda_graphs)  # forward-only: see eager_blocks
             record["eval_base"] = base_scores(model, tokenizer, run, device, run_dir)
+            eager_blocks(model, False)
             # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
             L.seed_everything(run.seed, workers=True, verbose=False)
         if splits["val"] and resume_path is None:  # a resumed run has its first val loss in the checkpoint
@@ -200,6 +202,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         save_trained(model, tokenizer, run, run_dir, record)
         if run.eval.tasks:
             eval_started = time.perf_counter()
+            eager_blocks(model, module.cuda_graphs)
             record["eval"] = score_run(model, tokenizer, run, device, run_dir)
             record["eval_seconds"] = time.perf_counter() - eval_started
             record["eval_delta"] = evaluate.deltas(record["eval"], record["eval_base"])

@@ -44,13 +44,17 @@ def test_recompute_lora_dropout_keeps_the_loss_on_the_gpu(chat_file, tmp_path):
 
 def test_cuda_graphs_keep_the_loss_when_batch_widths_vary(chat_file, tmp_path):
     # compile_mode=reduce-overhead replays CUDA graphs; the chat file's batches differ in width,
-    # so graphs are recorded per shape and must still compute the plain path's loss.
-    args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0", "adapter.targets=all_linear")
+    # so graphs are recorded per shape and must still compute the plain path's loss. Validation
+    # and scoring (forward only) run the blocks eagerly.
+    args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0", "adapter.targets=all_linear",
+                "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4")
     plain = train_in_process(args, tmp_path / "plain")
     graphs = train_in_process([*args, "trainer.compile=true", "trainer.compile_mode=reduce-overhead"], tmp_path / "graphs")
     assert plain["status"] == graphs["status"] == "ok", graphs.get("error")
     assert graphs["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-2)
     assert graphs["val_loss_last"] == pytest.approx(plain["val_loss_last"], rel=1e-2)
+    nll = [r["eval"]["harness_heldout"]["token_nll"]["value"] for r in (plain, graphs)]
+    assert nll[1] == pytest.approx(nll[0], rel=1e-2)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")

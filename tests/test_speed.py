@@ -114,7 +114,7 @@ def test_compile_compiles_each_decoder_block_in_place():
 
     from harness.adapters import lora_config
     from harness.models import load_config
-    from harness.module import compile_blocks
+    from harness.module import compile_blocks, eager_blocks
     from harness.schema import AdapterConfig
     from tests.helpers import compose_run
 
@@ -123,3 +123,9 @@ def test_compile_compiles_each_decoder_block_in_place():
     keys = set(model.state_dict())
     assert compile_blocks(model) == 2  # the tiny model's two LlamaDecoderLayers
     assert set(model.state_dict()) == keys  # saving and export see the plain model
+    compiled = [m for m in model.modules() if m._compiled_call_impl is not None]
+    assert len(compiled) == 2
+    eager_blocks(model, True)  # forward-only passes under CUDA graphs run the blocks eagerly
+    assert all(m._compiled_call_impl is None for m in compiled)
+    eager_blocks(model, False)
+    assert [m for m in model.modules() if m._compiled_call_impl is not None] == compiled
