@@ -207,6 +207,12 @@ def one(args) -> None:
 
 # ------------------------------------------------------------------ the driver
 
+def one_process(path: str, overrides: list[str], warmup: int, result: Path) -> list[str]:
+    """The command that runs one path of one configuration in its own process (``--one``)."""
+    return [sys.executable, "-m", "harness.bench", "--one", "--path", path, "--overrides", json.dumps(overrides),
+            "--warmup", str(warmup), "--result", str(result)]
+
+
 def mfu(result: dict, overrides: list[str], seq: int) -> float | None:
     from . import measure, models
 
@@ -234,8 +240,7 @@ def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths
             result = work / f"{name}-{path}.json"
             switches = switches_for(name, harness_overrides)
             run_overrides = [*overrides, *switches] if path == "harness" else overrides
-            cmd = [sys.executable, "-m", "harness.bench", "--one", "--path", path, "--overrides", json.dumps(run_overrides),
-                   "--warmup", str(warmup), "--result", str(result)]
+            cmd = one_process(path, run_overrides, warmup, result)
             print(f"[bench] {name} / {path} ...", file=sys.stderr, flush=True)
             started = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
@@ -272,8 +277,7 @@ def sweep_throughput(name: str, seq: int, steps: int, work: Path, trials: int, t
     for i in range(reference_trials):
         print(f"[bench] {name}: plain-loop trial {i + 1}/{reference_trials} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "harness.bench", "--one", "--path", "reference", "--overrides",
-                               json.dumps(overrides), "--warmup", "1", "--result", str(work / f"reference-{i}.json")],
+        proc = subprocess.run(one_process("reference", overrides, 1, work / f"reference-{i}.json"),
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"plain-loop trial failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
