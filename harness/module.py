@@ -82,7 +82,7 @@ class FineTuneModule(L.LightningModule):
     """Trains a (peft-wrapped) causal LM on batches of input_ids/attention_mask/labels.
 
     Losses are kept per optimizer step on the host for the record; a non-finite loss stops the
-    run with :class:`DivergedError` before the update. ``compile``: torch.compile the decoder
+    run with :class:`DivergedError` one optimizer step later (see ``on_before_optimizer_step``). ``compile``: torch.compile the decoder
     blocks (:func:`compile_blocks`). ``shard``: FSDP2 per decoder block when Lightning sets up the
     model (:func:`shard_blocks`, with ``trainer.strategy=fsdp``).
     """
@@ -103,6 +103,8 @@ class FineTuneModule(L.LightningModule):
         self.train_losses: list[float] = []  # one per optimizer step (mean over its micro-batches)
         self.val_losses: list[float] = []  # one per validation pass
         self._pending: list[torch.Tensor] = []
+        # The last optimizer step's mean loss on its way to the host: (step, tensor, CUDA event or None).
+        self._in_flight: tuple[int, torch.Tensor, torch.cuda.Event | None] | None = None
         self._last_batch: dict[str, torch.Tensor] | None = None
         self._rng_to_restore: dict | None = None
         self.resumed_at_step: int | None = None
@@ -118,22 +120,58 @@ class FineTuneModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self(batch)
         self._pending.append(loss.detach())
-        self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
+        # For the loggers only: the progress bar shows the host copy (on_before_optimizer_step),
+        # since turning a GPU tensor into a number for the bar would wait for the GPU every step.
+        self.log("train_loss", loss, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     def on_before_optimizer_step(self, optimizer):
-        # Checked once per optimizer step, before the update: one host sync per step, not per
-        # micro-batch (small models are launch-bound).
-        if self._pending:
-            loss = torch.stack(self._pending).mean()
-            if self.trainer.world_size > 1:
-                # Every device records (and checks) the same mean loss, so all stop together.
-                loss = self.trainer.strategy.reduce(loss, reduce_op="mean")
-            loss = loss.item()
-            self._pending.clear()
-            if not math.isfinite(loss):
-                raise DivergedError(f"training loss became {loss} at optimizer step {self.global_step}")
-            self.train_losses.append(loss)
+        # The mean loss of this optimizer step is copied to the host without waiting; the previous
+        # step's copy is read and checked now. Reading this step's loss at once would stall the
+        # host until the GPU finished the step, and the GPU would then idle while the host launched
+        # the next one (small models are launch-bound). Every rank checks at the same step.
+        if not self._pending:
+            return
+        loss = torch.stack(self._pending).mean()
+        if self.trainer.world_size > 1:
+            # Every device records (and checks) the same mean loss, so all stop together.
+            loss = self.trainer.strategy.reduce(loss, reduce_op="mean")
+        self._pending.clear()
+        previous = self.record_losses()
+        if previous is not None:
+            self.log("loss", previous, prog_bar=True, logger=False, on_step=True)
+        if loss.is_cuda:
+            host = loss.detach().to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host, event = loss.detach(), None
+        self._in_flight = (self.global_step, host, event)
+
+    def record_losses(self) -> float | None:
+        """Read the loss copied at the last optimizer step into ``train_losses`` and return it
+        (None if none is in flight); raise :class:`DivergedError` if it is not finite."""
+        if self._in_flight is None:
+            return None
+        step, host, event = self._in_flight
+        self._in_flight = None
+        if event is not None:
+            event.synchronize()
+        loss = host.item()
+        if not math.isfinite(loss):
+            raise DivergedError(f"training loss became {loss} at optimizer step {step}")
+        self.train_losses.append(loss)
+        return loss
+
+    def on_train_end(self):
+        self.record_losses()
+
+    def on_after_backward(self):
+        # Under CUDA graphs autograd adopts the first micro-batch's gradients as .grad, and they
+        # are the graph's own output buffers: the next micro-batch's replay overwrites them before
+        # they are added to (an error, or silently wrong sums; pytorch/pytorch#169545).
+        if self.cuda_graphs and self.trainer.accumulate_grad_batches > 1 and len(self._pending) == 1:
+            own_gradients(self.model)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -164,6 +202,7 @@ class FineTuneModule(L.LightningModule):
             self._rng_to_restore = None
 
     def on_save_checkpoint(self, checkpoint):
+        self.record_losses()
         trainable = {name for name, param in self.named_parameters() if param.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["harness"] = {
@@ -212,6 +251,18 @@ class FineTuneModule(L.LightningModule):
         optimizer = build_optimizer(self.model, self.optimizer_cfg)
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def own_gradients(model: nn.Module) -> int:
+    """Replace every parameter's ``.grad`` with a copy in memory of its own (one batched copy);
+    returns how many were copied."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    copies = [torch.empty_like(p.grad) for p in params]
+    if params:
+        torch._foreach_copy_(copies, [p.grad for p in params])
+    for param, copy in zip(params, copies, strict=True):
+        param.grad = copy
+    return len(params)
 
 
 def compile_blocks(model: nn.Module, mode: str = "default") -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -218,6 +219,11 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     except Exception as exc:  # any other crash is data for the record, not a lost run
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exc()[-4000:]))
     finally:
+        if module is not None:
+            # The last step's loss is still on its way to the host when training stopped early
+            # (pruned, failed); a broken device must not cost the record, so errors are dropped.
+            with contextlib.suppress(Exception):
+                module.record_losses()
         record.update(measure.memory_snapshot(device))
         record["train_seconds"] = measure_cb.train_seconds
         record["total_seconds"] = time.perf_counter() - started

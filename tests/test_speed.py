@@ -129,3 +129,19 @@ def test_compile_compiles_each_decoder_block_in_place():
     assert all(m._compiled_call_impl is None for m in compiled)
     eager_blocks(model, False)
     assert [m for m in model.modules() if m._compiled_call_impl is not None] == compiled
+
+
+def test_own_gradients_copies_each_gradient_into_its_own_memory():
+    from harness.module import own_gradients
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    model[0].weight.requires_grad_(False)
+    model(torch.randn(5, 4)).square().sum().backward()
+    before = {n: (p.grad.clone(), p.grad.data_ptr()) for n, p in model.named_parameters() if p.grad is not None}
+    assert own_gradients(model) == 3  # the frozen weight has no gradient to copy
+    for name, param in model.named_parameters():
+        if name in before:
+            assert param.grad.data_ptr() != before[name][1]
+            assert torch.equal(param.grad, before[name][0])
+    model(torch.randn(5, 4)).square().sum().backward()  # the next micro-batch adds to the copies
+    assert all(not torch.equal(p.grad, before[n][0]) for n, p in model.named_parameters() if n in before)
