@@ -153,7 +153,7 @@ def run_reference(overrides: list[str], warmup: int) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from . import data, measure, models
+    from . import batches, data, measure, models
     from .estimate import resolve_precision
     from .train import pick_device
 
@@ -173,7 +173,7 @@ def run_reference(overrides: list[str], warmup: int) -> dict:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.optimizer.lr,
                                   betas=tuple(run.optimizer.betas), eps=run.optimizer.eps,
                                   weight_decay=run.optimizer.weight_decay)
-    module = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed)
+    module = batches.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     losses, tokens, started = [], 0, None
     for step, batch in enumerate(module.train_dataloader()):
@@ -295,17 +295,22 @@ def sweep_throughput(name: str, seq: int, steps: int, work: Path, trials: int, t
         (logs / f"{name}-sweep.log").write_text(proc.stderr)
     records = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("trials/*/record.json"))]
     done = [r for r in records if r.get("status") == "ok"]
-    reference_per_hour = 3600 / statistics.mean(walls)
+    # --reference-trials 0: the sweep alone (its ratio against a plain trial timed in another run).
+    reference_per_hour = 3600 / statistics.mean(walls) if walls else None
     harness_per_hour = len(done) * 3600 / sweep_seconds
     return {"config": name, "seq": seq, "steps": steps, "switches": list(harness_overrides),
             "reference_trials": reference_trials, "reference_trial_seconds": [round(w, 1) for w in walls],
-            "reference_trials_per_hour": round(reference_per_hour, 1),
+            "reference_trials_per_hour": round(reference_per_hour, 1) if reference_per_hour else None,
             "trials": trials, "trials_per_gpu": trials_per_gpu, "trials_ok": len(done),
             "sweep_seconds": round(sweep_seconds, 1), "sweep_exit_code": proc.returncode,
             "harness_trial_seconds": [round(r["total_seconds"], 1) for r in done],
+            # Where each trial's time went, besides training: imports before its clock, then set-up.
+            "harness_trial_startup_seconds": [round(r.get("startup_seconds") or 0, 1) for r in done],
+            "harness_trial_setup_seconds": [round(r.get("setup_seconds") or 0, 1) for r in done],
+            "harness_trial_train_seconds": [round(r.get("train_seconds") or 0, 1) for r in done],
             "harness_tokens_per_s": [r.get("tokens_per_s") for r in done],
             "harness_trials_per_hour": round(harness_per_hour, 1),
-            "trials_per_hour_harness_over_reference": round(harness_per_hour / reference_per_hour, 2)}
+            "trials_per_hour_harness_over_reference": round(harness_per_hour / reference_per_hour, 2) if reference_per_hour else None}
 
 
 def _ratio(own: dict, ref: dict, key: str) -> float | None:

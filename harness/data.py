@@ -15,21 +15,15 @@ key, the file and the line or record, raised before tokenization starts.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-import lightning as L
-import torch
-from torch.utils.data import DataLoader
 
 from . import models
 from .paths import MissingPathError, atomic_write, cache_dir, is_pypi_path, resolve_pypi_path
@@ -603,114 +597,3 @@ def build_splits(cfg: DataConfig, tokenizer, loaded: tuple[list[dict], dict] | N
              f" packed rows from {stats['n_train_examples']:,} examples" if cfg.packing else "",
              f"{stats['n_val']:,}", f"{stats['n_test']:,}", f"{stats['train_tokens']:,}")
     return splits, stats
-
-
-# --------------------------------------------------------------------------- batching
-
-
-def collate(batch: list[dict], pad_id: int) -> dict:
-    """Right-pad a batch: input_ids with ``pad_id``, labels with -100, attention_mask 1/0, and
-    ``num_tokens`` (an int: the non-padding tokens).
-
-    The padded length is the longest sequence rounded up to a multiple of 8 (tensor-core
-    friendly shapes, at most 7 extra columns).
-    """
-    longest = max(len(e["input_ids"]) for e in batch)
-    width = int(math.ceil(longest / 8) * 8)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, example in enumerate(batch):
-        n = len(example["input_ids"])
-        input_ids[row, :n] = torch.tensor(example["input_ids"], dtype=torch.long)
-        labels[row, :n] = torch.tensor(example["labels"], dtype=torch.long)
-        attention_mask[row, :n] = 1
-    # Counted here, on the host: counting the mask on the GPU would sync every micro-batch.
-    num_tokens = sum(len(e["input_ids"]) for e in batch)
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "num_tokens": num_tokens}
-
-
-class ResumableShuffle(torch.utils.data.Sampler):
-    """A seeded shuffle, a new order each epoch (``seed + epoch``), that can start mid-epoch.
-
-    ``consumed`` counts the micro-batches training has taken this epoch (the data module
-    advances it on each batch that reaches the model, so batches Lightning prefetched but never
-    trained on are not counted); a checkpoint stores it, and a resumed run skips exactly those.
-    """
-
-    def __init__(self, n: int, seed: int, batch_size: int):
-        self.n, self.seed, self.batch_size = n, seed, batch_size
-        self.epoch = 0
-        self.consumed = 0
-        self._skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self._skip = epoch, 0
-
-    def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        start, self._skip = self._skip * self.batch_size, 0
-        self.consumed = start // self.batch_size
-        return iter(order[start:])
-
-    def __len__(self) -> int:
-        return self.n
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self._skip = int(state["epoch"]), int(state["consumed"])
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader whose position Lightning saves in checkpoints and restores on resume."""
-
-    def state_dict(self) -> dict:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
-
-
-class InstructionDataModule(L.LightningDataModule):
-    """DataLoaders over already built splits (see :func:`build_splits`).
-
-    The training order is shuffled by :class:`ResumableShuffle`, seeded with the run ``seed``,
-    so a run's data order is reproducible, also across an interruption and resume.
-    """
-
-    def __init__(self, splits: dict[str, list[dict]], pad_id: int, micro_batch_size: int, seed: int,
-                 num_workers: int = 0):
-        super().__init__()
-        self.splits = splits
-        self.pad_id = pad_id
-        self.micro_batch_size = micro_batch_size
-        self.seed = seed
-        self.num_workers = num_workers
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        # Each loader has its own generator: starting an iterator must not draw from the global
-        # RNG, which LoRA dropout uses and a resumed run restores to the interrupted run's state.
-        kwargs = dict(batch_size=self.micro_batch_size, drop_last=False, num_workers=self.num_workers,
-                      persistent_workers=self.num_workers > 0, collate_fn=functools.partial(collate, pad_id=self.pad_id),
-                      generator=torch.Generator().manual_seed(self.seed))
-        if not shuffle:
-            return DataLoader(self.splits[name], **kwargs)
-        self.train_sampler = ResumableShuffle(len(self.splits[name]), self.seed, self.micro_batch_size)
-        return ResumableLoader(self.splits[name], sampler=self.train_sampler, **kwargs)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        if self.trainer is not None and self.trainer.training and getattr(self, "train_sampler", None) is not None:
-            self.train_sampler.consumed += 1
-        return batch
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch
 
-    from .train import USER_ERRORS
+    from .errors import USER_ERRORS
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     run_dir = args.path if (args.path / "record.json").is_file() else args.path.parent

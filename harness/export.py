@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", help="a run dir holding record.json")
     parser.add_argument("--out", help="where to write the merged HF folder (default RUN_DIR/merged)")
     args = parser.parse_args(argv)
-    from .train import USER_ERRORS
+    from .errors import USER_ERRORS
 
     try:
         out = export_merged(args.run_dir, args.out)

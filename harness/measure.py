@@ -12,6 +12,7 @@ import sys
 import time
 
 import lightning as L
+import psutil
 import torch
 
 GIB = 1024**3
@@ -104,6 +105,14 @@ class MeasureCallback(L.Callback):
         if self.train_start is None or self.train_end is None:
             return None
         return self.train_end - self.train_start
+
+
+def process_age_seconds() -> float | None:
+    """Seconds since this process started (None where the OS does not say)."""
+    try:
+        return time.time() - psutil.Process().create_time()
+    except (psutil.Error, OSError):
+        return None
 
 
 def memory_snapshot(device: str) -> dict:

@@ -81,8 +81,8 @@ def hydra_main(cfg: DictConfig) -> None:
         fail(str(exc))
     resolved = resolved_config(cfg, run)
     if run.dry_run:
+        from .errors import USER_ERRORS
         from .estimate import estimate_run
-        from .train import USER_ERRORS
 
         try:
             # The estimate plans GPU memory, so precision=auto means what it means on a GPU.
@@ -90,7 +90,8 @@ def hydra_main(cfg: DictConfig) -> None:
         except USER_ERRORS as exc:
             fail(str(exc))
         return
-    from .train import USER_ERRORS, run_training
+    from .errors import USER_ERRORS
+    from .train import run_training
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     from .record import RecordWriteError
@@ -116,7 +117,7 @@ def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
     """``+sweep=NAME``: the driver runs each trial as its own ``python -m harness.run``."""
     from sweeps.driver import run_sweep
 
-    from .train import USER_ERRORS
+    from .errors import USER_ERRORS
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     trial_overrides = [a for a in argv if not a.startswith("-") and not is_hydra_override(a)

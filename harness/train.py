@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from . import adapters, data, evaluate, measure, models, speed, tracking
+from . import adapters, batches, data, evaluate, measure, models, speed, tracking
+from .errors import USER_ERRORS
 from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
 from .module import DivergedError, FineTuneModule, eager_blocks, steps_per_epoch
@@ -25,7 +26,6 @@ from .trial import PrunedError, trial_callbacks
 log = logging.getLogger(__name__)
 
 # Errors in what the user asked for: reported in one line, no traceback.
-USER_ERRORS = (ConfigError, data.DataError, MissingPathError, models.ModelLoadError, evaluate.EvalError)
 
 
 def pick_device(accelerator: str) -> str:
@@ -80,6 +80,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     started = time.perf_counter()
+    startup_seconds = measure.process_age_seconds()  # imports and composing, before this function
     device = pick_device(run.trainer.accelerator)
     # With several devices Lightning starts one process per device, each running this function;
     # rank 0 alone scores, saves and writes the record.
@@ -123,6 +124,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         "model_path": None,
         "error": None,
         "resumed_from": str(resume_path) if resume_path else None,
+        "startup_seconds": startup_seconds,
     }
     measure_cb = measure.MeasureCallback()
     module = None
@@ -143,7 +145,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
 
         module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps, compile=run.trainer.compile,
                                 shard=run.trainer.strategy == "fsdp", compile_mode=run.trainer.compile_mode)
-        datamodule = data.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
+        datamodule = batches.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
         t = run.trainer
         # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
         epoch_batches = min(math.ceil(len(splits["train"]) / (t.micro_batch_size * t.devices)),
@@ -172,6 +174,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             check_val_every_n_epoch=None if val_interval else t.epochs + 1,
             default_root_dir=str(run_dir),
         )
+        record["setup_seconds"] = time.perf_counter() - started  # data, estimate, model, adapter
         if run.eval.tasks and rank == 0:
             # Before training the adapter is the identity (LoRA B = 0), so this model is the base.
             if evaluate.HELDOUT_TASK in run.eval.tasks:

@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from harness import data
+from harness import batches, data
 from harness.data import DataError
 from harness.models import load_tokenizer
 from harness.paths import MissingPathError
@@ -410,7 +410,7 @@ def test_pack_examples_boundaries():
 
 def test_collate():
     batch = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": list(range(1, 11)), "labels": list(range(1, 11))}]
-    out = data.collate(batch, pad_id=0)
+    out = batches.collate(batch, pad_id=0)
     assert set(out) == {"input_ids", "labels", "attention_mask", "num_tokens"}
     assert out.pop("num_tokens") == 13  # counted on the host
     assert all(t.shape == (2, 16) and t.dtype == torch.long for t in out.values())
@@ -418,7 +418,7 @@ def test_collate():
     assert out["labels"][0].tolist() == [-100, 6, 7] + [-100] * 13
     assert out["attention_mask"][0].tolist() == [1] * 3 + [0] * 13
     assert out["attention_mask"][1].tolist() == [1] * 10 + [0] * 6
-    assert data.collate([{"input_ids": [1] * 8, "labels": [1] * 8}], pad_id=0)["input_ids"].shape == (1, 8)
+    assert batches.collate([{"input_ids": [1] * 8, "labels": [1] * 8}], pad_id=0)["input_ids"].shape == (1, 8)
 
 
 def test_datamodule_order():
@@ -426,14 +426,14 @@ def test_datamodule_order():
               for name, n in (("train", 10), ("val", 5), ("test", 3))}
 
     def order(seed: int):
-        dm = data.InstructionDataModule(splits, pad_id=0, micro_batch_size=4, seed=seed)
+        dm = batches.InstructionDataModule(splits, pad_id=0, micro_batch_size=4, seed=seed)
         return [b["labels"][:, 0].tolist() for b in dm.train_dataloader()]
 
     first = order(1)
     assert first == order(1) and first != order(2)
     assert [len(b) for b in first] == [4, 4, 2]  # drop_last=False
     assert sorted(x for b in first for x in b) == list(range(10))
-    dm = data.InstructionDataModule(splits, pad_id=0, micro_batch_size=4, seed=1)
+    dm = batches.InstructionDataModule(splits, pad_id=0, micro_batch_size=4, seed=1)
     assert [x for b in dm.val_dataloader() for x in b["labels"][:, 0].tolist()] == list(range(5))
     assert [x for b in dm.test_dataloader() for x in b["labels"][:, 0].tolist()] == list(range(3))
 

@@ -52,6 +52,10 @@ def test_cli_run_writes_a_complete_record_in_the_hydra_run_dir(chat_file, tmp_pa
     assert record["optimizer_steps"] == 3 and len(record["train_losses"]) == 3
     assert record["data"]["n_train"] == 32 and record["data"]["n_val"] == 8
     assert record["train_tokens_seen"] > 0 and record["tokens_per_s"] > 0
+    # Where the time went: start-up (imports) before the run's clock, then set-up, then training.
+    assert record["startup_seconds"] > 0.5  # a fresh process imports torch before it gets here
+    assert 0 < record["setup_seconds"] < record["total_seconds"]
+    assert record["setup_seconds"] + record["train_seconds"] <= record["total_seconds"]
     assert 0 < record["trainable_params"] < record["total_params"]
     assert (run_dir / "logs" / "metrics.csv").is_file()
     # The adapter is in PEFT format.

@@ -1,0 +1,16 @@
+"""The errors a user can fix: a config value, a data file, a path, a model or the hub, an eval
+task. Entry points print one of these as one line and exit with code 2; a run never turns one
+into a record.
+
+Kept apart from ``harness.train`` so the sweep driver can catch them without importing Lightning.
+"""
+
+from __future__ import annotations
+
+from .data import DataError
+from .evaluate import EvalError
+from .models import ModelLoadError
+from .paths import MissingPathError
+from .schema import ConfigError
+
+USER_ERRORS = (ConfigError, DataError, MissingPathError, ModelLoadError, EvalError)
