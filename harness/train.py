@@ -145,7 +145,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
 
         module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps, compile=run.trainer.compile,
                                 shard=run.trainer.strategy == "fsdp", compile_mode=run.trainer.compile_mode)
-        datamodule = batches.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed, run.data.num_workers)
+        # CUDA graphs record a graph per batch shape: one width keeps it to one.
+        datamodule = batches.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed,
+                                                   run.data.num_workers, pad_to=run.data.max_seq_len if module.cuda_graphs else None)
         t = run.trainer
         # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
         epoch_batches = min(math.ceil(len(splits["train"]) / (t.micro_batch_size * t.devices)),
