@@ -120,8 +120,8 @@ class FineTuneModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self(batch)
         self._pending.append(loss.detach())
-        # For the loggers only: the progress bar shows the host copy (on_before_optimizer_step),
-        # since turning a GPU tensor into a number for the bar would wait for the GPU every step.
+        # For the loggers only (they read it every log_every_n_steps): the progress bar shows the
+        # host copy, since turning a GPU tensor into a number for the bar waits for the GPU.
         self.log("train_loss", loss, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -137,9 +137,7 @@ class FineTuneModule(L.LightningModule):
             # Every device records (and checks) the same mean loss, so all stop together.
             loss = self.trainer.strategy.reduce(loss, reduce_op="mean")
         self._pending.clear()
-        previous = self.record_losses()
-        if previous is not None:
-            self.log("loss", previous, prog_bar=True, logger=False, on_step=True)
+        self.record_losses()  # the progress bar shows it (measure.HostMetricsBar)
         if loss.is_cuda:
             host = loss.detach().to("cpu", non_blocking=True)
             event = torch.cuda.Event()

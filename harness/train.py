@@ -77,7 +77,6 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     User errors raise before any model weights load; later failures become records.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import TQDMProgressBar
 
     started = time.perf_counter()
     startup_seconds = measure.process_age_seconds()  # imports and composing, before this function
@@ -165,7 +164,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.max_grad_norm,
             logger=loggers or False,
-            callbacks=[measure_cb, TQDMProgressBar(refresh_rate=t.accumulate_grad_batches), *checkpoint_callbacks(run, run_dir),
+            callbacks=[measure_cb, measure.HostMetricsBar(measure_cb, refresh_rate=t.accumulate_grad_batches), *checkpoint_callbacks(run, run_dir),
                        *trial_callbacks(), *fault_callbacks(run.fault)],
             enable_checkpointing=t.checkpoint_every_n_steps is not None,
             enable_model_summary=False,
