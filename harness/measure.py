@@ -75,6 +75,7 @@ class MeasureCallback(L.Callback):
         self.steady_start = None
         self.steady_tokens = 0
         self.steady_steps = 0
+        self._logged_step = -1
 
     def _sync(self, pl_module) -> None:
         if pl_module.device.type == "cuda":
@@ -93,7 +94,9 @@ class MeasureCallback(L.Callback):
             self.steady_start, self.steady_tokens, self.steady_steps = time.perf_counter(), self.tokens, trainer.global_step
         # Straight to the loggers, not through self.log: that copies each number to the GPU and
         # waits for it, a host stall every step (about 20% of the 135M shape's speed on an H100).
-        if trainer.loggers and trainer.global_step % trainer.log_every_n_steps == 0 and self.tokens_per_second:
+        step = trainer.global_step
+        if trainer.loggers and step % trainer.log_every_n_steps == 0 and step != self._logged_step and self.tokens_per_second:
+            self._logged_step = step  # once per optimizer step, not per accumulated micro-batch
             for logger in trainer.loggers:
                 logger.log_metrics({"tok_s": self.tokens_per_second}, step=trainer.global_step)
 
