@@ -94,11 +94,11 @@ class MeasureCallback(L.Callback):
             self.steady_start, self.steady_tokens, self.steady_steps = time.perf_counter(), self.tokens, trainer.global_step
         # Straight to the loggers, not through self.log: that copies each number to the GPU and
         # waits for it, a host stall every step (about 20% of the 135M shape's speed on an H100).
-        step = trainer.global_step
-        if trainer.loggers and step % trainer.log_every_n_steps == 0 and step != self._logged_step and self.tokens_per_second:
+        step, rate = trainer.global_step, self.tokens_per_second
+        if trainer.loggers and rate and step % trainer.log_every_n_steps == 0 and step != self._logged_step:
             self._logged_step = step  # once per optimizer step, not per accumulated micro-batch
             for logger in trainer.loggers:
-                logger.log_metrics({"tok_s": self.tokens_per_second}, step=trainer.global_step)
+                logger.log_metrics({"tok_s": rate}, step=step)
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -132,8 +132,9 @@ class HostMetricsBar(TQDMProgressBar):
         losses = getattr(pl_module, "train_losses", None)
         if losses:
             items["loss"] = f"{losses[-1]:.4g}"
-        if trainer.training and self.measure.tokens_per_second:
-            items["tok_s"] = f"{self.measure.tokens_per_second:,.0f}"
+        rate = self.measure.tokens_per_second if trainer.training else None
+        if rate:
+            items["tok_s"] = f"{rate:,.0f}"
         return items
 
 

@@ -82,8 +82,8 @@ class FineTuneModule(L.LightningModule):
     """Trains a (peft-wrapped) causal LM on batches of input_ids/attention_mask/labels.
 
     Losses are kept per optimizer step on the host for the record; a non-finite loss stops the
-    run with :class:`DivergedError` one optimizer step later (see ``on_before_optimizer_step``). ``compile``: torch.compile the decoder
-    blocks (:func:`compile_blocks`). ``shard``: FSDP2 per decoder block when Lightning sets up the
+    run with :class:`DivergedError` one optimizer step later (see ``on_before_optimizer_step``).
+    ``compile``: torch.compile the decoder blocks (:func:`compile_blocks`). ``shard``: FSDP2 per decoder block when Lightning sets up the
     model (:func:`shard_blocks`, with ``trainer.strategy=fsdp``).
     """
 
@@ -146,11 +146,11 @@ class FineTuneModule(L.LightningModule):
             host, event = loss.detach(), None
         self._in_flight = (self.global_step, host, event)
 
-    def record_losses(self) -> float | None:
-        """Read the loss copied at the last optimizer step into ``train_losses`` and return it
-        (None if none is in flight); raise :class:`DivergedError` if it is not finite."""
+    def record_losses(self) -> None:
+        """Append the loss copied at the last optimizer step, if one is in flight, to
+        ``train_losses``; raise :class:`DivergedError` if it is not finite."""
         if self._in_flight is None:
-            return None
+            return
         step, host, event = self._in_flight
         self._in_flight = None
         if event is not None:
@@ -159,7 +159,6 @@ class FineTuneModule(L.LightningModule):
         if not math.isfinite(loss):
             raise DivergedError(f"training loss became {loss} at optimizer step {step}")
         self.train_losses.append(loss)
-        return loss
 
     def on_train_end(self):
         self.record_losses()

@@ -254,9 +254,9 @@ class TrainerConfig:
     Speed switches (each leaves the loss the same function of the weights and the batch):
     compile: torch.compile each decoder block (regional compilation: one compiled graph shared
     by every layer; the first steps pay the compilation). compile_mode: torch.compile's mode.
-    ``reduce-overhead`` adds CUDA graphs, for small launch-bound models; experimental: it ran
-    (5.6x the plain loop) on the bench's 135M shape with fixed-width batches, but failed at the
-    first step on the tiny model with batches of varying width (docs/benchmarks.md).
+    ``reduce-overhead`` adds CUDA graphs, for small launch-bound models: every batch is then
+    padded to ``data.max_seq_len`` (one graph per shape), and under gradient accumulation the
+    first micro-batch's gradients are copied out of graph memory (docs/benchmarks.md).
     liger_kernels: liger-kernel's Triton RMSNorm, SwiGLU, RoPE and fused linear cross-entropy
     (no logits tensor); CUDA only, ``pip install -e ".[speed]"``; the fused loss is left out
     when LoRA adapts lm_head, since it reads the head's base weight.

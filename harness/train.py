@@ -25,8 +25,6 @@ from .trial import PrunedError, trial_callbacks
 
 log = logging.getLogger(__name__)
 
-# Errors in what the user asked for: reported in one line, no traceback.
-
 
 def pick_device(accelerator: str) -> str:
     """``cuda`` or ``cpu`` for trainer.accelerator (auto takes a GPU when there is one)."""
