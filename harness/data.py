@@ -4,7 +4,7 @@ Plain builder functions do the work; :class:`InstructionDataModule` only wraps t
 splits in DataLoaders. The pipeline is::
 
     load_examples(cfg)            -> [{"instruction", "input", "output"}], stats
-    tokenize_examples(ex, tok, cfg) -> [{"input_ids", "labels"}], stats
+    tokenize_examples(ex, tok, cfg) -> [{"input_ids", "labels"}], stats  (cached for large data)
     build_splits(cfg, tok)        -> {"train", "val", "test"}, stats
 
 Every user error (missing/empty/malformed/non-UTF-8 file, missing field, unreachable hub,
@@ -39,6 +39,11 @@ CACHE_MIN_BYTES = 8 << 20
 # Bump when parsing or normalization changes, so stale caches are ignored.
 CACHE_VERSION = 1
 _FINGERPRINT_BYTES = 1 << 20
+# Data of at least this many examples has its tokenized form cached, so sweep trials on the same
+# data and tokenizer tokenize it once (the embedded 11k examples take seconds). Tests lower it.
+TOKENIZED_CACHE_MIN_EXAMPLES = 2000
+# Bump when templating or tokenizing changes, so stale tokenized caches are ignored.
+TOKENIZED_CACHE_VERSION = 1
 
 ALPACA_PROMPT_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -521,6 +526,83 @@ def tokenize_examples(examples: list[dict], tokenizer, cfg: DataConfig) -> tuple
     return out, stats
 
 
+def tokenize_examples_cached(examples: list[dict], tokenizer, cfg: DataConfig) -> tuple[list[dict], dict]:
+    """:func:`tokenize_examples`, through a cache in ``$HARNESS_CACHE/tokenized`` for data of at
+    least ``TOKENIZED_CACHE_MIN_EXAMPLES`` examples.
+
+    The cache key covers the examples' text, the tokenizer (its serialized fast tokenizer,
+    chat template and special tokens) and the settings that change tokens: ``template``,
+    ``max_seq_len``, ``overlong`` and ``train_on_prompt``. Split sizes, seeds and packing come
+    later and do not enter it. A slow (Python) tokenizer is never cached. Stats gain
+    ``tokenized_from_cache``.
+    """
+    key = _tokenized_key(examples, tokenizer, cfg) if len(examples) >= TOKENIZED_CACHE_MIN_EXAMPLES else None
+    path = cache_dir() / "tokenized" / f"{key}.npz" if key else None
+    if path is not None and (hit := _read_tokenized(path, cfg)) is not None:
+        tokenized, stats = hit
+        log.info("tokenized examples read from the cache (%s): %s kept", path.name, f"{len(tokenized):,}")
+        return tokenized, {**stats, "tokenized_from_cache": True}
+    tokenized, stats = tokenize_examples(examples, tokenizer, cfg)
+    if path is not None:
+        _write_tokenized(path, tokenized, stats, cfg)
+    return tokenized, {**stats, "tokenized_from_cache": False}
+
+
+def _tokenized_key(examples: list[dict], tokenizer, cfg: DataConfig) -> str | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    digest = hashlib.sha256()
+    settings = {"version": TOKENIZED_CACHE_VERSION, "class": type(tokenizer).__name__,
+                "chat_template": getattr(tokenizer, "chat_template", None),
+                "special_tokens": {k: str(v) for k, v in tokenizer.special_tokens_map.items()},
+                "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id,
+                "template": cfg.template, "max_seq_len": cfg.max_seq_len, "overlong": cfg.overlong,
+                "train_on_prompt": cfg.train_on_prompt, "examples": len(examples)}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(backend.to_str().encode())
+    for example in examples:
+        for name in sorted(example):
+            digest.update(f"\0{name}\0{example[name]}".encode())
+    return digest.hexdigest()[:40]
+
+
+def _write_tokenized(path: Path, tokenized: list[dict], stats: dict, cfg: DataConfig) -> None:
+    """One flat array of ids, offsets, and per example the count of leading masked labels
+    (labels are the ids, masked on the prompt; see :func:`tokenize_examples`)."""
+    import numpy as np
+
+    masked = [next((i for i, label in enumerate(e["labels"]) if label != IGNORE_INDEX), len(e["labels"]))
+              for e in tokenized]
+    if any(e["labels"][m:] != e["input_ids"][m:] for e, m in zip(tokenized, masked, strict=True)):
+        return  # labels this layout cannot rebuild: leave them uncached rather than wrong
+    ids = np.fromiter((i for e in tokenized for i in e["input_ids"]), dtype=np.int32)
+    offsets = np.cumsum([0] + [len(e["input_ids"]) for e in tokenized], dtype=np.int64)
+    try:
+        atomic_write(path, lambda f: np.savez(f, ids=ids, offsets=offsets, masked=np.asarray(masked, dtype=np.int32),
+                                              stats=np.asarray(json.dumps(stats))), binary=True)
+    except OSError as exc:  # a read-only or full cache only costs the next run a re-tokenize
+        log.warning("could not cache tokenized data in %s: %s", path.parent, exc)
+
+
+def _read_tokenized(path: Path, cfg: DataConfig) -> tuple[list[dict], dict] | None:
+    import numpy as np
+
+    try:
+        with np.load(path) as stored:
+            ids, offsets, masked = stored["ids"].tolist(), stored["offsets"].tolist(), stored["masked"].tolist()
+            stats = json.loads(str(stored["stats"]))
+    except (OSError, ValueError, KeyError):
+        return None  # absent or damaged: tokenize again
+    if len(masked) != stats.get("examples_out") or len(offsets) != len(masked) + 1:
+        return None
+    tokenized = []
+    for start, end, m in zip(offsets[:-1], offsets[1:], masked, strict=True):
+        example_ids = ids[start:end]
+        tokenized.append({"input_ids": example_ids, "labels": [IGNORE_INDEX] * m + example_ids[m:]})
+    return tokenized, stats
+
+
 # --------------------------------------------------------------------------- splits & packing
 
 
@@ -574,14 +656,14 @@ def build_splits(cfg: DataConfig, tokenizer, loaded: tuple[list[dict], dict] | N
     (to report data errors before loading the tokenizer or the model).
 
     Returns ``({"train", "val", "test"}, stats)``; stats merge :func:`load_examples` and
-    :func:`tokenize_examples` stats with ``n_train`` (rows, packed or not),
+    :func:`tokenize_examples_cached` stats with ``n_train`` (rows, packed or not),
     ``n_train_examples``, ``n_val``, ``n_test``, ``train_tokens``, ``train_target_tokens``
     and ``packed``. Only the training split is ever packed.
     """
     check_template(tokenizer, cfg)  # cheap, and before the file is parsed
     examples, stats = loaded if loaded is not None else load_examples(cfg)
     stats = dict(stats)
-    tokenized, tok_stats = tokenize_examples(examples, tokenizer, cfg)
+    tokenized, tok_stats = tokenize_examples_cached(examples, tokenizer, cfg)
     stats.update(tok_stats)
     splits = split_examples(tokenized, cfg)
     stats["n_train_examples"] = len(splits["train"])

@@ -65,16 +65,17 @@ def package_version(package: str) -> str | None:
     return None
 
 
-def atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write, binary: bool = False) -> Path:
     """Write ``path`` through ``write(handle)`` on a temp file in the same folder, then rename it
-    into place: readers see the old file or the whole new one, never half of one."""
+    into place: readers see the old file or the whole new one, never half of one. The handle is
+    UTF-8 text, or bytes with ``binary``."""
     import tempfile
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

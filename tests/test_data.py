@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from harness import batches, data
+from harness.bench import bench_tokenizer
 from harness.data import DataError
 from harness.models import load_tokenizer
 from harness.paths import MissingPathError
@@ -185,6 +186,60 @@ def test_parsed_file_is_cached(tmp_path, monkeypatch):
     path.write_text(text[:-30].replace("What is 2+2?", "What is 3+3?"), encoding="utf-8")
     third, stats3 = data.load_examples(c)
     assert stats3["from_cache"] is False and third[0]["instruction"] == "What is 3+3?"
+
+
+def test_tokenized_examples_are_cached_per_data_tokenizer_and_settings(tmp_path, monkeypatch, tok):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "TOKENIZED_CACHE_MIN_EXAMPLES", 0)
+    rows = [{"instruction": f"Add {a} and {a}. " + "Show the steps. " * (a % 5), "input": "", "output": f"{2 * a}. " * (a % 7 + 1)}
+            for a in range(40)]
+    examples, _ = data.load_examples(cfg(write_json(tmp_path / "a.json", rows), template="chat"))
+    c = cfg(tmp_path / "a.json", template="chat", max_seq_len=48, overlong="truncate")
+    tokenize = data.tokenize_examples
+
+    first, stats1 = data.tokenize_examples_cached(examples, tok, c)
+    assert stats1["tokenized_from_cache"] is False and stats1["overlong_truncated"] > 0
+    assert len(list((tmp_path / "cache" / "tokenized").glob("*.npz"))) == 1
+
+    def never(*args):
+        raise AssertionError("tokenized again despite a cache hit")
+    monkeypatch.setattr(data, "tokenize_examples", never)
+    second, stats2 = data.tokenize_examples_cached(examples, tok, c)
+    assert second == first == tokenize(examples, tok, c)[0]
+    assert stats2 == {**stats1, "tokenized_from_cache": True}
+    monkeypatch.setattr(data, "tokenize_examples", tokenize)
+
+    # Each setting that changes the tokens, the text, or the tokenizer misses the cache, and the
+    # result is the fresh tokenization.
+    changed_text = [dict(e, output=e["output"] + " Done.") for e in examples]
+    other_tok = load_tokenizer(ModelConfig(name="w", name_or_path=str(bench_tokenizer(tmp_path / "word"))))
+    variants = [(examples, tok, cfg(tmp_path / "a.json", template="chat", max_seq_len=64, overlong="truncate")),
+                (examples, tok, cfg(tmp_path / "a.json", template="chat", max_seq_len=48, overlong="drop")),
+                (examples, tok, cfg(tmp_path / "a.json", template="chat", max_seq_len=48, overlong="truncate", train_on_prompt=True)),
+                (examples, tok, cfg(tmp_path / "a.json", template="alpaca", max_seq_len=48, overlong="truncate")),
+                (changed_text, tok, c),
+                (examples, other_tok, cfg(tmp_path / "a.json", template="alpaca", max_seq_len=48, overlong="truncate"))]
+    for some_examples, some_tok, some_cfg in variants:
+        got, stats = data.tokenize_examples_cached(some_examples, some_tok, some_cfg)
+        assert stats["tokenized_from_cache"] is False
+        assert got == tokenize(some_examples, some_tok, some_cfg)[0]
+    # Split sizes and the data seed come after tokenizing: they hit.
+    assert data.tokenize_examples_cached(examples, tok, cfg(tmp_path / "a.json", template="chat", max_seq_len=48,
+                                         overlong="truncate", seed=7, train_size=3))[1]["tokenized_from_cache"] is True
+
+    # A damaged cache file is tokenized again, and rewritten.
+    for stored in (tmp_path / "cache" / "tokenized").glob("*.npz"):
+        stored.write_bytes(b"not an archive")
+    again, stats3 = data.tokenize_examples_cached(examples, tok, c)
+    assert stats3["tokenized_from_cache"] is False and again == first
+    assert data.tokenize_examples_cached(examples, tok, c)[1]["tokenized_from_cache"] is True
+
+
+def test_small_data_is_not_cached_tokenized(tmp_path, monkeypatch, tok):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    examples, _ = data.load_examples(cfg(write_json(tmp_path / "a.json", ALPACA)))
+    _, stats = data.tokenize_examples_cached(examples, tok, cfg(tmp_path / "a.json"))
+    assert stats["tokenized_from_cache"] is False and not (tmp_path / "cache" / "tokenized").exists()
 
 
 # --------------------------------------------------------------------------- bad input
