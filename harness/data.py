@@ -538,13 +538,13 @@ def tokenize_examples_cached(examples: list[dict], tokenizer, cfg: DataConfig) -
     """
     key = _tokenized_key(examples, tokenizer, cfg) if len(examples) >= TOKENIZED_CACHE_MIN_EXAMPLES else None
     path = cache_dir() / "tokenized" / f"{key}.npz" if key else None
-    if path is not None and (hit := _read_tokenized(path, cfg)) is not None:
+    if path is not None and (hit := _read_tokenized(path)) is not None:
         tokenized, stats = hit
         log.info("tokenized examples read from the cache (%s): %s kept", path.name, f"{len(tokenized):,}")
         return tokenized, {**stats, "tokenized_from_cache": True}
     tokenized, stats = tokenize_examples(examples, tokenizer, cfg)
     if path is not None:
-        _write_tokenized(path, tokenized, stats, cfg)
+        _write_tokenized(path, tokenized, stats)
     return tokenized, {**stats, "tokenized_from_cache": False}
 
 
@@ -567,7 +567,7 @@ def _tokenized_key(examples: list[dict], tokenizer, cfg: DataConfig) -> str | No
     return digest.hexdigest()[:40]
 
 
-def _write_tokenized(path: Path, tokenized: list[dict], stats: dict, cfg: DataConfig) -> None:
+def _write_tokenized(path: Path, tokenized: list[dict], stats: dict) -> None:
     """One flat array of ids, offsets, and per example the count of leading masked labels
     (labels are the ids, masked on the prompt; see :func:`tokenize_examples`)."""
     import numpy as np
@@ -585,7 +585,7 @@ def _write_tokenized(path: Path, tokenized: list[dict], stats: dict, cfg: DataCo
         log.warning("could not cache tokenized data in %s: %s", path.parent, exc)
 
 
-def _read_tokenized(path: Path, cfg: DataConfig) -> tuple[list[dict], dict] | None:
+def _read_tokenized(path: Path) -> tuple[list[dict], dict] | None:
     import numpy as np
 
     try:
