@@ -71,6 +71,8 @@ def switches_for(name: str, harness_overrides: list[str] | None) -> list[str]:
     if not torch.cuda.is_available():
         return FAST_CPU
     return FAST_GPU_SMALL if name in SMALL_CONFIGS else FAST_GPU
+
+
 WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "seven", "green", "market"]
 
 
