@@ -1,7 +1,7 @@
-"""Instruction data: load, normalize, template, tokenize, split, pack, batch.
+"""Instruction data: load, normalize, template, tokenize, split, pack.
 
-Plain builder functions do the work; :class:`InstructionDataModule` only wraps the finished
-splits in DataLoaders. The pipeline is::
+Plain builder functions; batching the finished splits is :mod:`harness.batches`. The pipeline
+is::
 
     load_examples(cfg)            -> [{"instruction", "input", "output"}], stats
     tokenize_examples(ex, tok, cfg) -> [{"input_ids", "labels"}], stats  (cached for large data)

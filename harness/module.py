@@ -83,8 +83,9 @@ class FineTuneModule(L.LightningModule):
 
     Losses are kept per optimizer step on the host for the record; a non-finite loss stops the
     run with :class:`DivergedError` one optimizer step later (see ``on_before_optimizer_step``).
-    ``compile``: torch.compile the decoder blocks (:func:`compile_blocks`). ``shard``: FSDP2 per decoder block when Lightning sets up the
-    model (:func:`shard_blocks`, with ``trainer.strategy=fsdp``).
+    ``compile``: torch.compile the decoder blocks (:func:`compile_blocks`). ``shard``: FSDP2 per
+    decoder block when Lightning sets up the model (:func:`shard_blocks`, with
+    ``trainer.strategy=fsdp``).
     """
 
     def __init__(self, model: nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total_steps: int,
