@@ -161,7 +161,7 @@ def run_reference(overrides: list[str], warmup: int) -> dict:
 
     run, _ = compose(overrides)
     device = pick_device(run.trainer.accelerator)
-    precision = resolve_precision(run.trainer.precision, device)
+    precision = resolve_precision(run.trainer.precision, device, run.adapter.kind)
     tokenizer = models.load_tokenizer(run.model)
     splits, _ = data.build_splits(run.data, tokenizer)
     L.seed_everything(run.seed, workers=True, verbose=False)

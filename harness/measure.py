@@ -1,8 +1,10 @@
 """Measurement: peak memory, wall time, throughput and MFU, the way the reference study measured.
 
-Peak GPU memory is ``torch.cuda.max_memory_allocated()`` over the whole process (model load
-included), as in the reference study (which reported it /1e9 as "GB"). It is reset once, only
-where a random-init quantized model drops the full-precision copy it was quantized from.
+Peak GPU memory is ``torch.cuda.max_memory_allocated()``, as in the reference study (which
+reported it /1e9 as "GB") for its training loop. A run records three peaks: the training phase
+(reset when training starts: what the study measured, and what verdicts and the estimate use),
+the scoring phase (lm-eval passes, base and tuned), and the whole process. The counter is also
+reset where a random-init quantized model drops the full-precision copy it was quantized from.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ WARMUP_STEPS = 2
 class MeasureCallback(L.Callback):
     """Times training, counts non-padding tokens, and shows tokens/s on the progress bar."""
 
-    def __init__(self, warmup_steps: int | None = None):
+    def __init__(self, warmup_steps: int | None = None, peaks: PhasePeaks | None = None):
+        self.peaks = peaks  # the training phase's peak memory starts and ends with training
         self.train_start = self.train_end = None
         self.tokens = 0
         self.sequences = 0
@@ -83,6 +86,8 @@ class MeasureCallback(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self._sync(pl_module)
+        if self.peaks is not None:
+            self.peaks.begin("train")
         self.train_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -109,6 +114,8 @@ class MeasureCallback(L.Callback):
     def on_train_end(self, trainer, pl_module):
         self._sync(pl_module)
         self.train_end = time.perf_counter()
+        if self.peaks is not None:
+            self.peaks.end("train")
         self.steady_steps = trainer.global_step - self.steady_steps if self.steady_start is not None else 0
         self.steady_tokens = self.tokens - self.steady_tokens if self.steady_start is not None else 0
 
@@ -146,26 +153,73 @@ def process_age_seconds() -> float | None:
         return None
 
 
+def _gpu_peaks() -> tuple[int, int]:
+    return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+
+
+def _peak_fields(prefix: str, allocated: int, reserved: int) -> dict:
+    return {f"{prefix}gpu_allocated_bytes": allocated, f"{prefix}gpu_reserved_bytes": reserved,
+            f"{prefix}gpu_allocated_gib": round(allocated / GIB, 3), f"{prefix}gpu_reserved_gib": round(reserved / GIB, 3),
+            f"{prefix}gpu_allocated_gb": round(allocated / 1e9, 3), f"{prefix}gpu_reserved_gb": round(reserved / 1e9, 3)}
+
+
+class PhasePeaks:
+    """Peak GPU memory per phase of a run (``train``, ``eval``), and over the whole process.
+
+    ``begin(phase)`` resets CUDA's peak counter (folding what it held into the process peak);
+    ``end(phase)`` keeps the phase's peak (a phase entered twice keeps the larger). On a CPU
+    there is no counter to reset: phases get the process's peak RSS so far, and say so.
+    """
+
+    def __init__(self, device: str):
+        self.gpu = device == "cuda" and torch.cuda.is_available()
+        self.process = (0, 0)
+        self.phases: dict[str, tuple[int, int]] = {}
+
+    def _fold(self) -> tuple[int, int]:
+        now = _gpu_peaks()
+        self.process = (max(self.process[0], now[0]), max(self.process[1], now[1]))
+        return now
+
+    def begin(self, phase: str) -> None:
+        if self.gpu:
+            self._fold()
+            torch.cuda.reset_peak_memory_stats()
+
+    def end(self, phase: str) -> None:
+        if self.gpu:
+            now = self._fold()
+            old = self.phases.get(phase, (0, 0))
+            self.phases[phase] = (max(old[0], now[0]), max(old[1], now[1]))
+        else:
+            rss = peak_rss_bytes()
+            self.phases[phase] = (max(self.phases.get(phase, (0, 0))[0], rss), 0)
+
+    def snapshot(self) -> dict:
+        """The record's memory fields: process peaks (GPU allocated/reserved, host RSS), each
+        phase's peak (``train_peak_*``, ``eval_peak_*``), and the device-neutral
+        ``peak_memory_gib`` (process) and ``train_peak_memory_gib`` (training phase: GPU
+        allocated, else the host's peak RSS up to the end of training)."""
+        snap: dict = {"peak_rss_bytes": peak_rss_bytes()}
+        snap["peak_rss_gib"] = round(snap["peak_rss_bytes"] / GIB, 3)
+        if self.gpu:
+            self._fold()
+            snap.update(_peak_fields("peak_", *self.process))
+            for phase, (allocated, reserved) in self.phases.items():
+                snap.update(_peak_fields(f"{phase}_peak_", allocated, reserved))
+        on_gpu = "peak_gpu_allocated_gib" in snap
+        snap["peak_memory_gib"] = snap["peak_gpu_allocated_gib"] if on_gpu else snap["peak_rss_gib"]
+        snap["peak_memory_kind"] = "gpu_allocated" if on_gpu else "host_rss"
+        if "train" in self.phases:
+            train = self.phases["train"][0]
+            snap["train_peak_memory_gib"] = round(train / GIB, 3)
+            snap["train_peak_memory_kind"] = "gpu_allocated_train_phase" if on_gpu else "host_rss_process_so_far"
+        return snap
+
+
 def memory_snapshot(device: str) -> dict:
-    """Peak memory so far: GPU allocated/reserved (bytes, GiB, decimal GB) and host RSS."""
-    snap: dict = {"peak_rss_bytes": peak_rss_bytes()}
-    snap["peak_rss_gib"] = round(snap["peak_rss_bytes"] / GIB, 3)
-    if device == "cuda" and torch.cuda.is_available():
-        allocated = torch.cuda.max_memory_allocated()
-        reserved = torch.cuda.max_memory_reserved()
-        snap.update(
-            peak_gpu_allocated_bytes=allocated,
-            peak_gpu_reserved_bytes=reserved,
-            peak_gpu_allocated_gib=round(allocated / GIB, 3),
-            peak_gpu_reserved_gib=round(reserved / GIB, 3),
-            peak_gpu_allocated_gb=round(allocated / 1e9, 3),
-            peak_gpu_reserved_gb=round(reserved / 1e9, 3),
-        )
-    # One device-neutral memory metric for sweeps and tables: GPU allocated, else host RSS.
-    on_gpu = "peak_gpu_allocated_gib" in snap
-    snap["peak_memory_gib"] = snap["peak_gpu_allocated_gib"] if on_gpu else snap["peak_rss_gib"]
-    snap["peak_memory_kind"] = "gpu_allocated" if on_gpu else "host_rss"
-    return snap
+    """Peak memory of the process so far (no phases): GPU allocated/reserved and host RSS."""
+    return PhasePeaks(device).snapshot()
 
 
 def throughput(measure: MeasureCallback, total_params: int, trainable_params: int, config, peak_flops: float | None) -> dict:

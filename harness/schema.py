@@ -7,6 +7,10 @@ these dataclasses. Both happen before any model or data loads.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +29,13 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def _one_of(value: Any, key: str, allowed: tuple) -> None:
     _require(value in allowed, key, f"got {value!r}, expected one of {', '.join(map(str, allowed))}")
+
+
+SEED_MAX = 2**32 - 1  # numpy's RandomState takes seeds in [0, 2**32 - 1]
+
+
+def _seed(value: Any, key: str) -> None:
+    _require(0 <= value <= SEED_MAX, key, f"must be in [0, {SEED_MAX}] (numpy's seed range), got {value}")
 
 
 TARGET_PRESETS: dict[str, list[str]] = {
@@ -89,6 +100,8 @@ class DataConfig:
     overlong: examples longer than max_seq_len are ``drop``ped or ``truncate``d; both counted.
     train_size: cap on training examples after the split (null = all); val/test sizes are fixed
     counts taken first from a shuffle by ``seed`` (the data seed, independent of the run seed).
+    mix: the share of the training split that is generated arithmetic question/answer examples,
+    added to it (round(mix / (1 - mix) * train examples) of them; see :func:`harness.data.arithmetic_mix`).
     """
 
     name: str = MISSING
@@ -107,6 +120,7 @@ class DataConfig:
     val_size: int = 32
     test_size: int = 200
     seed: int = 1234
+    mix: float = 0.0
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -119,6 +133,8 @@ class DataConfig:
         _require(self.val_size >= 0, "data.val_size", f"must be >= 0, got {self.val_size}")
         _require(self.test_size >= 0, "data.test_size", f"must be >= 0, got {self.test_size}")
         _require(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        _seed(self.seed, "data.seed")
+        _require(0 <= self.mix < 1, "data.mix", f"must be in [0, 1) (the share of the training split), got {self.mix}")
 
 
 @dataclass
@@ -234,8 +250,10 @@ class TrainerConfig:
     global_batch_size must be a multiple of micro_batch_size x devices; gradient accumulation
     is global / (micro x devices). max_steps (optimizer steps) overrides epochs when set. cpu_max_steps
     caps the run when no GPU is found and max_steps is unset, so the default finishes on a
-    laptop; the record says when that happened. precision ``auto`` is bf16-true on a GPU
-    with bf16 and 32-true elsewhere.
+    laptop; the record says when that happened. precision ``auto`` is bf16 on a GPU with bf16
+    (and a CPU with native bf16), 32-true elsewhere: bf16-true weights for adapters,
+    bf16-mixed (fp32 master weights) for full fine-tuning, whose small updates would round
+    away in bf16 weights.
 
     checkpoint_every_n_steps: save a resumable checkpoint (trainable weights, optimizer,
     scheduler, data position, RNG state) to ``<run dir>/checkpoints/last.ckpt`` every N optimizer
@@ -391,6 +409,8 @@ class FaultConfig:
         _require(self.at_step >= 0, "fault.at_step", f"must be >= 0, got {self.at_step}")
 
 
+HELDOUT_TASK = "harness_heldout"  # scores the run's own test split (harness.evaluate)
+
 SAMPLERS = ("grid", "tpe", "random", "nsga2")
 DIRECTIONS = ("minimize", "maximize")
 # Objectives that measure time: trials that optimise them keep a GPU to themselves.
@@ -493,6 +513,9 @@ class SweepConfig:
         _require(self.trials_per_gpu > 0, "sweep.trials_per_gpu", f"must be > 0, got {self.trials_per_gpu}")
         _require(self.gpu_memory_budget is None or self.gpu_memory_budget > 0, "sweep.gpu_memory_budget", f"must be > 0 GiB or null, got {self.gpu_memory_budget}")
         _require(len(set(self.seeds)) == len(self.seeds), "sweep.seeds", f"has repeated seeds: {list(self.seeds)}")
+        for seed in self.seeds:
+            _seed(seed, "sweep.seeds")
+        _seed(self.sampler_seed, "sweep.sampler_seed")
         _require(self.storage_retry_seconds > 0, "sweep.storage_retry_seconds", f"must be > 0, got {self.storage_retry_seconds}")
         _require(self.heartbeat_seconds > 0 and self.stale_after_seconds > self.heartbeat_seconds,
                  "sweep.stale_after_seconds", "must be greater than sweep.heartbeat_seconds (both > 0)")
@@ -524,6 +547,9 @@ class RunConfig:
     dry_run: bool = False
 
     def __post_init__(self) -> None:
+        _seed(self.seed, "seed")
+        _require(self.data.test_size > 0 or HELDOUT_TASK not in self.eval.tasks, "data.test_size",
+                 f"is 0, but eval task {HELDOUT_TASK} scores the test split; set data.test_size > 0 or leave that task out")
         if self.adapter.kind == "full":
             _require(self.quant.mode == "none", "quant.mode", "full fine-tuning cannot train quantized weights; use quant=none")
         _require(self.trainer.strategy != "fsdp" or self.quant.mode == "none", "quant.mode",
@@ -575,6 +601,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         plain = cfg.copy()
         with open_dict(plain):
             del plain["hydra"]
+    check_keys_and_numbers(plain)
     try:
         run = OmegaConf.to_object(plain)
     except OmegaConfBaseException as exc:
@@ -583,3 +610,80 @@ def validate(cfg: DictConfig) -> RunConfig:
     if not isinstance(run, RunConfig):
         raise ConfigError("config: not composed from the run schema (is conf/config.yaml intact?)")
     return run
+
+
+# Names users bring from peft / transformers for the schema's own keys: suggested when difflib
+# finds nothing close (``rank`` is far from ``r`` by spelling).
+KEY_ALIASES = {"rank": "r", "lora_r": "r", "lora_rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+               "target_modules": "targets", "learning_rate": "lr", "num_epochs": "epochs",
+               "num_train_epochs": "epochs", "batch_size": "micro_batch_size", "model_name": "name_or_path"}
+
+
+def _schema_fields(schema: type) -> dict[str, Any]:
+    """Field name -> type of a schema dataclass (annotations resolved)."""
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(schema)}
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    """The schema dataclass a field holds (``SweepConfig | None`` -> SweepConfig), or None for an
+    open value (a mapping, a list, a scalar)."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    return next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
+
+
+def unknown_key_error(key: str, known: typing.Iterable[str]) -> ConfigError:
+    """``KEY: unknown key`` with the key probably meant (a close spelling or a known alias)."""
+    parent, _, leaf = key.rpartition(".")
+    known = sorted(known)
+    guess = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+    if not guess and KEY_ALIASES.get(leaf.lower()) in known:
+        guess = [KEY_ALIASES[leaf.lower()]]
+    hint = f"; did you mean {parent + '.' if parent else ''}{guess[0]}?" if guess else ""
+    return ConfigError(f"{key}: unknown key{hint} (known keys{' of ' + parent if parent else ''}: {', '.join(known)})")
+
+
+def unknown_key_error_at(key: str) -> ConfigError | None:
+    """The unknown-key error for a dotted key of the run schema (as Hydra names it when an
+    override sets a key that does not exist), or None when the key's parent is not a schema."""
+    schema: type | None = RunConfig
+    parts = key.split(".")
+    for part in parts[:-1]:
+        fields = _schema_fields(schema)
+        schema = _dataclass_of(fields.get(part)) if part in fields else None
+        if schema is None:
+            return None
+    return unknown_key_error(key, _schema_fields(schema))
+
+
+def check_keys_and_numbers(cfg: DictConfig) -> None:
+    """Every key of the composed config is one the schema has, and every number is finite.
+
+    Hydra's ``+key=value`` adds a key even where the schema has none, and OmegaConf then drops it
+    silently: a typo (``+trainer.epoch=2``) would run as if never typed. Only the schema's open
+    mappings (``optimizer.lr_ratios``, ``model.arch``, ``sweep.space``, ``sweep.smoke``,
+    ``sweep.submitit.additional_parameters``: dict-typed fields) take new keys. inf and nan parse
+    as floats but are no setting anywhere (a learning rate, a ratio, a space value).
+    """
+    from omegaconf import ListConfig
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, DictConfig):
+            schema = OmegaConf.get_type(node)
+            if dataclasses.is_dataclass(schema):
+                known = _schema_fields(schema)
+                for key in node.keys():
+                    if key not in known:
+                        raise unknown_key_error(f"{prefix}{key}", known)
+            for key in node.keys():
+                if node._get_node(key)._is_missing():
+                    continue
+                walk(node[key], f"{prefix}{key}.")
+        elif isinstance(node, ListConfig):
+            for i in range(len(node)):
+                walk(node[i], f"{prefix.rstrip('.')}[{i}].")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{prefix.rstrip('.')}: must be a finite number, got {node}")
+
+    walk(cfg, "")

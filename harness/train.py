@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import adapters, batches, data, evaluate, measure, models, speed, tracking
+from . import adapters, batches, data, evaluate, measure, models, scoring, speed, tracking
 from .errors import USER_ERRORS
 from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
@@ -86,7 +85,10 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         if torch.cuda.device_count() < run.trainer.devices:
             raise ConfigError(f"trainer.devices={run.trainer.devices}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
         torch.cuda.set_device(local_rank)  # before any weights load, so each process fills its own GPU
-    precision = resolve_precision(run.trainer.precision, device)
+    precision = resolve_precision(run.trainer.precision, device, run.adapter.kind)
+    if run.adapter.kind == "full" and precision in ("bf16-true", "16-true"):
+        log.warning("trainer.precision=%s with adapter=full: updates smaller than half a 16-bit step round away "
+                    "(most of them at lr %g); trainer.precision=bf16-mixed keeps fp32 master weights", precision, run.optimizer.lr)
     models.check_quant_supported(run.quant, device)
     resume_path = resume_checkpoint(run, run_dir)
     loaded = data.load_examples(run.data)  # data errors first: parsing is cheap, loading models is not
@@ -123,7 +125,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         "resumed_from": str(resume_path) if resume_path else None,
         "startup_seconds": startup_seconds,
     }
-    measure_cb = measure.MeasureCallback()
+    peaks = measure.PhasePeaks(device)
+    measure_cb = measure.MeasureCallback(peaks=peaks)
     module = None
     loggers: list = []
     try:
@@ -179,7 +182,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             if evaluate.HELDOUT_TASK in run.eval.tasks:
                 evaluate.write_heldout(splits["test"], tokenizer, run_dir / evaluate.HELDOUT_FILE)
             eager_blocks(model, module.cuda_graphs)  # forward-only: see eager_blocks
-            record["eval_base"] = base_scores(model, tokenizer, run, device, run_dir)
+            peaks.begin("eval")
+            record["eval_base"] = scoring.base_scores(model, tokenizer, run, precision, device, run_dir)
+            peaks.end("eval")
             eager_blocks(model, False)
             # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
             L.seed_everything(run.seed, workers=True, verbose=False)
@@ -192,7 +197,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         if splits["val"]:
             trainer.validate(module, datamodule=datamodule, verbose=False)
         if t.devices > 1:
-            record.update(gather_device_peaks(trainer, device, measure_cb))
+            record.update(gather_device_peaks(trainer, peaks, measure_cb))
         if t.strategy == "fsdp":
             # Every process sends its shards; rank 0 gets the whole state on the CPU.
             gathered = trainer.strategy.lightning_module_state_dict()
@@ -206,9 +211,10 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         if run.eval.tasks:
             eval_started = time.perf_counter()
             eager_blocks(model, module.cuda_graphs)
-            record["eval"] = score_run(model, tokenizer, run, device, run_dir)
+            peaks.begin("eval")
+            record.update(score_trained(model, tokenizer, run, precision, device, run_dir, record))
+            peaks.end("eval")
             record["eval_seconds"] = time.perf_counter() - eval_started
-            record["eval_delta"] = evaluate.deltas(record["eval"], record["eval_base"])
         record["status"] = "ok"
     except DivergedError as exc:
         record.update(status="diverged", error=str(exc))
@@ -226,7 +232,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             # (pruned, failed); a broken device must not cost the record, so errors are dropped.
             with contextlib.suppress(Exception):
                 module.record_losses()
-        record.update(measure.memory_snapshot(device))
+        if measure_cb.train_start is not None and "train" not in peaks.phases:
+            peaks.end("train")  # training stopped early (oom, crash): its peak so far
+        record.update(peaks.snapshot())
         record["train_seconds"] = measure_cb.train_seconds
         record["total_seconds"] = time.perf_counter() - started
         if "total_params" in record:
@@ -272,9 +280,9 @@ def unsharded_model(run: RunConfig, precision: str, device: str, lightning_state
     return model
 
 
-def gather_device_peaks(trainer, device: str, measure_cb) -> dict:
+def gather_device_peaks(trainer, peaks: measure.PhasePeaks, measure_cb) -> dict:
     """Every device's peak memory (and tokens trained) at rank 0; every process must call it."""
-    snap = measure.memory_snapshot(device)
+    snap = peaks.snapshot()
     # On the process's own device (NCCL gathers only GPU tensors; the fitted module is back on the CPU).
     mine = torch.tensor([snap.get("peak_gpu_allocated_bytes", 0), snap.get("peak_gpu_reserved_bytes", 0),
                          snap["peak_rss_bytes"], measure_cb.tokens], dtype=torch.int64, device=trainer.strategy.root_device)
@@ -300,35 +308,17 @@ def checkpoint_callbacks(run: RunConfig, run_dir: Path) -> list:
                             save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)]
 
 
-def score_run(model, tokenizer, run: RunConfig, device: str, run_dir: Path) -> dict:
-    """lm-eval scores of the model as it is now, for the run's eval settings."""
-    e = run.eval
-    heldout = run_dir / evaluate.HELDOUT_FILE
-    return evaluate.score(model, tokenizer, e.tasks, device=device, batch_size=e.batch_size,
-                          num_fewshot=e.num_fewshot, limit=e.limit, heldout_path=heldout if heldout.is_file() else None)
-
-
-def base_scores(model, tokenizer, run: RunConfig, device: str, run_dir: Path) -> dict:
-    """Scores of the untrained model, cached per (model, quant, precision, tasks, settings)."""
-    import hashlib
-    import json
-
-    from .paths import atomic_write, cache_dir
-
-    key_fields = {"model": dataclasses.asdict(run.model), "quant": dataclasses.asdict(run.quant),
-                  "eval": dataclasses.asdict(run.eval), "precision": resolve_precision(run.trainer.precision, device),
-                  "device": device, "seed": run.seed if run.model.init == "random" else None,
-                  "tasks_version": evaluate.TASKS_VERSION,
-                  # The held-out task scores the run's own test split, which the data config fixes.
-                  "data": dataclasses.asdict(run.data) if evaluate.HELDOUT_TASK in run.eval.tasks else None}
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    path = cache_dir() / "eval_base" / f"{key}.json"
-    if path.is_file():
-        log.info("base scores from cache %s", path)
-        return json.loads(path.read_text())["scores"]
-    scores = score_run(model, tokenizer, run, device, run_dir)
-    atomic_write(path, lambda f: json.dump({"key": key_fields, "scores": scores}, f, indent=2, default=str))
-    return scores
+def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path, record: dict) -> dict:
+    """The trained model's scores and their deltas from the base; a quantized adapter is also
+    scored merged into the 16-bit base, which becomes ``eval`` (see :mod:`harness.scoring`)."""
+    scores = scoring.score_run(model, tokenizer, run, device, run_dir)
+    if not scoring.scores_merged(run):
+        return {"eval": scores, "eval_protocol": scoring.IN_PROCESS, "eval_delta": evaluate.deltas(scores, record["eval_base"])}
+    out = {"eval_quantized": scores, "eval_base_quantized": record["eval_base"],
+           "eval_quantized_delta": evaluate.deltas(scores, record["eval_base"]), "eval_protocol": scoring.MERGED_16BIT}
+    out.update(scoring.score_merged_16bit(Path(record["adapter_path"]), tokenizer, run, precision, device, run_dir))
+    out["eval_delta"] = evaluate.deltas(out["eval"], out["eval_base"])
+    return out
 
 
 def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: dict) -> None:

@@ -1,0 +1,73 @@
+"""Scoring a run: the base model's scores (cached), the tuned model's, and for quantized
+adapters the study's protocol (the adapter merged into the 16-bit base).
+
+The reference study scored merged 16-bit weights. A QLoRA adapter is therefore scored twice:
+in-process on the 4-bit base it trained on (``eval_quantized``, against ``eval_base_quantized``)
+and merged into the unquantized base, as ``python -m harness.export`` would write it (``eval``,
+against the 16-bit ``eval_base``). ``eval_protocol`` says which one ``eval`` is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from . import evaluate, models
+from .paths import atomic_write, cache_dir
+from .schema import QuantConfig, RunConfig
+
+log = logging.getLogger(__name__)
+
+MERGED_16BIT, IN_PROCESS = "merged_16bit", "in_process"
+
+
+def score_run(model, tokenizer, run: RunConfig, device: str, run_dir: Path) -> dict:
+    """lm-eval scores of the model as it is now, for the run's eval settings."""
+    e = run.eval
+    heldout = run_dir / evaluate.HELDOUT_FILE
+    return evaluate.score(model, tokenizer, e.tasks, device=device, batch_size=e.batch_size,
+                          num_fewshot=e.num_fewshot, limit=e.limit, heldout_path=heldout if heldout.is_file() else None)
+
+
+def base_scores(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path) -> dict:
+    """Scores of the untrained ``model``, cached per (model, quant, precision, tasks, settings)."""
+    key_fields = {"model": dataclasses.asdict(run.model), "quant": dataclasses.asdict(run.quant),
+                  "eval": dataclasses.asdict(run.eval), "precision": precision,
+                  "device": device, "seed": run.seed if run.model.init == "random" else None,
+                  "tasks_version": evaluate.TASKS_VERSION,
+                  # The held-out task scores the run's own test split, which the data config fixes.
+                  "data": dataclasses.asdict(run.data) if evaluate.HELDOUT_TASK in run.eval.tasks else None}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = cache_dir() / "eval_base" / f"{key}.json"
+    if path.is_file():
+        log.info("base scores from cache %s", path)
+        return json.loads(path.read_text())["scores"]
+    scores = score_run(model, tokenizer, run, device, run_dir)
+    atomic_write(path, lambda f: json.dump({"key": key_fields, "scores": scores}, f, indent=2, default=str))
+    return scores
+
+
+def scores_merged(run: RunConfig) -> bool:
+    """Whether ``eval`` is the adapter merged into the 16-bit base (quantized adapters with
+    pretrained weights; a random base cannot be rebuilt unquantized with the same weights)."""
+    return run.quant.mode != "none" and run.adapter.kind != "full" and run.model.init == "pretrained"
+
+
+def score_merged_16bit(adapter_dir: Path, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path) -> dict:
+    """The study's protocol for a quantized adapter: ``eval_base`` of the unquantized base and
+    ``eval`` of the adapter merged into it (the weights ``harness.export`` writes)."""
+    import torch
+    from peft import PeftModel
+
+    unquantized = dataclasses.replace(run, quant=QuantConfig(mode="none"))
+    base = models.build_model(run.model, unquantized.quant, precision, device)
+    out = {"eval_base": base_scores(base, tokenizer, unquantized, precision, device, run_dir)}
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    out["eval"] = score_run(merged, tokenizer, unquantized, device, run_dir)
+    del base, merged
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return out
