@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 import pytest
 
 from harness.evaluate import LOCAL_TASKS, EvalError, check_tasks, deltas, score
-from harness.lm_tasks.utils import arithmetic_problems
+from harness.lm_tasks.utils import (
+    CAPITALS,
+    add1d_problems,
+    agreement_pairs,
+    arithmetic_problems,
+    capital_questions,
+)
 from tests.helpers import compose_run
 
 
@@ -23,6 +30,55 @@ def test_arithmetic_is_deterministic_and_right(digits, op):
         assert x < 10**digits and y < 10**digits
         assert int(p["answer"]) == {"plus": x + y, "minus": x - y, "times": x * y}[word]
         assert p["completion"] == " " + p["answer"]  # lm-eval's arithmetic target format
+
+
+# The forgetting probes' fixed metric names (the findings report reads them).
+PROBE_METRICS = {"harness_agreement": {"acc", "margin"}, "harness_capitals": {"acc", "margin"},
+                 "harness_add1d": {"acc", "gold_logprob"}}
+
+
+def test_agreement_pairs_are_deterministic_distinct_minimal_pairs():
+    pairs = agreement_pairs()
+    assert pairs == agreement_pairs() and pairs != agreement_pairs(seed=7)
+    assert len(pairs) == 660 and len({p["sentence_good"] for p in pairs}) == len({p["sentence_bad"] for p in pairs}) == 660
+    per_template = Counter(p["template"] for p in pairs)
+    assert len(per_template) == 6 and set(per_template.values()) == {110}
+    singular = {"is", "was", "has", "smiles", "laughs", "sleeps", "waits", "works", "swims"}
+    plural = {"are", "were", "have", "smile", "laugh", "sleep", "wait", "work", "swim"}
+    n_singular = 0
+    for p in pairs:
+        assert p["sentence_good"] == f"{p['prefix']} {p['good']}" and p["sentence_bad"] == f"{p['prefix']} {p['bad']}"
+        good, bad = p["good"].rstrip(".").split(" ", 1)[0], p["bad"].rstrip(".").split(" ", 1)[0]
+        assert p["good"].split(" ")[1:] == p["bad"].split(" ")[1:]  # only the verb differs
+        assert (good in singular and bad in plural) or (good in plural and bad in singular), p
+        n_singular += good in singular
+    assert abs(n_singular - 330) < 40  # both subject numbers, about half each
+
+
+def test_capital_questions_are_real_four_way_and_deterministic():
+    questions = capital_questions()
+    assert questions == capital_questions() and len(questions) == len(CAPITALS) == 200
+    truth = {country: (capital, region) for country, capital, region in CAPITALS}
+    assert len(truth) == 200 and len({c for c, _ in truth.values()}) == 200  # distinct countries and capitals
+    region_of = {capital: region for capital, region in truth.values()}
+    for q in questions:
+        capital, region = truth[q["country"]]
+        assert len(set(q["choices"])) == 4 and q["choices"][q["gold"]] == capital
+        assert all(region_of[c] == region for c in q["choices"])  # distractors from the same region
+    assert Counter(q["gold"] for q in questions).keys() == {0, 1, 2, 3}
+    assert {q["country"]: q["choices"][q["gold"]] for q in questions}["France"] == "Paris"
+
+
+def test_add1d_problems_are_distinct_right_and_one_digit():
+    problems = add1d_problems()
+    assert problems == add1d_problems() and len(problems) == 100 + 55 + 900
+    assert len({p["context"] for p in problems}) == len(problems)
+    for p in problems:
+        x, word, y = re.fullmatch(r"Question: What is (\d+) (plus|minus) (\d+)\?\nAnswer:", p["context"]).groups()
+        x, y = int(x), int(y)
+        assert y <= 9 and x <= 99 and (word == "plus" or x <= 9)
+        assert int(p["answer"]) == (x + y if word == "plus" else x - y) >= 0
+        assert p["completion"] == " " + p["answer"]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +108,9 @@ def test_every_local_task_scores_offline_on_the_tiny_model(tiny_model, tmp_path)
         metric = "exact_match,strip" if "_gen_" in task else "acc"
         assert 0.0 <= metrics[metric]["value"] <= 1.0, task
         assert metrics[metric]["stderr"] is not None
+        if task in PROBE_METRICS:  # the fixed names, each with a stderr
+            assert set(metrics) == PROBE_METRICS[task], task
+            assert all(m["value"] is not None and m["stderr"] is not None for m in metrics.values()), task
 
 
 def test_heldout_needs_a_test_split(tiny_model):
