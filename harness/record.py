@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from .paths import REPO_ROOT, atomic_write, package_version
 
 RECORD_NAME = "record.json"
-STATUSES = ("ok", "oom", "diverged", "pruned", "failed", "skipped")
+STATUSES = ("ok", "oom", "diverged", "pruned", "failed", "skipped", "interrupted")
 PACKAGES = ("torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra-core", "optuna", "lm-eval", "harness")
 
 
@@ -23,9 +24,21 @@ def write_record(run_dir: str | Path, record: dict) -> Path:
     assert record.get("status") in STATUSES, record.get("status")
     path = Path(run_dir) / RECORD_NAME
     try:
-        return atomic_write(path, lambda f: json.dump(record, f, indent=2, default=str))
+        return atomic_write(path, lambda f: json.dump(finite(record), f, indent=2, default=str, allow_nan=False))
     except OSError as exc:  # full disk, quota, read-only mount: the old record (if any) stays whole
         raise RecordWriteError(f"{path}: could not write the run record ({exc.strerror or exc})") from exc
+
+
+def finite(value):
+    """``value`` with every non-finite float (a diverged loss, an undefined metric) as None: the
+    record is strict JSON, which ``Infinity`` and ``NaN`` are not."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
 
 
 def read_record(run_dir: str | Path) -> dict:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from .paths import CONF_DIR
+from .paths import CONF_DIR, pid_alive
 from .schema import ConfigError, register_configs, resolved_config, validate
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -37,7 +37,8 @@ def is_hydra_override(arg: str) -> bool:
 def precheck(argv: list[str]):
     """Compose once outside Hydra's runner so composition errors become one line, not a page.
 
-    Returns the validated run config and the composed ``hydra.sweep.dir``.
+    Returns the validated run config, the composed ``hydra.sweep.dir`` and ``hydra.run.dir``
+    (as written, and resolved).
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -48,10 +49,11 @@ def precheck(argv: list[str]):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
         sweep_dir = cfg.hydra.sweep.dir if "sweep" in cfg and cfg.sweep is not None else None
+        run_dir = (OmegaConf.to_container(cfg.hydra.run)["dir"], cfg.hydra.run.dir)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         fail(compose_error_line(exc))
     try:
-        return validate(cfg), sweep_dir
+        return validate(cfg), sweep_dir, run_dir
     except ConfigError as exc:
         fail(str(exc))
 
@@ -59,6 +61,9 @@ def precheck(argv: list[str]):
 def compose_error_line(exc: Exception) -> str:
     """One line from Hydra's multi-line composition errors, keeping the key and the options."""
     from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    from .schema import unknown_key_error_at
 
     if isinstance(exc, MissingConfigException) and exc.options:
         options = sorted(o for o in exc.options if not o.endswith("_schema"))
@@ -67,6 +72,10 @@ def compose_error_line(exc: Exception) -> str:
     cause = exc.__cause__ or exc.__context__
     while cause is not None:
         key = getattr(cause, "full_key", None)
+        if key and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+            unknown = unknown_key_error_at(key, getattr(cause, "object_type", None))  # a key the schema lacks: say so, with the key probably meant
+            if unknown is not None:
+                return str(unknown)
         if key:  # the first cause that names the key says what was wrong with it
             return f"{line} - {key}: {str(cause).splitlines()[0]}"
         cause = cause.__cause__ or cause.__context__
@@ -80,8 +89,13 @@ def hydra_main(cfg: DictConfig) -> None:
     except ConfigError as exc:
         fail(str(exc))
     resolved = resolved_config(cfg, run)
+    from .errors import USER_ERRORS
+
+    try:
+        preflight(run)
+    except USER_ERRORS as exc:
+        fail(str(exc))
     if run.dry_run:
-        from .errors import USER_ERRORS
         from .estimate import estimate_run
 
         try:
@@ -90,27 +104,139 @@ def hydra_main(cfg: DictConfig) -> None:
         except USER_ERRORS as exc:
             fail(str(exc))
         return
-    from .errors import USER_ERRORS
-    from .train import run_training
-
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     from .record import RecordWriteError
 
     try:
-        record = run_training(run, resolved, run_dir)
+        claim_run_dir(run, run_dir)
+        train_and_report(run, resolved, run_dir)
     except USER_ERRORS as exc:
         fail(str(exc))
     except RecordWriteError as exc:
         print(f"error: {exc}; the run left no record", file=sys.stderr)
         sys.exit(1)
+
+
+def train_and_report(run, resolved: dict, run_dir: Path) -> None:
+    """Train, print the record's summary; a run that did not end ok exits 1 with one line saying why."""
+    from .train import run_training
+
+    record = run_training(run, resolved, run_dir)
     if record.get("rank", 0) != 0:
         return  # a device process of a multi-device run: rank 0 reports
     summary = {k: record.get(k) for k in ("status", "train_loss_last", "val_loss_last", "tokens_per_s", "train_seconds",
                                           "peak_gpu_allocated_gib", "peak_rss_gib", "adapter_path", "error")}
     log.info("record: %s", run_dir / "record.json")
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, default=str))
     if record["status"] != "ok":
+        reason = str(record.get("error") or "no reason recorded").strip().splitlines()
+        print(f"error: run {record['status']}: {reason[0] if reason else 'no reason recorded'} "
+              f"(record: {run_dir / 'record.json'})", file=sys.stderr)
         sys.exit(1)
+
+
+def preflight(run) -> None:
+    """Checks that need the machine or the architecture, not just the config: each is a user
+    error found before any data or weights load (flash-attention without its GPU and package,
+    a resume file that is no checkpoint, an adapter rank larger than a layer it adapts)."""
+    import importlib.util
+    import zipfile
+
+    from .paths import MissingPathError
+
+    if run.model.attn_implementation == "flash_attention_2":
+        import torch
+
+        if run.trainer.accelerator == "cpu" or not torch.cuda.is_available():
+            raise ConfigError("model.attn_implementation=flash_attention_2: needs a CUDA GPU; use sdpa on this machine")
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ConfigError("model.attn_implementation=flash_attention_2: the flash-attn package is not installed "
+                              "(pip install flash-attn), or use sdpa")
+    resume = run.trainer.resume
+    if resume not in (None, "auto"):
+        path = Path(resume).expanduser()
+        if not path.is_file():
+            raise MissingPathError(f"trainer.resume={resume}: no such checkpoint file")
+        if not zipfile.is_zipfile(path):  # torch.save's format: a zip archive
+            raise ConfigError(f"trainer.resume={resume}: not a checkpoint (not a PyTorch checkpoint file)")
+    check_adapter_fits(run)
+
+
+def check_adapter_fits(run) -> None:
+    """A LoRA rank larger than the smaller side of a layer it adapts adds parameters and no
+    expressiveness (the update's rank is capped by that side): refused, naming the layer."""
+    if run.adapter.kind == "full":
+        return
+    from .estimate import _layer_shapes
+    from .models import load_config
+
+    try:
+        shapes = _layer_shapes(load_config(run.model))
+    except (AttributeError, TypeError):  # not a Llama-style architecture: nothing to check against
+        return
+    for target in run.adapter.target_modules:
+        if target in shapes and run.adapter.r > min(shapes[target]):
+            inputs, outputs = shapes[target]
+            raise ConfigError(f"adapter.r={run.adapter.r}: larger than {target} ({inputs} -> {outputs}) of this "
+                              f"architecture; the rank can be at most {min(shapes[target])}")
+
+
+LOCK_NAME = ".run.lock"
+
+
+def claim_run_dir(run, run_dir: Path) -> None:
+    """Refuse a run dir that holds another run's record (unless this run resumes it) or that a
+    live process is running in; then hold it (a lock file with this process's id) until exit."""
+    import atexit
+    import os
+    import socket
+
+    from .record import RECORD_NAME
+
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return  # a device process of a multi-device run: rank 0 holds the dir
+    record = run_dir / RECORD_NAME
+    if record.is_file() and run.trainer.resume is None:
+        raise ConfigError(f"hydra.run.dir={run_dir}: holds the record of another run; choose a new run dir, or "
+                          "resume that run with trainer.resume=auto")
+    lock = run_dir / LOCK_NAME
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = lock.read_text(errors="replace").split() if lock.is_file() else []
+            if len(holder) == 2 and holder[0] == socket.gethostname() and holder[1].isdigit() and pid_alive(int(holder[1])):
+                raise ConfigError(f"hydra.run.dir={run_dir}: another run (process {holder[1]}) is running in it; "
+                                  "choose another run dir") from None
+            lock.unlink(missing_ok=True)  # left by a process that is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(me)
+        atexit.register(lambda: lock.unlink(missing_ok=True) if lock.is_file() and lock.read_text() == me else None)
+        return
+    raise ConfigError(f"hydra.run.dir={run_dir}: could not take the run dir (another run keeps claiming it)")
+
+
+def unique_run_dir(pattern: str, resolved: str) -> str | None:
+    """The default run dir is a timestamp (``outputs/${now:...}``): two runs started in the same
+    second would share it and one record would be lost. Each process makes its own: the first of
+    ``DIR``, ``DIR-2``, ``DIR-3``... that it creates itself (mkdir is atomic). None when the run
+    dir is not time-based (a fixed dir names one run on purpose)."""
+    if "${now:" not in pattern:
+        return None
+    for n in range(1, 1000):
+        candidate = Path(resolved if n == 1 else f"{resolved}-{n}")
+        try:
+            candidate.parent.mkdir(parents=True, exist_ok=True)
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            fail(f"hydra.run.dir={candidate}: cannot create the run dir ({exc.strerror or exc})")
+        return str(candidate)
+    fail(f"hydra.run.dir={resolved}: 999 runs already started there this second")
+    return None
 
 
 def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
@@ -140,10 +266,24 @@ def main() -> None:
 
     die_with_parent()
     register_configs()
-    run, sweep_dir = precheck(sys.argv[1:])
+    run, sweep_dir, (run_dir_pattern, run_dir) = precheck(sys.argv[1:])
     if run.sweep is not None:
         sweep_main(run, sys.argv[1:], sweep_dir)
+    if not run.dry_run:
+        unique = unique_run_dir(run_dir_pattern, run_dir)
+        if unique is not None:  # replaces the time-based dir, the config's or the command's
+            sys.argv = [a for a in sys.argv if not a.lstrip("+").startswith("hydra.run.dir=")]
+            sys.argv.append(f"hydra.run.dir={quote_override(unique)}")
     hydra_main()
+
+
+def quote_override(value: str) -> str:
+    """A value as Hydra's override grammar reads it back unchanged."""
+    import re
+
+    if re.fullmatch(r"[\w./:-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 if __name__ == "__main__":

@@ -467,7 +467,7 @@ class SweepConfig:
     this driver (null = GPUs x trials_per_gpu, or 1 without a GPU). gpu_memory_budget (GiB):
     trials whose dry-run estimate exceeds it are recorded as skipped without running.
     scale: ``default`` or ``smoke`` (applies ``smoke.overrides``, ``smoke.space`` over the space,
-    and ``smoke.n_trials``: a CPU-sized version of the same sweep). heartbeat_seconds /
+    ``smoke.n_trials`` and ``smoke.seeds``: a CPU-sized version of the same sweep). heartbeat_seconds /
     stale_after_seconds: a RUNNING trial silent that long is taken as lost and run again.
     storage_retry_seconds: how long the driver keeps retrying an unreachable storage (a database
     restart) before it stops with exit code 3; the same command resumes.
@@ -519,8 +519,8 @@ class SweepConfig:
         _require(self.storage_retry_seconds > 0, "sweep.storage_retry_seconds", f"must be > 0, got {self.storage_retry_seconds}")
         _require(self.heartbeat_seconds > 0 and self.stale_after_seconds > self.heartbeat_seconds,
                  "sweep.stale_after_seconds", "must be greater than sweep.heartbeat_seconds (both > 0)")
-        unknown = set(self.smoke) - {"overrides", "space", "n_trials"}
-        _require(not unknown, "sweep.smoke", f"unknown keys {sorted(unknown)}; expected overrides, space, n_trials")
+        unknown = set(self.smoke) - {"overrides", "space", "n_trials", "seeds"}
+        _require(not unknown, "sweep.smoke", f"unknown keys {sorted(unknown)}; expected overrides, space, n_trials, seeds")
 
     @property
     def measures_runtime(self) -> bool:
@@ -640,14 +640,18 @@ def unknown_key_error(key: str, known: typing.Iterable[str]) -> ConfigError:
     guess = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
     if not guess and KEY_ALIASES.get(leaf.lower()) in known:
         guess = [KEY_ALIASES[leaf.lower()]]
-    hint = f"; did you mean {parent + '.' if parent else ''}{guess[0]}?" if guess else ""
-    return ConfigError(f"{key}: unknown key{hint} (known keys{' of ' + parent if parent else ''}: {', '.join(known)})")
+    if guess:
+        return ConfigError(f"{key}: unknown key; did you mean {parent + '.' if parent else ''}{guess[0]}?")
+    return ConfigError(f"{key}: unknown key; the keys{' of ' + parent if parent else ''} are {', '.join(known)}")
 
 
-def unknown_key_error_at(key: str) -> ConfigError | None:
+def unknown_key_error_at(key: str, schema: type | None = None) -> ConfigError | None:
     """The unknown-key error for a dotted key of the run schema (as Hydra names it when an
-    override sets a key that does not exist), or None when the key's parent is not a schema."""
-    schema: type | None = RunConfig
+    override sets a key that does not exist), or None when the key's parent is not a schema.
+    ``schema``: the dataclass that lacks the key, when the error says (then ``key`` may be relative)."""
+    if dataclasses.is_dataclass(schema):
+        return unknown_key_error(key, _schema_fields(schema))
+    schema = RunConfig
     parts = key.split(".")
     for part in parts[:-1]:
         fields = _schema_fields(schema)

@@ -21,6 +21,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from harness.paths import pid_alive
 from harness.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -166,21 +167,11 @@ def with_retry(call, what: str, retry_seconds: float):
             delay = min(delay * 2, 10.0)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_stale(trial: optuna.trial.FrozenTrial, stale_after: float, now: float | None = None) -> bool:
     """A RUNNING trial whose driver is dead (same host) or silent for ``stale_after`` seconds."""
     now = time.time() if now is None else now
     attrs = trial.system_attrs
-    if attrs.get("driver_host") == socket.gethostname() and attrs.get("driver_pid") and not _pid_alive(int(attrs["driver_pid"])):
+    if attrs.get("driver_host") == socket.gethostname() and attrs.get("driver_pid") and not pid_alive(int(attrs["driver_pid"])):
         return True
     beat = attrs.get("heartbeat")
     if beat is None:

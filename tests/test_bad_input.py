@@ -38,7 +38,7 @@ def files(tmp_path_factory):
 CASES = [
     # (id, overrides, text that the one error line must contain)
     ("unknown option", ["adapter=lorax"], "adapter/lorax: no such option; available: dora, full, lora"),
-    ("unknown key", ["trainer.epoch=2"], "trainer.epoch"),
+    ("unknown key", ["trainer.epoch=2"], "trainer.epoch: unknown key; did you mean trainer.epochs?"),
     ("wrong type", ["adapter.r=eight"], "adapter.r"),
     ("rank zero", ["adapter.r=0"], "adapter.r: must be > 0"),
     ("alpha negative", ["adapter.alpha=-16"], "adapter.alpha: must be > 0"),
@@ -81,6 +81,29 @@ CASES = [
     ("tokenizer larger than the vocabulary", ["data=alpaca_file", "data.path={root}/good.jsonl", "model.tokenizer={root}/tokenizer",
                                               "model.arch.vocab_size=8"],
      "model.tokenizer: the tokenizer has 13 tokens but the model's vocabulary has 8"),
+    # Keys the schema does not have, at any depth, with or without +: named, with the key probably meant.
+    ("unknown key added with +", ["+trainer.foo=1"], "trainer.foo: unknown key; the keys of trainer are"),
+    ("unknown top-level key", ["+foo=1"], "foo: unknown key; the keys are adapter, data"),
+    ("misspelt key added with +", ["+trainer.epoch=2"], "trainer.epoch: unknown key; did you mean trainer.epochs?"),
+    ("peft's name for a key", ["+adapter.rank=64"], "adapter.rank: unknown key; did you mean adapter.r?"),
+    ("unknown key under a new key", ["+data.foo.bar=1"], "data.foo: unknown key"),
+    ("unknown sweep key", ["+sweep=custom", "+sweep.space.adapter.r=[8]", "+sweep.seed=[1,2]"], "sweep.seed: unknown key; did you mean sweep.seeds?"),
+    # Legal floats that are no legal setting, seeds numpy refuses, settings the model or data cannot honour.
+    ("learning rate infinite", ["optimizer.lr=inf"], "optimizer.lr: must be a finite number, got inf"),
+    ("alpha nan", ["adapter.alpha=nan"], "adapter.alpha: must be a finite number, got nan"),
+    ("alpha over r infinite", ["adapter.alpha_over_r=inf"], "adapter.alpha_over_r: must be a finite number, got inf"),
+    ("eps nan", ["optimizer.eps=nan"], "optimizer.eps: must be a finite number, got nan"),
+    ("lr ratio infinite", ["+optimizer.lr_ratios.lora_B=inf"], "optimizer.lr_ratios.lora_B: must be a finite number, got inf"),
+    ("beta nan", ["optimizer.betas=[0.9,nan]"], "optimizer.betas[1]: must be a finite number, got nan"),
+    ("infinite value in a sweep space", ["+sweep=custom", "+sweep.space.optimizer.lr=[1e-4,inf]"],
+     "sweep.space.optimizer.lr[1]: must be a finite number, got inf"),
+    ("seed negative", ["seed=-1"], "seed: must be in [0, 4294967295] (numpy's seed range), got -1"),
+    ("seed past numpy's range", ["seed=4294967296"], "seed: must be in [0, 4294967295]"),
+    ("data seed past numpy's range", ["data.seed=-3"], "data.seed: must be in [0, 4294967295]"),
+    ("held-out task without a test split", ["eval=local", "data.test_size=0"],
+     "data.test_size: is 0, but eval task harness_heldout scores the test split"),
+    ("rank larger than the layer", ["adapter.r=40"], "adapter.r=40: larger than v_proj (64 -> 32) of this architecture"),
+    ("resume file that is not a checkpoint", ["trainer.resume={root}/notes.txt"], "notes.txt: not a checkpoint"),
     # Sweeps: refused before the study opens or any trial runs.
     ("unknown sweep", ["+sweep=nope"], "sweep/nope: no such option"),
     ("sweep with empty space", ["+sweep=custom"], "sweep.space: is empty"),
@@ -96,6 +119,8 @@ CASES = [
 if not torch.cuda.is_available():
     CASES.append(("no GPU", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu: no CUDA GPU"))
     CASES.append(("liger kernels without a GPU", ["trainer.liger_kernels=true"], "trainer.liger_kernels=true: liger-kernel's Triton kernels need a CUDA GPU"))
+    CASES.append(("flash-attention without a GPU", ["model.attn_implementation=flash_attention_2"],
+                  "model.attn_implementation=flash_attention_2: needs a CUDA GPU"))
 
 
 @pytest.mark.parametrize("overrides,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

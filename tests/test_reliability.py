@@ -23,12 +23,13 @@ import torch
 from optuna.trial import TrialState
 
 from harness.paths import CONF_DIR, REPO_ROOT
+from harness.record import write_record
 from sweeps import study as study_lib
 from tests.helpers import compose_run, read_record, run_cli
 from tests.postgres import postgres_bindir, postgres_server, restart_postgres
 
 LEDGER: dict[str, dict] = {}
-EXPECTED_ROWS = 12
+EXPECTED_ROWS = 14
 DOC = REPO_ROOT / "docs" / "reliability.md"
 
 
@@ -97,10 +98,17 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def strict_json(text: str):
+    """JSON as strict parsers read it: Infinity and NaN are not JSON."""
+    def refuse(constant):
+        raise AssertionError(f"record holds {constant}, which is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
 def no_half_written_files(root: Path) -> None:
-    """Every record.json under ``root`` parses, and no atomic-write temp file was left behind."""
+    """Every record.json under ``root`` parses (strictly), and no atomic-write temp file was left behind."""
     for path in root.rglob("record.json"):
-        json.loads(path.read_text())
+        strict_json(path.read_text())
     assert not [p for p in root.rglob("*.tmp")], "a temp file of an interrupted write was left behind"
 
 
@@ -156,6 +164,52 @@ def test_disk_refusing_writes_leaves_no_half_record_and_the_last_checkpoint_resu
     assert record["status"] == "ok" and record["resumed_at_step"] == 2 and record["optimizer_steps"] == 6
     note("disk refuses writes in a run", "`fault.kind=disk_full` at step 3 of 6, checkpoints every 2 steps", 1,
          "no record.json and no temp file; the step-2 checkpoint loads whole and the resumed run ends ok")
+
+
+def test_a_failure_after_start_up_says_why_in_one_line_and_in_the_record(chat_file, tmp_path):
+    run_dir = tmp_path / "crashed"
+    result = run_cli(tiny(chat_file, "fault.kind=crash"), run_dir)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == result.stderr.strip().splitlines()[-1]
+    assert errors[0].startswith("error: run failed: RuntimeError: injected crash")
+    assert "injected crash" in read_record(run_dir)["error"]
+    diverged = run_cli(tiny(chat_file, "fault.kind=nan"), tmp_path / "diverged")
+    assert diverged.returncode == 1 and diverged.stderr.strip().splitlines()[-1].startswith("error: run diverged: ")
+    assert strict_json((tmp_path / "diverged" / "record.json").read_text())["status"] == "diverged"
+    # Non-finite values (a NaN loss, an infinite perplexity) are written as null: strict JSON.
+    write_record(tmp_path / "nonfinite", {"status": "diverged", "train_losses": [2.5, float("nan")],
+                                          "eval": {"ppl": {"value": float("inf"), "stderr": float("-inf")}}})
+    record = strict_json((tmp_path / "nonfinite" / "record.json").read_text())
+    assert record["train_losses"] == [2.5, None] and record["eval"]["ppl"] == {"value": None, "stderr": None}
+    note("a run fails after start-up", "`fault.kind=crash` and `fault.kind=nan` in single runs", 2,
+         "exit 1 with one `error:` line giving the status and the reason; the record carries the same reason; "
+         "no NaN or Infinity in any record (strict JSON, non-finite values are null)")
+
+
+def test_runs_started_together_never_share_a_run_dir(chat_file, tmp_path):
+    # A time-based run dir (the default is outputs/${now:...}); a day-long stamp makes them collide.
+    pattern = f"hydra.run.dir={tmp_path}/runs/${{now:%Y-%m-%d}}"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "harness.run", *tiny(chat_file), pattern]
+    procs = [subprocess.Popen(cmd + [f"seed={seed}"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    records = sorted((tmp_path / "runs").rglob("record.json"))
+    assert len(records) == 2 and records[0].parent != records[1].parent
+    assert sorted(read_record(r.parent)["seed"] for r in records) == [1, 2]  # both results kept
+    # A named run dir that holds a record is refused, and the record stays as it was.
+    taken = records[0].parent
+    before = (taken / "record.json").read_bytes()
+    again = run_cli(tiny(chat_file), taken)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [f"error: hydra.run.dir={taken}: holds the record of another run; "
+                                                 "choose a new run dir, or resume that run with trainer.resume=auto"]
+    assert (taken / "record.json").read_bytes() == before
+    note("two runs started in the same second with a time-based run dir", "two runs at once, `${now:%Y-%m-%d}` run dir", 2,
+         "each got its own run dir and record; a third run named into a dir holding a record was refused with one line")
 
 
 # -- the driver and the storage ---------------------------------------------------------------------
