@@ -112,6 +112,7 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
         extra = list(cfg.smoke.get("overrides") or [])
         n_trials = cfg.smoke.get("n_trials", n_trials)
     axes = parse_space(space)
+    check_sweep_claims(cfg)
     swept = {a.key for a in axes} | {override_key(o) for a in axes for b in a.bundles.values() for o in b}
     for override in user_overrides:
         if override_key(override) in swept:
@@ -142,6 +143,17 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
                      sweep_dir=sweep_dir, storage_url=study_lib.storage_url(cfg.storage, sweep_dir),
                      study_name=cfg.study_name or cfg.name, exclusive_gpu=exclusive,
                      trials_per_gpu=1 if exclusive else cfg.trials_per_gpu)
+
+
+def check_sweep_claims(cfg: SweepConfig) -> None:
+    """The findings report's claims about this sweep name axes and levels of its full design
+    (not the smoke subset): a renamed label fails here, not as a silent 'not measured'."""
+    from harness.report.claims import check_claims
+
+    try:
+        check_claims(cfg.name, {a.key: list(a.values) for a in parse_space(dict(cfg.space))})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_inputs(run: RunConfig, cfg: SweepConfig) -> None:
