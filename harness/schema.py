@@ -281,6 +281,9 @@ class TrainerConfig:
     recompute_lora_dropout: each LoRA dropout keeps no dropped-out copy of its input for
     backward; the mask is recomputed from the saved RNG state (torch.utils.checkpoint), so
     adapters on q, k and v share one saved input instead of three copies plus masks.
+    save_weights: save the trained adapter (or model) in the run dir; off for runs that only
+    measure memory and speed (a 7B full fine-tune is 13 GB to write). Scoring needs it for
+    quantized adapters (they are scored merged into the 16-bit base).
     """
 
     epochs: int = 1
@@ -303,6 +306,7 @@ class TrainerConfig:
     compile_mode: str = "default"
     liger_kernels: bool = False
     recompute_lora_dropout: bool = False
+    save_weights: bool = True
 
     def __post_init__(self) -> None:
         _require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps > 0,
@@ -346,7 +350,8 @@ class TrainerConfig:
 class EvalConfig:
     """Scoring with lm-eval after training (and once per base model, cached).
 
-    name: ``local`` (the harness's offline suite), ``raschka`` (the reference study's tasks;
+    name: ``local`` (the harness's offline suite), ``probes`` (what the quality sweeps score:
+    held-out likelihood and the forgetting probes), ``raschka`` (the reference study's tasks;
     needs the HF hub), ``none``, or ``custom`` with ``tasks`` set to any lm-eval task names.
     limit: score only the first N documents of each task (null = all).
     """
@@ -358,7 +363,7 @@ class EvalConfig:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "eval.name", ("none", "local", "raschka", "custom"))
+        _one_of(self.name, "eval.name", ("none", "local", "probes", "raschka", "custom"))
         _require(self.name != "none" or not self.tasks, "eval.tasks", "must be empty with eval=none")
         _require(self.name == "none" or len(self.tasks) > 0, "eval.tasks", "needs at least one lm-eval task name")
         _require(self.num_fewshot is None or self.num_fewshot >= 0, "eval.num_fewshot", f"must be >= 0 or null, got {self.num_fewshot}")

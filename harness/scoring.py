@@ -51,9 +51,11 @@ def base_scores(model, tokenizer, run: RunConfig, precision: str, device: str, r
 
 
 def scores_merged(run: RunConfig) -> bool:
-    """Whether ``eval`` is the adapter merged into the 16-bit base (quantized adapters with
-    pretrained weights; a random base cannot be rebuilt unquantized with the same weights)."""
-    return run.quant.mode != "none" and run.adapter.kind != "full" and run.model.init == "pretrained"
+    """Whether ``eval`` is the adapter merged into the 16-bit base: quantized adapters with
+    pretrained weights (a random base cannot be rebuilt unquantized with the same weights) that
+    were saved (``trainer.save_weights``); otherwise ``eval_protocol`` says ``in_process``."""
+    return (run.quant.mode != "none" and run.adapter.kind != "full" and run.model.init == "pretrained"
+            and run.trainer.save_weights)
 
 
 def score_merged_16bit(adapter_dir: Path, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path) -> dict:

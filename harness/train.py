@@ -207,7 +207,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         if rank != 0:
             record.update(status="ok", rank=rank)
             return record
-        save_trained(model, tokenizer, run, run_dir, record)
+        if t.save_weights:
+            save_trained(model, tokenizer, run, run_dir, record)
         if run.eval.tasks:
             eval_started = time.perf_counter()
             eager_blocks(model, module.cuda_graphs)

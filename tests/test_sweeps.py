@@ -24,8 +24,10 @@ from tests.postgres import postgres_bindir, postgres_server
 
 NAMED = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != "custom")
 # Expected configurations per named sweep: (default scale, smoke scale).
-PLANNED = {"rank_alpha": (21, 2), "targets": (4, 2), "optimizer_scheduler": (8, 2), "qlora": (6, 2),
-           "epochs": (6, 2), "seeds": (5, 2), "dora": (8, 2), "full_vs_lora": (3, 3)}
+# Configurations per named sweep (seeds run within each): (default scale, smoke scale).
+PLANNED = {"rank_alpha": (18, 2), "rank_lr": (9, 2), "targets": (4, 2), "optimizer_scheduler": (4, 2),
+           "qlora": (5, 2), "epochs": (8, 2), "seeds": (4, 1), "dora": (6, 2), "full_vs_lora": (12, 3),
+           "data_mix": (3, 2), "memory_7b": (10, 2), "runtime_7b": (3, 1)}
 
 
 def tiny(chat_file) -> list[str]:
