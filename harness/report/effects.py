@@ -206,7 +206,7 @@ def effect_sizes(result: PartResult, effect: float, sigma: float | None, gain: f
     if sigma:
         result.per_sigma = f"{effect / sigma:+.2f} (σ_seed {fmt(sigma, 2)}{sigma_source})"
     if gain:
-        result.per_gain = f"{effect / gain:+.0%} of {signed(gain)}"
+        result.per_gain = f"{effect / gain:+.1%} of {signed(gain)}"
 
 
 def base_gain(rows: pd.DataFrame, metric: str) -> float | None:

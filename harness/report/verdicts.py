@@ -42,10 +42,12 @@ def finalize(results: list[PartResult]) -> int:
         adjusted = f"Holm over {len(family)}" if result.group is not None else "unadjusted, context"
         result.verdict = verdict
         result.p = f"{p_for:.3g} for / {p_against:.3g} against ({adjusted})"
-        size = "meets" if result.test.size_ok else "falls short of"
+        size = "" if "TOST" in result.test.name or "chi-square" in result.test.name else (
+            "; the effect meets the declared size" if result.test.size_ok
+            else "; the effect falls short of the declared size")
         result.rule = (f"{verdict}: {result.test.name}; the claim's p {p_for:.3g}, the opposite's "
-                       f"{p_against:.3g} ({adjusted}, each rejected at {stats.ALPHA:g}); the "
-                       f"effect {size} the declared size; {result.claim_text}")
+                       f"{p_against:.3g} ({adjusted}, each rejected at {stats.ALPHA:g}){size}; "
+                       f"{result.claim_text}")
     return len(family)
 
 
