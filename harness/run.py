@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -248,8 +249,10 @@ def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     trial_overrides = [a for a in argv if not a.startswith("-") and not is_hydra_override(a)
                        and not a.lstrip("+~").startswith("sweep")]
+    from sweeps.driver import SweepStalled
     from sweeps.study import StorageUnavailable
 
+    signal.signal(signal.SIGTERM, raise_interrupted)  # preemption: stop as on Ctrl-C
     try:
         code = run_sweep(run, trial_overrides, Path(sweep_dir))
     except USER_ERRORS as exc:
@@ -258,7 +261,30 @@ def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
         # Completed trials are safe in the storage; the interrupted ones run again on resume.
         print(f"error: {exc}; stopped. Run the same command again to resume", file=sys.stderr)
         sys.exit(3)
+    except SweepStalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt as exc:
+        name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+        print(f"error: sweep interrupted by {name}; finished trials are kept, running ones run again: "
+              "run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
+    if code != 0:
+        print(f"error: sweep {run.sweep.name} stopped before every configuration was done; run the same command "
+              "again to resume", file=sys.stderr)
     sys.exit(code)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (what SLURM sends on preemption) taken as Ctrl-C, remembering the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ resumes: finished trials are kept, trials whose driver died are run again.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -18,7 +19,7 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -48,7 +49,21 @@ RESULTS_NAME = "results.csv"
 PLAN_NAME = "sweep.json"
 # Hydra's compose API keeps global state: one composition at a time across worker threads.
 _COMPOSE_LOCK = threading.Lock()
+# Numeric record fields an objective can name (harness.train writes them), the nested groups
+# whose leaves are numbers, and the suffixes of the measured ones (memory and time phases).
+RECORD_METRICS = ("val_loss_last", "val_loss_best", "val_loss_first", "train_loss_last", "train_loss_best",
+                  "train_loss_first", "peak_memory_gib", "train_seconds", "tokens_per_s", "mfu", "total_seconds",
+                  "eval_seconds", "setup_seconds", "trainable_params", "total_params", "optimizer_steps")
+RECORD_GROUPS = ("memory_estimate", "data")
+METRIC_SUFFIXES = ("_gib", "_gb", "_bytes", "_seconds", "_tokens_per_s")
 TABLE_COLUMNS = ("status", "peak_memory_gib", "train_seconds", "tokens_per_s", "val_loss_last")
+
+
+MAX_YIELDS_WITHOUT_PROGRESS = 20
+
+
+class SweepStalled(RuntimeError):
+    """The driver kept drawing configurations that were taken and ran none: a bug, not a sweep."""
 
 
 @dataclass
@@ -118,6 +133,10 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
         if override_key(override) in swept:
             raise ConfigError(f"{override_key(override)}: is swept by sweep {cfg.name}; drop {override!r} from the command")
     base = merge_overrides(list(cfg.overrides), extra, user_overrides)
+    if "seed" in swept and cfg.seeds:
+        raise ConfigError(f"sweep.seeds: sweep {cfg.name} also sweeps seed in sweep.space; use one of the two "
+                          "(sweep.seeds repeats every configuration per seed)")
+    axes = [dedupe_by_effect(a, base) for a in axes]
     if cfg.sampler == "grid":
         grid_space(axes)  # raises for ranges
         grid = grid_points(axes)
@@ -156,11 +175,50 @@ def check_sweep_claims(cfg: SweepConfig) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def dedupe_by_effect(axis: Axis, base: list[str]) -> Axis:
+    """The axis without values that configure the same run as an earlier value (``[0, 0.0]``:
+    Hydra makes both 0 for an int key): grid points that are one configuration would otherwise
+    each wait for the other, and the sweep would never finish."""
+    if axis.kind != "categorical" or len(axis.values) < 2:
+        return axis
+    seen: dict[str, object] = {}
+    kept = []
+    for value in axis.values:
+        try:
+            _, resolved = compose_overrides(merge_overrides(base, axis.overrides(value)))
+        except ConfigError:
+            kept.append(value)  # invalid: reported with its grid point below
+            continue
+        effect = json.dumps(resolved, sort_keys=True, default=str)
+        if effect in seen:
+            log.warning("sweep.space.%s: %r configures the same run as %r; swept once", axis.key, value, seen[effect])
+            continue
+        seen[effect] = value
+        kept.append(value)
+    return replace(axis, values=kept)
+
+
+def check_objectives(cfg: SweepConfig) -> None:
+    """Every objective names a metric a run record has (eval metrics are checked against the
+    scored tasks in :func:`check_inputs`)."""
+    for objective in cfg.objectives:
+        metric = objective.metric
+        top = metric.split(".")[0]
+        if top in ("eval", "eval_base", "eval_delta", "eval_quantized") or top in RECORD_GROUPS:
+            continue
+        if metric in RECORD_METRICS or metric.endswith(METRIC_SUFFIXES):
+            continue
+        guess = difflib.get_close_matches(metric, RECORD_METRICS, n=1)
+        raise ConfigError(f"sweep.objectives: {metric!r} is not a metric of a run record"
+                          + (f"; did you mean {guess[0]}?" if guess else f" (e.g. {', '.join(RECORD_METRICS[:6])})"))
+
+
 def check_inputs(run: RunConfig, cfg: SweepConfig) -> None:
     """The cheap checks of a single run, once for the sweep: data parses, eval tasks exist,
     objectives name record metrics the runs will have."""
     from harness import data, evaluate
 
+    check_objectives(cfg)
     for objective in cfg.objectives:
         parts = objective.metric.split(".")
         if parts[0] in ("eval", "eval_base", "eval_delta"):
@@ -216,6 +274,7 @@ class Driver:
         self.lock = threading.Lock()
         self.bar = None
         self.errors: list[BaseException] = []
+        self.yielded = 0  # duplicate trials since the last trial that ran (all workers)
 
     # -- the worker loop ------------------------------------------------------------------
     def worker(self, slot: str | None) -> None:
@@ -236,7 +295,12 @@ class Driver:
                 params = retry(partial(self._suggest, trial), "sampling a trial", wait)
                 if self.plan.grid is not None and retry(partial(self._yield_duplicate, trial, params),
                                                         "checking for duplicates", wait):
+                    self.yielded += 1
+                    if self.yielded > MAX_YIELDS_WITHOUT_PROGRESS + 2 * self.plan.planned:
+                        raise SweepStalled(f"sweep {self.plan.cfg.name}: {self.yielded} trials in a row found their "
+                                           "configuration taken and none ran; stopped (is a configuration listed twice?)")
                     continue
+                self.yielded = 0
                 self.run_trial(trial, params, slot)
         except BaseException as exc:  # surfaced by the main thread
             self.errors.append(exc)
@@ -417,12 +481,18 @@ def _tail(path: Path, n: int = 4000) -> str:
 def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | None:
     """Rebuild ``results.csv`` from the sweep's records (one row per run), with each trial's
     Optuna state when the study is given. Returns the path, or None when there is no record."""
+    import pandas as pd
+
     from harness.results import load_records
 
     trials_dir = sweep_dir / "trials"
-    if not trials_dir.is_dir() or not any(trials_dir.rglob(RECORD_NAME)):
+    lost = lost_records(study) if study is not None else []
+    has_records = trials_dir.is_dir() and any(trials_dir.rglob(RECORD_NAME))
+    if not has_records and not lost:
         return None
-    frame = load_records(trials_dir)
+    frame = load_records(trials_dir) if has_records else pd.DataFrame()
+    if lost:  # a finished trial whose record is gone keeps its row, saying so
+        frame = pd.concat([frame, pd.DataFrame(lost)], ignore_index=True)
     if study is not None and "sweep.trial" in frame.columns:
         states = {t.number: t.state.name if t.user_attrs.get("status") not in study_lib.UNCOUNTED
                   else t.user_attrs["status"] for t in study.get_trials(deepcopy=False)}
@@ -433,6 +503,26 @@ def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | 
     path = sweep_dir / RESULTS_NAME
     atomic_write(path, lambda f: frame.to_csv(f, index=False))
     return path
+
+
+def lost_records(study: optuna.Study) -> list[dict]:
+    """A row for each run of a finished trial whose record.json is gone (deleted, or a disk
+    lost): the study still counts the configuration as done, so it is listed, not dropped."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING or t.user_attrs.get("status") in study_lib.UNCOUNTED:
+            continue
+        for run_dir in t.user_attrs.get("run_dirs") or []:
+            if (Path(run_dir) / RECORD_NAME).is_file():
+                continue
+            row = {"sweep.trial": t.number, "status": "lost", "run_dir": run_dir,
+                   "error": f"record missing: {Path(run_dir) / RECORD_NAME} (trial {t.number} finished "
+                            f"{t.user_attrs.get('status', t.state.name.lower())}; its record was removed)"}
+            row.update({f"sweep.params.{k}": v for k, v in study_lib.trial_params(t).items()})
+            for metric, summary in (t.user_attrs.get("objectives") or {}).items():
+                row[metric] = summary.get("mean")
+            rows.append(row)
+    return rows
 
 
 def results_table(plan: SweepPlan, sweep_dir: Path) -> str:
@@ -476,6 +566,8 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
                 else LocalLauncher(cfg.heartbeat_seconds))
     log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s", cfg.name, plan.planned,
              len(plan.seeds), len(plan.slots), plan.study_name, study_lib.redact(plan.storage_url))
+    for row in lost_records(study):
+        log.warning("trial %d: %s; listed as lost in %s", row["sweep.trial"], row["error"], RESULTS_NAME)
     driver = Driver(plan, study, launcher, plan.slots)
     driver.bar = tqdm(total=plan.planned, desc=f"sweep {cfg.name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
     threads = [threading.Thread(target=driver.worker, args=(slot,), daemon=True, name=f"worker-{i}")

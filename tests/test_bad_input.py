@@ -114,6 +114,11 @@ CASES = [
     ("objective task not scored", ["+sweep=custom", "+sweep.space.adapter.r=[8]", "data=alpaca_file", "data.path={root}/good.jsonl",
                                    "sweep.objectives=[{metric:eval.harness_heldout.token_nll,direction:minimize}]"],
      "needs task harness_heldout in eval.tasks"),
+    ("seed axis and sweep.seeds", ["+sweep=custom", "+sweep.space.seed=[1,2]", "sweep.seeds=[3,4]"],
+     "sweep.seeds: sweep custom also sweeps seed in sweep.space"),
+    ("objective no record has", ["+sweep=custom", "+sweep.space.adapter.r=[8]",
+                                 "sweep.objectives=[{metric:val_los_last,direction:minimize}]"],
+     "sweep.objectives: 'val_los_last' is not a metric of a run record; did you mean val_loss_last?"),
     ("malformed space", ["+sweep=custom", "+sweep.space.adapter.r={low:8}"], "sweep.space.adapter.r: expected a list of values"),
 ]
 if not torch.cuda.is_available():

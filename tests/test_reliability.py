@@ -29,7 +29,7 @@ from tests.helpers import compose_run, read_record, run_cli
 from tests.postgres import postgres_bindir, postgres_server, restart_postgres
 
 LEDGER: dict[str, dict] = {}
-EXPECTED_ROWS = 14
+EXPECTED_ROWS = 16
 DOC = REPO_ROOT / "docs" / "reliability.md"
 
 
@@ -255,6 +255,29 @@ def test_a_killed_driver_resumes_without_rerunning_completed_trials(chat_file, t
          "SIGKILL of the driver process while trial 1 runs", 1,
          "trial 0 not rerun; trial 1 (left RUNNING, its process gone with the driver) marked `lost` and its "
          "point run again; 3 of 3 points complete once")
+
+
+def test_values_that_collide_are_swept_once_and_a_deleted_record_is_listed_as_lost(chat_file, tmp_path):
+    sweep_dir = tmp_path / "collide"
+    # 0 and 0.0 are one setting of a float key: one trial, and the driver ends (it used to loop).
+    args = ["+sweep=custom", "+sweep.space.scheduler.min_lr_ratio=[0,0.0]", *tiny(chat_file), f"hydra.sweep.dir={sweep_dir}"]
+    first = run_cli(args, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "configures the same run as 0; swept once" in first.stderr
+    assert len(load(sweep_dir).trials) == 1 and len(results(sweep_dir)) == 1
+    # The record of the finished trial is deleted: the same command lists it as lost, not dropped.
+    (sweep_dir / "trials" / "0" / "record.json").unlink()
+    again = run_cli(args, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trial 0: record missing" in again.stderr
+    table = results(sweep_dir)
+    assert len(table) == 1 and table.loc[0, "status"] == "lost" and "record missing" in table.loc[0, "error"]
+    assert table.loc[0, "trial_state"] == "COMPLETE" and table.loc[0, "sweep.params.scheduler.min_lr_ratio"] == 0
+    note("sweep space values that collide after type coercion", "`[0, 0.0]` on a float key", 1,
+         "swept once (the driver ends; it used to create duplicate trials without end)")
+    note("a finished trial's record deleted, then the same sweep command", "record.json of trial 0 removed", 1,
+         "the driver warns and results.csv keeps the trial's row as `lost` with its params and objective "
+         "(the record itself is gone by the user's hand)")
 
 
 @pytest.mark.skipif(postgres_bindir() is None and not os.environ.get("HARNESS_REQUIRE_POSTGRES"),
