@@ -11,6 +11,7 @@ from .data import DataError
 from .evaluate import EvalError
 from .models import ModelLoadError
 from .paths import MissingPathError
+from .results import RecordError
 from .schema import ConfigError
 
-USER_ERRORS = (ConfigError, DataError, MissingPathError, ModelLoadError, EvalError)
+USER_ERRORS = (ConfigError, DataError, MissingPathError, ModelLoadError, EvalError, RecordError)

@@ -31,6 +31,15 @@ def load_for_scoring(path: Path, device: str):
     raise ConfigError(f"{path}: not a run dir, a PEFT adapter dir or an HF model folder")
 
 
+def unknown_tasks(tasks: list[str]) -> list[str]:
+    """The names neither lm-eval nor the harness's own task folder defines (a typo, not a hub
+    task: lm-eval's task index is local, so this needs no network)."""
+    from .evaluate import task_manager
+
+    known = set(task_manager(tasks).all_tasks)
+    return [t for t in tasks if t not in known]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.eval", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path)
@@ -45,6 +54,25 @@ def main(argv: list[str] | None = None) -> None:
 
     from .errors import USER_ERRORS
 
+    def fail(message: str) -> None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
+        if value is not None and value <= 0:
+            fail(f"{flag} {value}: must be > 0")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        fail(f"--num-fewshot {args.num_fewshot}: must be >= 0")
+    if args.device not in (None, "cpu", "cuda") and not str(args.device).startswith("cuda:"):
+        fail(f"--device {args.device}: expected cuda or cpu")
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {args.device}: no CUDA GPU is available on this machine; use --device cpu")
+    if not args.path.exists():
+        fail(f"{args.path}: no such run dir, adapter dir or model folder")
+    if args.tasks:
+        unknown = unknown_tasks(args.tasks)
+        if unknown:
+            fail(f"--tasks: no such lm-eval task: {', '.join(unknown)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     run_dir = args.path if (args.path / "record.json").is_file() else args.path.parent
     heldout = run_dir / HELDOUT_FILE

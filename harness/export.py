@@ -13,7 +13,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .record import RECORD_NAME, read_record
+from .record import RECORD_NAME
+from .results import load_record
 from .schema import ConfigError, QuantConfig, RunConfig
 
 
@@ -36,24 +37,41 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
     run_dir = Path(run_dir)
     if not (run_dir / RECORD_NAME).is_file():
         raise ConfigError(f"{run_dir}: not a run dir (no {RECORD_NAME})")
-    record = read_record(run_dir)
-    if record.get("status") != "ok":
-        raise ConfigError(f"{run_dir}: run status is {record.get('status')!r}, nothing trained to load")
-    run = run_config_from_record(record)
+    record = load_record(run_dir / RECORD_NAME)
+    if record["status"] != "ok":
+        raise ConfigError(f"{run_dir}: run status is {record['status']!r}, nothing trained to load")
+    try:
+        run = run_config_from_record(record)
+    except Exception as exc:  # a record edited or from another version: its config no longer composes
+        raise ConfigError(f"{run_dir / RECORD_NAME}: its config is not a valid run config ({str(exc).splitlines()[0]})") from None
+    trained = trained_folder(run_dir, record)
     tokenizer = load_tokenizer(run.model)
     if record.get("model_path"):  # full fine-tuning: the saved model already is a plain HF folder
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(record["model_path"]).to(device), tokenizer
-    adapter = Path(record["adapter_path"])
-    if not adapter.is_dir():
-        raise ConfigError(f"{adapter}: adapter folder is missing")
+        return AutoModelForCausalLM.from_pretrained(trained).to(device), tokenizer
+    adapter = trained
     if run.model.init == "random":  # the same seed rebuilds the same random base weights
         import lightning as L
 
         L.seed_everything(run.seed, verbose=False)
     base = build_model(run.model, QuantConfig(mode="none"), record.get("precision", "32-true"), device)
     return PeftModel.from_pretrained(base, adapter), tokenizer
+
+
+def trained_folder(run_dir: Path, record: dict) -> Path:
+    """The run's adapter (or full model) folder inside ``run_dir``. The record's path is where the
+    run wrote it; a copied or moved run dir keeps its own folder under the same name, so that
+    path is never followed outside the dir (it would be another run's weights)."""
+    key = "model_path" if record.get("model_path") else "adapter_path"
+    written = record.get(key)
+    if not isinstance(written, str) or not written:
+        raise ConfigError(f"{run_dir / RECORD_NAME}: the record names no {key}, nothing trained to load")
+    folder = run_dir / Path(written).name
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: the run's {'model' if key == 'model_path' else 'adapter'} folder is missing "
+                          f"(the record says it was written to {written})")
+    return folder
 
 
 def export_merged(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -77,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from .errors import USER_ERRORS
 
+    out = Path(args.out) if args.out else Path(args.run_dir) / "merged"
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out}: is an existing file; give a folder", file=sys.stderr)
+        sys.exit(2)
     try:
         out = export_merged(args.run_dir, args.out)
     except USER_ERRORS as exc:

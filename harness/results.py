@@ -10,10 +10,29 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .record import RECORD_NAME
+from .record import RECORD_NAME, STATUSES
 
 # Per-step curves stay in the records; a table row keeps their summaries.
 CURVES = ("train_losses", "val_losses")
+
+
+class RecordError(ValueError):
+    """A record.json that is not a run record: truncated, not a JSON object, or without a status."""
+
+
+def load_record(path: str | Path) -> dict:
+    """One record.json, checked: a JSON object with a known ``status`` (a record without one never
+    counts as ok). Raises :class:`RecordError` naming the file."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path}: not a readable run record ({exc})") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: not a run record (a JSON object expected, got {type(record).__name__})")
+    if record.get("status") not in STATUSES:
+        raise RecordError(f"{path}: not a run record (status {record.get('status')!r}, expected one of {', '.join(STATUSES)})")
+    return record
 
 
 def find_records(*paths: str | Path) -> list[Path]:
@@ -58,11 +77,7 @@ def load_records(*paths: str | Path):
 
     rows = []
     for path in find_records(*paths):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not a readable run record ({exc})") from None
-        row = flatten(record)
+        row = flatten(load_record(path))
         row["record_path"] = str(path)
         rows.append(row)
     frame = pd.DataFrame(rows)

@@ -146,3 +146,70 @@ def test_bad_input_is_one_clear_line(files, tmp_path, overrides, expected):
     record = run_dir / "record.json"
     assert not record.exists() or json.loads(record.read_text())["status"] != "ok"
     assert not (tmp_path / "sweep" / "trials").exists()
+
+
+# -- the other entry points: harness.export, harness.eval and the record loader -------------------
+
+@pytest.fixture(scope="module")
+def trained(files, tmp_path_factory):
+    """One finished tiny run, and copies of it broken one way each."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("entry")
+    run_dir = root / "run"
+    result = run_cli(TINY + ["data=alpaca_file", f"data.path={files}/good.jsonl", "data.test_size=4", "data.val_size=4"],
+                     run_dir, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (run_dir / "record.json").read_text()
+    broken = {"truncated": text[: len(text) // 2], "not_object": "[1, 2]",
+              "no_status": json.dumps({k: v for k, v in json.loads(text).items() if k != "status"})}
+    for name, content in broken.items():
+        (root / name).mkdir()
+        (root / name / "record.json").write_text(content)
+    shutil.copytree(run_dir, root / "copied")
+    shutil.rmtree(root / "copied" / "adapter")  # the original's adapter is still there: never used
+    (root / "a_file").write_text("x")
+    return root
+
+
+ENTRY_CASES = [
+    ("export of a truncated record", ["harness.export", "{root}/truncated"], "truncated/record.json: not a readable run record"),
+    ("export of a record that is no object", ["harness.export", "{root}/not_object"], "a JSON object expected, got list"),
+    ("export of a record without a status", ["harness.export", "{root}/no_status"], "not a run record (status None"),
+    ("export of a copied run dir without its adapter", ["harness.export", "{root}/copied"], "copied/adapter: the run's adapter folder is missing"),
+    ("export --out an existing file", ["harness.export", "{root}/run", "--out", "{root}/a_file"], "a_file: is an existing file"),
+    ("eval --limit 0", ["harness.eval", "{root}/run", "--limit", "0"], "--limit 0: must be > 0"),
+    ("eval --batch-size negative", ["harness.eval", "{root}/run", "--batch-size", "-2"], "--batch-size -2: must be > 0"),
+    ("eval of an unknown task", ["harness.eval", "{root}/run", "--tasks", "harness_arith_2da", "hellaswagg"],
+     "--tasks: no such lm-eval task: hellaswagg"),
+    ("eval of a record without a status", ["harness.eval", "{root}/no_status"], "not a run record (status None"),
+]
+if not torch.cuda.is_available():
+    ENTRY_CASES.append(("eval --device cuda without a GPU", ["harness.eval", "{root}/run", "--device", "cuda"],
+                        "--device cuda: no CUDA GPU is available"))
+
+
+@pytest.mark.parametrize("args,expected", [c[1:] for c in ENTRY_CASES], ids=[c[0] for c in ENTRY_CASES])
+def test_entry_points_fail_in_one_clear_line(trained, args, expected):
+    import subprocess
+    import sys
+
+    from harness.paths import REPO_ROOT
+
+    cmd = [sys.executable, "-m", *[a.replace("{root}", str(trained)) for a in args]]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("WARNING", "INFO"))]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert expected in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (trained / "copied" / "merged").exists()
+
+
+def test_the_record_loader_never_counts_a_record_without_status_as_ok(trained):
+    from harness.results import RecordError, load_records
+
+    assert list(load_records(trained / "run")["status"]) == ["ok"]
+    for name in ("no_status", "truncated", "not_object"):
+        with pytest.raises(RecordError, match=name):
+            load_records(trained / name)

@@ -45,7 +45,7 @@ def ledger():
 
 
 def write_reliability_page(rows: dict[str, dict]) -> None:
-    from tests.test_bad_input import CASES
+    from tests.test_bad_input import CASES, ENTRY_CASES
 
     lines = [
         "# Reliability",
@@ -69,7 +69,10 @@ def write_reliability_page(rows: dict[str, dict]) -> None:
         "files (truncated JSON, fields of another format, empty, non-UTF-8, an absurdly long example,",
         "not JSON), model paths, checkpoints and sweep spaces; each must end with one `error:` line",
         "naming the key, file or line, exit code 2, no record claiming success, and no model weights",
-        "loaded first.",
+        "loaded first. Keys the schema lacks (at any depth, with or without `+`) name the key probably",
+        "meant; inf and nan, seeds outside numpy's range, a rank larger than its layer are refused the same",
+        f"way. {len(ENTRY_CASES)} more cases cover `harness.export`, `harness.eval` and the record loader",
+        "(truncated records, records without a status, a copied run dir without its adapter, bad flags).",
         "",
     ]
     DOC.write_text("\n".join(lines))
