@@ -284,6 +284,19 @@ class TrainerConfig:
     save_weights: save the trained adapter (or model) in the run dir; off for runs that only
     measure memory and speed (a 7B full fine-tune is 13 GB to write). Scoring needs it for
     quantized adapters (they are scored merged into the 16-bit base).
+
+    CPU sizing (with no GPU, so the default finishes in minutes on a 2-core laptop): the
+    ``cpu_*`` keys replace their counterparts on CPU, each only when the user did not set the
+    counterpart on the command line: cpu_micro_batch_size and cpu_global_batch_size (together;
+    micro-batch 1 pads nothing and keeps the fp32 logits small) for micro_batch_size and
+    global_batch_size, cpu_max_seq_len for ``data.max_seq_len`` (fewer, shorter examples fit:
+    the splits differ from the GPU run's), cpu_val_size for ``data.val_size`` (the validation
+    loss before and after training; ``harness_heldout`` is the larger held-out measure), and
+    cpu_max_steps caps the steps when max_steps is null. ``eval.cpu_tasks`` / ``eval.cpu_limit`` / ``eval.cpu_batch_size`` size the scoring the
+    same way. null leaves a key alone; cpu_sizing=false turns them all off (the full schedule
+    and the full suite on CPU). The run's output and the record's ``schedule_note`` and
+    ``cpu_sizing`` say what was applied. Only conf/trainer/default.yaml and conf/eval/local.yaml
+    set them (trainer=smoke and the other eval groups are not resized).
     """
 
     epochs: int = 1
@@ -307,6 +320,11 @@ class TrainerConfig:
     liger_kernels: bool = False
     recompute_lora_dropout: bool = False
     save_weights: bool = True
+    cpu_sizing: bool = True
+    cpu_micro_batch_size: int | None = None
+    cpu_global_batch_size: int | None = None
+    cpu_max_seq_len: int | None = None
+    cpu_val_size: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps > 0,
@@ -340,6 +358,19 @@ class TrainerConfig:
         _require(self.max_grad_norm is None or self.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 or null, got {self.max_grad_norm}")
         _require(self.val_every_n_steps is None or self.val_every_n_steps > 0, "trainer.val_every_n_steps", f"must be > 0 or null, got {self.val_every_n_steps}")
         _require(self.log_every_n_steps > 0, "trainer.log_every_n_steps", f"must be > 0, got {self.log_every_n_steps}")
+        for key in ("cpu_micro_batch_size", "cpu_global_batch_size"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, f"trainer.{key}", f"must be > 0 or null, got {value}")
+        _require((self.cpu_micro_batch_size is None) == (self.cpu_global_batch_size is None), "trainer.cpu_global_batch_size",
+                 "set trainer.cpu_micro_batch_size and trainer.cpu_global_batch_size together (or both null)")
+        if self.cpu_micro_batch_size and self.cpu_global_batch_size:
+            _require(self.cpu_global_batch_size % (self.cpu_micro_batch_size * self.devices) == 0, "trainer.cpu_global_batch_size",
+                     f"{self.cpu_global_batch_size} is not a multiple of trainer.cpu_micro_batch_size={self.cpu_micro_batch_size}"
+                     + (f" x trainer.devices={self.devices}" if self.devices > 1 else ""))
+        _require(self.cpu_max_seq_len is None or self.cpu_max_seq_len >= 16, "trainer.cpu_max_seq_len",
+                 f"must be >= 16 or null, got {self.cpu_max_seq_len}")
+        _require(self.cpu_val_size is None or self.cpu_val_size >= 0, "trainer.cpu_val_size",
+                 f"must be >= 0 or null, got {self.cpu_val_size}")
 
     @property
     def accumulate_grad_batches(self) -> int:
@@ -353,7 +384,12 @@ class EvalConfig:
     name: ``local`` (the harness's offline suite), ``probes`` (what the quality sweeps score:
     held-out likelihood and the forgetting probes), ``raschka`` (the reference study's tasks;
     needs the HF hub), ``none``, or ``custom`` with ``tasks`` set to any lm-eval task names.
-    limit: score only the first N documents of each task (null = all).
+    limit: score only the first N documents of each task (null = all; the bundled tasks are
+    shuffled by a fixed seed, so the first N are a random subset).
+    cpu_tasks / cpu_limit / cpu_batch_size: on a machine without a GPU, replace tasks / limit /
+    batch_size, each only when the user did not set that key (limit: only when it is null);
+    null leaves it alone, ``trainer.cpu_sizing=false`` turns them off. Scores keep lm-eval's
+    standard errors, which grow as 1/sqrt(limit). Only eval=local sets them.
     """
 
     name: str = "none"
@@ -361,6 +397,9 @@ class EvalConfig:
     num_fewshot: int | None = None
     limit: int | None = None
     batch_size: int = 16
+    cpu_tasks: list[str] | None = None
+    cpu_limit: int | None = None
+    cpu_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         _one_of(self.name, "eval.name", ("none", "local", "probes", "raschka", "custom"))
@@ -369,6 +408,11 @@ class EvalConfig:
         _require(self.num_fewshot is None or self.num_fewshot >= 0, "eval.num_fewshot", f"must be >= 0 or null, got {self.num_fewshot}")
         _require(self.limit is None or self.limit > 0, "eval.limit", f"must be > 0 or null, got {self.limit}")
         _require(self.batch_size > 0, "eval.batch_size", f"must be > 0, got {self.batch_size}")
+        _require(self.cpu_tasks is None or len(self.cpu_tasks) > 0, "eval.cpu_tasks", "must name at least one task, or be null")
+        _require(self.cpu_tasks is None or self.name != "none", "eval.cpu_tasks", "must be null with eval=none")
+        _require(self.cpu_limit is None or self.cpu_limit > 0, "eval.cpu_limit", f"must be > 0 or null, got {self.cpu_limit}")
+        _require(self.cpu_batch_size is None or self.cpu_batch_size > 0, "eval.cpu_batch_size",
+                 f"must be > 0 or null, got {self.cpu_batch_size}")
 
 
 @dataclass

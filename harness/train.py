@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import logging
 import math
 import os
@@ -36,17 +38,78 @@ def pick_device(accelerator: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def plan_steps(run: RunConfig, n_train: int, device: str) -> tuple[int, str | None]:
-    """Total optimizer steps for the run, and a note when the CPU cap shortened it."""
+def plan_steps(run: RunConfig, n_train: int, device: str, sized: dict | None = None) -> tuple[int, str | None]:
+    """Total optimizer steps for the run, and a note when the run was sized to the CPU: the step
+    cap and every other ``cpu_*`` value :func:`size_for_cpu` applied (``sized``), scoring included."""
     t = run.trainer
     full = steps_per_epoch(n_train, t.micro_batch_size * t.devices, t.accumulate_grad_batches) * t.epochs
+    steps, parts = full, []
     if t.max_steps is not None:
-        return t.max_steps, None
-    if device == "cpu" and t.cpu_max_steps is not None and t.cpu_max_steps < full:
-        note = (f"no GPU found: training stops after trainer.cpu_max_steps={t.cpu_max_steps} of {full} optimizer "
-                "steps (set trainer.cpu_max_steps=null for the full schedule)")
-        return t.cpu_max_steps, note
-    return full, None
+        steps = t.max_steps
+    elif device == "cpu" and t.cpu_sizing and t.cpu_max_steps is not None and t.cpu_max_steps < full:
+        steps = t.cpu_max_steps
+        parts.append(f"training stops after trainer.cpu_max_steps={t.cpu_max_steps} of {full} optimizer steps")
+    for key, change in (sized or {}).items():
+        if key == "eval.tasks":
+            parts.append(f"scores {len(change['applied'])} of the {len(change['configured'])} eval.tasks "
+                         f"({', '.join(change['applied'])})")
+        elif key == "eval.limit":
+            parts.append(f"scores the first {change['applied']} documents of each task (a seeded random subset; "
+                         "the record's standard errors are for that many)")
+        else:
+            parts.append(f"{key}={change['applied']} (configured {change['configured']})")
+    if not parts:
+        return steps, None
+    return steps, ("no GPU found, so this run is sized for the CPU: " + "; ".join(parts)
+                   + ". trainer.cpu_sizing=false runs the full schedule and scores the full suite")
+
+
+def command_line_keys() -> set[str]:
+    """The config keys the user set on the command line (Hydra's task overrides; none outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {override.lstrip("+~").split("=", 1)[0].strip() for override in HydraConfig.get().overrides.task}
+
+
+def size_for_cpu(run: RunConfig, device: str, user_keys: set[str]) -> tuple[RunConfig, dict]:
+    """On CPU (with ``trainer.cpu_sizing``), the run with each ``cpu_*`` value in place of its
+    counterpart, unless that value is null or the user set the counterpart (``user_keys``; the
+    micro- and global batch go together, and ``eval.limit`` is replaced only when null). Returns
+    the run as it will go and ``{key: {"configured", "applied"}}`` for every key it changed."""
+    t, e = run.trainer, run.eval
+    if device != "cpu" or not t.cpu_sizing:
+        return run, {}
+    wanted: dict = {}  # counterpart key -> CPU value
+    if t.cpu_micro_batch_size is not None and not {"trainer.micro_batch_size", "trainer.global_batch_size"} & user_keys:
+        wanted.update({"trainer.micro_batch_size": t.cpu_micro_batch_size, "trainer.global_batch_size": t.cpu_global_batch_size})
+    if t.cpu_max_seq_len is not None and "data.max_seq_len" not in user_keys:
+        wanted["data.max_seq_len"] = min(t.cpu_max_seq_len, run.data.max_seq_len)
+    if t.cpu_val_size is not None and "data.val_size" not in user_keys:
+        wanted["data.val_size"] = min(t.cpu_val_size, run.data.val_size)
+    if e.tasks:  # eval=none scores nothing
+        if e.cpu_tasks is not None and "eval.tasks" not in user_keys:
+            wanted["eval.tasks"] = list(e.cpu_tasks)
+        if e.cpu_limit is not None and e.limit is None:
+            wanted["eval.limit"] = e.cpu_limit
+        if e.cpu_batch_size is not None and "eval.batch_size" not in user_keys:
+            wanted["eval.batch_size"] = e.cpu_batch_size
+    groups = {"trainer": t, "data": run.data, "eval": e}
+    sized = {}
+    for key, value in wanted.items():
+        group, name = key.split(".")
+        configured = getattr(groups[group], name)
+        if configured != value:
+            sized[key] = {"configured": list(configured) if isinstance(configured, list) else configured, "applied": value}
+    if not sized:
+        return run, {}
+    changes: dict = {"trainer": {}, "data": {}, "eval": {}}
+    for key, change in sized.items():
+        group, name = key.split(".")
+        changes[group][name] = change["applied"]
+    return dataclasses.replace(run, **{group: dataclasses.replace(groups[group], **values)
+                                       for group, values in changes.items() if values}), sized
 
 
 CHECKPOINT_DIR = "checkpoints"
@@ -78,6 +141,12 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     started = time.perf_counter()
     startup_seconds = measure.process_age_seconds()  # imports and composing, before this function
     device = pick_device(run.trainer.accelerator)
+    run, cpu_sized = size_for_cpu(run, device, command_line_keys())
+    if cpu_sized:  # the record's config is what ran; cpu_sizing keeps what was configured
+        resolved_config = copy.deepcopy(resolved_config)
+        for key, change in cpu_sized.items():
+            group, name = key.split(".")
+            resolved_config.setdefault(group, {})[name] = change["applied"]
     # With several devices Lightning starts one process per device, each running this function;
     # rank 0 alone scores, saves and writes the record.
     rank, local_rank = process_ranks()
@@ -102,7 +171,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     tokenizer = models.load_tokenizer(run.model)
     models.check_vocab(tokenizer, arch)
     splits, data_stats = data.build_splits(run.data, tokenizer, loaded)
-    total_steps, schedule_note = plan_steps(run, data_stats["n_train"], device)
+    total_steps, schedule_note = plan_steps(run, data_stats["n_train"], device, cpu_sized)
     if schedule_note:
         log.warning(schedule_note)
 
@@ -119,6 +188,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         "planned_steps": total_steps,
         "memory_estimate": estimate["memory_estimate"],
         "schedule_note": schedule_note,
+        "cpu_sizing": cpu_sized,
         "adapter_path": None,
         "model_path": None,
         "error": None,
