@@ -122,10 +122,12 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
     space = dict(cfg.space)
     extra: list[str] = []
     n_trials = cfg.n_trials
+    seeds: list[int | None] = list(cfg.seeds) or [None]
     if cfg.scale == "smoke":
         space.update(cfg.smoke.get("space") or {})
         extra = list(cfg.smoke.get("overrides") or [])
         n_trials = cfg.smoke.get("n_trials", n_trials)
+        seeds = list(cfg.smoke.get("seeds") or seeds)
     axes = parse_space(space)
     check_sweep_claims(cfg)
     swept = {a.key for a in axes} | {override_key(o) for a in axes for b in a.bundles.values() for o in b}
@@ -157,7 +159,6 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
     first = runs[0]
     check_inputs(first, cfg)
     exclusive = cfg.exclusive_gpu if cfg.exclusive_gpu is not None else cfg.measures_runtime
-    seeds: list[int | None] = list(cfg.seeds) or [None]
     return SweepPlan(cfg=cfg, axes=axes, base_overrides=base, seeds=seeds, planned=planned, grid=grid,
                      sweep_dir=sweep_dir, storage_url=study_lib.storage_url(cfg.storage, sweep_dir),
                      study_name=cfg.study_name or cfg.name, exclusive_gpu=exclusive,
