@@ -42,9 +42,9 @@ def test_agreement_pairs_are_deterministic_distinct_minimal_pairs():
     assert pairs == agreement_pairs() and pairs != agreement_pairs(seed=7)
     assert len(pairs) == 660 and len({p["sentence_good"] for p in pairs}) == len({p["sentence_bad"] for p in pairs}) == 660
     per_template = Counter(p["template"] for p in pairs)
-    assert len(per_template) == 6 and set(per_template.values()) == {110}
-    singular = {"is", "was", "has", "smiles", "laughs", "sleeps", "waits", "works", "swims"}
-    plural = {"are", "were", "have", "smile", "laugh", "sleep", "wait", "work", "swim"}
+    assert len(per_template) == 5 and set(per_template.values()) == {132}
+    singular = {"is", "was", "smiles", "laughs", "sleeps", "waits", "works", "swims"}
+    plural = {"are", "were", "smile", "laugh", "sleep", "wait", "work", "swim"}
     n_singular = 0
     for p in pairs:
         assert p["sentence_good"] == f"{p['prefix']} {p['good']}" and p["sentence_bad"] == f"{p['prefix']} {p['bad']}"
@@ -200,7 +200,7 @@ def test_in_process_score_equals_lm_eval_cli_on_the_merged_export(tmp_path):
 # harness.evaluate.score on the full tasks: (items, chance, {metric: (value, stderr)}). Chance
 # for add1d's greedy answer is taken as 0 (the base is at 0.01-0.02 on 2-digit arithmetic).
 BASE_PROBE_SCORES = {
-    "harness_agreement": (660, 0.5, {"acc": (0.7803, 0.0161), "margin": (1.484, 0.080)}),
+    "harness_agreement": (660, 0.5, {"acc": (0.8712, 0.0130), "margin": (1.931, 0.066)}),
     "harness_capitals": (200, 0.25, {"acc": (0.845, 0.0257), "margin": (5.913, 0.413)}),
     "harness_add1d": (1055, 0.0, {"acc": (0.1156, 0.0099), "gold_logprob": (-5.127, 0.057)}),
 }

@@ -126,21 +126,23 @@ _RELATIVES = [("friend", "friends"), ("sister", "sisters"), ("brother", "brother
 _PERSON_ADJECTIVES = ["tall", "happy", "tired", "young", "busy", "late", "nervous", "friendly"]
 _INTRANSITIVE = [("smiles", "smile"), ("laughs", "laugh"), ("sleeps", "sleep"), ("waits", "wait"),
                  ("works", "work"), ("swims", "swim")]
-_PARTICIPLES = ["arrived", "left", "returned", "finished"]
-_BE_PRESENT, _BE_PAST, _HAVE, _LIKE = ("is", "are"), ("was", "were"), ("has", "have"), ("likes", "like")
+_BE_PRESENT, _BE_PAST = ("is", "are"), ("was", "were")
 
 # Per template: (name, subject nouns, attractor nouns, (singular, plural) verb forms or None for
 # a lexical verb, completions, the prefix with {s} subject and {a} attractor). A lexical-verb
-# template's completions are the (3sg, plural) verb pairs themselves.
+# template's completions are the (3sg, plural) verb pairs themselves. Tried and left out, because
+# the 135M base model is at or below chance on them (110 pairs each), so they could not show
+# forgetting: object relatives ("The author that the guards like is/are tall.", 0.59), subject
+# relatives ("The student who helped the men has/have left.", 0.46) and "The pilot behind the
+# senators swims/swim." (0.38).
 _AGREEMENT_TEMPLATES = [
     ("pp_near", _THINGS, _PLACES, _BE_PRESENT, _THING_ADJECTIVES, "The {s} near the {a}"),
     ("pp_on", _THINGS, _PLACES, _BE_PAST, _THING_ADJECTIVES, "The {s} on the {a}"),
     ("pp_next_to", _PEOPLE, _ATTRACTOR_PEOPLE, None, _INTRANSITIVE, "The {s} next to the {a}"),
-    ("object_relative", _PEOPLE, _ATTRACTOR_PEOPLE, _BE_PRESENT, _PERSON_ADJECTIVES, "The {s} that the {a} {like}"),
-    ("subject_relative", _PEOPLE, _ATTRACTOR_PEOPLE, _HAVE, _PARTICIPLES, "The {s} who helped the {a}"),
+    ("pp_with", _PEOPLE, _ATTRACTOR_PEOPLE, _BE_PAST, _PERSON_ADJECTIVES, "The {s} with the {a}"),
     ("of_possessor", _RELATIVES, _PEOPLE, _BE_PRESENT, _PERSON_ADJECTIVES, "The {s} of the {a}"),
 ]
-AGREEMENT_PER_TEMPLATE = 110
+AGREEMENT_PER_TEMPLATE = 132
 
 
 def agreement_pairs(per_template: int = AGREEMENT_PER_TEMPLATE, seed: int = SEED) -> list[dict]:
@@ -155,7 +157,7 @@ def agreement_pairs(per_template: int = AGREEMENT_PER_TEMPLATE, seed: int = SEED
                   if s[0] != a[0]]
         for s, a, completion, plural in random.Random(f"agreement-{name}-{seed}").sample(combos, per_template):
             attractor = a[1 - plural]  # the other number
-            text = prefix.format(s=s[plural], a=attractor, like=_LIKE[1 - plural])
+            text = prefix.format(s=s[plural], a=attractor)
             if verb is None:  # a lexical verb: completion is its (3sg, plural) pair
                 good, bad = f"{completion[plural]}.", f"{completion[1 - plural]}."
             else:
