@@ -285,11 +285,11 @@ class TrainerConfig:
     measure memory and speed (a 7B full fine-tune is 13 GB to write). Scoring needs it for
     quantized adapters (they are scored merged into the 16-bit base).
 
-    CPU sizing (with no GPU, so the default finishes in minutes on a 2-core laptop): the
-    ``cpu_*`` keys replace their counterparts on CPU, each only when the user did not set the
-    counterpart on the command line: cpu_micro_batch_size and cpu_global_batch_size (together;
-    micro-batch 1 pads nothing and keeps the fp32 logits small) for micro_batch_size and
-    global_batch_size, cpu_max_seq_len for ``data.max_seq_len`` (fewer, shorter examples fit:
+    CPU sizing (with no GPU, so the default finishes in minutes on a 2-core laptop): in a run
+    started by ``python -m harness.run``, the ``cpu_*`` keys replace their counterparts on CPU,
+    each only when the user did not set the counterpart on the command line:
+    cpu_micro_batch_size and cpu_global_batch_size (together; micro-batch 1 pads nothing and
+    keeps the fp32 logits small) for micro_batch_size and global_batch_size, cpu_max_seq_len for ``data.max_seq_len`` (fewer, shorter examples fit:
     the splits differ from the GPU run's), cpu_val_size for ``data.val_size`` (the validation
     loss before and after training; ``harness_heldout`` is the larger held-out measure), and
     cpu_max_steps caps the steps when max_steps is null. ``eval.cpu_tasks`` / ``eval.cpu_limit`` / ``eval.cpu_batch_size`` size the scoring the

@@ -64,12 +64,13 @@ def plan_steps(run: RunConfig, n_train: int, device: str, sized: dict | None = N
                    + ". trainer.cpu_sizing=false runs the full schedule and scores the full suite")
 
 
-def command_line_keys() -> set[str]:
-    """The config keys the user set on the command line (Hydra's task overrides; none outside Hydra)."""
+def command_line_keys() -> set[str] | None:
+    """The config keys the user set on the command line (Hydra's task overrides); None outside
+    ``python -m harness.run``, where a caller composed the run itself and gets it unsized."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return set()
+        return None
     return {override.lstrip("+~").split("=", 1)[0].strip() for override in HydraConfig.get().overrides.task}
 
 
@@ -141,7 +142,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     started = time.perf_counter()
     startup_seconds = measure.process_age_seconds()  # imports and composing, before this function
     device = pick_device(run.trainer.accelerator)
-    run, cpu_sized = size_for_cpu(run, device, command_line_keys())
+    user_keys = command_line_keys()
+    run, cpu_sized = size_for_cpu(run, device, user_keys) if user_keys is not None else (run, {})
     if cpu_sized:  # the record's config is what ran; cpu_sizing keeps what was configured
         resolved_config = copy.deepcopy(resolved_config)
         for key, change in cpu_sized.items():

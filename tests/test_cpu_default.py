@@ -3,7 +3,7 @@ not, and what the run's output and record say about it."""
 
 from __future__ import annotations
 
-from harness.train import plan_steps, size_for_cpu
+from harness.train import command_line_keys, plan_steps, size_for_cpu
 from tests.helpers import compose_run, read_record, run_cli
 
 PROBES = ["harness_heldout", "harness_agreement", "harness_capitals", "harness_add1d"]
@@ -53,6 +53,8 @@ def test_no_cpu_sizing_on_a_gpu_with_the_switch_off_or_outside_the_default_group
     assert size_for_cpu(off, "cpu", set()) == (off, {})
     steps, note = plan_steps(off, 1000, "cpu")
     assert steps == 63 and note is None  # the full schedule: one override away
+    # A run composed by its caller (not `python -m harness.run`) is not resized.
+    assert command_line_keys() is None
     # trainer=smoke and eval=probes set no cpu_* values.
     other = compose_run(["trainer=smoke", "eval=probes", "trainer.max_steps=null"])
     assert size_for_cpu(other, "cpu", set()) == (other, {})
@@ -86,7 +88,7 @@ def test_cpu_run_says_what_was_sized_in_output_and_record(chat_file, tmp_path):
     assert record["config"]["trainer"]["micro_batch_size"] == 1 and record["config"]["data"]["max_seq_len"] == 128
     assert record["optimizer_steps"] == 3 and record["train_tokens_seen"] > 0
     assert "trainer.cpu_max_steps=3" in record["schedule_note"]
-    assert "sized for the CPU" in result.stderr
+    assert "sized for the CPU" in result.stdout  # the run log on the console
     assert set(record["eval"]) == set(PROBES) == set(record["eval_base"])
     # Scored on the subset, with lm-eval's standard errors.
     assert record["eval"]["harness_add1d"]["acc"]["stderr"] > 0
