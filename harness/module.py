@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -10,6 +12,8 @@ from torch import nn
 
 from .models import decoder_blocks
 from .schema import ConfigError, OptimizerConfig, SchedulerConfig
+
+log = logging.getLogger(__name__)
 
 
 class DivergedError(RuntimeError):
@@ -109,6 +113,12 @@ class FineTuneModule(L.LightningModule):
         self._last_batch: dict[str, torch.Tensor] | None = None
         self._rng_to_restore: dict | None = None
         self.resumed_at_step: int | None = None
+        # The run's resolved config, saved in each checkpoint so a resume can be checked against
+        # it (:func:`resume_config_changes`); with ``reapply_hparams`` (trainer.resume_override)
+        # the restored optimizer takes this run's hyperparameters, not the checkpoint's.
+        self.run_config: dict | None = None
+        self.reapply_hparams = False
+        self._fresh_hparams: list[dict] = []
         # Checkpoints hold only the trainable weights; the frozen base reloads from its source.
         self.strict_loading = False
 
@@ -207,6 +217,7 @@ class FineTuneModule(L.LightningModule):
             "train_losses": list(self.train_losses),
             "val_losses": list(self.val_losses),
             "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
+            "config": self.run_config,
         }
 
     def on_load_checkpoint(self, checkpoint):
@@ -248,7 +259,154 @@ class FineTuneModule(L.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.optimizer_cfg)
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.total_steps)
+        # This run's hyperparameters, before a checkpoint's optimizer state replaces them.
+        self._fresh_hparams = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self):
+        if self.reapply_hparams and self.resumed_at_step is not None:
+            self._reapply_hparams()
+
+    def _reapply_hparams(self) -> None:
+        """After a resume with ``trainer.resume_override``: loading the checkpoint restored the old
+        run's learning rates, weight decay and betas into the optimizer and its base lrs into the
+        scheduler; put this run's back (the moments and the step count stay), at the restored step
+        of this run's schedule."""
+        optimizer = _unwrap(self.trainer.optimizers[0])
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+        if len(optimizer.param_groups) != len(self._fresh_hparams):
+            raise ConfigError("trainer.resume_override: the checkpoint's optimizer has another number of parameter "
+                              "groups (optimizer.lr_ratios changed); its state cannot take this run's settings")
+        for group, fresh in zip(optimizer.param_groups, self._fresh_hparams, strict=True):
+            group.update(fresh)
+        scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+# Keys of the resolved config that do not change what training computes: where it logs, what is
+# scored afterwards, how often it checkpoints, validates or logs, how it resumes, the speed
+# switches (each keeps the loss the same function), the device, fault injection, and the cpu_*
+# sizes whose effect shows in the keys they size. A prefix covers the keys under it.
+RESUME_NEUTRAL_KEYS = ("logger", "eval", "fault", "dry_run", "sweep", "data.num_workers", "trainer.resume",
+                       "trainer.resume_override", "trainer.checkpoint_every_n_steps", "trainer.val_every_n_steps",
+                       "trainer.log_every_n_steps", "trainer.save_weights", "trainer.peak_tflops", "trainer.accelerator",
+                       "trainer.compile", "trainer.compile_mode", "trainer.recompute_lora_dropout",
+                       "trainer.liger_kernels", "trainer.gradient_checkpointing", "trainer.cpu_micro_batch_size",
+                       "trainer.cpu_global_batch_size", "trainer.cpu_max_seq_len", "trainer.cpu_val_size")
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_config_changes(saved: dict, current: dict) -> dict:
+    """``{key: {"checkpoint": old, "run": new}}`` for every key that changes what training
+    computes (not in :data:`RESUME_NEUTRAL_KEYS`) and differs between a checkpoint's config
+    and this run's."""
+    old, new = _flatten(saved), _flatten(current)
+    changes = {}
+    for key in sorted(set(old) | set(new)):
+        if any(key == n or key.startswith(n + ".") for n in RESUME_NEUTRAL_KEYS):
+            continue
+        a, b = old.get(key), new.get(key)
+        same = a == b or (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b))
+        if not same:
+            changes[key] = {"checkpoint": a, "run": b}
+    return changes
+
+
+def check_resume_config(path: Path | None, current: dict, override: bool) -> dict:
+    """Compare the config a checkpoint was saved with to this run's, before any work.
+
+    A key that changes the training function (:func:`resume_config_changes`) is refused with
+    one line naming each, unless ``override`` (``trainer.resume_override=true``): then the run
+    goes on with its own values, and the returned changes go in the record. A checkpoint that
+    carries no config (saved by an older harness) is not checked; one that does not load is
+    left to the resume itself, which records why.
+    """
+    if path is None:
+        return {}
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # the load in trainer.fit fails the same way, into the record
+        return {}
+    saved = (checkpoint.get("harness") or {}).get("config") if isinstance(checkpoint, dict) else None
+    del checkpoint
+    if not isinstance(saved, dict):
+        log.warning("%s carries no config (saved by an older harness): resuming without checking it", path)
+        return {}
+    changes = resume_config_changes(saved, current)
+    if changes and not override:
+        shown = "; ".join(f"{k} {v['checkpoint']!r} -> {v['run']!r}" for k, v in changes.items())
+        raise ConfigError(f"trainer.resume={path}: the checkpoint was saved by a run with other settings ({shown}); "
+                          "resume with the checkpoint's values, or set trainer.resume_override=true to continue "
+                          "with these")
+    if changes:
+        log.warning("trainer.resume_override: continuing from %s with %s", path, ", ".join(changes))
+    return changes
+
+
+class StopAtStep(L.Callback):
+    """SIGTERM or SIGINT during training stops the run at the end of the optimizer step under
+    way (:data:`harness.run.STOP` defers the signal while training), with a checkpoint of that
+    step when checkpointing is on, by raising :class:`harness.run.RunInterrupted`.
+
+    Lightning's own SIGTERM handler (installed for each ``fit``) would stop at the end of any
+    micro-batch, mid-accumulation, where no checkpoint resumes exactly (the accumulated
+    gradients are not saved); so this callback puts the harness's handler back at the start of
+    training.
+    """
+
+    def __init__(self, checkpoint_path: Path | None):
+        self.checkpoint_path = checkpoint_path
+        self._step = -1
+
+    def on_train_start(self, trainer, pl_module):
+        from .run import STOP
+
+        STOP.install(defer=True)
+        self._step = trainer.global_step
+        if STOP.signum is not None:  # arrived while fit was setting up
+            self._stop(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        from .run import STOP
+
+        if trainer.global_step == self._step:
+            return  # mid-accumulation: the step is not done
+        self._step = trainer.global_step
+        if STOP.signum is not None:
+            self._stop(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        from .run import STOP
+
+        STOP.defer = False
+        if STOP.signum is not None:
+            self._stop(trainer)
+
+    def on_exception(self, trainer, pl_module, exception):
+        from .run import STOP
+
+        STOP.defer = False
+
+    def _stop(self, trainer) -> None:
+        from .run import STOP, RunInterrupted
+
+        STOP.defer = False
+        saved = None
+        if self.checkpoint_path is not None:
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # the whole training state
+            saved = self.checkpoint_path
+        raise RunInterrupted(STOP.signum, step=trainer.global_step, checkpoint=saved)
 
 
 def own_gradients(model: nn.Module) -> int:

@@ -133,7 +133,8 @@ def train_and_report(run, resolved: dict, run_dir: Path) -> None:
         reason = str(record.get("error") or "no reason recorded").strip().splitlines()
         print(f"error: run {record['status']}: {reason[0] if reason else 'no reason recorded'} "
               f"(record: {run_dir / 'record.json'})", file=sys.stderr)
-        sys.exit(1)
+        signum = getattr(signal, str(record.get("signal")), None) if record["status"] == "interrupted" else None
+        sys.exit(128 + signum if signum else 1)  # interrupted: the shell's code for the signal
 
 
 def preflight(run) -> None:
@@ -253,6 +254,7 @@ def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
     from sweeps.study import StorageUnavailable
 
     signal.signal(signal.SIGTERM, raise_interrupted)  # preemption: stop as on Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the driver's own, not a run's (STOP)
     try:
         code = run_sweep(run, trial_overrides, Path(sweep_dir))
     except USER_ERRORS as exc:
@@ -287,20 +289,74 @@ def raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
 
+class RunInterrupted(BaseException):
+    """SIGTERM (preemption: SLURM, submitit) or SIGINT stopped a run. A BaseException, so no
+    crash handler records it as a failure: the run records status ``interrupted``."""
+
+    def __init__(self, signum: int, step: int | None = None, checkpoint: Path | None = None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.name = signal.Signals(signum).name
+        where = f" at optimizer step {step}" if step is not None else ""
+        if checkpoint is not None:
+            then = f"checkpoint of that step saved in {checkpoint}; the same command with trainer.resume=auto continues"
+        elif step is not None:
+            then = "no checkpoint (trainer.checkpoint_every_n_steps is null): run it again to start over"
+        else:
+            then = "run it again"
+        super().__init__(f"stopped by {self.name}{where}; {then}")
+
+
+class StopSignals:
+    """SIGTERM and SIGINT for one run. Outside training they stop the run at once; while
+    training (``defer``, set by :class:`harness.module.StopAtStep`) the first one stops it at
+    the end of the optimizer step under way, where a checkpoint resumes exactly. A second SIGINT
+    (Ctrl-C again) stops at once; a repeated SIGTERM (SLURM, then the sweep driver) does not."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.defer = False
+        self.installed = False
+
+    def install(self, defer: bool = False) -> None:
+        if not self.installed and defer:
+            return  # the run did not start from the command line: leave the process's handlers alone
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.handle)
+        self.installed, self.defer = True, defer
+
+    def handle(self, signum, frame) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if self.defer and (first or signum == signal.SIGTERM):
+            if first:
+                log.warning("%s received: stopping at the end of this optimizer step", signal.Signals(signum).name)
+            return
+        raise RunInterrupted(self.signum)
+
+
+STOP = StopSignals()
+
+
 def main() -> None:
     from sweeps.launch import die_with_parent
 
     die_with_parent()
-    register_configs()
-    run, sweep_dir, (run_dir_pattern, run_dir) = precheck(sys.argv[1:])
-    if run.sweep is not None:
-        sweep_main(run, sys.argv[1:], sweep_dir)
-    if not run.dry_run:
-        unique = unique_run_dir(run_dir_pattern, run_dir)
-        if unique is not None:  # replaces the time-based dir, the config's or the command's
-            sys.argv = [a for a in sys.argv if not a.lstrip("+").startswith("hydra.run.dir=")]
-            sys.argv.append(f"hydra.run.dir={quote_override(unique)}")
-    hydra_main()
+    STOP.install()  # a sweep driver replaces it with its own (sweep_main)
+    try:
+        register_configs()
+        run, sweep_dir, (run_dir_pattern, run_dir) = precheck(sys.argv[1:])
+        if run.sweep is not None:
+            sweep_main(run, sys.argv[1:], sweep_dir)
+        if not run.dry_run:
+            unique = unique_run_dir(run_dir_pattern, run_dir)
+            if unique is not None:  # replaces the time-based dir, the config's or the command's
+                sys.argv = [a for a in sys.argv if not a.lstrip("+").startswith("hydra.run.dir=")]
+                sys.argv.append(f"hydra.run.dir={quote_override(unique)}")
+        hydra_main()
+    except RunInterrupted as exc:  # before the run had anything to record
+        print(f"error: run {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
 
 
 def quote_override(value: str) -> str:
@@ -313,4 +369,8 @@ def quote_override(value: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    # As harness.run, not __main__: harness.module and harness.train import the run's signal
+    # state (STOP) and RunInterrupted from harness.run, and must find these very objects.
+    from harness.run import main as run_main
+
+    run_main()

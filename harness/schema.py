@@ -259,7 +259,12 @@ class TrainerConfig:
     scheduler, data position, RNG state) to ``<run dir>/checkpoints/last.ckpt`` every N optimizer
     steps; null saves none. resume: ``auto`` continues from that file when it exists (a fresh
     start otherwise), or a path to a checkpoint; the resumed run ends where an uninterrupted
-    one would.
+    one would. Each checkpoint carries its run's config, and a resume whose settings change
+    what training computes (lr, schedule, data, adapter, ...; not the logger, the scoring, the
+    checkpoint interval or the speed switches) is refused, naming the keys, unless
+    resume_override=true: then the run continues with its own settings (the optimizer's
+    learning rates and other hyperparameters too) and the record's ``resume_overrides`` lists
+    each key with both values.
 
     devices: GPUs (or CPU processes) of one host trained on together; each trains on its share of
     every global batch and the record has each device's peak memory. strategy ``ddp`` (``auto``
@@ -315,6 +320,7 @@ class TrainerConfig:
     peak_tflops: float | None = None
     checkpoint_every_n_steps: int | None = None
     resume: str | None = None
+    resume_override: bool = False
     compile: bool = False
     compile_mode: str = "default"
     liger_kernels: bool = False
@@ -330,6 +336,8 @@ class TrainerConfig:
         _require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps > 0,
                  "trainer.checkpoint_every_n_steps", f"must be > 0 or null, got {self.checkpoint_every_n_steps}")
         _require(self.resume is None or str(self.resume).strip() != "", "trainer.resume", "must be auto, a checkpoint path, or null")
+        _require(not self.resume_override or self.resume is not None, "trainer.resume_override",
+                 "takes effect only when resuming; set trainer.resume=auto or a checkpoint path")
         _require(self.epochs > 0, "trainer.epochs", f"must be > 0, got {self.epochs}")
         _require(self.max_steps is None or self.max_steps > 0, "trainer.max_steps", f"must be > 0 or null, got {self.max_steps}")
         _require(self.cpu_max_steps is None or self.cpu_max_steps > 0, "trainer.cpu_max_steps", f"must be > 0 or null, got {self.cpu_max_steps}")

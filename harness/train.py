@@ -18,9 +18,17 @@ from . import adapters, batches, data, evaluate, measure, models, scoring, speed
 from .errors import USER_ERRORS
 from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
-from .module import DivergedError, FineTuneModule, eager_blocks, steps_per_epoch
+from .module import (
+    DivergedError,
+    FineTuneModule,
+    StopAtStep,
+    check_resume_config,
+    eager_blocks,
+    steps_per_epoch,
+)
 from .paths import MissingPathError
 from .record import git_sha, loss_summary, versions, write_record
+from .run import RunInterrupted
 from .schema import ConfigError, RunConfig
 from .trial import PrunedError, trial_callbacks
 
@@ -162,6 +170,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
                     "(most of them at lr %g); trainer.precision=bf16-mixed keeps fp32 master weights", precision, run.optimizer.lr)
     models.check_quant_supported(run.quant, device)
     resume_path = resume_checkpoint(run, run_dir)
+    resume_overrides = check_resume_config(resume_path, resolved_config, run.trainer.resume_override)
     loaded = data.load_examples(run.data)  # data errors first: parsing is cheap, loading models is not
     if run.eval.tasks:
         evaluate.check_tasks(run.eval.tasks)
@@ -195,6 +204,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         "model_path": None,
         "error": None,
         "resumed_from": str(resume_path) if resume_path else None,
+        "resume_overrides": resume_overrides or None,
         "startup_seconds": startup_seconds,
     }
     peaks = measure.PhasePeaks(device)
@@ -217,6 +227,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
 
         module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps, compile=run.trainer.compile,
                                 shard=run.trainer.strategy == "fsdp", compile_mode=run.trainer.compile_mode)
+        module.run_config, module.reapply_hparams = resolved_config, bool(resume_overrides)
         # CUDA graphs record a graph per batch shape: one width keeps it to one.
         datamodule = batches.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed,
                                                    run.data.num_workers, pad_to=run.data.max_seq_len if module.cuda_graphs else None)
@@ -238,7 +249,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             gradient_clip_val=t.max_grad_norm,
             logger=loggers or False,
             callbacks=[measure_cb, measure.HostMetricsBar(measure_cb, refresh_rate=t.accumulate_grad_batches), *checkpoint_callbacks(run, run_dir),
-                       *trial_callbacks(), *fault_callbacks(run.fault)],
+                       *trial_callbacks(), *fault_callbacks(run.fault), StopAtStep(stop_checkpoint(run, run_dir))],
             enable_checkpointing=t.checkpoint_every_n_steps is not None,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -289,6 +300,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             peaks.end("eval")
             record["eval_seconds"] = time.perf_counter() - eval_started
         record["status"] = "ok"
+    except RunInterrupted as exc:  # SIGTERM/SIGINT: a checkpoint to resume from, when checkpointing is on
+        record.update(status="interrupted", signal=exc.name, error=str(exc),
+                      checkpoint=str(exc.checkpoint) if exc.checkpoint else None)
     except DivergedError as exc:
         record.update(status="diverged", error=str(exc))
     except PrunedError as exc:
@@ -379,6 +393,14 @@ def checkpoint_callbacks(run: RunConfig, run_dir: Path) -> list:
 
     return [ModelCheckpoint(dirpath=Path(run_dir) / CHECKPOINT_DIR, filename=CHECKPOINT_NAME, every_n_train_steps=every,
                             save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)]
+
+
+def stop_checkpoint(run: RunConfig, run_dir: Path) -> Path | None:
+    """Where a run stopped by a signal saves its checkpoint: the periodic one's file, or None
+    when checkpointing is off."""
+    if run.trainer.checkpoint_every_n_steps is None:
+        return None
+    return Path(run_dir) / CHECKPOINT_DIR / f"{CHECKPOINT_NAME}.ckpt"
 
 
 def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path, record: dict) -> dict:
