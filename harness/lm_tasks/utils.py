@@ -149,7 +149,7 @@ def agreement_pairs(per_template: int = AGREEMENT_PER_TEMPLATE, seed: int = SEED
     """Minimal pairs ``{"template", "prefix", "good", "bad", "sentence_good", "sentence_bad"}``:
     the sentences share ``prefix`` (subject and attractor) and differ only in the verb's number,
     so ``good`` and ``bad`` are the continuations after it (the prefix's log-probability cancels,
-    so comparing continuations is comparing whole sentences). Half the pairs have a singular
+    so comparing continuations is comparing whole sentences). About half the pairs have a singular
     subject and a plural attractor, half the reverse."""
     pairs = []
     for name, subjects, attractors, verb, completions, prefix in _AGREEMENT_TEMPLATES:
