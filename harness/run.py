@@ -268,8 +268,9 @@ def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
         sys.exit(1)
     except KeyboardInterrupt as exc:
         name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
-        print(f"error: sweep interrupted by {name}; finished trials are kept, running ones run again: "
-              "run the same command again to resume", file=sys.stderr)
+        print(f"error: sweep interrupted by {name}; finished trials are kept, running ones were stopped (with a "
+              "checkpoint when checkpointing is on) and run again from it: run the same command again to resume",
+              file=sys.stderr)
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
     if code != 0:
         print(f"error: sweep {run.sweep.name} stopped before every configuration was done; run the same command "

@@ -60,6 +60,8 @@ TABLE_COLUMNS = ("status", "peak_memory_gib", "train_seconds", "tokens_per_s", "
 
 
 MAX_YIELDS_WITHOUT_PROGRESS = 20
+# How long a stopping driver waits for its running trials to checkpoint and record it.
+STOP_GRACE_SECONDS = 120.0
 
 
 class SweepStalled(RuntimeError):
@@ -276,9 +278,19 @@ class Driver:
         self.bar = None
         self.errors: list[BaseException] = []
         self.yielded = 0  # duplicate trials since the last trial that ran (all workers)
+        self.done: list[threading.Event] = []  # one per worker, set when it ends
 
     # -- the worker loop ------------------------------------------------------------------
     def worker(self, slot: str | None) -> None:
+        done = threading.Event()
+        with self.lock:
+            self.done.append(done)
+        try:
+            self._work(slot)
+        finally:
+            done.set()
+
+    def _work(self, slot: str | None) -> None:
         retry = study_lib.with_retry
         wait = self.plan.cfg.storage_retry_seconds
         try:
@@ -339,18 +351,38 @@ class Driver:
     # -- one trial ------------------------------------------------------------------------
     def run_trial(self, trial: optuna.Trial, params: dict, slot: str | None) -> None:
         plan = self.plan
-        trial_dir = plan.sweep_dir / "trials" / str(trial.number)
+        # A re-run of a lost or interrupted trial runs in that trial's folder and resumes from
+        # the checkpoint its run left there (a fresh start where there is none).
+        rerun = "trial_dir" in trial.user_attrs
+        trial_dir = plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
         overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
         records = []
         for seed in plan.seeds:
             run_dir = trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}"
             run_overrides = overrides + ([f"seed={seed}"] if seed is not None else [])
-            record = self.run_one(trial, params, seed, run_overrides, run_dir, slot)
+            record = self.finished_record(run_dir) if rerun else None
+            if record is not None:  # this seed's run ended before the interruption: kept
+                record["sweep"]["trial"] = trial.number
+                write_record(run_dir, record)
+            else:
+                record = self.run_one(trial, params, seed, run_overrides + (["trainer.resume=auto"] if rerun else []),
+                                      run_dir, slot)
             records.append(record)
-            if record["status"] == "pruned":
+            if record["status"] in ("pruned", "interrupted") or self.stop.is_set():
                 break
         study_lib.with_retry(lambda: self.tell(trial, records), f"recording trial {trial.number}",
                              plan.cfg.storage_retry_seconds)
+
+    @staticmethod
+    def finished_record(run_dir: Path) -> dict | None:
+        """The record a run of a re-run trial left when it ended (any status but interrupted)."""
+        try:
+            record = read_record(run_dir)
+        except (OSError, json.JSONDecodeError):
+            return None
+        if not isinstance(record, dict) or record.get("status") in (None, "interrupted") or "sweep" not in record:
+            return None
+        return record
 
     def run_one(self, trial, params, seed, overrides, run_dir: Path, slot) -> dict:
         plan = self.plan
@@ -416,6 +448,8 @@ class Driver:
         if status == "ok" and any(v is None for v in values):
             missing = [o.metric for o, v in zip(objectives, values, strict=True) if v is None]
             status, error = "failed", f"objective metric(s) missing from the record: {', '.join(missing)}"
+        if status == "ok" and len(records) < len(self.plan.seeds):  # the driver stopped between seeds
+            status, error = "interrupted", "the sweep driver stopped before every seed ran"
         trial.set_user_attr("status", status)
         trial.set_user_attr("run_dirs", [r["run_dir"] for r in records])
         trial.set_user_attr("objectives", summary)
@@ -430,6 +464,11 @@ class Driver:
             self.study.tell(trial, values if len(values) > 1 else values[0], skip_if_finished=True)
         elif status == "pruned":
             self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+        elif status == "interrupted":
+            # Not a data point: the configuration runs again, from the checkpoint its run saved.
+            if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:  # not on a retried tell
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                study_lib.requeue(self.study, self.study._storage.get_trial(trial._trial_id))
         else:
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         log.info("trial %d: %s %s", trial.number, status,
@@ -581,7 +620,16 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
                 thread.join(timeout=1.0)
     except KeyboardInterrupt:
         driver.stop.set()
-        log.warning("interrupted: running trials are stopped and will run again when this command is repeated")
+        # Running trials stop as on preemption: each at the end of its optimizer step, with a
+        # checkpoint when checkpointing is on, and is queued to run again from it.
+        if launcher.interrupt() if hasattr(launcher, "interrupt") else 0:
+            log.warning("interrupted: stopping the running trials (they checkpoint when checkpointing is on and run "
+                        "again from there when this command is repeated; Ctrl-C again stops at once)")
+            # Not Thread.join/is_alive: after a signal interrupted a join, Python 3.11 can report
+            # a running thread as stopped. Each worker sets its own event when it ends.
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            for done in driver.done:
+                done.wait(max(0.0, deadline - time.monotonic()))
         raise
     finally:
         driver.bar.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,11 +31,15 @@ class LocalLauncher:
 
     def __init__(self, heartbeat_seconds: float):
         self.heartbeat_seconds = heartbeat_seconds
+        self.running: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
 
     def run(self, cmd: list[str], env: dict, cwd: str, log_path: Path, beat: Callable[[], None]) -> int:
         env = dict(env, **{PARENT_ENV: str(os.getpid())})
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
+            with self.lock:
+                self.running.add(proc)
             try:
                 while True:
                     try:
@@ -45,6 +50,21 @@ class LocalLauncher:
                 proc.kill()  # the driver is stopping: do not leave the trial running on its own
                 proc.wait()
                 raise
+            finally:
+                with self.lock:
+                    self.running.discard(proc)
+
+    def interrupt(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` to every running trial (each then stops at the end of its optimizer
+        step, checkpoints when checkpointing is on, and records ``interrupted``); how many."""
+        with self.lock:
+            procs = list(self.running)
+        for proc in procs:
+            try:
+                proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+        return len(procs)
 
 
 class SubmititLauncher:
@@ -64,11 +84,21 @@ class SubmititLauncher:
         if cfg.additional_parameters:
             params["slurm_additional_parameters"] = dict(cfg.additional_parameters)
         self.executor.update_parameters(**params)
+        self.jobs: set = set()
+
+    def interrupt(self, signum: int = signal.SIGTERM) -> int:
+        """Cancel every running job: SLURM signals its processes (SIGTERM, SIGKILL after its
+        KillWait), and each trial stops as on preemption. How many."""
+        jobs = list(self.jobs)
+        for job in jobs:
+            job.cancel(check=False)
+        return len(jobs)
 
     def run(self, cmd: list[str], env: dict, cwd: str, log_path: Path, beat: Callable[[], None]) -> int:
         # On SLURM the job's GPUs come from the allocation, not from the driver's slot.
         env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
         job = self.executor.submit(run_command, cmd, env, cwd, str(log_path))
+        self.jobs.add(job)
         try:
             while not job.done():
                 beat()
@@ -83,6 +113,8 @@ class SubmititLauncher:
                 return 1
             job.cancel(check=False)
             raise
+        finally:
+            self.jobs.discard(job)
 
 
 def die_with_parent() -> None:

@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 # Trial outcomes that are data: the configuration was tried and the result stands.
 DATA_STATUSES = ("ok", "oom", "diverged", "pruned", "failed", "skipped")
-# Trials that do not count: their driver died (``lost``, re-run) or another took the point.
-UNCOUNTED = ("lost", "duplicate")
+# Trials that do not count: their driver died (``lost``, re-run), a signal stopped their run
+# (``interrupted``, re-run from its checkpoint), or another took the point.
+UNCOUNTED = ("lost", "interrupted", "duplicate")
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
@@ -180,6 +181,20 @@ def is_stale(trial: optuna.trial.FrozenTrial, stale_after: float, now: float | N
     return now - float(beat) > stale_after
 
 
+def trial_dir_name(trial) -> str:
+    """The folder under ``trials/`` a trial runs in: its own number, or for a re-run of a lost or
+    interrupted trial the folder of the trial it re-runs (so it resumes from the checkpoint there)."""
+    return str(trial.user_attrs.get("trial_dir", trial.number))
+
+
+def requeue(study: optuna.Study, trial) -> None:
+    """Enqueue a lost or interrupted trial's parameters again, to run in its folder."""
+    params = trial.params or trial.system_attrs.get("fixed_params") or {}
+    if params:
+        study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "trial_dir": trial_dir_name(trial)},
+                            skip_if_exists=False)
+
+
 def reap_stale(study: optuna.Study, stale_after: float) -> list[int]:
     """Fail the trials whose driver is gone and enqueue their parameters again.
 
@@ -199,9 +214,7 @@ def reap_stale(study: optuna.Study, stale_after: float) -> list[int]:
             continue
         if not changed:
             continue
-        params = trial.params or trial.system_attrs.get("fixed_params") or {}
-        if params:
-            study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        requeue(study, trial)
         log.warning("trial %d was left running by a driver that is gone; marked failed and queued again", trial.number)
         reaped.append(trial.number)
     return reaped

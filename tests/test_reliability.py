@@ -29,7 +29,7 @@ from tests.helpers import compose_run, read_record, run_cli
 from tests.postgres import postgres_bindir, postgres_server, restart_postgres
 
 LEDGER: dict[str, dict] = {}
-EXPECTED_ROWS = 19
+EXPECTED_ROWS = 20
 DOC = REPO_ROOT / "docs" / "reliability.md"
 
 
@@ -450,6 +450,44 @@ def test_resuming_with_changed_settings_is_refused_unless_overridden(chat_file, 
          "`trainer.resume=auto` with `optimizer.lr` and `adapter.dropout` changed, then with `trainer.resume_override=true`", 2,
          "refused with one line naming both keys and their values, before any weights load, checkpoint untouched; "
          "overridden: the new lr takes effect from the resumed step and the record lists it in `resume_overrides`")
+
+
+def test_a_preempted_trial_resumes_from_its_checkpoint_on_the_next_sweep_command(chat_file, tmp_path, straight):
+    sweep_dir = tmp_path / "preempted"
+    args = [sys.executable, "-m", "harness.run", "+sweep=custom", "+sweep.space.seed=[42]",
+            *tiny(chat_file, *SIGNAL_ARGS, "trainer.checkpoint_every_n_steps=2"), f"hydra.sweep.dir={sweep_dir}"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    # Its own process group, as a SLURM job: preemption sends SIGTERM to every process in it.
+    driver = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    trial_dir = sweep_dir / "trials" / "0"
+    wait_for(lambda: (trial_dir / "checkpoints" / "last.ckpt").is_file(), 300, "the trial's first checkpoint")
+    os.killpg(driver.pid, signal.SIGTERM)  # the driver and its trial
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert error_lines(err) == [err.strip().splitlines()[-1]] and "sweep interrupted by SIGTERM" in error_lines(err)[0]
+    record = read_record(trial_dir)
+    assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
+    step = record["optimizer_steps"]
+    first = load(sweep_dir).trials
+    assert [(t.state, t.user_attrs.get("status")) for t in first] == [(TrialState.FAIL, "interrupted"), (TrialState.WAITING, None)]
+
+    again = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    record = read_record(trial_dir)  # the same grid point, in the same folder, from its checkpoint
+    assert record["status"] == "ok" and record["resumed_at_step"] == step and record["sweep"]["trial"] == 1
+    assert record["train_losses"] == straight["train_losses"]  # the uninterrupted run's curve, step for step
+    trials = load(sweep_dir).trials
+    assert trials[1].state == TrialState.COMPLETE and trials[1].user_attrs["retry_of"] == 0
+    assert not (sweep_dir / "trials" / "1").exists()
+    table = results(sweep_dir)
+    assert list(table["status"]) == ["ok"] and list(table["trial_state"]) == ["COMPLETE"]  # no failed point kept
+    no_half_written_files(sweep_dir)
+    note("a sweep preempted: SIGTERM to the driver and its trial mid-training, then the same sweep command",
+         "SIGTERM to the job's process group after the trial's first checkpoint", 1,
+         "the trial checkpointed its step and recorded `interrupted`; the driver queued the point again and exited "
+         "with one line; the next command resumed the point from that checkpoint in its folder, ending `ok` with "
+         "the uninterrupted run's loss curve; results.csv has one `ok` row, no failed point")
 
 
 def test_same_seed_same_curve_and_another_seed_another(chat_file, tmp_path):
