@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -308,11 +309,14 @@ def test_a_postgres_restart_mid_sweep_is_survived_or_stops_cleanly(chat_file, tm
         assert sorted(t.params["seed"] for t in complete) == [1, 2, 3]
 
         # An outage longer than the retry window: one clear line, exit 3, and the same command resumes.
+        # The server stays down from trial 0's start until the driver has stopped, so the driver
+        # must record trial 0 during the outage (a fixed-length outage could fall while only
+        # heartbeats, which may fail, touch the storage, and the driver would rightly ride it out).
         stopped = tmp_path / "stopped"
         driver = start(stopped, "sweep.storage_retry_seconds=2")
         wait_for(lambda: (stopped / "trials" / "0" / "trial.log").is_file(), 300, "trial 0 to start")
-        restart_postgres(url, down_seconds=12)
-        _, err = driver.communicate(timeout=600)
+        with postgres_down(url):
+            _, err = driver.communicate(timeout=600)
         assert driver.returncode == 3, err[-3000:]
         assert "sweep storage unreachable for 2 s" in err.strip().splitlines()[-1]
         assert "Run the same command again to resume" in err.strip().splitlines()[-1]
@@ -325,8 +329,24 @@ def test_a_postgres_restart_mid_sweep_is_survived_or_stops_cleanly(chat_file, tm
         no_half_written_files(tmp_path)
     note("PostgreSQL restarted mid-sweep", "server stopped (immediate) for 4 s while a trial runs", 1,
          "driver retried, reconnected and finished: 3 of 3 points complete once")
-    note("PostgreSQL down longer than `sweep.storage_retry_seconds`", "server stopped for 12 s, retry window 2 s", 1,
+    note("PostgreSQL down longer than `sweep.storage_retry_seconds`",
+         "server stopped from trial 0's start until the driver gave up (it must record trial 0), retry window 2 s", 1,
          "driver stopped with one error line and exit code 3; the same command resumed and completed all 3 points")
+
+
+@contextmanager
+def postgres_down(url: str):
+    """The server of ``url`` stopped at once (every connection drops) inside the block, started after."""
+    from tests.postgres import _SERVERS, _as_server_user
+
+    bindir, data, log, port, root = _SERVERS[url]
+    subprocess.run(_as_server_user([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(_as_server_user([f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o",
+                                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                                        "start"]), check=True, capture_output=True)
 
 
 # -- training: resume and determinism -------------------------------------------------------------
