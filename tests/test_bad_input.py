@@ -104,6 +104,8 @@ CASES = [
      "data.test_size: is 0, but eval task harness_heldout scores the test split"),
     ("rank larger than the layer", ["adapter.r=40"], "adapter.r=40: larger than v_proj (64 -> 32) of this architecture"),
     ("resume file that is not a checkpoint", ["trainer.resume={root}/notes.txt"], "notes.txt: not a checkpoint"),
+    ("resume override without a resume", ["trainer.resume_override=true"],
+     "trainer.resume_override: takes effect only when resuming; set trainer.resume=auto or a checkpoint path"),
     # Sweeps: refused before the study opens or any trial runs.
     ("unknown sweep", ["+sweep=nope"], "sweep/nope: no such option"),
     ("sweep with empty space", ["+sweep=custom"], "sweep.space: is empty"),
