@@ -14,24 +14,24 @@ def test_cpu_sizing_applies_to_keys_the_user_left_alone():
     sized_run, sized = size_for_cpu(run, "cpu", set())
     assert sized == {
         "trainer.micro_batch_size": {"configured": 4, "applied": 1},
-        "trainer.global_batch_size": {"configured": 16, "applied": 4},
+        "trainer.global_batch_size": {"configured": 16, "applied": 2},
         "data.max_seq_len": {"configured": 512, "applied": 128},
         "data.val_size": {"configured": 32, "applied": 8},
         "eval.tasks": {"configured": list(run.eval.tasks), "applied": PROBES},
-        "eval.limit": {"configured": None, "applied": 64},
+        "eval.limit": {"configured": None, "applied": 40},
         "eval.batch_size": {"configured": 16, "applied": 4},
     }
-    assert (sized_run.trainer.micro_batch_size, sized_run.trainer.global_batch_size) == (1, 4)
-    assert sized_run.trainer.accumulate_grad_batches == 4
-    assert sized_run.data.max_seq_len == 128 and sized_run.data.val_size == 8 and sized_run.eval.tasks == PROBES and sized_run.eval.limit == 64
+    assert (sized_run.trainer.micro_batch_size, sized_run.trainer.global_batch_size) == (1, 2)
+    assert sized_run.trainer.accumulate_grad_batches == 2
+    assert sized_run.data.max_seq_len == 128 and sized_run.data.val_size == 8 and sized_run.eval.tasks == PROBES and sized_run.eval.limit == 40
     # The configured run is untouched (records and caches see the sized copy only).
     assert run.trainer.micro_batch_size == 4 and run.eval.limit is None
 
     steps, note = plan_steps(sized_run, 1000, "cpu", sized)
     assert steps == 12
     assert note.startswith("no GPU found")
-    for part in ("trainer.cpu_max_steps=12 of 250", "trainer.micro_batch_size=1 (configured 4)",
-                 "data.max_seq_len=128 (configured 512)", "data.val_size=8 (configured 32)", "4 of the 11 eval.tasks", "first 64 documents",
+    for part in ("trainer.cpu_max_steps=12 of 500", "trainer.micro_batch_size=1 (configured 4)",
+                 "data.max_seq_len=128 (configured 512)", "data.val_size=8 (configured 32)", "4 of the 11 eval.tasks", "first 40 documents",
                  "standard errors", "trainer.cpu_sizing=false"):
         assert part in note, part
 
@@ -91,4 +91,4 @@ def test_cpu_run_says_what_was_sized_in_output_and_record(chat_file, tmp_path):
     assert "sized for the CPU" in result.stdout  # the run log on the console
     assert set(record["eval"]) == set(PROBES) == set(record["eval_base"])
     # Scored on the subset, with lm-eval's standard errors.
-    assert record["eval"]["harness_add1d"]["acc"]["stderr"] > 0
+    assert record["eval"]["harness_add1d"]["gold_logprob"]["stderr"] > 0
