@@ -83,3 +83,25 @@ def test_two_gpus_train_and_record_each_gpus_peak(chat_file, tmp_path, adapter, 
         from peft import PeftConfig
 
         assert PeftConfig.from_pretrained(saved).r == 8
+
+
+def test_training_and_scoring_peaks_are_recorded_apart(chat_file, tmp_path):
+    # The study measured its training loop: the training-phase peak is reset when training
+    # starts, the lm-eval passes have their own, and the process peak covers both.
+    record = train_in_process(tiny(chat_file, "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4"), tmp_path)
+    assert record["status"] == "ok", record.get("error")
+    train, scoring, process = (record[f"{p}gpu_allocated_bytes"] for p in ("train_peak_", "eval_peak_", "peak_"))
+    assert 0 < train <= process and 0 < scoring <= process
+    assert process == max(process, train, scoring)
+    assert record["train_peak_memory_kind"] == "gpu_allocated_train_phase"
+    assert record["train_peak_memory_gib"] == round(train / 1024**3, 3)
+
+
+def test_full_fine_tuning_keeps_fp32_master_weights_on_the_gpu(chat_file, tmp_path):
+    record = train_in_process(tiny(chat_file, "adapter=full", "optimizer.lr=2e-5"), tmp_path)
+    assert record["status"] == "ok", record.get("error")
+    assert record["precision"] == "bf16-mixed"
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "model" / "model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float32}
