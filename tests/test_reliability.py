@@ -422,7 +422,10 @@ def test_sigterm_and_sigint_of_a_run_record_interrupted_and_the_checkpoint_resum
 
     # SIGINT (Ctrl-C) with checkpointing off: the same record and one line, no checkpoint.
     run_dir = tmp_path / "ctrl_c"
-    proc = start_cli(tiny(chat_file, *SIGNAL_ARGS), run_dir)
+    # Long enough that Ctrl-C lands in training even on a fast, idle machine (8 steps can be
+    # over within the 2 s wait below).
+    long_run = [a for a in SIGNAL_ARGS if not a.startswith("trainer.max_steps=")] + ["trainer.max_steps=2000"]
+    proc = start_cli(tiny(chat_file, *long_run), run_dir)
     wait_for(lambda: (run_dir / "run.log").is_file() and b"TPU available" in (run_dir / "run.log").read_bytes(), 300,
              "the trainer to start")
     time.sleep(2)
