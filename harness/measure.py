@@ -9,6 +9,7 @@ reset where a random-init quantized model drops the full-precision copy it was q
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
@@ -194,6 +195,13 @@ class PhasePeaks:
         else:
             rss = peak_rss_bytes()
             self.phases[phase] = (max(self.phases.get(phase, (0, 0))[0], rss), 0)
+
+    @contextlib.contextmanager
+    def phase(self, phase: str):
+        """``begin(phase)`` ... ``end(phase)`` around a block."""
+        self.begin(phase)
+        yield
+        self.end(phase)
 
     def snapshot(self) -> dict:
         """The record's memory fields: process peaks (GPU allocated/reserved, host RSS), each

@@ -12,6 +12,7 @@ from torch import nn
 
 from .models import decoder_blocks
 from .schema import ConfigError, OptimizerConfig, SchedulerConfig
+from .signals import STOP, RunInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +357,8 @@ def check_resume_config(path: Path | None, current: dict, override: bool) -> dic
 
 class StopAtStep(L.Callback):
     """SIGTERM or SIGINT during training stops the run at the end of the optimizer step under
-    way (:data:`harness.run.STOP` defers the signal while training), with a checkpoint of that
-    step when checkpointing is on, by raising :class:`harness.run.RunInterrupted`.
+    way (:data:`harness.signals.STOP` defers the signal while training), with a checkpoint of that
+    step when checkpointing is on, by raising :class:`harness.signals.RunInterrupted`.
 
     Lightning's own SIGTERM handler (installed for each ``fit``) would stop at the end of any
     micro-batch, mid-accumulation, where no checkpoint resumes exactly (the accumulated
@@ -370,16 +371,12 @@ class StopAtStep(L.Callback):
         self._step = -1
 
     def on_train_start(self, trainer, pl_module):
-        from .run import STOP
-
         STOP.install(defer=True)
         self._step = trainer.global_step
         if STOP.signum is not None:  # arrived while fit was setting up
             self._stop(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        from .run import STOP
-
         if trainer.global_step == self._step:
             return  # mid-accumulation: the step is not done
         self._step = trainer.global_step
@@ -387,20 +384,14 @@ class StopAtStep(L.Callback):
             self._stop(trainer)
 
     def on_train_end(self, trainer, pl_module):
-        from .run import STOP
-
         STOP.defer = False
         if STOP.signum is not None:
             self._stop(trainer)
 
     def on_exception(self, trainer, pl_module, exception):
-        from .run import STOP
-
         STOP.defer = False
 
     def _stop(self, trainer) -> None:
-        from .run import STOP, RunInterrupted
-
         STOP.defer = False
         saved = None
         if self.checkpoint_path is not None:

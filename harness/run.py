@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .paths import CONF_DIR, pid_alive
 from .schema import ConfigError, register_configs, resolved_config, validate
+from .signals import STOP, RunInterrupted
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
@@ -290,55 +291,6 @@ def raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
 
-class RunInterrupted(BaseException):
-    """SIGTERM (preemption: SLURM, submitit) or SIGINT stopped a run. A BaseException, so no
-    crash handler records it as a failure: the run records status ``interrupted``."""
-
-    def __init__(self, signum: int, step: int | None = None, checkpoint: Path | None = None):
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        self.name = signal.Signals(signum).name
-        where = f" at optimizer step {step}" if step is not None else ""
-        if checkpoint is not None:
-            then = f"checkpoint of that step saved in {checkpoint}; the same command with trainer.resume=auto continues"
-        elif step is not None:
-            then = "no checkpoint (trainer.checkpoint_every_n_steps is null): run it again to start over"
-        else:
-            then = "run it again"
-        super().__init__(f"stopped by {self.name}{where}; {then}")
-
-
-class StopSignals:
-    """SIGTERM and SIGINT for one run. Outside training they stop the run at once; while
-    training (``defer``, set by :class:`harness.module.StopAtStep`) the first one stops it at
-    the end of the optimizer step under way, where a checkpoint resumes exactly. A second SIGINT
-    (Ctrl-C again) stops at once; a repeated SIGTERM (SLURM, then the sweep driver) does not."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.defer = False
-        self.installed = False
-
-    def install(self, defer: bool = False) -> None:
-        if not self.installed and defer:
-            return  # the run did not start from the command line: leave the process's handlers alone
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self.handle)
-        self.installed, self.defer = True, defer
-
-    def handle(self, signum, frame) -> None:
-        first = self.signum is None
-        if first:
-            self.signum = signum
-        if self.defer and (first or signum == signal.SIGTERM):
-            if first:
-                log.warning("%s received: stopping at the end of this optimizer step", signal.Signals(signum).name)
-            return
-        raise RunInterrupted(self.signum)
-
-
-STOP = StopSignals()
-
-
 def main() -> None:
     from sweeps.launch import die_with_parent
 
@@ -370,8 +322,4 @@ def quote_override(value: str) -> str:
 
 
 if __name__ == "__main__":
-    # As harness.run, not __main__: harness.module and harness.train import the run's signal
-    # state (STOP) and RunInterrupted from harness.run, and must find these very objects.
-    from harness.run import main as run_main
-
-    run_main()
+    main()

@@ -28,8 +28,8 @@ from .module import (
 )
 from .paths import MissingPathError
 from .record import git_sha, loss_summary, versions, write_record
-from .run import RunInterrupted
 from .schema import ConfigError, RunConfig
+from .signals import RunInterrupted
 from .trial import PrunedError, trial_callbacks
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,19 @@ def size_for_cpu(run: RunConfig, device: str, user_keys: set[str]) -> tuple[RunC
                                        for group, values in changes.items() if values}), sized
 
 
+def sized_run(run: RunConfig, resolved_config: dict, device: str) -> tuple[RunConfig, dict, dict]:
+    """The run (and its resolved config, for the record) after :func:`size_for_cpu`, and what it
+    changed; unchanged outside ``python -m harness.run``."""
+    user_keys = command_line_keys()
+    run, sized = size_for_cpu(run, device, user_keys) if user_keys is not None else (run, {})
+    if sized:  # the record's config is what ran; the record's cpu_sizing keeps what was configured
+        resolved_config = copy.deepcopy(resolved_config)
+        for key, change in sized.items():
+            group, name = key.split(".")
+            resolved_config.setdefault(group, {})[name] = change["applied"]
+    return run, resolved_config, sized
+
+
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAME = "last"
 
@@ -150,13 +163,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     started = time.perf_counter()
     startup_seconds = measure.process_age_seconds()  # imports and composing, before this function
     device = pick_device(run.trainer.accelerator)
-    user_keys = command_line_keys()
-    run, cpu_sized = size_for_cpu(run, device, user_keys) if user_keys is not None else (run, {})
-    if cpu_sized:  # the record's config is what ran; cpu_sizing keeps what was configured
-        resolved_config = copy.deepcopy(resolved_config)
-        for key, change in cpu_sized.items():
-            group, name = key.split(".")
-            resolved_config.setdefault(group, {})[name] = change["applied"]
+    run, resolved_config, cpu_sized = sized_run(run, resolved_config, device)
     # With several devices Lightning starts one process per device, each running this function;
     # rank 0 alone scores, saves and writes the record.
     rank, local_rank = process_ranks()
@@ -265,9 +272,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
             if evaluate.HELDOUT_TASK in run.eval.tasks:
                 evaluate.write_heldout(splits["test"], tokenizer, run_dir / evaluate.HELDOUT_FILE)
             eager_blocks(model, module.cuda_graphs)  # forward-only: see eager_blocks
-            peaks.begin("eval")
-            record["eval_base"] = scoring.base_scores(model, tokenizer, run, precision, device, run_dir)
-            peaks.end("eval")
+            with peaks.phase("eval"):
+                record["eval_base"] = scoring.base_scores(model, tokenizer, run, precision, device, run_dir)
             eager_blocks(model, False)
             # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
             L.seed_everything(run.seed, workers=True, verbose=False)
@@ -295,9 +301,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         if run.eval.tasks:
             eval_started = time.perf_counter()
             eager_blocks(model, module.cuda_graphs)
-            peaks.begin("eval")
-            record.update(score_trained(model, tokenizer, run, precision, device, run_dir, record))
-            peaks.end("eval")
+            with peaks.phase("eval"):
+                record.update(score_trained(model, tokenizer, run, precision, device, run_dir, record))
             record["eval_seconds"] = time.perf_counter() - eval_started
         record["status"] = "ok"
     except RunInterrupted as exc:  # SIGTERM/SIGINT: a checkpoint to resume from, when checkpointing is on
