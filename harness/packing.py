@@ -1,0 +1,711 @@
+"""Packed trials: several LoRA trials of a sweep trained in one process over one frozen base.
+
+A sweep of a small model leaves the GPU mostly idle: each trial pays process start-up, data and
+model loading, and launches kernels too small to fill the device. A *pack* trains K compatible
+trials together. Compatible (:func:`pack_key`): the same base model, quantization, data and
+sequence settings, precision and device; rank, alpha, targets, dropout, rsLoRA, optimizer,
+scheduler, learning rate, batch sizes, steps, gradient clipping, eval and seed may differ (the
+seed too unless the base is randomly initialised, whose weights the seed draws).
+
+How (the same algebra as Punica/S-LoRA batched LoRA and PLoRA's packed trials, written with
+peft's own modules): the base model carries one peft LoRA adapter per trial (``trial0`` ...,
+built by peft exactly as :func:`harness.adapters.apply_adapter` builds a single trial's).
+One packed micro-step stacks one micro-batch per trial, rows ``[start, stop)`` of trial k; the
+frozen base's matmuls run once over the stack, and every ``lora.Linear`` adds trial k's term
+``B_k(A_k(dropout_k(x[start:stop]))) * scaling_k`` to trial k's rows only (:func:`routed_forward`).
+Each trial's loss is normalised over its own tokens (the causal-LM loss of its rows), divided by
+its own gradient accumulation, and the losses are summed: rows of one trial never mix with
+another's (attention, norms and linears are per row), so each adapter gets exactly its own
+gradient. Each trial keeps its optimizer, scheduler, data order (its seed), clipping, step
+count and dropout random stream (:class:`TrialRng`: the global RNG state is swapped per trial
+around each dropout, so the masks are the ones the trial draws alone). A trial that is done
+(fewer steps, fewer epochs) or diverged leaves the pack; the rest go on.
+
+What a packed trial equals: the same trial run alone by :func:`harness.train.run_training`
+(Lightning), to float rounding (tests/test_packing.py measures it). Its record says
+``packed: true`` and names its ``pack_members``; memory and runtime fields are the pack's.
+
+``python -m harness.packing PACK.json`` runs a pack the sweep driver wrote: ``{"members":
+[{"overrides": [...], "run_dir": "..."}, ...]}``; each member's run dir gets its own record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import adapters, data, evaluate, measure, models, scoring
+from .errors import USER_ERRORS
+from .schema import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
+
+ADAPTER_PREFIX = "trial"
+PACK_MEASURES = "pack"  # the record's memory and runtime fields are the whole pack's
+# Keys of a resolved config that may differ between the trials of one pack (a prefix covers the
+# keys under it); every other key must be equal. ``seed`` is added back for a random base.
+PACK_FREE_KEYS = ("adapter.r", "adapter.alpha", "adapter.alpha_over_r", "adapter.dropout", "adapter.rslora",
+                  "adapter.targets", "adapter.target_modules", "optimizer", "scheduler", "seed", "eval", "logger",
+                  "sweep", "trainer.epochs", "trainer.max_steps", "trainer.micro_batch_size",
+                  "trainer.global_batch_size", "trainer.max_grad_norm", "trainer.cpu_max_steps",
+                  "trainer.cpu_micro_batch_size", "trainer.cpu_global_batch_size", "trainer.save_weights",
+                  "trainer.log_every_n_steps", "data.num_workers")
+
+
+# -- which trials can share a pack -------------------------------------------------------------
+
+def unpackable_reason(run: RunConfig) -> str | None:
+    """Why this run cannot train in a pack (None: it can). Packs train plain LoRA on one device
+    in a plain loop: what needs Lightning's machinery or changes the base runs alone."""
+    t = run.trainer
+    checks = (
+        (run.adapter.kind != "lora", f"adapter={run.adapter.kind} (packs train LoRA)"),
+        (t.devices != 1, "trainer.devices > 1"),
+        (t.compile, "trainer.compile"),
+        (t.liger_kernels, "trainer.liger_kernels"),
+        (t.recompute_lora_dropout, "trainer.recompute_lora_dropout"),
+        (t.gradient_checkpointing, "trainer.gradient_checkpointing"),
+        (t.val_every_n_steps is not None, "trainer.val_every_n_steps (intermediate validation, pruning)"),
+        (t.checkpoint_every_n_steps is not None, "trainer.checkpoint_every_n_steps"),
+        (t.resume is not None, "trainer.resume"),
+        (t.precision == "16-mixed", "trainer.precision=16-mixed (loss scaling)"),
+        (run.optimizer.name == "sophia", "optimizer=sophia (Hessian updates)"),
+        (run.fault.kind != "none", "fault injection"),
+        (run.data.num_workers > 0, "data.num_workers > 0"),
+    )
+    return next((why for bad, why in checks if bad), None)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def pack_key(resolved: dict) -> str:
+    """Trials with equal keys can share a pack: the resolved config less :data:`PACK_FREE_KEYS`
+    (the seed kept for a randomly initialised base)."""
+    random_base = (resolved.get("model") or {}).get("init") == "random"
+    free = tuple(k for k in PACK_FREE_KEYS if not (k == "seed" and random_base))
+    kept = {k: v for k, v in _flatten(resolved).items()
+            if not any(k == f or k.startswith(f + ".") for f in free)}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+# -- the packed LoRA layer ------------------------------------------------------------------------
+
+class TrialRng:
+    """One trial's stream of the global torch RNG (CPU and CUDA): swapped in around the trial's
+    dropout, so its masks are the ones it draws when trained alone."""
+
+    def __init__(self, seed: int | None = None):
+        """The stream seeded with ``seed``, or (None) the global RNG's state now."""
+        saved = None if seed is None else TrialRng()
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+        if saved is not None:  # seeding a trial's stream leaves the global RNG as it was
+            torch.set_rng_state(saved.cpu)
+            if saved.cuda is not None:
+                torch.cuda.set_rng_state(saved.cuda)
+
+    @contextlib.contextmanager
+    def active(self, device: torch.device):
+        if device.type == "cuda":
+            saved = torch.cuda.get_rng_state(device)
+            torch.cuda.set_rng_state(self.cuda, device)
+            try:
+                yield
+            finally:
+                self.cuda = torch.cuda.get_rng_state(device)
+                torch.cuda.set_rng_state(saved, device)
+        else:
+            saved = torch.get_rng_state()
+            torch.set_rng_state(self.cpu)
+            try:
+                yield
+            finally:
+                self.cpu = torch.get_rng_state()
+                torch.set_rng_state(saved)
+
+
+@dataclass
+class Route:
+    """Rows ``[start, stop)`` of the stacked batch belong to adapter ``name``; ``width``: the
+    trial's own padded length (its LoRA term covers those positions: dropout then draws the
+    mask of the shape it draws alone; the positions past it are padding, which no label or
+    attention reads)."""
+
+    name: str
+    start: int
+    stop: int
+    rng: TrialRng | None = None
+    width: int | None = None
+
+
+class Router:
+    """The routes of the packed forward under way; None: each layer's own peft forward (the
+    active adapter on every row: scoring, saving)."""
+
+    def __init__(self):
+        self.routes: list[Route] | None = None
+
+    @contextlib.contextmanager
+    def route(self, routes: list[Route]):
+        self.routes = routes
+        try:
+            yield
+        finally:
+            self.routes = None
+
+
+def routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """peft ``lora.Linear.forward`` for a stacked batch: each route's LoRA term on its own rows
+    (vanilla LoRA, as peft computes it: ``result + B(A(dropout(x))) * scaling``)."""
+    routes = self._pack_router.routes
+    if routes is None or self.disable_adapters or self.merged:
+        return type(self).forward(self, x, *args, **kwargs)
+    result = self.base_layer(x, *args, **kwargs)
+    dtype = result.dtype
+    pieces = []
+    for route in routes:
+        rows = result[route.start:route.stop]
+        if route.name in self.lora_A:
+            lora_A, lora_B = self.lora_A[route.name], self.lora_B[route.name]
+            dropout = self.lora_dropout[route.name]
+            sub = x[route.start:route.stop]
+            narrow = route.width is not None and sub.dim() == 3 and route.width < sub.shape[1]
+            if narrow:
+                sub = sub[:, :route.width]
+            sub = self._cast_input_dtype(sub, lora_A.weight.dtype)
+            if self.training and route.rng is not None and isinstance(dropout, nn.Dropout) and dropout.p > 0:
+                with route.rng.active(sub.device):
+                    sub = dropout(sub)
+            else:
+                sub = dropout(sub)
+            delta = lora_B(lora_A(sub)) * self.scaling[route.name]
+            if narrow:
+                rows = torch.cat([(rows[:, :route.width] + delta).to(dtype), rows[:, route.width:]], dim=1)
+            else:
+                rows = (rows + delta).to(dtype)
+        pieces.append(rows)
+    return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def lora_layers(model: nn.Module) -> list[nn.Module]:
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    other = [type(m).__name__ for m in layers if not isinstance(m, LoraLinear)]
+    if other:
+        raise ConfigError(f"adapter.targets: packed trials adapt linear layers only, not {other[0]}")
+    return layers
+
+
+def attach_router(model: nn.Module) -> Router:
+    """Route every peft LoRA linear of ``model`` through :func:`routed_forward`."""
+    import types
+
+    router = Router()
+    for layer in lora_layers(model):
+        layer._pack_router = router
+        layer.forward = types.MethodType(routed_forward, layer)
+    return router
+
+
+def add_adapters(model: nn.Module, runs: list[RunConfig], names: list[str],
+                 rng_after_base: torch.Tensor | None) -> tuple[nn.Module, list[TrialRng]]:
+    """Give the base ``model`` one peft LoRA adapter per run, each built as that run alone builds
+    it: the torch RNG seeded with its seed (and, where building the base drew from it, at the
+    state the base left) before peft initialises its weights. Every adapter is trainable.
+    Returns the peft model and, per run, the RNG where its adapter's init left it."""
+    from peft import get_peft_model
+
+    after_init = []
+    for run in runs:
+        adapters.check_targets(run.adapter, model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    peft_model = None
+    for run, name in zip(runs, names, strict=True):
+        torch.manual_seed(run.seed)
+        if rng_after_base is not None:
+            torch.set_rng_state(rng_after_base)
+        config = adapters.lora_config(run.adapter)
+        if peft_model is None:
+            peft_model = get_peft_model(model, config, adapter_name=name)
+        else:
+            peft_model.add_adapter(name, config)
+        after_init.append(TrialRng())
+    _train_mode(peft_model, names)
+    return peft_model, after_init
+
+
+class TrialParams:
+    """One trial's trainable parameters, named as the trial alone names them (peft's adapter
+    ``default``), for :func:`harness.module.build_optimizer`."""
+
+    def __init__(self, model: nn.Module, name: str):
+        tag = f".{name}."
+        self.params = [(n.replace(tag, ".default."), p) for n, p in model.named_parameters() if tag in n]
+
+    def named_parameters(self):
+        return iter(self.params)
+
+    def parameters(self):
+        return [p for _, p in self.params]
+
+
+# -- one trial in a pack ----------------------------------------------------------------------
+
+@dataclass
+class Member:
+    """A trial of a pack: its config, run dir, and (while training) its state."""
+
+    run: RunConfig
+    resolved: dict
+    run_dir: Path
+    user_keys: set[str] | None = None  # the keys its command line set (CPU sizing), None: unsized
+    name: str = ""
+    record: dict = field(default_factory=dict)
+    total_steps: int = 0
+    optimizer: object = None
+    scheduler: object = None
+    params: list = field(default_factory=list)
+    rng: TrialRng | None = None
+    batches: object = None
+    pending: list = field(default_factory=list)
+    train_losses: list = field(default_factory=list)
+    val_losses: list = field(default_factory=list)
+    step: int = 0
+    tokens: int = 0
+    active: bool = False
+    left_at: float | None = None
+
+
+def trial_batches(train: list[dict], micro_batch_size: int, accumulate: int, seed: int, epoch_batches: int,
+                  max_epochs: int | None):
+    """The trial's micro-batches as Lightning feeds them alone: each epoch a shuffle seeded with
+    ``seed + epoch`` (:class:`harness.batches.ResumableShuffle`), ``epoch_batches`` micro-batches
+    long; yields ``(examples, ends_an_optimizer_step)`` (the epoch's last micro-batch steps too)."""
+    epoch = 0
+    while max_epochs is None or epoch < max_epochs:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for i in range(epoch_batches):
+            rows = order[i * micro_batch_size:(i + 1) * micro_batch_size]
+            yield [train[j] for j in rows], (i + 1) % accumulate == 0 or i == epoch_batches - 1
+        epoch += 1
+
+
+def precision_context(precision: str, device: str):
+    """The forward context Lightning gives a run of this precision (its own plugins)."""
+    if precision in ("bf16-true", "16-true"):
+        from lightning.pytorch.plugins.precision import HalfPrecision
+
+        return HalfPrecision(precision).forward_context()
+    if precision.endswith("-mixed"):
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        return MixedPrecision(precision, "cuda" if device == "cuda" else "cpu").forward_context()
+    return contextlib.nullcontext()
+
+
+def _causal_loss(model, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The model's own causal-LM loss (transformers' ``loss_function``): mean over the rows'
+    label tokens, as the model computes it for a trial's micro-batch alone."""
+    base = model.get_base_model()
+    return base.loss_function(logits=logits, labels=labels, vocab_size=base.config.vocab_size)
+
+
+def check_pack(members: list[Member]) -> None:
+    """Every member can be packed, and with the others (one line naming what differs)."""
+    if not members:
+        raise ConfigError("pack: no trials")
+    for m in members:
+        why = unpackable_reason(m.run)
+        if why:
+            raise ConfigError(f"pack: {m.run_dir.name} cannot be packed: {why}")
+    keys = [pack_key(m.resolved) for m in members]
+    if len(set(keys)) > 1:
+        first, other = json.loads(keys[0]), json.loads(next(k for k in keys if k != keys[0]))
+        differ = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        raise ConfigError(f"pack: trials differ in {', '.join(differ[:5])}; only compatible trials share a pack")
+
+
+def train_pack(members: list[Member], accelerator: str | None = None) -> list[dict]:
+    """Train the members in one process over one base; write and return each one's record.
+
+    User errors raise before any weights load; later failures become each member's record.
+    """
+    from lightning.pytorch import seed_everything
+
+    from .estimate import estimate_run, resolve_precision
+    from .module import build_optimizer, build_scheduler
+    from .record import git_sha, loss_summary, versions, write_record
+    from .signals import STOP
+    from .train import device_info, plan_steps, size_for_cpu
+
+    started = time.perf_counter()
+    startup_seconds = measure.process_age_seconds()
+    device = _pick_device(accelerator or members[0].run.trainer.accelerator)
+    for i, m in enumerate(members):
+        m.name = f"{ADAPTER_PREFIX}{i}"
+        if m.user_keys is not None:
+            m.run, sized = size_for_cpu(m.run, device, m.user_keys)
+            if sized:
+                m.resolved = copy.deepcopy(m.resolved)
+                for key, change in sized.items():
+                    group, key_name = key.split(".")
+                    m.resolved.setdefault(group, {})[key_name] = change["applied"]
+            m.record["cpu_sizing"] = sized
+        else:
+            m.record["cpu_sizing"] = {}
+    check_pack(members)
+    first = members[0].run
+    precision = resolve_precision(first.trainer.precision, device, first.adapter.kind)
+    models.check_quant_supported(first.quant, device)
+    loaded = data.load_examples(first.data)
+    for m in members:
+        if m.run.eval.tasks:
+            evaluate.check_tasks(m.run.eval.tasks)
+        m.record["memory_estimate"] = estimate_run(m.run, device)["memory_estimate"]
+    arch = models.load_config(first.model)
+    tokenizer = models.load_tokenizer(first.model)
+    models.check_vocab(tokenizer, arch)
+    splits, data_stats = data.build_splits(first.data, tokenizer, loaded)
+    pack_names = [str(m.run_dir) for m in members]
+    for m in members:
+        m.total_steps, note = plan_steps(m.run, data_stats["n_train"], device, m.record["cpu_sizing"])
+        m.record = {
+            "status": "failed", "config": m.resolved, "run_dir": str(m.run_dir), "seed": m.run.seed,
+            "device": device_info(device), "precision": precision, "versions": versions(), "git_sha": git_sha(),
+            "data": data_stats, "planned_steps": m.total_steps, "memory_estimate": m.record["memory_estimate"],
+            "schedule_note": note, "cpu_sizing": m.record["cpu_sizing"], "adapter_path": None, "model_path": None,
+            "error": None, "resumed_from": None, "resume_overrides": None, "startup_seconds": startup_seconds,
+            "packed": True, "pack_members": pack_names, "pack_size": len(members), "pack_adapter": m.name,
+            "pack_measures": PACK_MEASURES,
+        }
+        m.run_dir.mkdir(parents=True, exist_ok=True)
+    peaks = measure.PhasePeaks(device)
+    train_started = train_ended = None
+    pack_tokens = 0
+    model = None
+    try:
+        # The base as the first trial builds it alone; a random base is the seed's draw, so a
+        # pack of a random base holds one seed (pack_key), and the adapters start where it left the RNG.
+        seed_everything(first.seed, workers=True, verbose=False)
+        before = torch.get_rng_state()
+        base = models.build_model(first.model, first.quant, precision, device)
+        after = torch.get_rng_state()
+        model, after_init = add_adapters(base, [m.run for m in members], [m.name for m in members],
+                                         None if torch.equal(before, after) else after)
+        router = attach_router(model)
+        model.train()
+        trainable_all, total_all = adapters.count_parameters(model)
+        for m, rng in zip(members, after_init, strict=True):
+            view = TrialParams(model, m.name)
+            m.params = view.parameters()
+            own = sum(p.numel() for p in m.params)
+            m.record.update(trainable_params=own, total_params=total_all - trainable_all + own)
+            # As alone: without scoring, dropout draws on from where the adapter's init left the
+            # RNG; with scoring, the run reseeds after scoring the base.
+            m.rng = TrialRng(m.run.seed) if m.run.eval.tasks else rng
+            m.optimizer = build_optimizer(view, m.run.optimizer)
+            m.scheduler = build_scheduler(m.optimizer, m.run.scheduler, m.total_steps)
+            t = m.run.trainer
+            epoch_batches = min(math.ceil(len(splits["train"]) / t.micro_batch_size), m.total_steps * t.accumulate_grad_batches)
+            m.batches = trial_batches(splits["train"], t.micro_batch_size, t.accumulate_grad_batches, m.run.seed,
+                                      epoch_batches, None if t.max_steps is not None else t.epochs)
+            m.record["setup_seconds"] = time.perf_counter() - started
+        for m in members:
+            if m.run.eval.tasks:
+                if evaluate.HELDOUT_TASK in m.run.eval.tasks:
+                    evaluate.write_heldout(splits["test"], tokenizer, m.run_dir / evaluate.HELDOUT_FILE)
+                model.set_adapter(m.name)
+                with peaks.phase("eval"):
+                    m.record["eval_base"] = scoring.base_scores(model, tokenizer, m.run, precision, device, m.run_dir)
+        _train_mode(model, [m.name for m in members])
+        if splits["val"]:
+            for m in members:
+                m.val_losses.append(validate(model, router, m, splits["val"], tokenizer.pad_token_id, precision, device))
+        STOP.install(defer=True)
+        peaks.begin("train")
+        train_started = time.perf_counter()
+        for m in members:
+            m.active = True
+        while any(m.active for m in members) and STOP.signum is None:
+            pack_tokens += packed_step(model, router, [m for m in members if m.active], tokenizer.pad_token_id,
+                                       precision, device, train_started)
+        train_ended = time.perf_counter()
+        peaks.end("train")
+        STOP.defer = False
+        for m in members:
+            if m.record["status"] != "failed" or m.active:
+                continue  # diverged in the loop
+            _finish_member(m, model, router, splits, tokenizer, precision, device, peaks)
+        if STOP.signum is not None:
+            import signal as _signal
+
+            for m in members:
+                if m.active:
+                    m.record.update(status="interrupted", signal=_signal.Signals(STOP.signum).name,
+                                    error=f"stopped by {_signal.Signals(STOP.signum).name} in a pack; run it again",
+                                    checkpoint=None)
+    except torch.cuda.OutOfMemoryError as exc:
+        for m in members:
+            if m.record["status"] == "failed" and m.record["error"] is None:
+                m.record.update(status="oom", error=str(exc).splitlines()[0])
+    except USER_ERRORS:
+        raise
+    except Exception as exc:
+        for m in members:
+            if m.record["status"] == "failed" and m.record["error"] is None:
+                m.record.update(error=f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exc()[-4000:]))
+    finally:
+        if train_started is not None and train_ended is None:
+            train_ended = time.perf_counter()
+            peaks.end("train")
+        snap = peaks.snapshot()
+        pack_seconds = (train_ended - train_started) if train_started is not None else None
+        for m in members:
+            m.record.update(snap)
+            m.record["train_seconds"] = pack_seconds
+            m.record["trial_train_seconds"] = (m.left_at - train_started) if m.left_at and train_started else None
+            m.record["total_seconds"] = time.perf_counter() - started
+            m.record["train_tokens"] = m.tokens
+            m.record["tokens_per_s"] = round(pack_tokens / pack_seconds, 2) if pack_seconds else None
+            m.record["optimizer_steps"] = len(m.train_losses)
+            m.record.update(loss_summary(m.train_losses, "train"))
+            m.record.update(loss_summary(m.val_losses, "val"))
+            m.record["train_losses"] = m.train_losses
+            m.record["val_losses"] = m.val_losses
+            write_record(m.run_dir, m.record)
+    return [m.record for m in members]
+
+
+def _train_mode(model: nn.Module, names: list[str]) -> None:
+    """Training mode, and every trial's adapter trainable (peft's ``set_adapter`` for scoring
+    leaves only the active adapter with gradients)."""
+    model.train()
+    for param_name, param in model.named_parameters():
+        if any(f".{name}." in param_name for name in names):
+            param.requires_grad_(True)
+
+
+def _pick_device(accelerator: str) -> str:
+    from .train import pick_device
+
+    return pick_device(accelerator)
+
+
+def _collate(members_batches: list[list[dict]], pad_id: int) -> tuple[dict, list[tuple[int, int, int]]]:
+    """One stacked batch, and each trial's rows and own padded width (as it collates alone)."""
+    from .batches import collate
+
+    flat = [e for batch in members_batches for e in batch]
+    spans, start = [], 0
+    for batch in members_batches:
+        width = int(math.ceil(max(len(e["input_ids"]) for e in batch) / 8) * 8)
+        spans.append((start, start + len(batch), width))
+        start += len(batch)
+    return collate(flat, pad_id), spans
+
+
+def packed_step(model, router: Router, active: list[Member], pad_id: int, precision: str, device: str,
+                train_started: float) -> int:
+    """One packed micro-step: one micro-batch per active trial, stacked; each trial's loss over
+    its own rows; one backward; then each trial whose accumulation is complete steps its own
+    optimizer and scheduler. Returns the tokens trained."""
+    drawn = [next(m.batches, None) for m in active]
+    for m, got in zip(active, drawn, strict=True):
+        if got is None:  # its epochs are done
+            _leave(m, train_started)
+    pairs = [(m, got) for m, got in zip(active, drawn, strict=True) if got is not None]
+    if not pairs:
+        return 0
+    batch, spans = _collate([got[0] for _, got in pairs], pad_id)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    routes = [Route(m.name, s, e, m.rng, w) for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]
+    with precision_context(precision, device), router.route(routes):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        losses = [_causal_loss(model, logits[s:e, :w], batch["labels"][s:e, :w]) for s, e, w in spans]
+    total = sum(loss / m.run.trainer.accumulate_grad_batches for (m, _), loss in zip(pairs, losses, strict=True))
+    total.backward()
+    for ((m, (examples, steps)), loss) in zip(pairs, losses, strict=True):
+        m.pending.append(loss.detach())
+        m.tokens += sum(len(e["input_ids"]) for e in examples)
+        if not steps:
+            continue
+        mean = torch.stack(m.pending).mean().item()
+        m.pending.clear()
+        if not math.isfinite(mean):
+            m.optimizer.zero_grad(set_to_none=True)
+            m.record.update(status="diverged", error=f"training loss became {mean} at optimizer step {m.step}")
+            _leave(m, train_started)
+            continue
+        m.train_losses.append(mean)
+        if m.run.trainer.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(m.params, m.run.trainer.max_grad_norm)
+        m.optimizer.step()
+        m.scheduler.step()
+        m.optimizer.zero_grad(set_to_none=True)
+        m.step += 1
+        if m.step >= m.total_steps:
+            _leave(m, train_started)
+    return batch["num_tokens"]
+
+
+def _leave(m: Member, train_started: float) -> None:
+    m.active = False
+    m.left_at = time.perf_counter()
+    for param in m.params:  # its adapter is done: no gradients for it from here on
+        param.grad = None
+        param.requires_grad_(False)
+
+
+@torch.no_grad()
+def validate(model, router: Router, m: Member, val: list[dict], pad_id: int, precision: str, device: str) -> float:
+    """The trial's validation loss, as Lightning logs it alone: the mean of its micro-batch
+    losses weighted by their sizes, in eval mode."""
+    from .batches import collate
+
+    was_training = model.training
+    model.eval()
+    total = weight = 0.0
+    b = m.run.trainer.micro_batch_size
+    try:
+        for i in range(0, len(val), b):
+            batch = collate(val[i:i + b], pad_id)
+            n = batch["input_ids"].shape[0]
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with precision_context(precision, device), router.route([Route(m.name, 0, n)]):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+                loss = _causal_loss(model, logits, batch["labels"])
+            total += float(loss) * n
+            weight += n
+    finally:
+        model.train(was_training)
+    return total / weight
+
+
+def _finish_member(m: Member, model, router: Router, splits, tokenizer, precision: str, device: str, peaks) -> None:
+    """After training: the trial's last validation, its adapter saved, its scores."""
+    from .train import score_trained
+
+    try:
+        if splits["val"]:
+            m.val_losses.append(validate(model, router, m, splits["val"], tokenizer.pad_token_id, precision, device))
+        if m.run.trainer.save_weights:
+            save_adapter(model, m, tokenizer)
+        if m.run.eval.tasks:
+            eval_started = time.perf_counter()
+            model.set_adapter(m.name)
+            with peaks.phase("eval"):
+                m.record.update(score_trained(model, tokenizer, m.run, precision, device, m.run_dir, m.record))
+            m.record["eval_seconds"] = time.perf_counter() - eval_started
+        m.record["status"] = "ok"
+    except torch.cuda.OutOfMemoryError as exc:
+        m.record.update(status="oom", error=str(exc).splitlines()[0])
+    except USER_ERRORS:
+        raise
+    except Exception as exc:
+        m.record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                        traceback="".join(traceback.format_exc()[-4000:]))
+
+
+def save_adapter(model, m: Member, tokenizer) -> None:
+    """The trial's adapter in PEFT format in ``adapter/`` (loadable as the adapter ``default``,
+    like a trial's saved alone)."""
+    import shutil
+    import tempfile
+
+    target = m.run_dir / "adapter"
+    with tempfile.TemporaryDirectory(dir=m.run_dir) as tmp:
+        model.save_pretrained(tmp, selected_adapters=[m.name])
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(Path(tmp) / m.name), target)
+    tokenizer.save_pretrained(target)
+    m.record["adapter_path"] = str(target)
+
+
+# -- the pack process -----------------------------------------------------------------------------
+
+def compose_member(overrides: list[str]) -> tuple[RunConfig, dict]:
+    """One trial's validated config and resolved dict, composed as the CLI composes it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .paths import CONF_DIR
+    from .run import compose_error_line
+    from .schema import register_configs, resolved_config, validate
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(compose_error_line(exc)) from None
+    run = validate(cfg)
+    return run, resolved_config(cfg, run)
+
+
+def members_from_spec(spec: dict) -> list[Member]:
+    """The members a pack file lists: ``{"members": [{"overrides": [...], "run_dir": ...}]}``."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("members"), list) or not spec["members"]:
+        raise ConfigError("pack file: needs {\"members\": [{\"overrides\": [...], \"run_dir\": \"...\"}, ...]}")
+    members = []
+    for i, item in enumerate(spec["members"]):
+        if not isinstance(item, dict) or not isinstance(item.get("overrides"), list) or not item.get("run_dir"):
+            raise ConfigError(f"pack file: members[{i}] needs overrides (a list) and run_dir")
+        run, resolved = compose_member([str(o) for o in item["overrides"]])
+        keys = {str(o).lstrip("+~").split("=", 1)[0].strip() for o in item["overrides"]}
+        members.append(Member(run=run, resolved=resolved, run_dir=Path(item["run_dir"]), user_keys=keys))
+    return members
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.packing PACK.json``: train the pack, one record per member. Exit 0
+    when every member ended ok, 1 otherwise, 2 (one ``error:`` line) on bad input."""
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    if len(argv) != 1:
+        print("error: usage: python -m harness.packing PACK.json", file=sys.stderr)
+        return 2
+    try:
+        spec = json.loads(Path(argv[0]).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: pack file {argv[0]}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        records = train_pack(members_from_spec(spec))
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for r in records:
+        log.info("%s: %s train_loss_last=%s", r["run_dir"], r["status"], r.get("train_loss_last"))
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
