@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from .adapters import apply_adapter, count_parameters
+from .adapters import apply_adapter, count_parameters, counting_config
 from .models import compute_dtype, decoder_blocks, load_config, torch_dtype
 from .schema import QuantConfig, RunConfig
 from .speed import uses_fused_loss
@@ -255,7 +255,8 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=frozen_dtype, trust_remote_code=run.model.trust_remote_code)
         weights = weight_bytes(model, run.quant)
-        model = apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing)
+        # Every init has the default's shapes (EVA at rho 1); the data-driven ones need no data here.
+        model = apply_adapter(model, counting_config(run.adapter), run.trainer.gradient_checkpointing)
     trainable, total = count_parameters(model)
 
     param_bytes = _nbytes(trainable_dtype)

@@ -137,12 +137,24 @@ class DataConfig:
         _require(0 <= self.mix < 1, "data.mix", f"must be in [0, 1) (the share of the training split), got {self.mix}")
 
 
+ADAPTER_INITS = ("default", "gaussian", "pissa", "olora", "loftq", "eva", "corda")
+
+
 @dataclass
 class AdapterConfig:
-    """What is trained: ``lora``, ``dora`` (weight-decomposed LoRA) or ``full`` fine-tuning.
+    """What is trained: ``lora``, ``dora`` (weight-decomposed LoRA), ``vera`` (peft's VeRA:
+    frozen shared random projections of rank r, trained scaling vectors; alpha and rslora do
+    not apply) or ``full`` fine-tuning.
 
     targets: a preset (qv, qkvo, all_linear, all = all_linear + lm_head) or a list of module
     names. rslora scales by alpha/sqrt(r) instead of alpha/r.
+    init: peft's LoRA initialisation (``init_lora_weights``), for lora and dora: ``default``
+    (A Kaiming-uniform, B = 0), ``gaussian``, ``pissa`` / ``olora`` (from the base weight's SVD /
+    QR; they rewrite the base weight), ``loftq`` (CUDA; rewrites the base with its 4-bit
+    round trip), ``eva`` / ``corda`` (data-driven: they read ``init_examples`` examples of the
+    run's training split). init_options: keyword arguments of the method's peft config
+    (EvaConfig, CordaConfig, LoftQConfig; ``niter`` for pissa's fast SVD); EVA runs at rho 1
+    (every layer rank r) unless ``init_options.rho`` says otherwise. See :mod:`harness.adapters`.
     """
 
     kind: str = "lora"
@@ -152,9 +164,22 @@ class AdapterConfig:
     dropout: float = 0.05
     rslora: bool = False
     targets: Any = "qv"
+    init: str = "default"
+    init_examples: int = 64
+    init_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _one_of(self.kind, "adapter.kind", ("lora", "dora", "full"))
+        _one_of(self.kind, "adapter.kind", ("lora", "dora", "vera", "full"))
+        _one_of(self.init, "adapter.init", ADAPTER_INITS)
+        _require(self.init == "default" or self.kind in ("lora", "dora"), "adapter.init",
+                 f"{self.init} initialises LoRA/DoRA weights; adapter={self.kind} has its own (use adapter.init=default)")
+        _require(self.kind != "dora" or self.init not in ("pissa", "olora", "corda"), "adapter.init",
+                 f"{self.init} with adapter=dora: peft's conversion of the trained adapter back to the unmodified base "
+                 "(how the harness saves it) does not keep DoRA's magnitudes; use adapter=lora")
+        _require(self.init_examples > 0, "adapter.init_examples", f"must be > 0, got {self.init_examples}")
+        _require(not self.init_options or self.init != "default", "adapter.init_options",
+                 "takes effect only with an adapter.init other than default")
+        _require(self.kind != "vera" or not self.rslora, "adapter.rslora", "does not apply to adapter=vera (it has no alpha)")
         _require(self.r > 0, "adapter.r", f"must be > 0, got {self.r}")
         _require(self.alpha_over_r is None or self.alpha_over_r > 0, "adapter.alpha_over_r", f"must be > 0 or null, got {self.alpha_over_r}")
         if self.alpha_over_r is not None:
@@ -609,6 +634,15 @@ class RunConfig:
                  f"is 0, but eval task {HELDOUT_TASK} scores the test split; set data.test_size > 0 or leave that task out")
         if self.adapter.kind == "full":
             _require(self.quant.mode == "none", "quant.mode", "full fine-tuning cannot train quantized weights; use quant=none")
+        if self.adapter.init in ("pissa", "olora", "loftq", "corda"):  # they rewrite the base weights
+            _require(self.quant.mode == "none", "quant.mode",
+                     f"adapter.init={self.adapter.init} rewrites the base weights in 16/32 bits (loftq quantizes them "
+                     "itself); use quant=none")
+        _require(self.adapter.init not in ("eva", "corda") or self.trainer.devices == 1, "adapter.init",
+                 f"{self.adapter.init} reads its data in one process; not with trainer.devices > 1 yet")
+        _require(self.adapter.init != "loftq" or not self.trainer.save_weights, "trainer.save_weights",
+                 "adapter.init=loftq: the trained adapter belongs to LoftQ's rewritten base, which the export and "
+                 "scoring of saved adapters do not rebuild; set trainer.save_weights=false")
         _require(self.trainer.strategy != "fsdp" or self.quant.mode == "none", "quant.mode",
                  "trainer.strategy=fsdp cannot shard bitsandbytes-quantized weights; use quant=none or strategy=ddp")
         _require(self.trainer.strategy != "fsdp" or self.optimizer.name in ("adamw", "sgd"), "optimizer.name",

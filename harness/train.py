@@ -176,6 +176,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         log.warning("trainer.precision=%s with adapter=full: updates smaller than half a 16-bit step round away "
                     "(most of them at lr %g); trainer.precision=bf16-mixed keeps fp32 master weights", precision, run.optimizer.lr)
     models.check_quant_supported(run.quant, device)
+    adapters.check_init_supported(run.adapter, device)
     resume_path = resume_checkpoint(run, run_dir)
     resume_overrides = check_resume_config(resume_path, resolved_config, run.trainer.resume_override)
     loaded = data.load_examples(run.data)  # data errors first: parsing is cheap, loading models is not
@@ -224,7 +225,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         model = models.build_model(run.model, run.quant, precision, device)
         if run.trainer.liger_kernels:
             speed.apply_liger_kernels(model, run.adapter, device)
-        model = adapters.apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing)
+        model = adapters.apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing,
+                                       adapters.init_examples(run.adapter, splits["train"]), tokenizer.pad_token_id,
+                                       init_dir=run_dir / adapters.INIT_DIR if run.trainer.save_weights and rank == 0 else None)
         if run.trainer.recompute_lora_dropout:
             log.info("recompute_lora_dropout: %d LoRA dropouts redrawn in backward", speed.recompute_lora_dropout(model))
         model.train()  # from_pretrained returns eval mode, which would silence LoRA dropout
@@ -367,7 +370,7 @@ def unsharded_model(run: RunConfig, precision: str, device: str, lightning_state
     """A fresh (unsharded) copy of the run's model holding the trained weights gathered from
     every device, for saving and scoring after FSDP training."""
     model = models.build_model(run.model, run.quant, precision, device)
-    model = adapters.apply_adapter(model, run.adapter, False)
+    model = adapters.apply_adapter(model, adapters.counting_config(run.adapter), False)  # the weights come next
     model.load_state_dict({key.removeprefix("model."): value for key, value in lightning_state.items()}, strict=True)
     return model
 
@@ -424,7 +427,7 @@ def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str,
 def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: dict) -> None:
     """Adapter in PEFT format (``adapter/``), or the whole model for full fine-tuning (``model/``)."""
     target = run_dir / ("model" if run.adapter.kind == "full" else "adapter")
-    model.save_pretrained(target)
+    adapters.save_adapter(model, target, run.adapter, run_dir)
     record["model_path" if run.adapter.kind == "full" else "adapter_path"] = str(target)
     tokenizer.save_pretrained(target)
 
