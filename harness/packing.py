@@ -87,19 +87,11 @@ def unpackable_reason(run: RunConfig) -> str | None:
     return next((why for bad, why in checks if bad), None)
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def pack_key(resolved: dict) -> str:
     """Trials with equal keys can share a pack: the resolved config less :data:`PACK_FREE_KEYS`
     (the seed kept for a randomly initialised base)."""
+    from .module import _flatten
+
     random_base = (resolved.get("model") or {}).get("init") == "random"
     free = tuple(k for k in PACK_FREE_KEYS if not (k == "seed" and random_base))
     kept = {k: v for k, v in _flatten(resolved).items()
