@@ -13,7 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from harness import models
-from harness.packing import Member, check_pack, compose_member, pack_key, train_pack, unpackable_reason
+from harness.packing import (
+    Member,
+    check_pack,
+    compose_member,
+    pack_key,
+    train_pack,
+    unpackable_reason,
+)
 from harness.paths import REPO_ROOT
 from harness.schema import ConfigError
 from harness.train import run_training
