@@ -553,6 +553,10 @@ class SweepConfig:
     stale_after_seconds: a RUNNING trial silent that long is taken as lost and run again.
     storage_retry_seconds: how long the driver keeps retrying an unreachable storage (a database
     restart) before it stops with exit code 3; the same command resumes.
+    pack: ``true`` trains the compatible trials of the sweep together, up to ``pack_size`` in one
+    process over one frozen base (:mod:`harness.packing`); ``auto`` does so for quality sweeps
+    only (never for one that measures memory, runtime or quantization); ``false``: one process
+    per trial.
     """
 
     name: str = MISSING
@@ -579,8 +583,13 @@ class SweepConfig:
     heartbeat_seconds: float = 10.0
     stale_after_seconds: float = 120.0
     storage_retry_seconds: float = 300.0
+    pack: str = "false"
+    pack_size: int = 8
 
     def __post_init__(self) -> None:
+        self.pack = str(self.pack).lower()  # sweep.pack=true arrives as the string True
+        _one_of(self.pack, "sweep.pack", ("auto", "true", "false"))
+        _require(self.pack_size > 0, "sweep.pack_size", f"must be > 0, got {self.pack_size}")
         _one_of(self.sampler, "sweep.sampler", SAMPLERS)
         _one_of(self.pruner, "sweep.pruner", ("none", "median"))
         _one_of(self.launcher, "sweep.launcher", ("local", "submitit"))
