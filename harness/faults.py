@@ -23,6 +23,8 @@ class FaultCallback(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step < self.fault.at_step:
             return
+        if self.fault.above_micro_batch_size and len(batch["input_ids"]) <= self.fault.above_micro_batch_size:
+            return
         kind = self.fault.kind
         if kind == "oom":
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by fault.kind=oom at step {trainer.global_step})")

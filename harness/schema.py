@@ -356,6 +356,10 @@ class TrainerConfig:
     cpu_global_batch_size: int | None = None
     cpu_max_seq_len: int | None = None
     cpu_val_size: int | None = None
+    # Out of GPU memory in training: run again at half the micro-batch and twice the accumulation
+    # (same global batch), down to micro-batch 1; the record's oom_retries lists every attempt.
+    # One device only (with several it has no effect). On in the quality sweeps (conf/sweep).
+    oom_retry: bool = False
 
     def __post_init__(self) -> None:
         _require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps > 0,
@@ -485,9 +489,13 @@ class FaultConfig:
 
     kind: str = "none"
     at_step: int = 1
+    # Inject only while a micro-batch holds more than this many sequences (0: always): for
+    # fault.kind=oom, a memory limit that a smaller micro-batch fits under (trainer.oom_retry).
+    above_micro_batch_size: int = 0
 
     def __post_init__(self) -> None:
         _one_of(self.kind, "fault.kind", FAULTS)
+        _require(self.above_micro_batch_size >= 0, "fault.above_micro_batch_size", f"must be >= 0, got {self.above_micro_batch_size}")
         _require(self.at_step >= 0, "fault.at_step", f"must be >= 0, got {self.at_step}")
 
 

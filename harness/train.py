@@ -160,6 +160,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     """
     import lightning as L
 
+    if run.trainer.oom_retry and run.trainer.devices == 1:
+        return run_retrying_oom(run, resolved_config, run_dir)
     started = time.perf_counter()
     startup_seconds = measure.process_age_seconds()  # imports and composing, before this function
     device = pick_device(run.trainer.accelerator)
@@ -316,7 +318,8 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     except PrunedError as exc:
         record.update(status="pruned", error=str(exc))
     except torch.cuda.OutOfMemoryError as exc:
-        record.update(status="oom", error=str(exc).splitlines()[0])
+        record.update(status="oom", error=str(exc).splitlines()[0],
+                      oom_in_training=measure_cb.train_start is not None and measure_cb.train_end is None)
     except USER_ERRORS:
         raise
     except Exception as exc:  # any other crash is data for the record, not a lost run
@@ -343,6 +346,44 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         if rank == 0:
             tracking.finish_loggers(loggers, record)
             write_record(run_dir, record)
+    return record
+
+
+def run_retrying_oom(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
+    """``trainer.oom_retry``: :func:`run_training`, and while it runs out of memory in training,
+    again from the start at half the micro-batch (the largest divisor of the global batch at most
+    half) and so twice the accumulation: the global batch, the optimizer steps and the data order
+    stay the same. Stops at micro-batch 1. The last record lists every attempt in ``oom_retries``
+    (micro_batch_size, accumulate, status, error); its ``config`` holds the micro-batch that ran."""
+    import gc
+
+    trainer = dataclasses.replace(run.trainer, oom_retry=False)
+    attempts: list[dict] = []
+    while True:
+        record = run_training(dataclasses.replace(run, trainer=trainer), resolved_config, run_dir)
+        ran = record["config"]["trainer"]  # after CPU sizing: the batch this attempt trained with
+        micro, global_batch = ran["micro_batch_size"], ran["global_batch_size"]
+        attempts.append({"micro_batch_size": micro, "accumulate": global_batch // micro, "status": record["status"],
+                         "error": record.get("error") if record["status"] != "ok" else None})
+        if record["status"] != "oom" or not record.get("oom_in_training") or micro == 1:
+            break
+        smaller = next(m for m in range(micro // 2, 0, -1) if global_batch % m == 0)
+        log.warning("out of memory at micro-batch %d (accumulate %d): trainer.oom_retry runs again at micro-batch %d "
+                    "(accumulate %d), global batch %d", micro, global_batch // micro, smaller, global_batch // smaller, global_batch)
+        del record
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        # The CPU sizing's batch is what ran; the retry starts over rather than resume a checkpoint
+        # taken at the other micro-batch.
+        trainer = dataclasses.replace(trainer, micro_batch_size=smaller, global_batch_size=global_batch,
+                                      cpu_micro_batch_size=None, cpu_global_batch_size=None, resume=None,
+                                      resume_override=False)
+        resolved_config = copy.deepcopy(resolved_config)
+        resolved_config["trainer"].update(micro_batch_size=smaller, global_batch_size=global_batch)
+    if len(attempts) > 1:
+        record["oom_retries"] = attempts
+        write_record(run_dir, record)
     return record
 
 
