@@ -351,7 +351,7 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[di
     from .estimate import estimate_run, resolve_precision
     from .module import build_optimizer, build_scheduler
     from .record import git_sha, loss_summary, versions, write_record
-    from .signals import STOP
+    from .signals import STOP, RunInterrupted
     from .train import device_info, plan_steps, size_for_cpu
 
     started = time.perf_counter()
@@ -452,14 +452,16 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[di
             if m.record["status"] != "failed" or m.active:
                 continue  # diverged in the loop
             _finish_member(m, model, router, splits, tokenizer, precision, device, peaks)
-        if STOP.signum is not None:
-            import signal as _signal
-
+        if STOP.signum is not None:  # stopped between packed steps: the unfinished trials start over
+            stopped = RunInterrupted(STOP.signum)
             for m in members:
                 if m.active:
-                    m.record.update(status="interrupted", signal=_signal.Signals(STOP.signum).name,
-                                    error=f"stopped by {_signal.Signals(STOP.signum).name} in a pack; run it again",
+                    m.record.update(status="interrupted", signal=stopped.name, error=f"{stopped} (in a pack)",
                                     checkpoint=None)
+    except RunInterrupted as exc:  # a signal outside training (setup, scoring): the unfinished stop
+        for m in members:
+            if m.record["status"] == "failed" and m.record["error"] is None:
+                m.record.update(status="interrupted", signal=exc.name, error=f"{exc} (in a pack)", checkpoint=None)
     except torch.cuda.OutOfMemoryError as exc:
         for m in members:
             if m.record["status"] == "failed" and m.record["error"] is None:
@@ -689,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, json.JSONDecodeError) as exc:
         print(f"error: pack file {argv[0]}: {exc}", file=sys.stderr)
         return 2
+    from .signals import STOP
+
+    STOP.install()  # SIGTERM/SIGINT: the pack stops after its packed step under way, records written
     try:
         records = train_pack(members_from_spec(spec))
     except USER_ERRORS as exc:
@@ -696,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for r in records:
         log.info("%s: %s train_loss_last=%s", r["run_dir"], r["status"], r.get("train_loss_last"))
+    if STOP.signum is not None:
+        return 128 + STOP.signum
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

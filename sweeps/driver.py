@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from harness.paths import atomic_write
 from harness.record import RECORD_NAME, read_record, write_record
-from harness.schema import ConfigError, RunConfig, SweepConfig, validate
+from harness.schema import RUNTIME_METRICS, ConfigError, RunConfig, SweepConfig, validate
 
 from . import study as study_lib
 from .launch import LocalLauncher, SubmititLauncher
@@ -84,6 +84,8 @@ class SweepPlan:
     exclusive_gpu: bool
     trials_per_gpu: int
     slots: list[str | None] = field(default_factory=list)  # CUDA_VISIBLE_DEVICES per worker
+    pack: bool = False  # compatible trials train together (harness.packing), up to pack_size runs
+    pack_size: int = 1
 
     @property
     def directions(self) -> list[str]:
@@ -164,7 +166,40 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
     return SweepPlan(cfg=cfg, axes=axes, base_overrides=base, seeds=seeds, planned=planned, grid=grid,
                      sweep_dir=sweep_dir, storage_url=study_lib.storage_url(cfg.storage, sweep_dir),
                      study_name=cfg.study_name or cfg.name, exclusive_gpu=exclusive,
-                     trials_per_gpu=1 if exclusive else cfg.trials_per_gpu)
+                     trials_per_gpu=1 if exclusive else cfg.trials_per_gpu,
+                     pack=packs(cfg, axes, base, exclusive), pack_size=cfg.pack_size)
+
+
+def systems_reason(cfg: SweepConfig, axes: list[Axis], base: list[str], exclusive: bool) -> str | None:
+    """Why a sweep measures the system (memory, runtime, quantization), whose trials must each
+    have the process to themselves; None for a quality sweep."""
+    measured = [o.metric for o in cfg.objectives if o.metric.split(".")[-1] in RUNTIME_METRICS
+                or o.metric.endswith(METRIC_SUFFIXES) or o.metric in ("peak_memory_gib", "mfu")]
+    if measured:
+        return f"its objective {measured[0]} measures the system"
+    if exclusive:
+        return "its trials keep a GPU to themselves (sweep.exclusive_gpu)"
+    overrides = base + [o for a in axes for b in a.bundles.values() for o in b]
+    if any(a.key.split(".")[0] == "quant" for a in axes) or any(
+            override_key(o).split(".")[0] == "quant" and not o.endswith("=none") for o in overrides):
+        return "it measures quantization"
+    return None
+
+
+def packs(cfg: SweepConfig, axes: list[Axis], base: list[str], exclusive: bool) -> bool:
+    """Whether the sweep trains its compatible trials in packs (``sweep.pack``): ``auto`` for a
+    quality sweep without pruning; never for a systems sweep (``true`` there is refused)."""
+    if cfg.pack == "false":
+        return False
+    why = systems_reason(cfg, axes, base, exclusive)
+    if cfg.pack == "true":
+        if why:
+            raise ConfigError(f"sweep.pack=true: sweep {cfg.name} cannot pack: {why}, so each trial runs alone "
+                              "(sweep.pack=false)")
+        if cfg.pruner != "none":
+            raise ConfigError("sweep.pack=true: packed trials report no intermediate values; use sweep.pruner=none")
+        return True
+    return why is None and cfg.pruner == "none"
 
 
 def check_sweep_claims(cfg: SweepConfig) -> None:
@@ -268,6 +303,20 @@ def gpu_slots(workers: int | None, trials_per_gpu: int, exclusive: bool) -> list
     return [gpus[i // trials_per_gpu] for i in range(n)]
 
 
+@dataclass
+class PackEntry:
+    """One run (a trial at one seed) of a batch the driver may pack."""
+
+    trial: optuna.Trial
+    params: dict
+    seed: int | None
+    overrides: list[str]
+    run_dir: Path
+    run: RunConfig | None = None
+    resolved: dict | None = None
+    record: dict | None = None
+
+
 class Driver:
     """Runs one driver's workers against the shared study."""
 
@@ -303,21 +352,51 @@ class Driver:
                     # Everything is started; wait, so that a trial whose driver dies is run again.
                     self.stop.wait(min(self.plan.cfg.heartbeat_seconds, 5.0))
                     continue
-                trial = retry(self.study.ask, "asking for a trial", wait)
-                retry(partial(study_lib.mark_running, self.study, trial), "starting a trial", wait)
-                params = retry(partial(self._suggest, trial), "sampling a trial", wait)
-                if self.plan.grid is not None and retry(partial(self._yield_duplicate, trial, params),
-                                                        "checking for duplicates", wait):
-                    self.yielded += 1
-                    if self.yielded > MAX_YIELDS_WITHOUT_PROGRESS + 2 * self.plan.planned:
-                        raise SweepStalled(f"sweep {self.plan.cfg.name}: {self.yielded} trials in a row found their "
-                                           "configuration taken and none ran; stopped (is a configuration listed twice?)")
+                got = self._ask()
+                if got is None:
                     continue
-                self.yielded = 0
-                self.run_trial(trial, params, slot)
+                if self.plan.pack and "trial_dir" not in got[0].user_attrs:
+                    self.run_packed(self._fill_pack(got, slot), slot)
+                else:
+                    self.run_trial(*got, slot)
         except BaseException as exc:  # surfaced by the main thread
             self.errors.append(exc)
             self.stop.set()
+
+    def _ask(self) -> tuple[optuna.Trial, dict] | None:
+        """A new trial and its params, marked running; None when its configuration was taken."""
+        retry = study_lib.with_retry
+        wait = self.plan.cfg.storage_retry_seconds
+        trial = retry(self.study.ask, "asking for a trial", wait)
+        retry(partial(study_lib.mark_running, self.study, trial), "starting a trial", wait)
+        params = retry(partial(self._suggest, trial), "sampling a trial", wait)
+        if self.plan.grid is not None and retry(partial(self._yield_duplicate, trial, params),
+                                                "checking for duplicates", wait):
+            self.yielded += 1
+            if self.yielded > MAX_YIELDS_WITHOUT_PROGRESS + 2 * self.plan.planned:
+                raise SweepStalled(f"sweep {self.plan.cfg.name}: {self.yielded} trials in a row found their "
+                                   "configuration taken and none ran; stopped (is a configuration listed twice?)")
+            return None
+        self.yielded = 0
+        return trial, params
+
+    def _fill_pack(self, first: tuple[optuna.Trial, dict], slot: str | None) -> list[tuple[optuna.Trial, dict]]:
+        """``first`` and as many more fresh trials as fit a pack (``sweep.pack_size`` runs, each
+        trial one run per seed); a re-run of an interrupted trial goes alone, from its checkpoint."""
+        batch = [first]
+        per_trial = len(self.plan.seeds)
+        while (len(batch) + 1) * per_trial <= self.plan.pack_size and not self.stop.is_set():
+            p = study_lib.with_retry(self._poll, "polling the study", self.plan.cfg.storage_retry_seconds)
+            if p.to_start == 0 and p.waiting == 0:
+                break
+            got = self._ask()
+            if got is None:
+                continue
+            if "trial_dir" in got[0].user_attrs:
+                self.run_trial(*got, slot)
+                continue
+            batch.append(got)
+        return batch
 
     def _suggest(self, trial: optuna.Trial) -> dict:
         return {a.key: suggest(trial, a) for a in self.plan.axes}
@@ -384,6 +463,101 @@ class Driver:
             return None
         return record
 
+    # -- packed trials (sweep.pack) -----------------------------------------------------------
+    def run_packed(self, batch: list[tuple[optuna.Trial, dict]], slot: str | None) -> None:
+        """Run a batch of trials (every seed of each): compatible runs in packs of up to
+        ``sweep.pack_size`` (one process each, :mod:`harness.packing`), the rest alone; then
+        tell each trial, as :meth:`run_trial` does."""
+        from harness.packing import pack_key, unpackable_reason
+
+        plan = self.plan
+        runs, alone, groups = [], [], {}
+        for trial, params in batch:
+            trial_dir = plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
+            overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
+            for seed in plan.seeds:
+                entry = PackEntry(trial, params, seed, overrides + ([f"seed={seed}"] if seed is not None else []),
+                                  trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}")
+                entry.run_dir.mkdir(parents=True, exist_ok=True)
+                entry.run, entry.resolved = compose_overrides(entry.overrides)
+                runs.append(entry)
+                if plan.cfg.gpu_memory_budget is not None:
+                    entry.record = self.skip_if_over_budget(entry.run, entry.resolved, entry.run_dir)
+                if entry.record is not None:
+                    self.write_trial_record(entry, slot)
+                elif unpackable_reason(entry.run):
+                    alone.append(entry)
+                else:
+                    groups.setdefault(pack_key(entry.resolved), []).append(entry)
+        for members in groups.values():
+            for i in range(0, len(members), plan.pack_size):
+                chunk = members[i:i + plan.pack_size]
+                if len(chunk) == 1:
+                    alone.extend(chunk)
+                elif not self.stop.is_set():
+                    self.run_pack(chunk, slot)
+        for entry in alone:
+            if not self.stop.is_set():
+                entry.record = self.run_one(entry.trial, entry.params, entry.seed, entry.overrides, entry.run_dir, slot)
+        for trial, _ in batch:
+            records = [e.record for e in runs if e.trial is trial and e.record is not None]
+            if not records:  # the driver stopped before any of its runs started: not a data point
+                records = [{"status": "interrupted", "run_dir": str(e.run_dir), "error": "the sweep driver stopped "
+                            "before this run started"} for e in runs if e.trial is trial][:1]
+            study_lib.with_retry(lambda t=trial, r=records: self.tell(t, r), f"recording trial {trial.number}",
+                                 plan.cfg.storage_retry_seconds)
+
+    def run_pack(self, chunk: list[PackEntry], slot: str | None) -> None:
+        """One pack process; its members' records, with the sweep's fields. A pack out of memory
+        splits in two and each half runs again (a single trial then runs alone)."""
+        plan = self.plan
+        first = chunk[0]
+        pack_dir = plan.sweep_dir / "packs" / f"trial_{first.trial.number}_seed_{first.seed}"
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        spec = {"members": [{"overrides": e.overrides, "run_dir": str(e.run_dir.resolve())} for e in chunk]}
+        atomic_write(pack_dir / "pack.json", lambda f: json.dump(spec, f, indent=2))
+        env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        if len(self.slots) > 1:
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.slots))))
+        log_path = pack_dir / "pack.log"
+        started = time.time()
+        trials = {e.trial._trial_id for e in chunk}
+        code = self.launcher.run([sys.executable, "-m", "harness.packing", str(pack_dir / "pack.json")], env,
+                                 os.getcwd(), log_path,
+                                 beat=lambda: [study_lib.heartbeat(self.study, t) for t in trials])
+        for e in chunk:
+            e.record = read_trial_record(e.run_dir, code, e.resolved, e.run.seed, log_path, started)
+        if len(chunk) > 1 and any(e.record["status"] == "oom" for e in chunk):
+            log.warning("pack of %d runs (trials %s) ran out of memory: splitting it and running each half again",
+                        len(chunk), sorted({e.trial.number for e in chunk}))
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                if len(part) == 1:
+                    e = part[0]
+                    e.record = self.run_one(e.trial, e.params, e.seed, e.overrides, e.run_dir, slot)
+                else:
+                    self.run_pack(part, slot)
+            return
+        for e in chunk:
+            self.write_trial_record(e, slot)
+
+    def write_trial_record(self, entry: PackEntry, slot: str | None) -> None:
+        entry.record["sweep"] = self.sweep_fields(entry.trial, entry.params, entry.seed, entry.run, slot)
+        write_record(entry.run_dir, entry.record)
+
+    def sweep_fields(self, trial, params, seed, run: RunConfig, slot) -> dict:
+        """The ``sweep`` part of a trial's record."""
+        plan = self.plan
+        return {
+            "name": plan.cfg.name, "finding": plan.cfg.finding, "study": plan.study_name,
+            "storage": study_lib.redact(plan.storage_url), "scale": plan.cfg.scale, "trial": trial.number,
+            "params": params, "seed": seed if seed is not None else run.seed, "seeds": [s for s in plan.seeds if s is not None],
+            "launcher": plan.cfg.launcher, "gpu": slot, "trials_per_gpu": plan.trials_per_gpu,
+            "exclusive_gpu": plan.exclusive_gpu, "concurrent_trials": len(self.slots), "pack": plan.pack,
+        }
+
     def run_one(self, trial, params, seed, overrides, run_dir: Path, slot) -> dict:
         plan = self.plan
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -408,13 +582,7 @@ class Driver:
             code = self.launcher.run(cmd, env, os.getcwd(), log_path,
                                      beat=lambda: study_lib.heartbeat(self.study, trial._trial_id))
             record = read_trial_record(run_dir, code, resolved, run.seed, log_path, started)
-        record["sweep"] = {
-            "name": plan.cfg.name, "finding": plan.cfg.finding, "study": plan.study_name,
-            "storage": study_lib.redact(plan.storage_url), "scale": plan.cfg.scale, "trial": trial.number,
-            "params": params, "seed": seed if seed is not None else run.seed, "seeds": [s for s in plan.seeds if s is not None],
-            "launcher": plan.cfg.launcher, "gpu": slot, "trials_per_gpu": plan.trials_per_gpu,
-            "exclusive_gpu": plan.exclusive_gpu, "concurrent_trials": len(self.slots),
-        }
+        record["sweep"] = self.sweep_fields(trial, params, seed, run, slot)
         write_record(run_dir, record)
         return record
 
@@ -599,13 +767,15 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
     atomic_write(sweep_dir / PLAN_NAME, lambda f: json.dump(
         {"name": cfg.name, "finding": cfg.finding, "description": cfg.description, "study": plan.study_name,
          "storage": study_lib.redact(plan.storage_url), **plan.signature(), "scale": cfg.scale,
-         "exclusive_gpu": plan.exclusive_gpu, "trials_per_gpu": plan.trials_per_gpu}, f, indent=2, default=str))
+         "exclusive_gpu": plan.exclusive_gpu, "trials_per_gpu": plan.trials_per_gpu, "pack": plan.pack,
+         "pack_size": plan.pack_size if plan.pack else None}, f, indent=2, default=str))
     if plan.exclusive_gpu and cfg.trials_per_gpu > 1:
         log.info("this sweep measures runtime: trials keep a GPU to themselves (sweep.trials_per_gpu=%d ignored)", cfg.trials_per_gpu)
     launcher = (SubmititLauncher(cfg.submitit, sweep_dir / "submitit", cfg.heartbeat_seconds) if cfg.launcher == "submitit"
                 else LocalLauncher(cfg.heartbeat_seconds))
-    log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s", cfg.name, plan.planned,
-             len(plan.seeds), len(plan.slots), plan.study_name, study_lib.redact(plan.storage_url))
+    log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s%s", cfg.name, plan.planned,
+             len(plan.seeds), len(plan.slots), plan.study_name, study_lib.redact(plan.storage_url),
+             f"; compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack else "")
     for row in lost_records(study):
         log.warning("trial %d: %s; listed as lost in %s", row["sweep.trial"], row["error"], RESULTS_NAME)
     driver = Driver(plan, study, launcher, plan.slots)

@@ -139,3 +139,51 @@ def test_a_bad_pack_file_is_one_error_line(tmp_path, capsys):
     result = subprocess.run([sys.executable, "-m", "harness.packing", str(tmp_path / "missing.json")], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: pack file")
+
+
+# -- the sweep driver (sweep.pack) ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "pack", "packs"), [
+    ("rank_alpha", "auto", True), ("seeds", "auto", True), ("targets", "auto", True),
+    ("qlora", "auto", False), ("memory_7b", "auto", False), ("runtime_7b", "auto", False),
+    ("rank_alpha", "false", False), ("rank_alpha", "true", True)])
+def test_auto_packs_quality_sweeps_and_never_systems_sweeps(name, pack, packs, tmp_path):
+    from sweeps.driver import plan_sweep
+    from tests.helpers import compose_run
+
+    run = compose_run([f"+sweep={name}", f"sweep.pack={pack}"])
+    assert plan_sweep(run.sweep, [], tmp_path).pack is packs
+
+
+def test_packing_a_systems_sweep_is_refused_in_one_line(tmp_path):
+    from tests.helpers import run_cli
+
+    result = run_cli(["+sweep=memory_7b", "sweep.pack=true", f"hydra.sweep.dir={tmp_path}"], timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "sweep.pack=true: sweep memory_7b cannot pack" in lines[0] and "measures the system" in lines[0]
+
+
+def test_a_packed_sweep_gives_each_configuration_the_losses_it_gets_unpacked(pretrained_tiny, chat_file, tmp_path):
+    import pandas as pd
+
+    from tests.helpers import run_cli
+
+    args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", *common(pretrained_tiny, chat_file)]
+    tables = {}
+    for pack in ("true", "false"):
+        result = run_cli([*args, f"sweep.pack={pack}", f"hydra.sweep.dir={tmp_path / pack}"], timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        tables[pack] = pd.read_csv(tmp_path / pack / "results.csv").set_index(["sweep.params.adapter.r", "sweep.seed"])
+    packed, alone = tables["true"].sort_index(), tables["false"].sort_index()
+    assert list(packed.index) == list(alone.index) == [(4, 1), (4, 2), (8, 1), (8, 2)]
+    assert set(packed["status"]) == set(alone["status"]) == {"ok"}
+    for column in ("train_loss_last", "train_loss_first"):
+        assert packed[column].tolist() == pytest.approx(alone[column].tolist(), rel=LOSS_RTOL), column
+    assert packed["val_loss_last"].tolist() == pytest.approx(alone["val_loss_last"].tolist(), abs=VAL_ATOL)
+    # The packed records say so: all four runs in one process, memory and runtime the pack's.
+    assert packed["packed"].all() and "packed" not in alone.columns or not alone["packed"].fillna(False).any()
+    assert (packed["pack_size"] == 4).all() and (packed["pack_measures"] == "pack").all()
+    members = {json.dumps(json.loads(m)) for m in packed["pack_members"]}
+    assert len(members) == 1 and sorted(json.loads(members.pop())) == sorted(packed["run_dir"])
+    assert len(list((tmp_path / "true" / "packs").glob("*/pack.json"))) == 1
