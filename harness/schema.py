@@ -457,7 +457,10 @@ class LoggerConfig:
     """Metric logging.
 
     name: ``wandb`` (the default: a Weights & Biases run in ``<run dir>/wandb`` plus the CSV
-    log), ``csv`` (Lightning's CSVLogger, ``<run dir>/logs/metrics.csv``) or ``none``.
+    log), ``csv`` (Lightning's CSVLogger, ``<run dir>/logs/metrics.csv``), ``tensorboard``
+    (event files in ``<run dir>/tensorboard``), ``mlflow`` (an MLflow run in experiment
+    ``project``, in a local SQLite store, ``<run dir>/mlflow.db`` unless ``tracking_uri`` says
+    where; no server) or ``none``. The CSV log is kept with each.
     mode (W&B): ``auto`` is online when an API key is configured (WANDB_API_KEY or
     ``wandb login``) and offline otherwise (no network needed; upload later with ``wandb sync``);
     a WANDB_MODE in the environment wins. project / entity: where online runs go.
@@ -467,9 +470,10 @@ class LoggerConfig:
     mode: str = "auto"
     project: str = "harness"
     entity: str | None = None
+    tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "logger.name", ("wandb", "csv", "none"))
+        _one_of(self.name, "logger.name", ("wandb", "csv", "tensorboard", "mlflow", "none"))
         _one_of(self.mode, "logger.mode", ("auto", "offline", "online"))
 
 
