@@ -98,7 +98,8 @@ def test_training_and_scoring_peaks_are_recorded_apart(chat_file, tmp_path):
 
 
 def test_full_fine_tuning_keeps_fp32_master_weights_on_the_gpu(chat_file, tmp_path):
-    record = train_in_process(tiny(chat_file, "adapter=full", "optimizer.lr=2e-5"), tmp_path)
+    # trainer=smoke pins 32-true; auto is what resolves full fine-tuning to bf16-mixed on a GPU.
+    record = train_in_process(tiny(chat_file, "adapter=full", "optimizer.lr=2e-5", "trainer.precision=auto"), tmp_path)
     assert record["status"] == "ok", record.get("error")
     assert record["precision"] == "bf16-mixed"
     from safetensors.torch import load_file
