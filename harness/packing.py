@@ -168,36 +168,30 @@ class Router:
 
 
 def routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """peft ``lora.Linear.forward`` for a stacked batch: each route's LoRA term on its own rows
-    (vanilla LoRA, as peft computes it: ``result + B(A(dropout(x))) * scaling``)."""
+    """peft ``lora.Linear.forward`` for a stacked batch: each route's LoRA term added to its own
+    rows (vanilla LoRA, as peft computes it: ``result + B(A(dropout(x))) * scaling``, summed in
+    the adapter's dtype and rounded once to the base's). In place, slice by slice, as peft's own
+    mixed-adapter batches do: no copy of the whole output (the lm_head's is the large one)."""
     routes = self._pack_router.routes
     if routes is None or self.disable_adapters or self.merged:
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x, *args, **kwargs)
-    dtype = result.dtype
-    pieces = []
     for route in routes:
-        rows = result[route.start:route.stop]
-        if route.name in self.lora_A:
-            lora_A, lora_B = self.lora_A[route.name], self.lora_B[route.name]
-            dropout = self.lora_dropout[route.name]
-            sub = x[route.start:route.stop]
-            narrow = route.width is not None and sub.dim() == 3 and route.width < sub.shape[1]
-            if narrow:
-                sub = sub[:, :route.width]
-            sub = self._cast_input_dtype(sub, lora_A.weight.dtype)
-            if self.training and route.rng is not None and isinstance(dropout, nn.Dropout) and dropout.p > 0:
-                with route.rng.active(sub.device):
-                    sub = dropout(sub)
-            else:
+        if route.name not in self.lora_A:
+            continue
+        lora_A, lora_B = self.lora_A[route.name], self.lora_B[route.name]
+        dropout = self.lora_dropout[route.name]
+        rows = slice(route.start, route.stop)
+        narrow = route.width is not None and x.dim() == 3 and route.width < x.shape[1]
+        index = (rows, slice(0, route.width)) if narrow else rows
+        sub = self._cast_input_dtype(x[index], lora_A.weight.dtype)
+        if self.training and route.rng is not None and isinstance(dropout, nn.Dropout) and dropout.p > 0:
+            with route.rng.active(sub.device):
                 sub = dropout(sub)
-            delta = lora_B(lora_A(sub)) * self.scaling[route.name]
-            if narrow:
-                rows = torch.cat([(rows[:, :route.width] + delta).to(dtype), rows[:, route.width:]], dim=1)
-            else:
-                rows = (rows + delta).to(dtype)
-        pieces.append(rows)
-    return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        else:
+            sub = dropout(sub)
+        result[index] += lora_B(lora_A(sub)) * self.scaling[route.name]
+    return result
 
 
 def lora_layers(model: nn.Module) -> list[nn.Module]:
