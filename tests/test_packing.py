@@ -187,3 +187,18 @@ def test_a_packed_sweep_gives_each_configuration_the_losses_it_gets_unpacked(pre
     members = {json.dumps(json.loads(m)) for m in packed["pack_members"]}
     assert len(members) == 1 and sorted(json.loads(members.pop())) == sorted(packed["run_dir"])
     assert len(list((tmp_path / "true" / "packs").glob("*/pack.json"))) == 1
+
+
+def test_the_report_reads_no_memory_or_runtime_from_packed_trials():
+    import pandas as pd
+
+    from harness.report.frame import MEMORY, normalize
+
+    frame = pd.DataFrame([{"status": "ok", "packed": True, MEMORY: 1.2, "peak_memory_gib": 1.3, "train_seconds": 9.0,
+                           "tokens_per_s": 50.0, "val_loss_last": 2.0},
+                          {"status": "ok", MEMORY: 1.1, "peak_memory_gib": 1.2, "train_seconds": 4.0,
+                           "tokens_per_s": 40.0, "val_loss_last": 2.1}])
+    out = normalize(frame)
+    assert out[[MEMORY, "train_seconds", "tokens_per_s"]].iloc[0].isna().all()
+    assert out.loc[0, "val_loss_last"] == 2.0  # quality is the trial's own
+    assert out.loc[1, MEMORY] == 1.1 and out.loc[1, "train_seconds"] == 4.0

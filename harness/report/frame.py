@@ -20,6 +20,9 @@ MEMORY_SOURCE = "memory_source"  # derived: which record field the memory column
 WHOLE_PROCESS = "whole-process peak (older record)"
 TRAINING_PHASE = "training-phase peak"
 GIB_PER_GB = 1e9 / 2**30
+# Record fields that in a packed trial's record (harness.packing) measure the whole pack.
+PACKED_MEASURES = (MEMORY, MEMORY_GB, "peak_memory_gib", "peak_gpu_allocated_gb", "peak_gpu_allocated_gib",
+                   "peak_gpu_reserved_gib", "peak_rss_gib", "train_seconds", "total_seconds", "tokens_per_s", "mfu")
 
 
 def level(value) -> str:
@@ -73,6 +76,11 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     for fallback in ("seed", "config.seed"):
         seed = seed.fillna(column(frame, fallback))
     frame[SEED] = seed.map(level)
+    if "packed" in frame.columns:  # a packed trial's memory and runtime are its pack's: no verdict reads them
+        packed = frame["packed"].map(lambda v: v is True or v in ("True", "true", 1))
+        for name in PACKED_MEASURES:
+            if name in frame.columns:
+                frame.loc[packed, name] = np.nan
     train = column(frame, MEMORY)
     frame[MEMORY_SOURCE] = np.where(train.notna(), TRAINING_PHASE,
                                     np.where(column(frame, "peak_memory_gib").notna(), WHOLE_PROCESS, "-"))
