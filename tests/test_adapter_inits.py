@@ -102,3 +102,27 @@ def test_loftq_without_a_gpu_is_one_error_line_before_anything_loads(chat_file, 
     assert result.stderr.strip().splitlines()[-1] == ("error: adapter.init: loftq needs a CUDA GPU (peft's LoftQ "
                                                        "quantizes on CUDA); none is in use here")
     assert not (tmp_path / "run" / "record.json").exists()
+
+
+@pytest.mark.parametrize("extra", [["adapter.init=pissa"], ["adapter=vera", "adapter.r=16"]], ids=lambda e: "-".join(e))
+def test_saved_adapter_scores_as_the_trained_model_did(chat_file, tmp_path, extra):
+    """The record's in-process score of the trained model == ``python -m harness.eval`` on the saved
+    adapter (reloaded on a freshly built base) and on the merged export."""
+    import json
+    import subprocess
+    import sys
+
+    task = "harness_arith_2da"
+    run_dir = tmp_path / "run"
+    record = train_in_process(tiny(chat_file, "optimizer.lr=0.02", *extra) + ["eval=custom", f"eval.tasks=[{task}]", "eval.limit=20"],
+                              run_dir)
+    assert record["status"] == "ok", record.get("error")
+    assert record["eval_delta"][task]["perplexity"] != 0  # training moved the scores
+    export = subprocess.run([sys.executable, "-m", "harness.export", str(run_dir)], capture_output=True, text=True)
+    assert export.returncode == 0, export.stderr[-2000:]
+    for path in (run_dir, run_dir / "merged"):
+        scored = subprocess.run([sys.executable, "-m", "harness.eval", str(path), "--tasks", task, "--limit", "20",
+                                 "--device", "cpu"], capture_output=True, text=True)
+        assert scored.returncode == 0, scored.stderr[-2000:]
+        got = json.loads(scored.stdout)[task]["perplexity"]["value"]
+        assert got == pytest.approx(record["eval"][task]["perplexity"]["value"], rel=1e-4), path
