@@ -269,6 +269,7 @@ class Member:
     resolved: dict
     run_dir: Path
     user_keys: set[str] | None = None  # the keys its command line set (CPU sizing), None: unsized
+    env: dict[str, str] = field(default_factory=dict)  # its loggers' environment (W&B run name, group)
     name: str = ""
     record: dict = field(default_factory=dict)
     total_steps: int = 0
@@ -484,8 +485,43 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[di
             m.record.update(loss_summary(m.val_losses, "val"))
             m.record["train_losses"] = m.train_losses
             m.record["val_losses"] = m.val_losses
+            log_member(m)
             write_record(m.run_dir, m.record)
     return [m.record for m in members]
+
+
+def log_member(m: Member) -> None:
+    """The trial's loggers (``logger=``: CSV, W&B), one trial after another, each given the
+    trial's curves and its record's summary as its own run would log them. A logger failure
+    never costs the record (see :mod:`harness.tracking`)."""
+    import os
+
+    from . import tracking
+
+    saved = {key: os.environ.get(key) for key in m.env}
+    os.environ.update(m.env)
+    try:
+        loggers = tracking.build_loggers(m.run.logger, m.run_dir, m.resolved)
+        for logger in loggers:
+            for step, loss in enumerate(m.train_losses):
+                logger.log_metrics({"train_loss": loss}, step=step)
+            for step, loss in zip((0, max(len(m.train_losses) - 1, 0)), m.val_losses, strict=False):
+                logger.log_metrics({"val_loss": loss}, step=step)
+            logger.save()
+        tracking.finish_loggers(loggers, m.record)
+        for logger in loggers:
+            logger.finalize("success" if m.record["status"] == "ok" else "failed")
+    except Exception as exc:  # noqa: BLE001 - the record is written next either way
+        log.warning("%s: loggers not written: %s: %s", m.run_dir, type(exc).__name__, str(exc).splitlines()[0][:200])
+    finally:
+        if "wandb" in sys.modules:  # W&B reads its environment once per process setup: the next trial sets it up anew
+            with contextlib.suppress(Exception):
+                sys.modules["wandb"].teardown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _train_mode(model: nn.Module, names: list[str]) -> None:
@@ -668,7 +704,8 @@ def members_from_spec(spec: dict) -> list[Member]:
             raise ConfigError(f"pack file: members[{i}] needs overrides (a list) and run_dir")
         run, resolved = compose_member([str(o) for o in item["overrides"]])
         keys = {str(o).lstrip("+~").split("=", 1)[0].strip() for o in item["overrides"]}
-        members.append(Member(run=run, resolved=resolved, run_dir=Path(item["run_dir"]), user_keys=keys))
+        env = {str(k): str(v) for k, v in (item.get("env") or {}).items()}
+        members.append(Member(run=run, resolved=resolved, run_dir=Path(item["run_dir"]), user_keys=keys, env=env))
     return members
 
 

@@ -514,7 +514,8 @@ class Driver:
         first = chunk[0]
         pack_dir = plan.sweep_dir / "packs" / f"trial_{first.trial.number}_seed_{first.seed}"
         pack_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"members": [{"overrides": e.overrides, "run_dir": str(e.run_dir.resolve())} for e in chunk]}
+        spec = {"members": [{"overrides": e.overrides, "run_dir": str(e.run_dir.resolve()), "env": {
+            "WANDB_RUN_GROUP": plan.cfg.name, "WANDB_NAME": self.wandb_name(e.trial, e.seed)}} for e in chunk]}
         atomic_write(pack_dir / "pack.json", lambda f: json.dump(spec, f, indent=2))
         env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
         if slot is not None:
@@ -543,6 +544,10 @@ class Driver:
         for e in chunk:
             self.write_trial_record(e, slot)
 
+    def wandb_name(self, trial, seed) -> str:
+        """The W&B run name of a trial's run (W&B's own WANDB_NAME)."""
+        return f"{self.plan.cfg.name}-trial-{trial.number}" + (f"-seed-{seed}" if len(self.plan.seeds) > 1 else "")
+
     def write_trial_record(self, entry: PackEntry, slot: str | None) -> None:
         entry.record["sweep"] = self.sweep_fields(entry.trial, entry.params, entry.seed, entry.run, slot)
         write_record(entry.run_dir, entry.record)
@@ -569,7 +574,7 @@ class Driver:
             env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
             # W&B's own variables: one W&B run per trial, grouped by sweep (logger=wandb).
             env["WANDB_RUN_GROUP"] = plan.cfg.name
-            env["WANDB_NAME"] = f"{plan.cfg.name}-trial-{trial.number}" + (f"-seed-{seed}" if len(plan.seeds) > 1 else "")
+            env["WANDB_NAME"] = self.wandb_name(trial, seed)
             env[_trial_env_key()] = json.dumps({"storage": plan.storage_url, "study_name": plan.study_name,
                                                 "trial_id": trial._trial_id, "prune": plan.cfg.pruner != "none"})
             if slot is not None:

@@ -202,3 +202,24 @@ def test_the_report_reads_no_memory_or_runtime_from_packed_trials():
     assert out[[MEMORY, "train_seconds", "tokens_per_s"]].iloc[0].isna().all()
     assert out.loc[0, "val_loss_last"] == 2.0  # quality is the trial's own
     assert out.loc[1, MEMORY] == 1.1 and out.loc[1, "train_seconds"] == 4.0
+
+
+def test_each_packed_trial_leaves_its_own_csv_log_and_offline_wandb_run(pretrained_tiny, chat_file, tmp_path,
+                                                                       monkeypatch):
+    from tests.wandb_offline import offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    base = [*common(pretrained_tiny, chat_file), "logger=wandb"]
+    members = [Member(*compose_member(base + [f"adapter.r={r}"]), run_dir=tmp_path / f"r{r}",
+                      env={"WANDB_RUN_GROUP": "g", "WANDB_NAME": f"g-trial-{i}"}) for i, r in enumerate((4, 8))]
+    records = train_pack(members)
+    for i, (m, record) in enumerate(zip(members, records, strict=True)):
+        assert record["status"] == "ok", record.get("error")
+        logged = offline_run(m.run_dir)
+        assert logged["group"] == "g" and logged["name"] == f"g-trial-{i}"
+        assert logged["config"]["adapter.r"] == m.run.adapter.r
+        assert logged["summary"]["status"] == "ok"
+        assert logged["summary"]["train_loss_last"] == pytest.approx(record["train_loss_last"])
+        csv = (m.run_dir / "logs" / "metrics.csv").read_text()
+        assert csv.count("\n") >= len(record["train_losses"]) and "train_loss" in csv
