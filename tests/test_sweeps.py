@@ -27,7 +27,8 @@ NAMED = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != 
 # Configurations per named sweep (seeds run within each): (default scale, smoke scale).
 PLANNED = {"rank_alpha": (18, 2), "rank_lr": (9, 2), "targets": (4, 2), "optimizer_scheduler": (4, 2),
            "qlora": (5, 2), "epochs": (8, 2), "seeds": (4, 1), "dora": (6, 2), "full_vs_lora": (12, 3),
-           "data_mix": (3, 2), "memory_7b": (10, 2), "runtime_7b": (3, 1)}
+           "data_mix": (3, 2), "memory_7b": (10, 2), "runtime_7b": (3, 1),
+           "lr_rank": (28, 4), "targets_matched": (12, 2), "lora_variants": (6, 3)}
 
 
 def tiny(chat_file) -> list[str]:

@@ -25,6 +25,8 @@ from .claims import (
     QUANT_NLL,
     SWEEP_CLAIMS,
     TRAIN_SECONDS,
+    LRRatio,
+    LRSpread,
     Part,
 )
 from .effects import PartResult, fmt, name
@@ -283,6 +285,10 @@ def margins_table() -> tuple[list[str], list[list[str]]]:
 
 
 def margin_text(part: Part) -> str:
+    if isinstance(part, LRRatio):
+        return f"log10 ratio {part.target:g} ± {part.margin:g}"
+    if isinstance(part, LRSpread):
+        return f"spread < {part.margin:g} decades"
     margin = getattr(part, "margin", None)
     if margin is None:
         return f"≤ {getattr(part, 'bound', '-')} GB"

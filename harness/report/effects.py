@@ -25,6 +25,8 @@ from .claims import (
     Contrast,
     Deterministic,
     EstimateFit,
+    LRRatio,
+    LRSpread,
     Matters,
     Part,
     Pins,
@@ -41,6 +43,7 @@ from .frame import (
     column,
     level_sort_key,
     levels_of,
+    normalize,
     ok_runs,
     select,
 )
@@ -510,10 +513,193 @@ def measure_bound(runs, part: Bound, sweep, seed_stds) -> list[PartResult]:
     return [result]
 
 
+# --- best learning rate (F13) ---------------------------------------------------------------------
+
+EDGE_VERDICT = f"{stats.INCONCLUSIVE} (optimum at the grid edge)"
+
+
+@dataclass
+class LRCurve:
+    """One arm's ``metric`` by seed (rows) and lr level (columns, ascending), lower is better;
+    +inf where a run diverged; only seeds with every level measured."""
+
+    table: pd.DataFrame
+    x: np.ndarray  # log10 of the levels
+    dropped: list[str]
+
+    def optimum(self, rows=None, censored: bool = False):
+        values = self.table.to_numpy() if rows is None else self.table.to_numpy()[rows]
+        curve = values.mean(axis=0)
+        return stats.censored_optimum(self.x, curve) if censored else stats.curve_optimum(self.x, curve)
+
+
+def lr_curve(runs: pd.DataFrame, pins: Pins, axis: str, metric: str) -> LRCurve | str:
+    """The arm at ``pins`` over the levels of ``axis``: the seed-mean of ``metric`` within each
+    (seed, level) over axes left free; a diverged run makes its (seed, level) +inf; seeds missing
+    a level (failed, lost, not run) are dropped. A string says why there is no curve."""
+    rows = select(normalize(runs), pins)
+    frame = pd.DataFrame({"level": levels_of(rows, axis), SEED: rows[SEED], "status": rows["status"],
+                          "value": column(rows, metric) * (-1 if higher_is_better(metric) else 1)})
+    frame = frame[(frame["level"] != "-") & (frame[SEED] != "-")]
+    levels = sorted(set(frame["level"]), key=level_sort_key)
+    if any(level_sort_key(v)[0] or float(v) <= 0 for v in levels):
+        return f"{axis} has non-numeric or non-positive levels at {pins_text(pins)}"
+    if len(levels) < 3:
+        return f"fewer than 3 levels of {axis} with runs at {pins_text(pins)}"
+    seeds = sorted(set(frame[SEED]), key=level_sort_key)
+    ok = frame[(frame["status"] == "ok") & frame["value"].notna()]
+    table = ok.groupby([SEED, "level"])["value"].mean().unstack("level") if len(ok) else pd.DataFrame()
+    table = table.reindex(index=seeds, columns=levels).astype(float)
+    for seed, at in frame.loc[frame["status"] == "diverged", [SEED, "level"]].itertuples(index=False):
+        table.loc[seed, at] = math.inf
+    complete = table.dropna()
+    return LRCurve(complete, np.log10([float(v) for v in levels]),
+                   [s for s in seeds if s not in complete.index])
+
+
+def lr_text(value: float) -> str:
+    if value == -math.inf:
+        return "open (below the grid)"
+    if value == math.inf:
+        return "open (above the grid)"
+    return fmt(10 ** value, 3)
+
+
+def decades(value: float) -> str:
+    return {-math.inf: "-inf", math.inf: "+inf"}.get(value) or signed(value, 3)
+
+
+def optimum_text(curve: LRCurve, rows: list[int]) -> str:
+    """An arm's lr*, how it was found, and its bootstrap interval over the given seed rows."""
+    value, how = curve.optimum(rows)
+    low, high = stats.seed_bootstrap(len(rows), lambda pick: curve.optimum([rows[i] for i in pick], True))
+    return (f"lr* {lr_text(value)} ({how}; 95% CI {lr_text(low)} to {lr_text(high)}, "
+            f"{len(rows)} seeds)")
+
+
+def lr_curves(runs, part, arms: list[Pins], result: PartResult) -> tuple[list[LRCurve], list[str]] | None:
+    """Each arm's curve on the seeds every arm has (None, with the reason in ``result``, when an
+    arm has none)."""
+    curves = []
+    for pins in arms:
+        curve = lr_curve(runs, pins, part.axis, part.metric)
+        if isinstance(curve, str):
+            result.rule = curve
+            return None
+        curves.append(curve)
+    seeds = sorted(set.intersection(*(set(c.table.index) for c in curves)), key=level_sort_key)
+    return [LRCurve(c.table.loc[seeds], c.x, c.dropped) for c in curves], seeds
+
+
+def lr_seed_pairs(curves: list[LRCurve], seeds: list[str]) -> list[str]:
+    return [f"seed {s}: lr* " + " / ".join(lr_text(c.optimum([i])[0]) for c in curves)
+            for i, s in enumerate(seeds)]
+
+
+def edge_rule(curves: list[LRCurve], arms: list[Pins]) -> str:
+    edges = [f"{pins_text(p)} at the {how} ({lr_text(c.x[0] if how == stats.LOW_EDGE else c.x[-1])})"
+             for c, p in zip(curves, arms, strict=True)
+             for how in [c.optimum()[1]] if how in (stats.LOW_EDGE, stats.HIGH_EDGE)]
+    return "; ".join(edges)
+
+
+def measure_lr_ratio(runs, part: LRRatio, sweep, seed_stds) -> list[PartResult]:
+    """F13a: log10(lr*_other / lr*_reference) with a seed bootstrap, against the declared band."""
+    result = new_result(part, sweep)
+    low_band, high_band = part.target - part.margin, part.target + part.margin
+    result.threshold = (f"log10 ratio in [{low_band:g}, {high_band:g}] "
+                        f"(x{10 ** low_band:.2g} to x{10 ** high_band:.2g})")
+    result.claim_text = f"claimed ratio about x{10 ** part.target:g}"
+    arms = [part.reference, part.other]
+    found = lr_curves(runs, part, arms, result)
+    if found is None:
+        return [result]
+    (ref, oth), seeds = found
+    n = len(seeds)
+    if n == 0:
+        result.rule = "no seed has every lr level measured in both arms"
+        return [result]
+    rows = list(range(n))
+    result.reference, result.other = optimum_text(ref, rows), optimum_text(oth, rows)
+    result.pairs = lr_seed_pairs([ref, oth], seeds) + [f"seeds dropped (a level not measured): "
+                                                       f"{', '.join(c.dropped)}" for c in (ref, oth) if c.dropped]
+    (xr, _), (xo, _) = ref.optimum(), oth.optimum()
+    if not (math.isfinite(xr) and math.isfinite(xo)):
+        result.rule = "every lr level diverged in one arm"
+        return [result]
+    ratio = xo - xr
+    result.effect = f"x{fmt(10 ** ratio, 3)} (log10 {signed(ratio)})"
+    if n < stats.MIN_SEEDS:
+        result.verdict = stats.underpowered(n)
+        result.rule = f"{result.verdict}: at least {stats.MIN_SEEDS} seeds per arm are needed"
+        return [result]
+    low, high = stats.seed_bootstrap(n, lambda pick: oth.optimum(pick, True) - ref.optimum(pick, True))
+    result.interval = (f"95% bootstrap CI (seeds resampled) log10 {decades(low)} to {decades(high)}")
+    edges = edge_rule([ref, oth], arms)
+    if edges:
+        result.verdict = EDGE_VERDICT
+        result.rule = f"{EDGE_VERDICT}: {edges}; extend the grid there"
+        return [result]
+    result.verdict = stats.band_decision(low, high, low_band, high_band)
+    result.rule = (f"{result.verdict}: the 95% seed-bootstrap interval of log10(lr*_other / "
+                   f"lr*_reference) against [{low_band:g}, {high_band:g}] (inside: reproduced; "
+                   "entirely outside: contradicted; not in the Holm family: no p-value); "
+                   f"{result.claim_text}")
+    return [result]
+
+
+def measure_lr_spread(runs, part: LRSpread, sweep, seed_stds) -> list[PartResult]:
+    """F13b: spread (max - min) of log10 lr* over the arms, with a seed bootstrap, below the margin."""
+    result = new_result(part, sweep)
+    result.threshold = f"spread < {fmt(part.margin, 3)} decades (x{10 ** part.margin:.2g})"
+    result.claim_text = f"claimed flat: best lr within {fmt(part.margin, 3)} decades across arms"
+    arms = list(part.arms)
+    found = lr_curves(runs, part, arms, result)
+    if found is None:
+        return [result]
+    curves, seeds = found
+    n = len(seeds)
+    if n == 0:
+        result.rule = "no seed has every lr level measured in every arm"
+        return [result]
+    rows = list(range(n))
+    result.reference = "; ".join(f"{pins_text(p)}: {optimum_text(c, rows)}"
+                                 for p, c in zip(arms, curves, strict=True))
+    result.pairs = lr_seed_pairs(curves, seeds)
+    points = [c.optimum()[0] for c in curves]
+    if not all(math.isfinite(v) for v in points):
+        result.rule = "every lr level diverged in an arm"
+        return [result]
+    spread = max(points) - min(points)
+    result.effect = f"spread {fmt(spread, 3)} decades (x{fmt(10 ** spread, 3)})"
+    if n < stats.MIN_SEEDS:
+        result.verdict = stats.underpowered(n)
+        result.rule = f"{result.verdict}: at least {stats.MIN_SEEDS} seeds per arm are needed"
+        return [result]
+
+    def statistic(pick):
+        values = [c.optimum(pick, True) for c in curves]
+        return max(values) - min(values) if all(math.isfinite(v) for v in values) else math.inf
+
+    low, high = stats.seed_bootstrap(n, statistic)
+    result.interval = f"95% bootstrap CI (seeds resampled) {decades(low)} to {decades(high)} decades"
+    edges = edge_rule(curves, arms)
+    if edges:
+        result.verdict = EDGE_VERDICT
+        result.rule = f"{EDGE_VERDICT}: {edges}; extend the grid there"
+        return [result]
+    result.verdict = stats.band_decision(low, high, 0.0, part.margin)
+    result.rule = (f"{result.verdict}: the 95% seed-bootstrap interval of the spread of log10 lr* "
+                   f"against {fmt(part.margin, 3)} decades (below: reproduced; above: contradicted; "
+                   f"not in the Holm family: no p-value); {result.claim_text}")
+    return [result]
+
+
 MEASURE = {
     Contrast: measure_per, Deterministic: measure_deterministic, TimeRatio: measure_time,
     Matters: measure_matters, Sensitivity: measure_sensitivity, BaseVsTuned: measure_base_vs_tuned,
     SeedNoise: measure_seed_noise, EstimateFit: measure_estimate, Bound: measure_bound,
+    LRRatio: measure_lr_ratio, LRSpread: measure_lr_spread,
 }
 
 

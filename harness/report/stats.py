@@ -165,3 +165,66 @@ def decide(test: Test, p_for: float, p_against: float) -> tuple[str, float, floa
 def underpowered(n: int, what: str = "seeds") -> str:
     """The verdict for fewer than ``MIN_SEEDS`` replicates."""
     return f"{INCONCLUSIVE} (underpowered: {n} {what})"
+
+
+# --- best learning rate (F13) --------------------------------------------------------------------
+
+LOW_EDGE, HIGH_EDGE, REFINED, GRID_POINT = "low edge", "high edge", "refined", "grid point"
+
+
+def curve_optimum(x, y) -> tuple[float, str]:
+    """The minimiser of a curve sampled at ascending ``x`` (log10 lr) with values ``y`` (+inf for a
+    level that diverged) and how it was found: ``refined`` (the vertex of the parabola through
+    the lowest point and its two neighbours), ``grid point`` (a neighbour diverged, or the three
+    points are collinear), ``low edge`` / ``high edge`` (the lowest point is the grid's first or
+    last: the true optimum may lie beyond it). NaN when no point is finite."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    finite = np.isfinite(y)
+    if not finite.any():
+        return math.nan, "none"
+    j = int(np.argmin(np.where(finite, y, np.inf)))
+    if j == 0:
+        return float(x[0]), LOW_EDGE
+    if j == len(x) - 1:
+        return float(x[-1]), HIGH_EDGE
+    (x0, x1, x2), (y0, y1, y2) = x[j - 1:j + 2], y[j - 1:j + 2]
+    if not (math.isfinite(y0) and math.isfinite(y2)):
+        return float(x1), GRID_POINT
+    denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
+    b = (x2 ** 2 * (y0 - y1) + x1 ** 2 * (y2 - y0) + x0 ** 2 * (y1 - y2)) / denom
+    if a <= 0:
+        return float(x1), GRID_POINT
+    return float(-b / (2 * a)), REFINED
+
+
+def censored_optimum(x, y) -> float:
+    """:func:`curve_optimum` for a bootstrap resample: an edge optimum becomes -inf / +inf (the
+    true optimum lies somewhere beyond the edge), so an interval that reaches it is open there."""
+    value, how = curve_optimum(x, y)
+    return -math.inf if how == LOW_EDGE else math.inf if how == HIGH_EDGE else value
+
+
+def seed_bootstrap(n_seeds: int, statistic, n_resamples: int = 2000, confidence: float = 0.95,
+                   seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``statistic(rows)`` over resamples of the seed rows 0..n-1 (with
+    replacement; every arm of one resample uses the same rows). No interpolation (the lower
+    bound is rounded down, the upper up), so infinite values give open bounds; any undefined
+    (NaN) resample makes the interval (-inf, inf)."""
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rows) for rows in rng.integers(0, n_seeds, (n_resamples, n_seeds))])
+    if np.isnan(values).any():
+        return -math.inf, math.inf
+    tail = (1 - confidence) / 2
+    return (float(np.quantile(values, tail, method="lower")),
+            float(np.quantile(values, 1 - tail, method="higher")))
+
+
+def band_decision(low: float, high: float, band_low: float, band_high: float) -> str:
+    """Reproduced when [low, high] lies inside [band_low, band_high], contradicted when it lies
+    entirely outside, inconclusive otherwise."""
+    if band_low <= low and high <= band_high:
+        return REPRODUCED
+    if high < band_low or low > band_high:
+        return CONTRADICTED
+    return INCONCLUSIVE

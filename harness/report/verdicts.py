@@ -214,6 +214,19 @@ def best_lr_note(runs: pd.DataFrame, by: str, default_lr: str = "0.0003") -> str
     return f"Best learning rate by mean held-out NLL: {text}."
 
 
+def parameter_counts_note(runs: pd.DataFrame, by: str) -> str:
+    """The trainable-parameter count each level of ``by`` measured (F14: matched counts)."""
+    rows = ok_runs(runs)
+    if rows.empty or by not in axes(rows) or "trainable_params" not in rows.columns:
+        return ""
+    counts = column(rows, "trainable_params").groupby(levels_of(rows, by)).agg(["min", "max"]).dropna()
+    if counts.empty:
+        return ""
+    text = "; ".join(f"{k}: {v['min']:,.0f}" + (f" to {v['max']:,.0f}" if v["max"] != v["min"] else "")
+                     for k, v in sorted(counts.iterrows(), key=lambda kv: level_sort_key(kv[0])))
+    return f"Trainable parameters in the records, by {by.split('.')[-1]}: {text}."
+
+
 def finding_notes(finding: str, frame: pd.DataFrame) -> list:
     """Text (str) and tables ((head, rows)) that go under a finding's parts."""
     frame = normalize(frame)
@@ -229,4 +242,7 @@ def finding_notes(finding: str, frame: pd.DataFrame) -> list:
                             best_lr_note(sweep_rows(frame, "rank_lr"), "adapter.r")) if n]
     if finding in ("F9", "F10"):
         out += [n for n in (best_lr_note(sweep_rows(frame, "full_vs_lora"), "method"),) if n]
+    if finding == "F14":
+        rows = sweep_rows(frame, "targets_matched")
+        out += [n for n in (parameter_counts_note(rows, "method"), best_lr_note(rows, "method")) if n]
     return out
