@@ -231,6 +231,14 @@ def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untrack
     return notes
 
 
+def _init_notes(adapter) -> list[str]:
+    """What the parameter count does not know about the adapter's init."""
+    if adapter.init == "eva" and float(adapter.init_options.get("rho", 1.0)) != 1.0:
+        return [f"adapter.init=eva with rho {adapter.init_options['rho']}: EVA moves rank between layers from the data "
+                "(at most r x rho each, the total rank kept); counted at rank r everywhere"]
+    return []
+
+
 def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     """Parameter counts and a memory estimate for ``run``, with no weights loaded.
 
@@ -296,6 +304,7 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
             "total_bytes": total_bytes,
             "total_gib": round(total_bytes / GIB, 3),
             "total_gb": round(total_bytes / 1e9, 3),
-            "assumptions": _assumptions(run, precision, frozen_dtype, trainable_dtype, act_dtype, untracked),
+            "assumptions": _assumptions(run, precision, frozen_dtype, trainable_dtype, act_dtype, untracked)
+            + _init_notes(run.adapter),
         },
     }

@@ -28,6 +28,7 @@ from tests.test_train import tiny, train_in_process
     ["adapter=dora", "adapter.init=eva", "adapter.init_examples=16"],
     ["adapter.init=eva", "adapter.init_examples=16", "quant=nf4"],
     ["adapter=vera", "adapter.r=16"],
+    ["adapter=vera", "adapter.r=16", "quant=nf4"],
 ], ids=lambda extra: "-".join(e.split("=")[-1] for e in extra))
 def test_init_trains_and_the_dry_run_counts_its_parameters(chat_file, tmp_path, extra):
     overrides = tiny(chat_file, *extra)
@@ -126,3 +127,13 @@ def test_saved_adapter_scores_as_the_trained_model_did(chat_file, tmp_path, extr
         assert scored.returncode == 0, scored.stderr[-2000:]
         got = json.loads(scored.stdout)[task]["perplexity"]["value"]
         assert got == pytest.approx(record["eval"][task]["perplexity"]["value"], rel=1e-4), path
+
+
+def test_eva_that_moves_rank_between_layers_trains_and_the_dry_run_says_so(chat_file, tmp_path):
+    overrides = tiny(chat_file, "adapter.init=eva", "adapter.init_examples=16", "+adapter.init_options.rho=2")
+    record = train_in_process(overrides, tmp_path)
+    assert record["status"] == "ok", record.get("error")
+    estimate = estimate_run(compose_run(overrides), "cpu")
+    assert any("rho 2" in note for note in estimate["memory_estimate"]["assumptions"])
+    # The total rank is kept: within the spread of the layers' shapes of the rank-r count.
+    assert 0.5 * estimate["trainable_params"] <= record["trainable_params"] <= 2 * estimate["trainable_params"]
