@@ -592,8 +592,11 @@ def lr_curves(runs, part, arms: list[Pins], result: PartResult) -> tuple[list[LR
 
 
 def lr_seed_pairs(curves: list[LRCurve], seeds: list[str]) -> list[str]:
-    return [f"seed {s}: lr* " + " / ".join(lr_text(c.optimum([i])[0]) for c in curves)
-            for i, s in enumerate(seeds)]
+    """Each seed's own lr* per arm (its single-seed curve), edges marked."""
+    def one(curve, i):
+        value, how = curve.optimum([i])
+        return lr_text(value) + (f" ({how})" if how in (stats.LOW_EDGE, stats.HIGH_EDGE) else "")
+    return [f"seed {s}: lr* " + " / ".join(one(c, i) for c in curves) for i, s in enumerate(seeds)]
 
 
 def edge_rule(curves: list[LRCurve], arms: list[Pins]) -> str:
@@ -637,6 +640,7 @@ def measure_lr_ratio(runs, part: LRRatio, sweep, seed_stds) -> list[PartResult]:
     result.interval = (f"95% bootstrap CI (seeds resampled) log10 {decades(low)} to {decades(high)}")
     edges = edge_rule([ref, oth], arms)
     if edges:
+        result.effect += " (an optimum on a grid edge: a bound, not an estimate)"
         result.verdict = EDGE_VERDICT
         result.rule = f"{EDGE_VERDICT}: {edges}; extend the grid there"
         return [result]
@@ -685,6 +689,7 @@ def measure_lr_spread(runs, part: LRSpread, sweep, seed_stds) -> list[PartResult
     result.interval = f"95% bootstrap CI (seeds resampled) {decades(low)} to {decades(high)} decades"
     edges = edge_rule(curves, arms)
     if edges:
+        result.effect += " (an optimum on a grid edge: a bound, not an estimate)"
         result.verdict = EDGE_VERDICT
         result.rule = f"{EDGE_VERDICT}: {edges}; extend the grid there"
         return [result]
