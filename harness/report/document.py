@@ -81,6 +81,14 @@ RULES_TEXT = [
     "reproduces). Repeats that spread by more than half the margin make it inconclusive. Memory "
     "is the training-phase peak; older records only have the whole-process peak (it includes "
     "scoring), and parts measured on it say so.",
+    "Best learning rate (F13): an arm's lr* is the argmin over the lr grid of the seed-mean "
+    "held-out NLL, refined by the parabola in log10(lr) through the minimum and its neighbours "
+    "when interior; a diverged run counts as worse than any finished one; the interval is a "
+    "percentile bootstrap over seeds (the compared arms resampled with the same seeds). The ratio "
+    "lr*_LoRA / lr*_full is reproduced when its 95% interval (in log10) lies inside the declared "
+    "band, contradicted when entirely outside; the spread of log10 lr* over ranks is reproduced "
+    "when its interval lies below the declared margin, contradicted when above. An optimum on "
+    "the grid's edge is inconclusive. No p-value: not in the Holm family.",
     "Multiplicity: within a finding, the p-values of its judged tested parts are Holm-adjusted "
     "(separately for the claim and for the opposite), and each part is decided at 0.05 on the "
     "adjusted values; the Holm family size is printed with each finding. Context parts are "
