@@ -97,11 +97,16 @@ def test_invalid_init_combinations_are_refused_naming_the_key(chat_file, extra, 
     assert str(info.value).startswith(message)
 
 
-def test_loftq_without_a_gpu_is_one_error_line_before_anything_loads(chat_file, tmp_path):
-    result = run_cli(tiny(chat_file, "adapter.init=loftq", "trainer.save_weights=false"), tmp_path / "run")
+@pytest.mark.parametrize("extra,line", [
+    (["adapter.init=loftq", "trainer.save_weights=false"],
+     "error: adapter.init: loftq needs a CUDA GPU (peft's LoftQ quantizes on CUDA); none is in use here"),
+    (["adapter.init=corda", "quant=nf4"], "error: quant.mode: adapter.init=corda rewrites the base weights in 16/32 bits "
+                                          "(loftq quantizes them itself); use quant=none"),
+], ids=["loftq-on-cpu", "corda-nf4"])
+def test_refused_init_is_one_error_line_before_anything_loads(chat_file, tmp_path, extra, line):
+    result = run_cli(tiny(chat_file, *extra), tmp_path / "run")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == ("error: adapter.init: loftq needs a CUDA GPU (peft's LoftQ "
-                                                       "quantizes on CUDA); none is in use here")
+    assert result.stderr.strip().splitlines() == [line]
     assert not (tmp_path / "run" / "record.json").exists()
 
 
