@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 ADAPTER_PREFIX = "trial"
 PACK_MEASURES = "pack"  # the record's memory and runtime fields are the whole pack's
+PACK_FAULTS = ("none", "oom", "nan")  # fault injection a pack does: the whole pack's OOM, one trial's NaN
 # Keys of a resolved config that may differ between the trials of one pack (a prefix covers the
 # keys under it); every other key must be equal. ``seed`` is added back for a random base.
 PACK_FREE_KEYS = ("adapter.r", "adapter.alpha", "adapter.alpha_over_r", "adapter.dropout", "adapter.rslora",
@@ -60,7 +61,7 @@ PACK_FREE_KEYS = ("adapter.r", "adapter.alpha", "adapter.alpha_over_r", "adapter
                   "sweep", "trainer.epochs", "trainer.max_steps", "trainer.micro_batch_size",
                   "trainer.global_batch_size", "trainer.max_grad_norm", "trainer.cpu_max_steps",
                   "trainer.cpu_micro_batch_size", "trainer.cpu_global_batch_size", "trainer.save_weights",
-                  "trainer.log_every_n_steps", "data.num_workers")
+                  "trainer.log_every_n_steps", "data.num_workers", "fault")
 
 
 # -- which trials can share a pack -------------------------------------------------------------
@@ -81,7 +82,8 @@ def unpackable_reason(run: RunConfig) -> str | None:
         (t.resume is not None, "trainer.resume"),
         (t.precision == "16-mixed", "trainer.precision=16-mixed (loss scaling)"),
         (run.optimizer.name == "sophia", "optimizer=sophia (Hessian updates)"),
-        (run.fault.kind != "none", "fault injection"),
+        (run.fault.kind not in PACK_FAULTS or getattr(run.fault, "above_micro_batch_size", None),
+         f"fault.kind={run.fault.kind} (packs inject {' and '.join(PACK_FAULTS[1:])})"),
         (run.data.num_workers > 0, "data.num_workers > 0"),
     )
     return next((why for bad, why in checks if bad), None)
@@ -282,6 +284,7 @@ class Member:
     train_losses: list = field(default_factory=list)
     val_losses: list = field(default_factory=list)
     step: int = 0
+    faulted: bool = False
     tokens: int = 0
     active: bool = False
     left_at: float | None = None
@@ -557,6 +560,7 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     """One packed micro-step: one micro-batch per active trial, stacked; each trial's loss over
     its own rows; one backward; then each trial whose accumulation is complete steps its own
     optimizer and scheduler. Returns the tokens trained."""
+    inject_faults(active)
     drawn = [next(m.batches, None) for m in active]
     for m, got in zip(active, drawn, strict=True):
         if got is None:  # its epochs are done
@@ -594,6 +598,22 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
         if m.step >= m.total_steps:
             _leave(m, train_started)
     return batch["num_tokens"]
+
+
+def inject_faults(active: list[Member]) -> None:
+    """``fault.kind`` in a pack, at the start of the trial's optimizer step ``at_step``: ``oom``
+    runs the whole pack out of memory (the driver then splits it); ``nan`` poisons one of the
+    trial's own weights, so its loss alone diverges and it leaves the pack."""
+    for m in active:
+        fault = m.run.fault
+        if fault.kind == "none" or m.faulted or m.step < fault.at_step:
+            continue
+        if fault.kind == "oom":
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by fault.kind=oom at step {m.step} of "
+                                              f"{m.run_dir.name}, in a pack)")
+        with torch.no_grad():
+            m.params[0].fill_(float("nan"))
+        m.faulted = True
 
 
 def _leave(m: Member, train_started: float) -> None:

@@ -46,6 +46,7 @@ from .space import (
 log = logging.getLogger("harness.sweep")
 
 RESULTS_NAME = "results.csv"
+PACK_OOM_RECORD = "pack_oom_record.json"  # a run's record from a pack that ran out of memory (then split)
 PLAN_NAME = "sweep.json"
 # Hydra's compose API keeps global state: one composition at a time across worker threads.
 _COMPOSE_LOCK = threading.Lock()
@@ -533,6 +534,8 @@ class Driver:
         if len(chunk) > 1 and any(e.record["status"] == "oom" for e in chunk):
             log.warning("pack of %d runs (trials %s) ran out of memory: splitting it and running each half again",
                         len(chunk), sorted({e.trial.number for e in chunk}))
+            for e in chunk:  # the pack's oom records stay beside the runs, which start again in their dirs
+                (e.run_dir / RECORD_NAME).replace(e.run_dir / PACK_OOM_RECORD)
             half = len(chunk) // 2
             for part in (chunk[:half], chunk[half:]):
                 if len(part) == 1:

@@ -223,3 +223,38 @@ def test_each_packed_trial_leaves_its_own_csv_log_and_offline_wandb_run(pretrain
         assert logged["summary"]["train_loss_last"] == pytest.approx(record["train_loss_last"])
         csv = (m.run_dir / "logs" / "metrics.csv").read_text()
         assert csv.count("\n") >= len(record["train_losses"]) and "train_loss" in csv
+
+
+def test_a_diverged_trial_leaves_the_pack_and_the_others_train_on_unchanged(pretrained_tiny, chat_file, tmp_path):
+    base = common(pretrained_tiny, chat_file)
+    healthy = ["adapter.r=4", "seed=5"]
+    run, resolved = compose_member(base + healthy)
+    alone = run_training(run, resolved, tmp_path / "alone")
+    members = [Member(*compose_member(base + ["adapter.r=8", "fault.kind=nan", "fault.at_step=1"]), run_dir=tmp_path / "nan"),
+               Member(*compose_member(base + healthy), run_dir=tmp_path / "ok")]
+    diverged, ok = train_pack(members)
+    assert diverged["status"] == "diverged" and "training loss became nan at optimizer step 1" in diverged["error"]
+    assert len(diverged["train_losses"]) == 1 and diverged["adapter_path"] is None
+    assert ok["status"] == "ok" and ok["train_losses"] == pytest.approx(alone["train_losses"], rel=LOSS_RTOL)
+    for key, value in adapter_weights(alone).items():
+        torch.testing.assert_close(adapter_weights(ok)[key], value, atol=WEIGHT_ATOL, rtol=0)
+
+
+def test_a_pack_out_of_memory_splits_and_its_trials_run_again(pretrained_tiny, chat_file, tmp_path):
+    import pandas as pd
+
+    from tests.helpers import run_cli
+
+    sweep_dir = tmp_path / "oom"
+    result = run_cli(["+sweep=custom", "+sweep.space.fault.kind=[none,oom]",
+                      "fault.at_step=1", "sweep.pack=true", *common(pretrained_tiny, chat_file),
+                      f"hydra.sweep.dir={sweep_dir}"], timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ran out of memory: splitting it" in result.stderr
+    table = pd.read_csv(sweep_dir / "results.csv")
+    assert len(table) == 2
+    by_fault = table.groupby("sweep.params.fault.kind")["status"].agg(set).to_dict()
+    assert by_fault == {"none": {"ok"}, "oom": {"oom"}}, table[["sweep.params.fault.kind", "status", "error"]]
+    assert table[table["status"] == "ok"]["train_loss_last"].notna().all()
+    # Each run that was in the pack keeps the pack's oom record beside its own.
+    assert sorted((sweep_dir / "trials").glob("*/pack_oom_record.json")), "no pack ran out of memory"
