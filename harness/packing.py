@@ -72,6 +72,8 @@ def unpackable_reason(run: RunConfig) -> str | None:
     t = run.trainer
     checks = (
         (run.adapter.kind != "lora", f"adapter={run.adapter.kind} (packs train LoRA)"),
+        (getattr(run.adapter, "init", "default") not in ("default", "gaussian"),
+         f"adapter.init={getattr(run.adapter, 'init', None)} (it changes the base or needs data)"),
         (t.devices != 1, "trainer.devices > 1"),
         (t.compile, "trainer.compile"),
         (t.liger_kernels, "trainer.liger_kernels"),

@@ -113,6 +113,7 @@ def test_which_trials_are_compatible(pretrained_tiny, chat_file):
     tiny = ["model=tiny", *base[2:]]
     assert pack_key(compose_member(tiny + ["seed=1"])[1]) != pack_key(compose_member(tiny + ["seed=2"])[1])
     assert "adapter=dora" in unpackable_reason(compose_member(base + ["adapter=dora"])[0])
+    assert "adapter.init=pissa" in unpackable_reason(compose_member(base + ["adapter.init=pissa"])[0])
     assert unpackable_reason(compose_member(base + ["trainer.val_every_n_steps=1"])[0]).startswith("trainer.val_every")
     assert unpackable_reason(compose_member(base)[0]) is None
 
