@@ -306,6 +306,16 @@ def trial_batches(train: list[dict], micro_batch_size: int, accumulate: int, see
         epoch += 1
 
 
+def convert_module(model: nn.Module, precision: str) -> nn.Module:
+    """The model as Lightning's precision plugin converts it before training: ``*-true``
+    precisions cast every weight, the adapters' too (peft made them fp32), to that dtype."""
+    if precision in ("bf16-true", "16-true"):
+        from lightning.pytorch.plugins.precision import HalfPrecision
+
+        return HalfPrecision(precision).convert_module(model)
+    return model
+
+
 def precision_context(precision: str, device: str):
     """The forward context Lightning gives a run of this precision (its own plugins)."""
     if precision in ("bf16-true", "16-true"):
@@ -409,6 +419,7 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[di
         model, after_init = add_adapters(base, [m.run for m in members], [m.name for m in members],
                                          None if torch.equal(before, after) else after)
         router = attach_router(model)
+        model = convert_module(model, precision)
         model.train()
         trainable_all, total_all = adapters.count_parameters(model)
         for m, rng in zip(members, after_init, strict=True):
