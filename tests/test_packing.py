@@ -267,3 +267,23 @@ def test_a_pack_out_of_memory_splits_and_its_trials_run_again(pretrained_tiny, c
     assert table[table["status"] == "ok"]["train_loss_last"].notna().all()
     # Each run that was in the pack keeps the pack's oom record beside its own.
     assert sorted((sweep_dir / "trials").glob("*/pack_oom_record.json")), "no pack ran out of memory"
+
+
+@pytest.mark.slow
+def test_packed_trials_equal_their_alone_runs_on_the_embedded_model(chat_file, tmp_path):
+    base = ["model=smollm2_135m", "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=8",
+            "data.val_size=2", "data.test_size=2", "data.max_seq_len=64", "trainer=smoke", "trainer.max_steps=2",
+            "trainer.micro_batch_size=1", "trainer.global_batch_size=2", "trainer.precision=32-true", "logger=none",
+            "eval=none"]
+    trials = [["adapter.r=4", "adapter.dropout=0.1", "optimizer.lr=1e-3", "seed=1"],
+              ["adapter.r=8", "adapter.alpha=32", "adapter.targets=all_linear", "optimizer=sgd", "optimizer.lr=0.05",
+               "seed=2", "trainer.micro_batch_size=2"]]
+    alone = [run_training(*compose_member(base + t), tmp_path / f"alone{i}") for i, t in enumerate(trials)]
+    packed = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / f"pack{i}") for i, t in enumerate(trials)])
+    for a, p in zip(alone, packed, strict=True):
+        assert a["status"] == p["status"] == "ok", p.get("error")
+        assert p["train_losses"] == pytest.approx(a["train_losses"], rel=LOSS_RTOL)
+        assert p["val_losses"] == pytest.approx(a["val_losses"], abs=VAL_ATOL)
+        wa, wp = adapter_weights(a), adapter_weights(p)
+        for key in wa:
+            torch.testing.assert_close(wp[key], wa[key], atol=WEIGHT_ATOL, rtol=0, msg=key)
