@@ -83,12 +83,13 @@ RULES_TEXT = [
     "scoring), and parts measured on it say so.",
     "Best learning rate (F13): an arm's lr* is the argmin over the lr grid of the seed-mean "
     "held-out NLL, refined by the parabola in log10(lr) through the minimum and its neighbours "
-    "when interior; a diverged run counts as worse than any finished one; the interval is a "
-    "percentile bootstrap over seeds (the compared arms resampled with the same seeds). The ratio "
-    "lr*_LoRA / lr*_full is reproduced when its 95% interval (in log10) lies inside the declared "
-    "band, contradicted when entirely outside; the spread of log10 lr* over ranks is reproduced "
-    "when its interval lies below the declared margin, contradicted when above. An optimum on "
-    "the grid's edge is inconclusive. No p-value: not in the Holm family.",
+    "when interior; a diverged run counts as worse than any finished one. Intervals are paired "
+    "Student-t over seeds of the single-seed optima's log10 differences (each arm's own "
+    "percentile bootstrap interval is descriptive only). The ratio lr*_LoRA / lr*_full is "
+    "reproduced when its 95% interval (in log10) lies inside the declared band, contradicted "
+    "when entirely outside; the best lr is flat over ranks when every pair of ranks' interval "
+    "lies inside ± the declared margin, and contradicted when one lies entirely outside. An "
+    "optimum on the grid's edge is inconclusive. No p-value: not in the Holm family.",
     "Multiplicity: within a finding, the p-values of its judged tested parts are Holm-adjusted "
     "(separately for the claim and for the opposite), and each part is decided at 0.05 on the "
     "adjusted values; the Holm family size is printed with each finding. Context parts are "
