@@ -316,6 +316,36 @@ class PackEntry:
     run: RunConfig | None = None
     resolved: dict | None = None
     record: dict | None = None
+    estimate: dict | None = None  # its dry-run memory estimate (with sweep.gpu_memory_budget)
+    pack_estimate_gib: float | None = None  # its pack's
+
+
+def pack_chunks(entries: list, size: int, budget_gib: float | None = None) -> list[list]:
+    """Compatible runs cut into packs of at most ``size`` runs and, with a memory budget, of at
+    most ``budget_gib`` by the dry-run estimates: the frozen base counted once, each run's
+    adapter, gradients, optimizer state and activations added (each run's ``estimate``). Each
+    run's ``pack_estimate_gib`` is set to its pack's estimate."""
+    chunks: list[list] = []
+    current: list = []
+    held = 0
+    for entry in entries:
+        est = entry.estimate
+        own = 0 if est is None else est["total_bytes"] - est["weights_bytes"]
+        full = False
+        if current:
+            full = len(current) >= size or (budget_gib is not None and est is not None
+                                            and (held + own) / 2**30 > budget_gib)
+        if full:
+            chunks.append(current)
+            current, held = [], 0
+        held += (0 if est is None else est["total_bytes"]) if not current else own
+        current.append(entry)
+        if budget_gib is not None:
+            for member in current:
+                member.pack_estimate_gib = round(held / 2**30, 3)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class Driver:
@@ -483,7 +513,11 @@ class Driver:
                 entry.run, entry.resolved = compose_overrides(entry.overrides)
                 runs.append(entry)
                 if plan.cfg.gpu_memory_budget is not None:
-                    entry.record = self.skip_if_over_budget(entry.run, entry.resolved, entry.run_dir)
+                    from harness.estimate import estimate_run
+
+                    estimate = estimate_run(entry.run, device="cuda")
+                    entry.estimate = estimate["memory_estimate"]
+                    entry.record = self.skip_if_over_budget(entry.run, entry.resolved, entry.run_dir, estimate)
                 if entry.record is not None:
                     self.write_trial_record(entry, slot)
                 elif unpackable_reason(entry.run):
@@ -491,8 +525,7 @@ class Driver:
                 else:
                     groups.setdefault(pack_key(entry.resolved), []).append(entry)
         for members in groups.values():
-            for i in range(0, len(members), plan.pack_size):
-                chunk = members[i:i + plan.pack_size]
+            for chunk in pack_chunks(members, plan.pack_size, plan.cfg.gpu_memory_budget):
                 if len(chunk) == 1:
                     alone.extend(chunk)
                 elif not self.stop.is_set():
@@ -553,6 +586,8 @@ class Driver:
 
     def write_trial_record(self, entry: PackEntry, slot: str | None) -> None:
         entry.record["sweep"] = self.sweep_fields(entry.trial, entry.params, entry.seed, entry.run, slot)
+        if entry.pack_estimate_gib is not None and entry.record.get("packed"):
+            entry.record["pack_memory_estimate_gib"] = entry.pack_estimate_gib
         write_record(entry.run_dir, entry.record)
 
     def sweep_fields(self, trial, params, seed, run: RunConfig, slot) -> dict:
@@ -594,10 +629,10 @@ class Driver:
         write_record(run_dir, record)
         return record
 
-    def skip_if_over_budget(self, run: RunConfig, resolved: dict, run_dir: Path) -> dict | None:
+    def skip_if_over_budget(self, run: RunConfig, resolved: dict, run_dir: Path, estimate: dict | None = None) -> dict | None:
         from harness.estimate import estimate_run
 
-        estimate = estimate_run(run, device="cuda")
+        estimate = estimate or estimate_run(run, device="cuda")
         total = estimate["memory_estimate"]["total_gib"]
         budget = self.plan.cfg.gpu_memory_budget
         if total <= budget:

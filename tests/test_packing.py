@@ -287,3 +287,23 @@ def test_packed_trials_equal_their_alone_runs_on_the_embedded_model(chat_file, t
         wa, wp = adapter_weights(a), adapter_weights(p)
         for key in wa:
             torch.testing.assert_close(wp[key], wa[key], atol=WEIGHT_ATOL, rtol=0, msg=key)
+
+
+def test_packs_are_cut_to_the_pack_size_and_the_memory_budget():
+    from types import SimpleNamespace
+
+    from sweeps.driver import pack_chunks
+
+    gib = 2**30
+
+    def run(own_gib: float):  # a 4 GiB base plus this run's own adapter, optimizer and activations
+        return SimpleNamespace(estimate={"weights_bytes": 4 * gib, "total_bytes": int((4 + own_gib) * gib)},
+                               pack_estimate_gib=None)
+
+    runs = [run(1), run(1), run(2), run(1), run(1)]
+    assert [len(c) for c in pack_chunks(runs, size=8)] == [5]
+    assert [len(c) for c in pack_chunks(runs, size=2)] == [2, 2, 1]
+    # Base once (4) + 1 + 1 = 6 GiB fits 7; the third run's 2 more would not.
+    chunks = pack_chunks(runs, size=8, budget_gib=7)
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    assert [c[0].pack_estimate_gib for c in chunks] == [6.0, 7.0, 5.0]
