@@ -61,6 +61,11 @@ _LAYOUTS = {
     "conversations": ("from", "value", "human", "gpt"),
     "messages": ("role", "content", "user", "assistant"),
 }
+# data.roles=any: the common spellings of the two speakers, in either layout and any case.
+# data.roles=strict (the embedded configs): exactly the layout's own names above, so the
+# embedded ShareGPT file yields the examples (and splits) it always has.
+USER_ROLES = ("human", "user")
+ASSISTANT_ROLES = ("gpt", "assistant", "chatgpt", "bard", "model")
 
 
 class DataError(ValueError):
@@ -90,7 +95,7 @@ def load_examples(cfg: DataConfig) -> tuple[list[dict], dict]:
     """
     if cfg.hf_name is not None:
         records, locate = _read_hub(cfg)
-        examples, stats = _normalize(records, locate, cfg.format, f"data.hf_name={cfg.hf_name}")
+        examples, stats = _normalize(records, locate, cfg.format, f"data.hf_name={cfg.hf_name}", cfg.roles)
         stats.update(source=f"hf:{cfg.hf_name}" + (f"/{cfg.hf_subset}" if cfg.hf_subset else "")
                      + f"[{cfg.hf_split}]", records_recovered=None, truncated_file=False, from_cache=False)
         _log_loaded(stats)
@@ -100,7 +105,7 @@ def load_examples(cfg: DataConfig) -> tuple[list[dict], dict]:
     where = f"data.path={cfg.path}"
     size = path.stat().st_size
     cache = _cache_paths(path, size) if size >= CACHE_MIN_BYTES else None
-    key = _cache_key(path, size, cfg.format) if cache else None
+    key = _cache_key(path, size, cfg.format, cfg.roles) if cache else None
     if cache and (hit := _read_cache(cache, key)) is not None:
         examples, stats = hit
         _check_truncation_allowed(stats, cfg, where)
@@ -109,7 +114,7 @@ def load_examples(cfg: DataConfig) -> tuple[list[dict], dict]:
         return examples, stats
 
     records, locate, recovered = _read_file(path, where, cfg.recover_truncated)
-    examples, stats = _normalize(records, locate, cfg.format, where)
+    examples, stats = _normalize(records, locate, cfg.format, where, cfg.roles)
     stats.update(source=str(path), records_recovered=recovered, truncated_file=recovered is not None,
                  from_cache=False)
     if cache:
@@ -186,6 +191,8 @@ def _parse_array(text: str, start: int, where: str, recover: bool) -> tuple[list
         if not records:
             raise DataError(f"{where}: the JSON array has no records")
         return records, None
+    except RecursionError:
+        raise DataError(f"{where}: {_TOO_DEEP}") from None
     except json.JSONDecodeError as exc:
         if not _hits_end(text, exc):
             raise DataError(f"{where} line {exc.lineno} col {exc.colno}: invalid JSON ({exc.msg})") from None
@@ -198,6 +205,7 @@ def _parse_array(text: str, start: int, where: str, recover: bool) -> tuple[list
 
 
 _TOKEN_FRAGMENT = re.compile(r"[\w.+\-]*")
+_TOO_DEEP = "JSON nested deeper than the parser can read (a record of records thousands of levels deep: a corrupt file?)"
 
 
 def _hits_end(text: str, exc: json.JSONDecodeError) -> bool:
@@ -226,6 +234,8 @@ def _recover_array(text: str, start: int, where: str) -> tuple[list, int]:
     while pos < end:
         try:
             record, pos = decoder.raw_decode(text, pos)
+        except RecursionError:
+            raise DataError(f"{where} line {text.count(chr(10), 0, pos) + 1}: {_TOO_DEEP}") from None
         except json.JSONDecodeError as exc:
             if _hits_end(text, exc):
                 break  # the truncated last record
@@ -252,6 +262,8 @@ def _parse_jsonl(text: str, where: str) -> tuple[list, list[int]]:
             continue
         try:
             records.append(json.loads(line))
+        except RecursionError:
+            raise DataError(f"{where} line {number}: {_TOO_DEEP}") from None
         except json.JSONDecodeError as exc:
             if not records and _is_single_object(text):
                 raise DataError(f"{where}: holds a single JSON object; expected a JSON array of "
@@ -264,17 +276,19 @@ def _parse_jsonl(text: str, where: str) -> tuple[list, list[int]]:
 def _is_single_object(text: str) -> bool:
     try:
         return isinstance(json.loads(text), dict)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
 
 
 # --------------------------------------------------------------------------- normalizing
 
 
-def _normalize(records: list, locate, fmt: str, where: str) -> tuple[list[dict], dict]:
-    """Turn raw records into examples; field errors raise, unusable conversations are counted."""
+def _normalize(records: list, locate, fmt: str, where: str, roles: str = "strict") -> tuple[list[dict], dict]:
+    """Turn raw records into examples; field errors raise, unusable conversations are counted.
+    ``roles``: ``data.roles`` (ShareGPT speaker names: ``strict`` or ``any`` common spelling)."""
     examples: list[dict] = []
     reasons: Counter = Counter()
+    seen_roles: Counter = Counter()
     human_first = 0 if fmt == "sharegpt" else None
     for i, record in enumerate(records):
         if not isinstance(record, dict):
@@ -282,8 +296,11 @@ def _normalize(records: list, locate, fmt: str, where: str) -> tuple[list[dict],
         if fmt == "alpaca":
             example, reason = _alpaca_example(record, locate(i)), None
         else:
-            example, reason, first_human = _sharegpt_example(record, locate(i))
+            example, reason, first_human = _sharegpt_example(record, locate(i), roles, seen_roles)
             human_first += first_human
+        if example is not None and (bad := _SURROGATE.search("".join(example.values()))):
+            raise DataError(f"{locate(i)}: holds a lone surrogate (\\u{ord(bad.group()):04x} without its pair), which is "
+                            "not Unicode text and cannot be tokenized; fix or remove that record")
         if example is not None and not (example["instruction"].strip() and example["output"].strip()):
             example, reason = None, "empty_text"
         if example is not None and (size := sum(map(len, example.values()))) > MAX_EXAMPLE_CHARS:
@@ -294,8 +311,15 @@ def _normalize(records: list, locate, fmt: str, where: str) -> tuple[list[dict],
         else:
             examples.append(example)
     if not examples:
+        found = ""
+        if seen_roles:
+            common = ", ".join(f"{name!r} x{n}" for name, n in seen_roles.most_common(6))
+            expected = ("human then gpt ('conversations') or user then assistant ('messages'), exactly (data.roles=strict; "
+                        "data.roles=any takes human/user then gpt/assistant in any case)" if roles == "strict" else
+                        f"a user turn ({'/'.join(USER_ROLES)}) then an assistant turn ({'/'.join(ASSISTANT_ROLES)}), any case")
+            found = f"; the speaker roles found are {common}, expected {expected}"
         raise DataError(f"{where}: no usable {fmt} examples in {len(records)} records "
-                        f"(skipped: {dict(reasons)}); is data.format={fmt} right?")
+                        f"(skipped: {dict(reasons)}){found}; is data.format={fmt} right?")
     stats = dict(records_read=len(records), examples=len(examples), skipped_records=sum(reasons.values()),
                  skip_reasons=dict(reasons), human_first=human_first)
     return examples, stats
@@ -304,6 +328,8 @@ def _normalize(records: list, locate, fmt: str, where: str) -> tuple[list[dict],
 # Far beyond any max_seq_len (about 250k tokens): an example this long is a broken file, and
 # tokenizing it would take minutes before any other check could fail.
 MAX_EXAMPLE_CHARS = 1_000_000
+# JSON may escape half of a surrogate pair (\ud800); Python decodes it to a str no encoder takes.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _field(record: dict, key: str, loc: str, optional: bool = False) -> str:
@@ -325,8 +351,11 @@ def _alpaca_example(record: dict, loc: str) -> dict:
     }
 
 
-def _sharegpt_example(record: dict, loc: str) -> tuple[dict | None, str | None, int]:
-    """The first human -> assistant turn of a conversation: (example, skip reason, human-first)."""
+def _sharegpt_example(record: dict, loc: str, roles: str = "strict",
+                      seen: Counter | None = None) -> tuple[dict | None, str | None, int]:
+    """The first human -> assistant turn of a conversation: (example, skip reason, human-first).
+    ``roles=strict`` takes the layout's own speaker names only, ``any`` the common spellings in
+    any case; ``seen`` counts the speaker roles met (for the error when none match)."""
     layout = next((k for k in _LAYOUTS if k in record), None)
     if layout is None:
         raise DataError(f"{loc}: missing field 'conversations' (or 'messages')")
@@ -345,12 +374,20 @@ def _sharegpt_example(record: dict, loc: str) -> tuple[dict | None, str | None, 
         if not isinstance(turn, dict):
             raise DataError(f"{tloc}: expected an object with {role_key!r} and {text_key!r}, got {type(turn).__name__}")
         parsed.append((_field(turn, role_key, tloc), _field(turn, text_key, tloc)))
-    first_human = int(bool(parsed) and parsed[0][0] == user)
-    if parsed and parsed[0][0] == "system":
+    if seen is not None:
+        seen.update(role for role, _ in parsed)
+    if roles == "strict":
+        is_user, is_assistant, is_system = (lambda r: r == user), (lambda r: r == assistant), (lambda r: r == "system")
+    else:
+        is_user = lambda r: r.strip().lower() in USER_ROLES  # noqa: E731
+        is_assistant = lambda r: r.strip().lower() in ASSISTANT_ROLES  # noqa: E731
+        is_system = lambda r: r.strip().lower() == "system"  # noqa: E731
+    first_human = int(bool(parsed) and is_user(parsed[0][0]))
+    if parsed and is_system(parsed[0][0]):
         parsed = parsed[1:]
-    if not parsed or parsed[0][0] != user:
+    if not parsed or not is_user(parsed[0][0]):
         return None, "not_human_first", first_human
-    if len(parsed) < 2 or parsed[1][0] != assistant:
+    if len(parsed) < 2 or not is_assistant(parsed[1][0]):
         return None, "no_assistant_reply", first_human
     return {"instruction": parsed[0][1], "input": "", "output": parsed[1][1]}, None, first_human
 
@@ -363,7 +400,7 @@ def _cache_paths(path: Path, size: int) -> tuple[Path, Path]:
     return base.with_name(base.name + ".jsonl"), base.with_name(base.name + ".stats.json")
 
 
-def _cache_key(path: Path, size: int, fmt: str) -> dict:
+def _cache_key(path: Path, size: int, fmt: str, roles: str = "strict") -> dict:
     """What must match for a cache hit: size plus a hash of the head and tail of the file.
 
     The name already holds the stem and size; the hash makes a different file of the same
@@ -374,7 +411,10 @@ def _cache_key(path: Path, size: int, fmt: str) -> dict:
         digest.update(f.read(_FINGERPRINT_BYTES))
         f.seek(max(0, size - _FINGERPRINT_BYTES))
         digest.update(f.read(_FINGERPRINT_BYTES))
-    return {"version": CACHE_VERSION, "size": size, "sha256_head_tail": digest.hexdigest(), "format": fmt}
+    key = {"version": CACHE_VERSION, "size": size, "sha256_head_tail": digest.hexdigest(), "format": fmt}
+    if fmt == "sharegpt" and roles != "strict":  # strict keeps the key (and the caches) it always had
+        key["roles"] = roles
+    return key
 
 
 def _read_cache(cache: tuple[Path, Path], key: dict) -> tuple[list[dict], dict] | None:
@@ -625,7 +665,24 @@ def split_examples(tokenized: list[dict], cfg: DataConfig) -> dict[str, list[dic
     train = order[cfg.test_size + cfg.val_size:]
     if cfg.train_size is not None:
         train = train[: cfg.train_size]
-    return {name: [tokenized[i] for i in idx] for name, idx in (("train", train), ("val", val), ("test", test))}
+    splits = {name: [tokenized[i] for i in idx] for name, idx in (("train", train), ("val", val), ("test", test))}
+    _warn_shared_examples(splits)
+    return splits
+
+
+def _warn_shared_examples(splits: dict[str, list[dict]]) -> dict[str, int]:
+    """Warn when val or test hold examples identical (token for token) to train's or to each
+    other's: duplicates in the file put them on both sides of the split, and a held-out score on
+    them measures memory. Returns the counts, e.g. ``{"test_in_train": 3}``."""
+    seen = {name: {tuple(e["input_ids"]) for e in rows} for name, rows in splits.items()}
+    shared = {f"{a}_in_{b}": sum(1 for e in splits[a] if tuple(e["input_ids"]) in seen[b])
+              for a, b in (("val", "train"), ("test", "train"), ("test", "val"))}
+    shared = {k: n for k, n in shared.items() if n}
+    if shared:
+        log.warning("data: the splits share examples (%s): the file holds duplicates, and held-out scores on them "
+                    "measure memory; deduplicate the file for clean val/test numbers",
+                    ", ".join(f"{n:,} {k.replace('_in_', ' examples also in ')}" for k, n in shared.items()))
+    return shared
 
 
 # --------------------------------------------------------------------------- arithmetic mix

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import shutil
@@ -82,12 +83,101 @@ def local_source(spec: str, key: str = "model.name_or_path") -> str:
     return spec
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "special_tokens_map.json")
+
+
+def check_model_folder(cfg: ModelConfig) -> None:
+    """What is wrong with a local model folder, in one :class:`ModelLoadError` line, before any
+    data or weights load: not a folder, a corrupt ``config.json``, only tokenizer files, no
+    weights, a weight file or shard that is truncated or missing. Hub ids, embedded models and
+    folders that look whole pass; ``model.init=random`` needs no weights."""
+    spec = cfg.name_or_path
+    if spec is None or is_pypi_path(spec) or not looks_local(spec) or spec.endswith(".gguf"):
+        return
+    folder = Path(os.path.expanduser(spec))
+    where = f"model.name_or_path={spec}"
+    if not folder.exists():
+        raise ModelLoadError(f"{where}: no such folder")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{where}: is a file, not an HF model folder (a folder with config.json and weights)")
+    config = folder / "config.json"
+    if not config.is_file():
+        if any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelLoadError(f"{where}: holds only tokenizer files (no config.json, no weights): a tokenizer "
+                                 "folder, not a model; point model.name_or_path at the model (model.tokenizer may name this folder)")
+        raise ModelLoadError(f"{where}: not an HF model folder (no config.json)")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelLoadError(f"{where}: config.json is not valid JSON ({_one_line(exc)}); the folder is damaged, "
+                             "copy or download it again") from None
+    if not isinstance(parsed, dict) or "model_type" not in parsed:
+        raise ModelLoadError(f"{where}: config.json has no model_type (not a transformers config); the folder is "
+                             "damaged, copy or download it again")
+    if cfg.init == "random":
+        return
+    weights = [name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        found = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".gguf"))
+        extra = f" (found {', '.join(found[:4])})" if found else ""
+        raise ModelLoadError(f"{where}: has config.json but no weights ({' or '.join(WEIGHT_FILES[::2])}){extra}; "
+                             "copy the weights into the folder, or use model.init=random")
+    shards = [folder / weights[0]]
+    if weights[0].endswith(".index.json"):
+        try:
+            names = sorted(set(json.loads(shards[0].read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelLoadError(f"{where}: {weights[0]} is not a valid shard index ({_one_line(exc)})") from None
+        shards = [folder / name for name in names]
+        missing = [p.name for p in shards if not p.is_file()]
+        if missing:
+            raise ModelLoadError(f"{where}: {len(missing)} weight shard(s) named in {weights[0]} are missing "
+                                 f"({', '.join(missing[:3])}); copy them into the folder")
+    for shard in shards:
+        if shard.suffix == ".safetensors":
+            problem = safetensors_problem(shard)
+            if problem:
+                raise ModelLoadError(f"{where}: {shard.name} {problem}; copy or download it again")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is unreadable (its header says how long it must be), or None."""
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"is truncated ({size} bytes, not even a header)"
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8:
+            return f"is truncated ({size:,} bytes; its header alone needs {length + 8:,})"
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, ValueError):
+            return "has a corrupt header (not a safetensors file?)"
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
+    needed = 8 + length + max(ends, default=0)
+    if size < needed:
+        return f"is truncated ({size:,} of {needed:,} bytes)"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
+
+
 def looks_local(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(spec))
 
 
 def _hub_error(spec: str, exc: Exception) -> ModelLoadError:
     if looks_local(spec):
+        if os.path.exists(os.path.expanduser(spec)):  # the folder is there: say what failed in it
+            return ModelLoadError(f"model.name_or_path={spec}: could not load from this folder ({type(exc).__name__}: "
+                                  f"{_one_line(exc)})")
         return ModelLoadError(f"model.name_or_path={spec}: no such HF folder ({type(exc).__name__})")
     return ModelLoadError(
         f"model.name_or_path={spec}: could not load from the HF hub ({type(exc).__name__}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -95,4 +96,73 @@ def atomic_write(path: Path, write, binary: bool = False) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
+
+
+class UnusablePathError(Exception):
+    """A folder the harness must write (a run dir, a sweep dir, a storage file's folder) that
+    is a file, lies under a file, cannot be written or sits on a full disk: one line, exit 2."""
+
+
+# errno -> (what it means, what to do) for the writes a user's folder can refuse.
+_WRITE_ERRNOS = {
+    "EACCES": ("permission denied", "choose a folder you can write, or fix its permissions"),
+    "EPERM": ("operation not permitted", "choose a folder you can write, or fix its permissions"),
+    "EROFS": ("read-only file system", "choose a folder on a writable file system"),
+    "ENOSPC": ("the disk is full", "free space there or choose a folder on another disk"),
+    "EDQUOT": ("disk quota exceeded", "free space there or choose a folder on another disk"),
+    "EFBIG": ("file size limit reached (ulimit -f, or a full disk)", "raise the limit, free space or choose another disk"),
+    "ENOTDIR": ("a part of the path is a file, not a folder", "choose another path"),
+    "EEXIST": ("a file of that name is in the way", "choose another path or move the file"),
+    "ENAMETOOLONG": ("the path is too long", "choose a shorter path"),
+}
+
+
+def write_error_line(exc: OSError, path: Path | str, key: str | None = None) -> str | None:
+    """One line for an OSError of a write under ``path`` (``KEY=PATH: what; what to do``), or
+    None when the error is not one a user's folder causes (then it is a bug: let it show)."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0)
+    if name not in _WRITE_ERRNOS:
+        return None
+    what, todo = _WRITE_ERRNOS[name]
+    where = Path(exc.filename) if getattr(exc, "filename", None) else Path(path)
+    label = f"{key}={path}" if key else str(path)
+    detail = "" if Path(where) == Path(path) else f" (at {where})"
+    return f"{label}: cannot write there: {what}{detail}; {todo}"
+
+
+def ensure_writable_dir(path: Path | str, key: str) -> Path:
+    """Create ``path`` (and its parents) when missing and prove it writable by writing and removing
+    a small probe file; every way this can fail is one :class:`UnusablePathError` line naming the
+    config ``key`` and the path: a file where the folder should be, a file among its parents, no
+    permission, a read-only file system, a full disk. Runs before anything is written there, so a
+    refused folder holds nothing half-written."""
+    import tempfile
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UnusablePathError(f"{key}={path}: is a file, not a folder; choose another path or move the file")
+    for parent in path.parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise UnusablePathError(f"{key}={path}: {parent} is a file, so no folder can be made "
+                                                       "under it; choose another path")
+            break
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-") as probe:
+            probe.write(b"\0" * 4096)  # a full disk refuses data, not always the empty file
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        for folder in created:  # leave no empty folders behind (deepest first)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        line = write_error_line(exc, path, key)
+        if line is None:
+            raise
+        raise UnusablePathError(line) from None
     return path

@@ -36,7 +36,7 @@ def is_hydra_override(arg: str) -> bool:
     return arg.lstrip("+~").startswith(("hydra.", "hydra/"))
 
 
-def precheck(argv: list[str]):
+def precheck(overrides: list[str]):
     """Compose once outside Hydra's runner so composition errors become one line, not a page.
 
     Returns the validated run config, the composed ``hydra.sweep.dir`` and ``hydra.run.dir``
@@ -46,7 +46,6 @@ def precheck(argv: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in argv if not a.startswith("-")]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
@@ -63,6 +62,7 @@ def precheck(argv: list[str]):
 def compose_error_line(exc: Exception) -> str:
     """One line from Hydra's multi-line composition errors, keeping the key and the options."""
     from hydra.errors import MissingConfigException
+    from hydra.errors import OverrideParseException as OverrideParseError
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     from .schema import unknown_key_error_at
@@ -71,6 +71,12 @@ def compose_error_line(exc: Exception) -> str:
         options = sorted(o for o in exc.options if not o.endswith("_schema"))
         return f"{exc.missing_cfg_file}: no such option; available: {', '.join(options)}"
     line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if line.startswith("Ambiguous value"):  # a comma in a value: Hydra's own hint lists the quoting
+        return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    if isinstance(exc, OverrideParseError) and "=" in str(exc.override):
+        key, value = exc.override.split("=", 1)
+        return (f"{exc.override}: Hydra's override grammar cannot read this value ({line}); if it is a plain string "
+                f"(a path), quote it inside the argument: \"{key}={quote_override(value)}\" in the shell")
     cause = exc.__cause__ or exc.__context__
     while cause is not None:
         key = getattr(cause, "full_key", None)
@@ -145,8 +151,10 @@ def preflight(run) -> None:
     import importlib.util
     import zipfile
 
+    from .models import check_model_folder
     from .paths import MissingPathError
 
+    check_model_folder(run.model)  # a damaged model folder is named before any data or weights load
     if run.model.attn_implementation == "flash_attention_2":
         import torch
 
@@ -228,38 +236,58 @@ def unique_run_dir(pattern: str, resolved: str) -> str | None:
     dir is not time-based (a fixed dir names one run on purpose)."""
     if "${now:" not in pattern:
         return None
+    usable_dir(Path(resolved).parent, "hydra.run.dir")
     for n in range(1, 1000):
         candidate = Path(resolved if n == 1 else f"{resolved}-{n}")
         try:
             candidate.parent.mkdir(parents=True, exist_ok=True)
             candidate.mkdir()
         except FileExistsError:
+            if not candidate.is_dir():  # a file of that name: usable_dir says so
+                usable_dir(candidate, "hydra.run.dir")
             continue
         except OSError as exc:
-            fail(f"hydra.run.dir={candidate}: cannot create the run dir ({exc.strerror or exc})")
+            from .paths import write_error_line
+
+            fail(write_error_line(exc, candidate, "hydra.run.dir") or f"hydra.run.dir={candidate}: cannot create the run "
+                 f"dir ({exc.strerror or exc})")
         return str(candidate)
     fail(f"hydra.run.dir={resolved}: 999 runs already started there this second")
     return None
 
 
-def sweep_main(run, argv: list[str], sweep_dir: str) -> None:
+def sweep_main(run, overrides: list[str], sweep_dir: str) -> None:
     """``+sweep=NAME``: the driver runs each trial as its own ``python -m harness.run``."""
     from sweeps.driver import run_sweep
 
     from .errors import USER_ERRORS
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    trial_overrides = [a for a in argv if not a.startswith("-") and not is_hydra_override(a)
-                       and not a.lstrip("+~").startswith("sweep")]
+    trial_overrides = [a for a in overrides if not is_hydra_override(a) and not a.lstrip("+~").startswith("sweep")]
     from sweeps.driver import SweepStalled
     from sweeps.study import StorageUnavailable
 
     signal.signal(signal.SIGTERM, raise_interrupted)  # preemption: stop as on Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the driver's own, not a run's (STOP)
+    from .paths import write_error_line
+
+    usable_dir(sweep_dir, "hydra.sweep.dir")  # before the storage, plan.json or any trial folder is written
+    from sweeps.study import open_storage, storage_url
+
+    try:
+        open_storage(storage_url(run.sweep.storage, Path(sweep_dir).resolve()))  # a storage that cannot open: one line, first
+    except USER_ERRORS as exc:
+        fail(str(exc))
     try:
         code = run_sweep(run, trial_overrides, Path(sweep_dir))
     except USER_ERRORS as exc:
         fail(str(exc))
+    except OSError as exc:  # the sweep dir filled up or turned read-only mid-sweep (files there are written atomically)
+        line = write_error_line(exc, sweep_dir, "hydra.sweep.dir")
+        if line is None:
+            raise
+        print(f"error: {line}; finished trials are kept: run the same command again to resume", file=sys.stderr)
+        sys.exit(1)
     except StorageUnavailable as exc:
         # Completed trials are safe in the storage; the interrupted ones run again on resume.
         print(f"error: {exc}; stopped. Run the same command again to resume", file=sys.stderr)
@@ -298,18 +326,92 @@ def main() -> None:
     STOP.install()  # a sweep driver replaces it with its own (sweep_main)
     try:
         register_configs()
-        run, sweep_dir, (run_dir_pattern, run_dir) = precheck(sys.argv[1:])
+        sys.argv[1:] = [quote_if_needed(a) for a in sys.argv[1:]]
+        flags = hydra_flags(sys.argv[1:])
+        run, sweep_dir, (run_dir_pattern, run_dir) = precheck(flags.overrides)
+        if informational(flags):  # --help, --cfg job, --info...: Hydra prints, nothing runs
+            hydra_main()
+            return
+        if flags.multirun:
+            fail("--multirun: sweeps run through the harness's own driver; use +sweep=NAME (see docs/sweeps.md)")
         if run.sweep is not None:
-            sweep_main(run, sys.argv[1:], sweep_dir)
+            sweep_main(run, flags.overrides, sweep_dir)
         if not run.dry_run:
             unique = unique_run_dir(run_dir_pattern, run_dir)
             if unique is not None:  # replaces the time-based dir, the config's or the command's
                 sys.argv = [a for a in sys.argv if not a.lstrip("+").startswith("hydra.run.dir=")]
                 sys.argv.append(f"hydra.run.dir={quote_override(unique)}")
+            usable_dir(unique or run_dir, "hydra.run.dir")  # before Hydra writes .hydra/ and run.log there
         hydra_main()
     except RunInterrupted as exc:  # before the run had anything to record
         print(f"error: run {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)
+
+
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def hydra_flags(argv: list[str]):
+    """The command line as Hydra's own parser reads it: its flags (``--cfg job``, ``-c job``,
+    ``--info``, ``--help``, ``-m``...) apart from the overrides, so a flag's value is never taken
+    for an override, and flags may stand anywhere among the overrides. ``sys.argv`` is rewritten
+    in the order Hydra's runner parses (flags, then overrides). A malformed flag is Hydra's usage
+    message, exit 2."""
+    from hydra._internal.utils import get_args_parser
+
+    args = list(argv)
+    for i, arg in enumerate(args):  # a bare --info before an override: Hydra's default topic, not the override
+        if arg in ("--info", "-i") and (i + 1 == len(args) or args[i + 1] not in INFO_CHOICES):
+            args.insert(i + 1, "all")
+            break
+    flags = get_args_parser().parse_intermixed_args(args)
+    rest = list(args)
+    for override in flags.overrides:
+        rest.remove(override)
+    sys.argv[1:] = rest + flags.overrides
+    return flags
+
+
+def informational(flags) -> bool:
+    """Flags with which Hydra prints (help, config, info, version, completion) and runs nothing."""
+    return bool(flags.help or flags.hydra_help or flags.cfg or flags.info or flags.shell_completion
+                or "--version" in sys.argv[1:])
+
+
+def usable_dir(path: str | Path, key: str) -> Path:
+    """The run or sweep dir, created and proven writable (:func:`harness.paths.ensure_writable_dir`),
+    or one error line and exit 2."""
+    from .paths import UnusablePathError, ensure_writable_dir
+
+    try:
+        return ensure_writable_dir(path, key)
+    except UnusablePathError as exc:
+        fail(str(exc))
+
+
+def quote_if_needed(arg: str) -> str:
+    """An override whose value has characters Hydra's grammar does not read unquoted (a path with
+    non-ASCII letters, ``#``, ``~`` inside), quoted so it means what was typed: ``data.path=/d/é.jsonl``
+    becomes ``data.path='/d/é.jsonl'``. Anything else, flags and valid overrides, is returned as is."""
+    if arg.startswith("-") or "=" not in arg:
+        return arg
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    try:
+        parser.parse_override(arg)
+        return arg
+    except HydraException as exc:
+        if "token recognition error" not in str(exc):
+            return arg  # a structural mistake (a bracket, a function): compose_error_line says how to quote
+    key, value = arg.split("=", 1)
+    quoted = f"{key}={quote_override(value)}"
+    try:
+        parser.parse_override(quoted)
+    except HydraException:
+        return arg
+    return quoted
 
 
 def quote_override(value: str) -> str:

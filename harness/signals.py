@@ -37,6 +37,16 @@ class StopSignals:
         self.signum: int | None = None
         self.defer = False
         self.installed = False
+        self.held = False
+
+    def hold(self) -> None:
+        """From here until :meth:`release` a signal is only remembered: the run is writing its
+        record (a second SIGTERM, from SLURM then the sweep driver, or Ctrl-C pressed twice, must
+        not leave the run without one). The record is written, then the process ends."""
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
 
     def install(self, defer: bool = False) -> None:
         if not self.installed and defer:
@@ -49,6 +59,9 @@ class StopSignals:
         first = self.signum is None
         if first:
             self.signum = signum
+        if self.held:
+            log.warning("%s received while the run record is written: it is written first", signal.Signals(signum).name)
+            return
         if self.defer and (first or signum == signal.SIGTERM):
             if first:
                 log.warning("%s received: stopping at the end of this optimizer step", signal.Signals(signum).name)

@@ -43,8 +43,32 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
     return storage
 
 
+class StorageError(ConfigError):
+    """``sweep.storage`` cannot be opened: an unsupported URL, a server that is down or refuses
+    the login, a missing driver, an SQLite file in a missing folder, a corrupt or truncated
+    database. One line naming the URL (password masked) and what to do."""
+
+
 def open_storage(url: str):
-    """An Optuna storage object for a URL from :func:`storage_url`."""
+    """An Optuna storage object for a URL from :func:`storage_url`, proven readable.
+
+    Every way opening can fail is one :class:`StorageError` line (see :func:`storage_error_line`),
+    raised before any trial starts; an SQLite file is checked whole (``PRAGMA quick_check``) so
+    a truncated optuna.db is refused, never read as a sweep with fewer trials.
+    """
+    try:
+        storage = _open_storage(url)
+        storage.get_all_studies()  # the first query: connects, reads the schema and the studies
+        if url.startswith("sqlite:///"):
+            _check_sqlite(storage)
+        return storage
+    except StorageError:
+        raise
+    except Exception as exc:  # drivers raise many types; each becomes one line, no traceback
+        raise StorageError(storage_error_line(url, exc)) from exc
+
+
+def _open_storage(url: str):
     if url.startswith("journal:///"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -56,6 +80,67 @@ def open_storage(url: str):
     if url.startswith(("postgresql", "mysql")):
         return _open_server_storage(url)
     return optuna.storages.get_storage(url)
+
+
+def _check_sqlite(storage) -> None:
+    from sqlalchemy import text
+
+    with storage.engine.connect() as connection:
+        problems = [row[0] for row in connection.execute(text("PRAGMA quick_check")).fetchall()]
+    if problems != ["ok"]:
+        raise RuntimeError(f"database disk image is malformed ({problems[0]})")
+
+
+SUPPORTED_STORAGES = ("leave sweep.storage unset (SQLite in the sweep dir), or use journal, sqlite:///PATH, "
+                      "postgresql://USER:PASSWORD@HOST/DB or mysql+pymysql://USER:PASSWORD@HOST/DB")
+
+
+def storage_error_line(url: str, exc: BaseException) -> str:
+    """``sweep.storage=URL: what is wrong; what to do`` for an error opening ``url`` (the password
+    masked)."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    detail = _first_line(exc)
+    detail = detail.split(") ", 1)[1] if detail.startswith("(") and ") " in detail else detail  # "(psycopg.X) ..."
+    low = detail.lower()
+    label = f"sweep.storage={redact(url)}"
+    path = _storage_file(url)
+    if isinstance(exc, ModuleNotFoundError) or isinstance(exc.__cause__, ModuleNotFoundError):
+        return f"{label}: its database driver is not installed ({detail}); install it (e.g. pip install psycopg for postgresql://, pip install pymysql for mysql+pymysql://)"
+    if isinstance(exc, (ArgumentError, NoSuchModuleError)) or (isinstance(exc, ValueError) and "storage" in low) \
+            or "://" not in url:
+        return f"{label}: not a storage the harness can open ({detail}); {SUPPORTED_STORAGES}"
+    if path is not None:
+        folder = path.parent
+        if not folder.exists():
+            return f"{label}: the folder {folder} does not exist; create it, or {SUPPORTED_STORAGES.split(', or ')[0]}"
+        if not folder.is_dir():
+            return f"{label}: {folder} is a file, not a folder; choose another path"
+        if path.is_dir():
+            return f"{label}: {path} is a folder, not a database file; choose another path"
+        if any(s in low for s in ("not a database", "malformed", "expecting", "decode", "json")):
+            return (f"{label}: {path} is not a readable Optuna {'journal' if url.startswith('journal') else 'database'} "
+                    f"(corrupt or truncated: {detail}); move it away to start the sweep afresh (the trials' records "
+                    "stay in trials/), or restore it from a copy")
+        if "unable to open" in low or "permission" in low or "read-only" in low:
+            return f"{label}: cannot open or create {path} ({detail}); choose a folder you can write"
+    if any(s in low for s in ("password", "authentication", "access denied", "role ")):
+        return f"{label}: the server refused the login ({detail}); check the user name and password in sweep.storage"
+    if "database" in low and "does not exist" in low:
+        return f"{label}: {detail}; create the database first (e.g. createdb NAME) or name one that exists"
+    if any(s in low for s in ("connection refused", "could not connect", "connection failed", "could not translate",
+                              "name or service not known", "timeout", "timed out", "no route", "unreachable")):
+        return (f"{label}: cannot reach the database server ({detail}); start it, or fix the host and port, then "
+                "run the same command again")
+    return f"{label}: cannot open the sweep storage ({type(exc).__name__}: {detail})"
+
+
+def _storage_file(url: str) -> Path | None:
+    """The file of an SQLite or journal storage URL, or None for a server."""
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme):
+            return Path(url[len(scheme):]).expanduser()
+    return None
 
 
 def _open_server_storage(url: str, attempts: int = 6):
