@@ -102,6 +102,10 @@ class DataConfig:
     counts taken first from a shuffle by ``seed`` (the data seed, independent of the run seed).
     mix: the share of the training split that is generated arithmetic question/answer examples,
     added to it (round(mix / (1 - mix) * train examples) of them; see :func:`harness.data.arithmetic_mix`).
+    roles: ShareGPT speaker names. ``any`` takes the common spellings in any case (human/user,
+    then gpt/assistant/chatgpt/bard/model); ``strict`` only the layout's own (human/gpt in
+    ``conversations``, user/assistant in ``messages``): the embedded configs use it, so the
+    embedded file yields the examples and splits it always has.
     """
 
     name: str = MISSING
@@ -122,9 +126,11 @@ class DataConfig:
     seed: int = 1234
     mix: float = 0.0
     num_workers: int = 0
+    roles: str = "any"
 
     def __post_init__(self) -> None:
         _one_of(self.format, "data.format", ("alpaca", "sharegpt"))
+        _one_of(self.roles, "data.roles", ("any", "strict"))
         _one_of(self.template, "data.template", ("alpaca", "chat"))
         _one_of(self.overlong, "data.overlong", ("drop", "truncate"))
         _require((self.path is None) != (self.hf_name is None), "data.path", "set exactly one of data.path and data.hf_name")

@@ -29,7 +29,7 @@ from .module import (
 from .paths import MissingPathError
 from .record import git_sha, loss_summary, versions, write_record
 from .schema import ConfigError, RunConfig
-from .signals import RunInterrupted
+from .signals import STOP, RunInterrupted
 from .trial import PrunedError, trial_callbacks
 
 log = logging.getLogger(__name__)
@@ -325,6 +325,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     except Exception as exc:  # any other crash is data for the record, not a lost run
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exc()[-4000:]))
     finally:
+        STOP.hold()  # a signal from here on (a second SIGTERM, Ctrl-C again) waits for the record
         if module is not None:
             # The last step's loss is still on its way to the host when training stopped early
             # (pruned, failed); a broken device must not cost the record, so errors are dropped.
@@ -346,6 +347,7 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
         if rank == 0:
             tracking.finish_loggers(loggers, record)
             write_record(run_dir, record)
+        STOP.release()
     return record
 
 
