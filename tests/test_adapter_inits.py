@@ -142,3 +142,13 @@ def test_eva_that_moves_rank_between_layers_trains_and_the_dry_run_says_so(chat_
     assert any("rho 2" in note for note in estimate["memory_estimate"]["assumptions"])
     # The total rank is kept: within the spread of the layers' shapes of the rank-r count.
     assert 0.5 * estimate["trainable_params"] <= record["trainable_params"] <= 2 * estimate["trainable_params"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (peft's LoftQ quantizes on CUDA)")
+def test_loftq_trains_on_a_gpu_and_the_dry_run_counts_its_parameters(chat_file, tmp_path):
+    overrides = tiny(chat_file, "adapter.init=loftq", "trainer.save_weights=false", "trainer.accelerator=gpu")
+    record = train_in_process(overrides, tmp_path)
+    assert record["status"] == "ok", record.get("error")
+    assert math.isfinite(record["train_loss_last"])
+    assert estimate_run(compose_run(overrides), "cuda")["trainable_params"] == record["trainable_params"]
