@@ -374,6 +374,8 @@ CLAIMS: dict[str, Claim] = {c.finding: c for c in (
           "parameters of MLP / all-layer LoRA; counts on the embedded model: q,k,v,o r=8 921,600 vs "
           "all linear r=3 915,840 (-0.6%); q,k,v,o r=53 vs all linear r=20 6,105,600 each",
           (("matched", "all"),),
+          "Biderman et al. (2024) rank the targets all > MLP > attention at equal rank (their "
+          "'all' left out gate_proj), not at matched parameters; the post makes the matched claim.",
           notes=("Each arm is compared at its own best learning rate (lr 3e-4, 1e-3, 3e-3 at "
                  "alpha = 32 fixed, the post's parametrisation).",
                  "The trainable-parameter counts the records measured are listed below; the arms "
