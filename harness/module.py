@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -295,7 +296,8 @@ RESUME_NEUTRAL_KEYS = ("logger", "eval", "fault", "dry_run", "sweep", "data.num_
                        "trainer.log_every_n_steps", "trainer.save_weights", "trainer.peak_tflops", "trainer.accelerator",
                        "trainer.compile", "trainer.compile_mode", "trainer.recompute_lora_dropout",
                        "trainer.liger_kernels", "trainer.gradient_checkpointing", "trainer.cpu_micro_batch_size",
-                       "trainer.cpu_global_batch_size", "trainer.cpu_max_seq_len", "trainer.cpu_val_size")
+                       "trainer.cpu_global_batch_size", "trainer.cpu_max_seq_len", "trainer.cpu_val_size",
+                       "trainer.oom_retry")
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -308,16 +310,30 @@ def _flatten(config: dict, prefix: str = "") -> dict:
     return out
 
 
+@functools.cache
+def schema_defaults() -> dict:
+    """The flattened defaults of every schema field (the values a newer key had before it existed)."""
+    from omegaconf import OmegaConf
+
+    from .schema import RunConfig
+
+    config = OmegaConf.structured(RunConfig)
+    return _flatten({k: OmegaConf.to_container(config[k]) for k in config if not OmegaConf.is_missing(config, k)
+                     and OmegaConf.is_config(config[k])})
+
+
 def resume_config_changes(saved: dict, current: dict) -> dict:
     """``{key: {"checkpoint": old, "run": new}}`` for every key that changes what training
     computes (not in :data:`RESUME_NEUTRAL_KEYS`) and differs between a checkpoint's config
     and this run's."""
     old, new = _flatten(saved), _flatten(current)
+    defaults = schema_defaults()
     changes = {}
     for key in sorted(set(old) | set(new)):
         if any(key == n or key.startswith(n + ".") for n in RESUME_NEUTRAL_KEYS):
             continue
-        a, b = old.get(key), new.get(key)
+        # A key the checkpoint's harness did not have yet trained as its default does now.
+        a, b = old[key] if key in old else defaults.get(key), new.get(key)
         same = a == b or (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b))
         if not same:
             changes[key] = {"checkpoint": a, "run": b}
