@@ -11,6 +11,10 @@ import torch
 from tests.helpers import run_cli
 
 TINY = ["model=tiny", "trainer=smoke", "logger=none", "eval=none"]
+SWEEP = ["+sweep=custom", "+sweep.space.adapter.r=[8]"]
+# A local model folder, a tokenizer that loads, and a data file that does not exist: the folder's
+# error must come first.
+MODEL_FOLDER = ["model=hf", "model.tokenizer={root}/tokenizer", "data=alpaca_file", "data.path={root}/nope.jsonl"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,46 @@ def files(tmp_path_factory):
     from harness.bench import bench_tokenizer
 
     bench_tokenizer(root / "tokenizer")  # 13 tokens, no embedded package needed
+    # Data files JSON allows but no text or parser can use.
+    (root / "surrogate.jsonl").write_text(json.dumps(good[0]) + "\n" + '{"instruction": "a \\ud800 b", "input": "", "output": "x"}\n')
+    (root / "deep.jsonl").write_text('{"instruction": ' + "[" * 200_000 + "]" * 200_000 + ', "input": "", "output": "x"}\n')
+    (root / "roles.jsonl").write_text("".join(json.dumps({"conversations": [{"from": "customer", "value": "hi"},
+                                                                             {"from": "agent", "value": "hello"}]}) + "\n"
+                                              for _ in range(3)))
+    # Sweep storages: random bytes, and a real Optuna database cut in half.
+    (root / "corrupt.db").write_bytes(bytes(range(256)) * 20)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{root / 'whole.db'}", study_name="custom")
+    for _ in range(20):
+        trial = study.ask()
+        study.tell(trial, trial.suggest_float("x", 0, 1))
+    whole = (root / "whole.db").read_bytes()
+    (root / "truncated.db").write_bytes(whole[: len(whole) // 2])
+    (root / "journal_sweep").mkdir()
+    (root / "journal_sweep" / "optuna.journal").write_text('{"op_code": 0, "worker_id": "a"\nnot json\n')
+    # Model folders broken one way each.
+    model_folders(root)
     return root
+
+
+def model_folders(root):
+    """A whole tiny HF model folder, and copies of it broken one way each."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1)
+    LlamaForCausalLM(config).save_pretrained(root / "whole_model")
+    for name in ("corrupt_config", "truncated_weights", "no_weights"):
+        shutil.copytree(root / "whole_model", root / name)
+    (root / "corrupt_config" / "config.json").write_text('{"model_type": "llama", "hidden_size": 16,')
+    weights = root / "truncated_weights" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    (root / "no_weights" / "model.safetensors").unlink()
+    shutil.copytree(root / "tokenizer", root / "tokenizer_only")
 
 
 CASES = [
@@ -122,6 +165,43 @@ CASES = [
                                  "sweep.objectives=[{metric:val_los_last,direction:minimize}]"],
      "sweep.objectives: 'val_los_last' is not a metric of a run record; did you mean val_loss_last?"),
     ("malformed space", ["+sweep=custom", "+sweep.space.adapter.r={low:8}"], "sweep.space.adapter.r: expected a list of values"),
+    # Storage and the file system: the URL (password masked) or the path, and what to do; before any trial.
+    ("storage server down", [*SWEEP, "sweep.storage=postgresql://harness:secret@127.0.0.1:1/sweeps"],
+     "sweep.storage=postgresql://harness:***@127.0.0.1:1/sweeps: cannot reach the database server"),
+    ("removed storage backend", [*SWEEP, "sweep.storage=redis://localhost:6379/0"],
+     "sweep.storage=redis://localhost:6379/0: not a storage the harness can open"),
+    ("sqlite storage in a missing folder", [*SWEEP, "sweep.storage=sqlite:///{root}/no/such/optuna.db"],
+     "no/such does not exist; create it"),
+    ("corrupt optuna.db", [*SWEEP, "sweep.storage=sqlite:///{root}/corrupt.db"],
+     "corrupt.db is not a readable Optuna database (corrupt or truncated: file is not a database); move it away"),
+    ("truncated optuna.db", [*SWEEP, "sweep.storage=sqlite:///{root}/truncated.db"],
+     "truncated.db is not a readable Optuna database (corrupt or truncated: database disk image is malformed)"),
+    ("corrupt journal storage", [*SWEEP, "sweep.storage=journal", "hydra.sweep.dir={root}/journal_sweep"],
+     "optuna.journal is not a readable Optuna journal (corrupt or truncated"),
+    ("run dir is a file", ["hydra.run.dir={root}/notes.txt"], "notes.txt: is a file, not a folder"),
+    ("run dir under a file", ["hydra.run.dir={root}/notes.txt/run"], "notes.txt is a file, so no folder can be made under it"),
+    ("sweep dir is a file", [*SWEEP, "hydra.sweep.dir={root}/notes.txt"], "notes.txt: is a file, not a folder"),
+    ("sweep dir under a file", [*SWEEP, "hydra.sweep.dir={root}/notes.txt/sweep"], "notes.txt is a file, so no folder"),
+    # Data and model files: what is wrong with the file or folder; the model folder before the (missing) data.
+    ("lone surrogate in a JSON string", ["data=alpaca_file", "data.path={root}/surrogate.jsonl"],
+     "surrogate.jsonl line 2: holds a lone surrogate (\\ud800 without its pair)"),
+    ("absurd nesting depth", ["data=alpaca_file", "data.path={root}/deep.jsonl"],
+     "deep.jsonl line 1: JSON nested deeper than the parser can read"),
+    ("no ShareGPT role matches", ["data=sharegpt_file", "data.path={root}/roles.jsonl"],
+     "the speaker roles found are 'customer' x3, 'agent' x3, expected a user turn (human/user)"),
+    ("model folder with a corrupt config.json", [*MODEL_FOLDER, "model.name_or_path={root}/corrupt_config"],
+     "corrupt_config: config.json is not valid JSON"),
+    ("model folder with truncated weights", [*MODEL_FOLDER, "model.name_or_path={root}/truncated_weights"],
+     "truncated_weights: model.safetensors is truncated"),
+    ("model folder without weights", [*MODEL_FOLDER, "model.name_or_path={root}/no_weights"],
+     "no_weights: has config.json but no weights"),
+    ("tokenizer files only", [*MODEL_FOLDER, "model.name_or_path={root}/tokenizer_only"],
+     "tokenizer_only: holds only tokenizer files (no config.json, no weights)"),
+    ("model path is a file", [*MODEL_FOLDER, "model.name_or_path={root}/notes.txt"], "notes.txt: is a file, not an HF model folder"),
+    # Hydra's own command line.
+    ("value the override grammar cannot read", ["data=alpaca_file", "data.path={root}/(x).jsonl"],
+     "if it is a plain string (a path), quote it inside the argument: \"data.path='"),
+    ("--multirun", ["-m"], "--multirun: sweeps run through the harness's own driver; use +sweep=NAME"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("no GPU", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu: no CUDA GPU"))
@@ -136,14 +216,16 @@ def test_bad_input_is_one_clear_line(files, tmp_path, overrides, expected):
     args = TINY + [o.replace("{root}", str(files)) for o in overrides]
     if any(o.startswith("model=") for o in overrides):
         args.remove("model=tiny")
-    if any(o.startswith("+sweep=") for o in overrides):
+    if any(o.startswith("+sweep=") for o in overrides) and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
         args.append(f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    result = run_cli(args, run_dir, timeout=300)
+    named_run_dir = any(o.startswith("hydra.run.dir=") for o in overrides)
+    result = run_cli(args, None if named_run_dir else run_dir, timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
     assert expected in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+    assert "secret" not in result.stdout + result.stderr  # a storage password is never shown
     assert "Loading weights" not in result.stdout + result.stderr
     record = run_dir / "record.json"
     assert not record.exists() or json.loads(record.read_text())["status"] != "ok"
@@ -215,3 +297,71 @@ def test_the_record_loader_never_counts_a_record_without_status_as_ok(trained):
     for name in ("no_status", "truncated", "not_object"):
         with pytest.raises(RecordError, match=name):
             load_records(trained / name)
+
+
+# -- Hydra's own flags, paths Hydra's grammar needs quoted, ShareGPT roles, shared examples ----------
+
+def test_hydra_flags_work_as_hydra_documents(tmp_path):
+    import yaml
+
+    never = tmp_path / "never"  # the run dir: printing a config or help starts no run
+    for flags in (["--cfg", "job"], ["-c", "job"]):
+        result = run_cli([*TINY, *flags, "adapter.r=4"], never)
+        assert result.returncode == 0, result.stderr[-2000:]
+        config = yaml.safe_load(result.stdout)
+        assert config["model"]["name"] == "tiny" and config["adapter"]["r"] == 4  # the job's config, overrides applied
+    info = run_cli(["model=tiny", "--info", "trainer=smoke"], never)  # flags may stand among the overrides
+    assert info.returncode == 0 and "Config search path" in info.stdout, info.stderr[-2000:]
+    helped = run_cli(["--help"], never)
+    assert helped.returncode == 0 and "Configuration groups" in helped.stdout and "adapter: " in helped.stdout
+    refused = run_cli([*TINY, "--cfg", "job", "adapter.r=0"], never)  # a bad value is still one line
+    assert refused.returncode == 2 and refused.stderr.strip() == "error: adapter.r: must be > 0, got 0"
+    assert not never.exists()
+
+
+def test_paths_with_spaces_and_non_ascii_letters_work(tmp_path):
+    folder = tmp_path / "my data" / "données ü"
+    folder.mkdir(parents=True)
+    rows = [{"instruction": f"Say {i}.", "input": "", "output": f"{i}"} for i in range(30)]
+    (folder / "train set é.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run dir ü"
+    result = run_cli([*TINY, "data=alpaca_file", f"data.path={folder / 'train set é.jsonl'}", "data.test_size=4",
+                      "data.val_size=4"], run_dir, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "ok" and record["data"]["source"] == str(folder / "train set é.jsonl")
+
+
+def test_sharegpt_accepts_the_common_role_spellings_unless_strict(tmp_path):
+    from harness.data import load_examples
+    from tests.helpers import compose_run
+
+    turns = [("USER", "Assistant"), ("Human", "GPT"), ("human", "gpt"), ("user", "chatgpt"), ("customer", "agent")]
+    path = tmp_path / "roles.jsonl"
+    path.write_text("".join(json.dumps({"conversations": [{"from": "system", "value": "Be brief."},
+                                                          {"from": u, "value": f"q{i}"}, {"from": a, "value": f"a{i}"}]}) + "\n"
+                            for i, (u, a) in enumerate(turns))
+                    + json.dumps({"messages": [{"role": "Human", "content": "q5"}, {"role": "GPT", "content": "a5"}]}) + "\n")
+    examples, stats = load_examples(compose_run(["data=sharegpt_file", f"data.path={path}"]).data)
+    assert [e["output"] for e in examples] == ["a0", "a1", "a2", "a3", "a5"] and stats["skip_reasons"] == {"not_human_first": 1}
+    strict, _ = load_examples(compose_run(["data=sharegpt_file", f"data.path={path}", "data.roles=strict"]).data)
+    assert [e["output"] for e in strict] == ["a2"]  # the layout's own names only: human/gpt in conversations
+    # The embedded configs keep the strict names, so the embedded file yields the examples it always has.
+    for option in ("sharegpt_lima", "sharegpt_full"):
+        assert compose_run([f"data={option}"]).data.roles == "strict"
+    assert compose_run(["data=sharegpt_file", "data.path=x"]).data.roles == "any"
+
+
+def test_splits_that_share_examples_are_warned_about(caplog):
+    from harness.data import split_examples
+    from tests.helpers import compose_run
+
+    cfg = compose_run(["data=alpaca_file", "data.path=x", "data.test_size=4", "data.val_size=4"]).data
+    rows = [{"input_ids": [i % 10], "labels": [i % 10]} for i in range(40)]  # each example 4 times
+    with caplog.at_level("WARNING", logger="harness.data"):
+        split_examples(rows, cfg)
+    assert "the splits share examples" in caplog.text and "test examples also in train" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="harness.data"):
+        split_examples([{"input_ids": [i], "labels": [i]} for i in range(40)], cfg)
+    assert "share examples" not in caplog.text

@@ -30,7 +30,7 @@ from tests.helpers import compose_run, read_record, run_cli
 from tests.postgres import postgres_bindir, postgres_server, restart_postgres
 
 LEDGER: dict[str, dict] = {}
-EXPECTED_ROWS = 20
+EXPECTED_ROWS = 24
 DOC = REPO_ROOT / "docs" / "reliability.md"
 
 
@@ -74,6 +74,15 @@ def write_reliability_page(rows: dict[str, dict]) -> None:
         "meant; inf and nan, seeds outside numpy's range, a rank larger than its layer are refused the same",
         f"way. {len(ENTRY_CASES)} more cases cover `harness.export`, `harness.eval` and the record loader",
         "(truncated records, records without a status, a copied run dir without its adapter, bad flags).",
+        "Storage and the file system: a sweep storage that is down, a removed backend (redis), an SQLite",
+        "file in a missing folder, a corrupt or truncated optuna.db, a corrupt journal, a run or sweep dir",
+        "that is a file or under one, each one line naming the URL (password masked) or path and what to do.",
+        "Data and model files: a lone surrogate, absurd nesting, ShareGPT roles that match none of the",
+        "common spellings (the line lists the roles found), a model folder with a corrupt config.json,",
+        "truncated or missing weights, or only tokenizer files (named before the data is read).",
+        "Hydra's own flags (`--cfg job`, `-c job`, `--info`, `--help`) print as Hydra documents, `-m` is",
+        "refused in favour of `+sweep=NAME`, and paths with spaces or non-ASCII letters work (a value the",
+        "override grammar cannot read gets one line showing the quoting that works).",
         "",
     ]
     DOC.write_text("\n".join(lines))
@@ -334,6 +343,42 @@ def test_a_postgres_restart_mid_sweep_is_survived_or_stops_cleanly(chat_file, tm
          "driver stopped with one error line and exit code 3; the same command resumed and completed all 3 points")
 
 
+@pytest.mark.skipif(postgres_bindir() is None and not os.environ.get("HARNESS_REQUIRE_POSTGRES"),
+                    reason="PostgreSQL server binaries not installed (.ci/run installs them)")
+def test_a_storage_that_refuses_the_login_or_is_down_stops_the_sweep_in_one_line(chat_file, tmp_path):
+    from sqlalchemy import create_engine, text
+
+    from tests.postgres import _SERVERS, _as_server_user
+
+    with postgres_server() as url:
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text("CREATE ROLE harness LOGIN PASSWORD 'right-one'"))
+        engine.dispose()
+        bindir, data, *_ = _SERVERS[url]
+        Path(data, "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        subprocess.run(_as_server_user([f"{bindir}/pg_ctl", "-D", data, "reload"]), check=True, capture_output=True)
+        time.sleep(1)
+        host = url.split("@", 1)[1]
+        outcomes = {}
+        for name, storage in (("wrong password", f"postgresql://harness:secret-wrong@{host}"),
+                              ("server down", "postgresql://harness:secret-wrong@127.0.0.1:1/postgres")):
+            sweep_dir = tmp_path / name.replace(" ", "_")
+            result = run_cli(["+sweep=custom", "+sweep.space.seed=[1]", f"sweep.storage={storage}", *tiny(chat_file),
+                              f"hydra.sweep.dir={sweep_dir}"], timeout=300)
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+            assert "secret" not in result.stdout + result.stderr and "harness:***@" in lines[0]
+            assert not (sweep_dir / "trials").exists() and not (sweep_dir / "plan.json").exists()
+            outcomes[name] = lines[0]
+        assert "the server refused the login (" in outcomes["wrong password"]
+        assert "check the user name and password in sweep.storage" in outcomes["wrong password"]
+        assert "cannot reach the database server" in outcomes["server down"]
+    note("sweep storage refuses the login, or its server is down, at the start of a sweep",
+         "`sweep.storage=postgresql://` with a wrong password (scram auth), and with no server on the port", 2,
+         "one `error:` line with the URL, password masked (`***`), and what to do; exit 2; no trial folder or plan written")
+
+
 @contextmanager
 def postgres_down(url: str):
     """The server of ``url`` stopped at once (every connection drops) inside the block, started after."""
@@ -524,6 +569,105 @@ def test_same_seed_same_curve_and_another_seed_another(chat_file, tmp_path):
     assert curves["a"] != curves["c"]
     note("determinism", "the same run twice with seed 7, once with seed 8", 3,
          "seed 7 gives identical loss curves; seed 8 a different one")
+
+
+def read_all(stream, chunks: list[str]) -> None:
+    """Collect a pipe's text as it comes (progress bars end their updates with \\r, not lines)."""
+    chunks.extend(iter(lambda: stream.read(256), ""))
+
+
+def printed_since(chunks: list[str], start: int, text: str) -> bool:
+    return text in "".join(chunks)[start:]
+
+
+def test_a_signal_while_scoring_after_training_records_interrupted(chat_file, tmp_path):
+    import threading
+    from functools import partial
+
+    args = [a for a in tiny(chat_file) if a != "eval=none"] + ["eval=local", "eval.limit=100"]
+    for signum, times in ((signal.SIGINT, 1), (signal.SIGTERM, 2)):  # SIGTERM twice: SLURM, then the sweep driver
+        run_dir = tmp_path / signal.Signals(signum).name
+        proc = start_cli(args, run_dir)
+        err_chunks: list[str] = []
+        reader = threading.Thread(target=read_all, args=(proc.stderr, err_chunks), daemon=True)
+        reader.start()
+        adapter = run_dir / "adapter" / "adapter_config.json"
+        wait_for(adapter.is_file, 600, "training to finish")
+        # lm-eval's progress bar on the trained model: the signal lands while it scores.
+        wait_for(partial(printed_since, err_chunks, len("".join(err_chunks)), "Running loglikelihood requests"), 300,
+                 "scoring after training")
+        for _ in range(times):
+            proc.send_signal(signum)
+            time.sleep(0.05)
+        proc.wait(timeout=300)
+        reader.join(timeout=30)
+        err = "".join(err_chunks)
+        assert proc.returncode == 128 + signum, err[-3000:]
+        record = strict_json((run_dir / "record.json").read_text())
+        assert record["status"] == "interrupted" and record["signal"] == signal.Signals(signum).name
+        assert record["optimizer_steps"] == record["planned_steps"] and record["adapter_path"]  # trained and saved
+        assert "eval" not in record  # scoring was cut short: no scores claimed
+        assert error_lines(err) == [err.strip().splitlines()[-1]] and "Traceback" not in err
+        assert error_lines(err)[0].startswith(f"error: run interrupted: stopped by {signal.Signals(signum).name}")
+        no_half_written_files(run_dir)
+    note("SIGINT or SIGTERM while scoring, after training finished", "SIGINT once, SIGTERM twice 50 ms apart, "
+         "while lm-eval scores the trained model", 2,
+         "record `interrupted` with the signal, the training's losses and the adapter path, no scores; exit 130/143 with "
+         "one line; a second signal waits for the record to be written")
+
+
+def _unshare_works() -> bool:
+    probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux" or not _unshare_works(),
+                    reason="needs unshare -r -m (a private mount namespace) to mount a full or read-only file system")
+def test_a_full_or_read_only_file_system_under_the_run_or_sweep_dir_is_one_line(chat_file, tmp_path):
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    # Each command runs in its own mount namespace with a small tmpfs at `mount`: read-only, or
+    # filled to the last byte before the harness starts.
+    setups = {"read-only": f"mount -t tmpfs -o ro,size=1m tmpfs {mount}",
+              "full": f"mount -t tmpfs -o size=64k tmpfs {mount} && (dd if=/dev/zero of={mount}/filler bs=4k 2>/dev/null; true)"}
+    expected = {"read-only": ("cannot write there: read-only file system", "; choose a folder on a writable file system"),
+                "full": ("cannot write there: the disk is full", "; free space there or choose a folder on another disk")}
+    import shlex
+
+    for kind, setup in setups.items():
+        for key, args in (("hydra.run.dir", tiny(chat_file)),
+                          ("hydra.sweep.dir", ["+sweep=custom", "+sweep.space.seed=[1]", *tiny(chat_file)])):
+            target = mount / "out" / key
+            command = shlex.join([sys.executable, "-m", "harness.run", *args, f"{key}={target}"])
+            check = f"; find {mount} -name 'record.json' -o -name 'optuna.db' -o -name '*.tmp' -o -name '.hydra'"
+            result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", f"{setup} && {command}; echo rc=$?{check}"],
+                                    cwd=REPO_ROOT, env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True,
+                                    text=True, timeout=300)
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert "rc=2" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+            what, todo = expected[kind]
+            assert len(lines) == 1 and lines[0].startswith(f"error: {key}={target}: {what}"), result.stderr[-3000:]
+            assert lines[0].endswith(todo), lines[0]
+            assert result.stdout.strip().splitlines()[-1] == "rc=2"  # nothing was written there: no record, db or temp file
+    note("a read-only or full file system under the run dir or the sweep dir", "tmpfs mounted read-only, and one filled "
+         "to the last byte, under `hydra.run.dir` and `hydra.sweep.dir`", 4,
+         "one `error:` line naming the key, the path, what is wrong and what to do; exit 2; nothing written there "
+         "(no record, database, `.hydra` or temp file)")
+
+
+def test_a_run_or_sweep_dir_that_is_a_file_or_under_one_is_refused_before_anything_is_written(chat_file, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    for key, extra in (("hydra.run.dir", []), ("hydra.sweep.dir", ["+sweep=custom", "+sweep.space.seed=[1]"])):
+        for target, says in ((blocker, "is a file, not a folder"), (blocker / "sub", f"{blocker} is a file, so no folder")):
+            result = run_cli([*extra, *tiny(chat_file), f"{key}={target}"], timeout=300)
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert result.returncode == 2 and len(lines) == 1 and says in lines[0], result.stderr[-3000:]
+            assert lines[0].startswith(f"error: {key}={target}: ") and "Traceback" not in result.stderr
+    assert blocker.read_text() == "keep me" and list(tmp_path.iterdir()) == [blocker]
+    note("a run dir or sweep dir that is a file, or lies under one", "`hydra.run.dir` and `hydra.sweep.dir` set to a "
+         "file and to a path under it", 4, "one `error:` line naming the key and the file; exit 2; the file untouched, "
+         "nothing else written")
 
 
 # -- safety -----------------------------------------------------------------------------------------
