@@ -174,6 +174,19 @@ def redact(url: str) -> str:
         return url.split("://", 1)[0] + "://***"
 
 
+def sweep_identity(signature: dict) -> dict:
+    """The part of a sweep's signature that must match on resume: its overrides less those that
+    do not change what a trial computes (the resume-neutral keys, e.g. ``logger``,
+    ``trainer.oom_retry``), so a sweep resumes under a newer harness that adds such an override."""
+    from harness.module import RESUME_NEUTRAL_KEYS
+
+    def neutral(override: str) -> bool:
+        key = override.split("=", 1)[0].lstrip("+~")
+        return any(key == n or key.startswith(n + ".") for n in RESUME_NEUTRAL_KEYS)
+
+    return {**signature, "overrides": [o for o in signature.get("overrides") or [] if not neutral(str(o))]}
+
+
 def open_study(storage, study_name: str, directions: list[str], sampler, pruner, signature: dict) -> optuna.Study:
     """Create the study or join the existing one; a study made for a different sweep is an error."""
     study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, sampler=sampler,
@@ -185,7 +198,8 @@ def open_study(storage, study_name: str, directions: list[str], sampler, pruner,
     wanted = json.loads(json.dumps(signature, default=str))
     if stored is None:
         study.set_user_attr("signature", wanted)
-    elif stored != wanted:
+    elif sweep_identity(stored) != sweep_identity(wanted):
+        stored, wanted = sweep_identity(stored), sweep_identity(wanted)
         changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
         raise ConfigError(f"sweep: study {study_name!r} in this storage was started with different "
                           f"{', '.join(changed)}; resume with the same command, or use a new hydra.sweep.dir "

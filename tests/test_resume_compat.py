@@ -23,3 +23,24 @@ def test_a_newer_key_set_away_from_its_default_is_a_change():
 def test_oom_retry_does_not_change_what_training_computes():
     assert resume_config_changes(config(oom_retry=False), config(oom_retry=True)) == {}
     assert "optimizer.lr" in resume_config_changes(config(), {**config(), "optimizer": {"lr": 1e-3}})
+
+
+def test_a_sweep_resumes_when_only_resume_neutral_overrides_differ(tmp_path):
+    import optuna
+    import pytest
+
+    from harness.schema import ConfigError
+    from sweeps.study import open_study
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def signature(*overrides):
+        return {"space": {"adapter.r": [8, 16]}, "overrides": list(overrides), "seeds": [1, 2], "planned": 2}
+
+    def reopen(sig):
+        return open_study(storage, "s", ["minimize"], optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), sig)
+
+    reopen(signature("data=sharegpt_full", "logger=none"))  # a sweep started before trainer.oom_retry existed
+    reopen(signature("trainer.oom_retry=true", "data=sharegpt_full", "logger=csv"))
+    with pytest.raises(ConfigError, match="different overrides"):
+        reopen(signature("trainer.oom_retry=true", "data=sharegpt_lima"))
