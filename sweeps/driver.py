@@ -387,7 +387,10 @@ class Driver:
                 if got is None:
                     continue
                 if self.plan.pack and "trial_dir" not in got[0].user_attrs:
-                    self.run_packed(self._fill_pack(got, slot), slot)
+                    batch, reruns = self._fill_pack(got)
+                    self.run_packed(batch, slot, waiting=[t for t, _ in reruns])
+                    for rerun in reruns:
+                        self.run_trial(*rerun, slot)
                 else:
                     self.run_trial(*got, slot)
         except BaseException as exc:  # surfaced by the main thread
@@ -411,10 +414,11 @@ class Driver:
         self.yielded = 0
         return trial, params
 
-    def _fill_pack(self, first: tuple[optuna.Trial, dict], slot: str | None) -> list[tuple[optuna.Trial, dict]]:
+    def _fill_pack(self, first: tuple[optuna.Trial, dict]) -> tuple[list, list]:
         """``first`` and as many more fresh trials as fit a pack (``sweep.pack_size`` runs, each
-        trial one run per seed); a re-run of an interrupted trial goes alone, from its checkpoint."""
-        batch = [first]
+        trial one run per seed), and the re-runs of interrupted trials drawn meanwhile: those run
+        alone after the pack, from their checkpoints."""
+        batch, reruns = [first], []
         per_trial = len(self.plan.seeds)
         while (len(batch) + 1) * per_trial <= self.plan.pack_size and not self.stop.is_set():
             p = study_lib.with_retry(self._poll, "polling the study", self.plan.cfg.storage_retry_seconds)
@@ -424,10 +428,10 @@ class Driver:
             if got is None:
                 continue
             if "trial_dir" in got[0].user_attrs:
-                self.run_trial(*got, slot)
-                continue
+                reruns.append(got)
+                break
             batch.append(got)
-        return batch
+        return batch, reruns
 
     def _suggest(self, trial: optuna.Trial) -> dict:
         return {a.key: suggest(trial, a) for a in self.plan.axes}
@@ -495,10 +499,13 @@ class Driver:
         return record
 
     # -- packed trials (sweep.pack) -----------------------------------------------------------
-    def run_packed(self, batch: list[tuple[optuna.Trial, dict]], slot: str | None) -> None:
+    def run_packed(self, batch: list[tuple[optuna.Trial, dict]], slot: str | None, waiting: list | None = None) -> None:
         """Run a batch of trials (every seed of each): compatible runs in packs of up to
         ``sweep.pack_size`` (one process each, :mod:`harness.packing`), the rest alone; then
-        tell each trial, as :meth:`run_trial` does."""
+        tell each trial, as :meth:`run_trial` does. ``waiting``: trials this worker runs next,
+        kept alive by the packs' heartbeats meanwhile."""
+        # Every trial of the batch and those waiting stay alive while any of its processes runs.
+        also = tuple(t._trial_id for t in waiting or []) + tuple(t._trial_id for t, _ in batch)
         from harness.packing import pack_key, unpackable_reason
 
         plan = self.plan
@@ -529,10 +536,11 @@ class Driver:
                 if len(chunk) == 1:
                     alone.extend(chunk)
                 elif not self.stop.is_set():
-                    self.run_pack(chunk, slot)
+                    self.run_pack(chunk, slot, also)
         for entry in alone:
             if not self.stop.is_set():
-                entry.record = self.run_one(entry.trial, entry.params, entry.seed, entry.overrides, entry.run_dir, slot)
+                entry.record = self.run_one(entry.trial, entry.params, entry.seed, entry.overrides, entry.run_dir, slot,
+                                            also)
         for trial, _ in batch:
             records = [e.record for e in runs if e.trial is trial and e.record is not None]
             if not records:  # the driver stopped before any of its runs started: not a data point
@@ -541,7 +549,7 @@ class Driver:
             study_lib.with_retry(lambda t=trial, r=records: self.tell(t, r), f"recording trial {trial.number}",
                                  plan.cfg.storage_retry_seconds)
 
-    def run_pack(self, chunk: list[PackEntry], slot: str | None) -> None:
+    def run_pack(self, chunk: list[PackEntry], slot: str | None, also: tuple = ()) -> None:
         """One pack process; its members' records, with the sweep's fields. A pack out of memory
         splits in two and each half runs again (a single trial then runs alone)."""
         plan = self.plan
@@ -558,7 +566,7 @@ class Driver:
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.slots))))
         log_path = pack_dir / "pack.log"
         started = time.time()
-        trials = {e.trial._trial_id for e in chunk}
+        trials = {e.trial._trial_id for e in chunk} | set(also)  # ``also``: trials waiting on this worker
         code = self.launcher.run([sys.executable, "-m", "harness.packing", str(pack_dir / "pack.json")], env,
                                  os.getcwd(), log_path,
                                  beat=lambda: [study_lib.heartbeat(self.study, t) for t in trials])
@@ -573,9 +581,9 @@ class Driver:
             for part in (chunk[:half], chunk[half:]):
                 if len(part) == 1:
                     e = part[0]
-                    e.record = self.run_one(e.trial, e.params, e.seed, e.overrides, e.run_dir, slot)
+                    e.record = self.run_one(e.trial, e.params, e.seed, e.overrides, e.run_dir, slot, also)
                 else:
-                    self.run_pack(part, slot)
+                    self.run_pack(part, slot, also)
             return
         for e in chunk:
             self.write_trial_record(e, slot)
@@ -601,7 +609,7 @@ class Driver:
             "exclusive_gpu": plan.exclusive_gpu, "concurrent_trials": len(self.slots), "pack": plan.pack,
         }
 
-    def run_one(self, trial, params, seed, overrides, run_dir: Path, slot) -> dict:
+    def run_one(self, trial, params, seed, overrides, run_dir: Path, slot, also: tuple = ()) -> dict:
         plan = self.plan
         run_dir.mkdir(parents=True, exist_ok=True)
         run, resolved = compose_overrides(overrides)
@@ -623,7 +631,7 @@ class Driver:
             log_path = run_dir / "trial.log"
             started = time.time()
             code = self.launcher.run(cmd, env, os.getcwd(), log_path,
-                                     beat=lambda: study_lib.heartbeat(self.study, trial._trial_id))
+                                     beat=lambda: [study_lib.heartbeat(self.study, t) for t in {trial._trial_id, *also}])
             record = read_trial_record(run_dir, code, resolved, run.seed, log_path, started)
         record["sweep"] = self.sweep_fields(trial, params, seed, run, slot)
         write_record(run_dir, record)
