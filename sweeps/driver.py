@@ -572,6 +572,7 @@ class Driver:
                                  beat=lambda: [study_lib.heartbeat(self.study, t) for t in trials])
         for e in chunk:
             e.record = read_trial_record(e.run_dir, code, e.resolved, e.run.seed, log_path, started)
+            e.record["pack_log"] = str(log_path)  # a packed run's output is its pack's log
         if len(chunk) > 1 and any(e.record["status"] == "oom" for e in chunk):
             log.warning("pack of %d runs (trials %s) ran out of memory: splitting it and running each half again",
                         len(chunk), sorted({e.trial.number for e in chunk}))

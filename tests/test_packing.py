@@ -196,6 +196,7 @@ def test_a_packed_sweep_gives_each_configuration_the_losses_it_gets_unpacked(pre
     members = {json.dumps(json.loads(m)) for m in packed["pack_members"]}
     assert len(members) == 1 and sorted(json.loads(members.pop())) == sorted(packed["run_dir"])
     assert len(list((tmp_path / "true" / "packs").glob("*/pack.json"))) == 1
+    assert all(Path(log).is_file() for log in packed["pack_log"])
 
 
 def test_the_report_reads_no_memory_or_runtime_from_packed_trials():
