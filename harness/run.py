@@ -141,6 +141,10 @@ def train_and_report(run, resolved: dict, run_dir: Path) -> None:
         print(f"error: run {record['status']}: {reason[0] if reason else 'no reason recorded'} "
               f"(record: {run_dir / 'record.json'})", file=sys.stderr)
         signum = getattr(signal, str(record.get("signal")), None) if record["status"] == "interrupted" else None
+        if signum:  # stopping on a signal: another one (SLURM's, then the driver's) changes nothing, and
+            # must not kill the process as it exits (Python restores the default handlers at shutdown)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(128 + signum if signum else 1)  # interrupted: the shell's code for the signal
 
 
@@ -344,6 +348,8 @@ def main() -> None:
             usable_dir(unique or run_dir, "hydra.run.dir")  # before Hydra writes .hydra/ and run.log there
         hydra_main()
     except RunInterrupted as exc:  # before the run had anything to record
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as in train_and_report: exiting on a signal already
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"error: run {exc}", file=sys.stderr)
         sys.exit(128 + exc.signum)
 

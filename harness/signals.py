@@ -46,7 +46,10 @@ class StopSignals:
         self.held = True
 
     def release(self) -> None:
-        self.held = False
+        """Signals act again, unless one has come: then the run is stopping, and later ones
+        (SLURM's, then the sweep driver's SIGTERM) must not cut its last words short."""
+        if self.signum is None:
+            self.held = False
 
     def install(self, defer: bool = False) -> None:
         if not self.installed and defer:
