@@ -103,9 +103,11 @@ class DataConfig:
     mix: the share of the training split that is generated arithmetic question/answer examples,
     added to it (round(mix / (1 - mix) * train examples) of them; see :func:`harness.data.arithmetic_mix`).
     roles: ShareGPT speaker names. ``any`` takes the common spellings in any case (human/user,
-    then gpt/assistant/chatgpt/bard/model); ``strict`` only the layout's own (human/gpt in
-    ``conversations``, user/assistant in ``messages``): the embedded configs use it, so the
-    embedded file yields the examples and splits it always has.
+    then gpt/assistant/chatgpt/bard/model; ``data=sharegpt_file`` sets it); ``strict`` only the
+    layout's own (human/gpt in ``conversations``, user/assistant in ``messages``): the default,
+    as every run read ShareGPT before this key existed (so older checkpoints resume as they
+    trained), and the embedded configs' value, so the embedded file yields the examples and
+    splits it always has.
     """
 
     name: str = MISSING
@@ -126,7 +128,7 @@ class DataConfig:
     seed: int = 1234
     mix: float = 0.0
     num_workers: int = 0
-    roles: str = "any"
+    roles: str = "strict"
 
     def __post_init__(self) -> None:
         _one_of(self.format, "data.format", ("alpaca", "sharegpt"))
