@@ -355,6 +355,9 @@ class Driver:
         self.plan, self.study, self.launcher, self.slots = plan, study, launcher, slots
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        # Ask, sample and the duplicate check run one worker at a time: two workers that sample
+        # one grid point between each other's checks would otherwise both run it.
+        self.ask_lock = threading.Lock()
         self.bar = None
         self.errors: list[BaseException] = []
         self.yielded = 0  # duplicate trials since the last trial that ran (all workers)
@@ -401,11 +404,13 @@ class Driver:
         """A new trial and its params, marked running; None when its configuration was taken."""
         retry = study_lib.with_retry
         wait = self.plan.cfg.storage_retry_seconds
-        trial = retry(self.study.ask, "asking for a trial", wait)
-        retry(partial(study_lib.mark_running, self.study, trial), "starting a trial", wait)
-        params = retry(partial(self._suggest, trial), "sampling a trial", wait)
-        if self.plan.grid is not None and retry(partial(self._yield_duplicate, trial, params),
-                                                "checking for duplicates", wait):
+        with self.ask_lock:
+            trial = retry(self.study.ask, "asking for a trial", wait)
+            retry(partial(study_lib.mark_running, self.study, trial), "starting a trial", wait)
+            params = retry(partial(self._suggest, trial), "sampling a trial", wait)
+            duplicate = self.plan.grid is not None and retry(partial(self._yield_duplicate, trial, params),
+                                                             "checking for duplicates", wait)
+        if duplicate:
             self.yielded += 1
             if self.yielded > MAX_YIELDS_WITHOUT_PROGRESS + 2 * self.plan.planned:
                 raise SweepStalled(f"sweep {self.plan.cfg.name}: {self.yielded} trials in a row found their "

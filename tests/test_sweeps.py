@@ -260,3 +260,31 @@ def test_each_trial_leaves_an_offline_wandb_run_with_config_and_summary(chat_fil
         for key in ("peak_memory_gib", "train_seconds", "tokens_per_s", "eval.harness_heldout.token_nll"):
             assert summary[key] == pytest.approx(row[key]), key
         assert (Path(row["run_dir"]) / "logs" / "metrics.csv").is_file()  # the local CSV log is kept too
+
+
+def test_concurrent_workers_never_run_one_grid_point_twice(tmp_path):
+    # Optuna's grid sampler assigns a point at ask time but the params appear at suggest time; a
+    # worker that asked first and samples slowly once let a later worker take its point unseen.
+    from sweeps.driver import Driver, make_sampler
+
+    run = compose_run(["+sweep=targets", "sweep.scale=smoke"])
+    plan = plan_sweep(run.sweep, [], tmp_path)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", sampler=make_sampler(plan))
+    driver = Driver(plan, study, launcher=None, slots=[None])
+    suggest = driver._suggest
+
+    def slow_first(trial):
+        if trial.number == 0:
+            time.sleep(0.5)
+        return suggest(trial)
+
+    driver._suggest = slow_first
+    taken: list[dict] = []
+    threads = [threading.Thread(target=lambda: taken.append(driver._ask())) for _ in range(6)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    points = [tuple(sorted(params.items())) for trial, params in filter(None, taken)]
+    assert len(points) == len(set(points)) == plan.planned
