@@ -751,7 +751,7 @@ def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | 
     from harness.results import load_records
 
     trials_dir = sweep_dir / "trials"
-    lost = lost_records(study) if study is not None else []
+    lost = lost_records(study, sweep_dir) if study is not None else []
     has_records = trials_dir.is_dir() and any(trials_dir.rglob(RECORD_NAME))
     if not has_records and not lost:
         return None
@@ -770,7 +770,17 @@ def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | 
     return path
 
 
-def lost_records(study: optuna.Study) -> list[dict]:
+def relocated(run_dir: str, sweep_dir: Path) -> Path:
+    """A run dir the study stored, under ``sweep_dir`` when the sweep dir was moved or carried
+    to another machine since (the study keeps absolute paths)."""
+    path = Path(run_dir)
+    if path.exists() or "trials" not in path.parts:
+        return path
+    start = len(path.parts) - 1 - path.parts[::-1].index("trials")
+    return sweep_dir.joinpath(*path.parts[start:])
+
+
+def lost_records(study: optuna.Study, sweep_dir: Path) -> list[dict]:
     """A row for each run of a finished trial whose record.json is gone (deleted, or a disk
     lost): the study still counts the configuration as done, so it is listed, not dropped."""
     rows = []
@@ -778,7 +788,7 @@ def lost_records(study: optuna.Study) -> list[dict]:
         if t.state == TrialState.RUNNING or t.user_attrs.get("status") in study_lib.UNCOUNTED:
             continue
         for run_dir in t.user_attrs.get("run_dirs") or []:
-            if (Path(run_dir) / RECORD_NAME).is_file():
+            if (relocated(run_dir, sweep_dir) / RECORD_NAME).is_file():
                 continue
             row = {"sweep.trial": t.number, "status": "lost", "run_dir": run_dir,
                    "error": f"record missing: {Path(run_dir) / RECORD_NAME} (trial {t.number} finished "
@@ -833,7 +843,7 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
     log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s%s", cfg.name, plan.planned,
              len(plan.seeds), len(plan.slots), plan.study_name, study_lib.redact(plan.storage_url),
              f"; compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack else "")
-    for row in lost_records(study):
+    for row in lost_records(study, sweep_dir):
         log.warning("trial %d: %s; listed as lost in %s", row["sweep.trial"], row["error"], RESULTS_NAME)
     driver = Driver(plan, study, launcher, plan.slots)
     driver.bar = tqdm(total=plan.planned, desc=f"sweep {cfg.name}", unit="trial", file=sys.stderr, dynamic_ncols=True)

@@ -44,3 +44,12 @@ def test_a_sweep_resumes_when_only_resume_neutral_overrides_differ(tmp_path):
     reopen(signature("trainer.oom_retry=true", "data=sharegpt_full", "logger=csv"))
     with pytest.raises(ConfigError, match="different overrides"):
         reopen(signature("trainer.oom_retry=true", "data=sharegpt_lima"))
+
+
+def test_a_carried_sweep_dir_finds_its_records_where_it_now_lies(tmp_path):
+    from sweeps.driver import relocated
+
+    (tmp_path / "trials" / "3" / "seed_1").mkdir(parents=True)
+    stored = "/elsewhere/outputs/sweeps/seeds/trials/3/seed_1"  # the machine the sweep ran on
+    assert relocated(stored, tmp_path) == tmp_path / "trials" / "3" / "seed_1"
+    assert relocated(str(tmp_path / "trials" / "3" / "seed_1"), tmp_path / "other") == tmp_path / "trials" / "3" / "seed_1"
