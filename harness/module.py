@@ -310,6 +310,11 @@ def _flatten(config: dict, prefix: str = "") -> dict:
     return out
 
 
+def is_resume_neutral(key: str) -> bool:
+    """Whether a (dotted) config key leaves what training computes unchanged."""
+    return any(key == n or key.startswith(n + ".") for n in RESUME_NEUTRAL_KEYS)
+
+
 @functools.cache
 def schema_defaults() -> dict:
     """The flattened defaults of every schema field (the values a newer key had before it existed)."""
@@ -330,7 +335,7 @@ def resume_config_changes(saved: dict, current: dict) -> dict:
     defaults = schema_defaults()
     changes = {}
     for key in sorted(set(old) | set(new)):
-        if any(key == n or key.startswith(n + ".") for n in RESUME_NEUTRAL_KEYS):
+        if is_resume_neutral(key):
             continue
         # A key the checkpoint's harness did not have yet trained as its default does now.
         a, b = old[key] if key in old else defaults.get(key), new.get(key)

@@ -178,13 +178,10 @@ def sweep_identity(signature: dict) -> dict:
     """The part of a sweep's signature that must match on resume: its overrides less those that
     do not change what a trial computes (the resume-neutral keys, e.g. ``logger``,
     ``trainer.oom_retry``), so a sweep resumes under a newer harness that adds such an override."""
-    from harness.module import RESUME_NEUTRAL_KEYS
+    from harness.module import is_resume_neutral
 
-    def neutral(override: str) -> bool:
-        key = override.split("=", 1)[0].lstrip("+~")
-        return any(key == n or key.startswith(n + ".") for n in RESUME_NEUTRAL_KEYS)
-
-    return {**signature, "overrides": [o for o in signature.get("overrides") or [] if not neutral(str(o))]}
+    overrides = [o for o in signature.get("overrides") or [] if not is_resume_neutral(str(o).split("=", 1)[0].lstrip("+~"))]
+    return {**signature, "overrides": overrides}
 
 
 def open_study(storage, study_name: str, directions: list[str], sampler, pruner, signature: dict) -> optuna.Study:
