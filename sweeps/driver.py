@@ -19,6 +19,7 @@ import statistics
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -362,6 +363,11 @@ class Driver:
         self.errors: list[BaseException] = []
         self.yielded = 0  # duplicate trials since the last trial that ran (all workers)
         self.done: list[threading.Event] = []  # one per worker, set when it ends
+        # A trial's seeds run side by side (sweep.seeds_together), except where runtime is
+        # measured (each run keeps its GPU to itself) or packs take the seeds instead.
+        self.seeds_together = (plan.cfg.seeds_together and len(plan.seeds) > 1 and not plan.exclusive_gpu
+                               and not plan.pack)
+        self.concurrent_runs = len(slots) * (len(plan.seeds) if self.seeds_together else 1)
 
     # -- the worker loop ------------------------------------------------------------------
     def worker(self, slot: str | None) -> None:
@@ -475,20 +481,29 @@ class Driver:
         rerun = "trial_dir" in trial.user_attrs
         trial_dir = plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
         overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
-        records = []
-        for seed in plan.seeds:
+
+        def run_seed(seed) -> dict:
             run_dir = trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}"
             run_overrides = overrides + ([f"seed={seed}"] if seed is not None else [])
             record = self.finished_record(run_dir) if rerun else None
             if record is not None:  # this seed's run ended before the interruption: kept
                 record["sweep"]["trial"] = trial.number
                 write_record(run_dir, record)
-            else:
-                record = self.run_one(trial, params, seed, run_overrides + (["trainer.resume=auto"] if rerun else []),
-                                      run_dir, slot)
-            records.append(record)
-            if record["status"] in ("pruned", "interrupted") or self.stop.is_set():
-                break
+                return record
+            return self.run_one(trial, params, seed, run_overrides + (["trainer.resume=auto"] if rerun else []),
+                                run_dir, slot)
+
+        records = []
+        if self.seeds_together:
+            # Every seed's run at once, each its own process on this worker's GPU: a GPU that
+            # one small run leaves mostly idle holds the trial's seeds side by side.
+            with ThreadPoolExecutor(len(plan.seeds), thread_name_prefix=f"trial-{trial.number}") as pool:
+                records = list(pool.map(run_seed, plan.seeds))
+        else:
+            for seed in plan.seeds:
+                records.append(run_seed(seed))
+                if records[-1]["status"] in ("pruned", "interrupted") or self.stop.is_set():
+                    break
         study_lib.with_retry(lambda: self.tell(trial, records), f"recording trial {trial.number}",
                              plan.cfg.storage_retry_seconds)
 
@@ -612,7 +627,8 @@ class Driver:
             "storage": study_lib.redact(plan.storage_url), "scale": plan.cfg.scale, "trial": trial.number,
             "params": params, "seed": seed if seed is not None else run.seed, "seeds": [s for s in plan.seeds if s is not None],
             "launcher": plan.cfg.launcher, "gpu": slot, "trials_per_gpu": plan.trials_per_gpu,
-            "exclusive_gpu": plan.exclusive_gpu, "concurrent_trials": len(self.slots), "pack": plan.pack,
+            "exclusive_gpu": plan.exclusive_gpu, "concurrent_trials": len(self.slots),
+            "seeds_together": self.seeds_together, "concurrent_runs": self.concurrent_runs, "pack": plan.pack,
         }
 
     def run_one(self, trial, params, seed, overrides, run_dir: Path, slot, also: tuple = ()) -> dict:
@@ -631,8 +647,8 @@ class Driver:
                                                 "trial_id": trial._trial_id, "prune": plan.cfg.pruner != "none"})
             if slot is not None:
                 env["CUDA_VISIBLE_DEVICES"] = slot
-            if len(self.slots) > 1:  # concurrent trials share the host's cores
-                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.slots))))
+            if self.concurrent_runs > 1:  # concurrent runs share the host's cores
+                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.concurrent_runs)))
             cmd = [sys.executable, "-m", "harness.run", *overrides, f"hydra.run.dir={run_dir.resolve()}"]
             log_path = run_dir / "trial.log"
             started = time.time()
