@@ -17,3 +17,20 @@ def chat_file(tmp_path_factory):
                                {"from": "gpt", "value": f"{a} plus {a} is {2 * a}."}]} for a in range(60)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory):
+    """The tiny random Llama (torch seed 0) saved as a plain HF folder with its tokenizer, so it
+    loads as pretrained weights: unlike a random base, they do not depend on the run's seed."""
+    import torch
+
+    from harness.models import build_model, load_tokenizer
+    from tests.helpers import compose_run
+
+    run = compose_run(["model=tiny"])
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_pretrained")
+    build_model(run.model, run.quant, "32-true", "cpu").save_pretrained(folder)
+    load_tokenizer(run.model).save_pretrained(folder)
+    return folder

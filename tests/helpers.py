@@ -1,4 +1,4 @@
-"""Test helpers: composed runs and a subprocess runner for the CLI."""
+"""Test helpers: the tiny run's overrides, composed runs (in process and through the CLI)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,23 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from harness.paths import CONF_DIR, REPO_ROOT
-from harness.schema import RunConfig, register_configs, validate
+from harness.schema import RunConfig, register_configs, resolved_config, validate
 
-TINY_FAST = ["model=tiny", "trainer=smoke", "data.train_size=16", "data.val_size=4", "data.test_size=4",
-             "data.max_seq_len=128", "logger=none"]
+
+def tiny(chat_file: Path, *extra: str, size: int = 32, base: Path | None = None) -> list[str]:
+    """Hydra overrides for a tiny run: the tiny random Llama on ``chat_file`` with ``size`` training
+    examples (a quarter as many for validation and for test), 128-token sequences, the smoke
+    trainer (3 steps), no logger, no scoring; ``extra`` overrides come last and win. ``base``: an
+    HF folder (the ``tiny_pretrained`` fixture) loaded as pretrained weights instead.
+
+    HARNESS_TEST_TOKENIZER names a tokenizer folder for machines without the embedded package
+    (a lent GPU)."""
+    tokenizer = os.environ.get("HARNESS_TEST_TOKENIZER")
+    model = (["model=hf", f"model.name_or_path={base}"] if base is not None
+             else ["model=tiny", *([f"model.tokenizer={tokenizer}"] if tokenizer else [])])
+    return [*model, "data=sharegpt_file", f"data.path={chat_file}", f"data.train_size={size}",
+            f"data.val_size={size // 4}", f"data.test_size={size // 4}", "data.max_seq_len=128", "trainer=smoke",
+            "logger=none", "eval=none", *extra]
 
 
 def compose_run(overrides: list[str]) -> RunConfig:
@@ -22,6 +35,17 @@ def compose_run(overrides: list[str]) -> RunConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return validate(compose("config", overrides=overrides))
+
+
+def train_in_process(overrides: list[str], run_dir: Path) -> dict:
+    """One run in this process, composed and recorded as the CLI does it; returns its record."""
+    from harness.train import run_training
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run = validate(cfg)
+    return run_training(run, resolved_config(cfg, run), run_dir)
 
 
 def run_cli(args: list[str], run_dir: Path | None = None, timeout: int = 600,

@@ -13,8 +13,7 @@ from harness import adapters
 from harness.estimate import estimate_run
 from harness.models import build_model
 from harness.schema import ConfigError
-from tests.helpers import compose_run, run_cli
-from tests.test_train import tiny, train_in_process
+from tests.helpers import compose_run, run_cli, tiny, train_in_process
 
 
 @pytest.mark.parametrize("extra", [

@@ -273,6 +273,7 @@ if not torch.cuda.is_available():
                         "--device cuda: no CUDA GPU is available"))
 
 
+@pytest.mark.xdist_group("bad_input_trained")  # one worker trains the fixture run once
 @pytest.mark.parametrize("args,expected", [c[1:] for c in ENTRY_CASES], ids=[c[0] for c in ENTRY_CASES])
 def test_entry_points_fail_in_one_clear_line(trained, args, expected):
     import subprocess
@@ -290,6 +291,7 @@ def test_entry_points_fail_in_one_clear_line(trained, args, expected):
     assert not (trained / "copied" / "merged").exists()
 
 
+@pytest.mark.xdist_group("bad_input_trained")  # one worker trains the fixture run once
 def test_the_record_loader_never_counts_a_record_without_status_as_ok(trained):
     from harness.results import RecordError, load_records
 

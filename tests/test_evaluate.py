@@ -132,7 +132,7 @@ def test_run_records_scores_base_and_deltas_and_training_ignores_the_cache(tmp_p
     """A run with eval scores before/after; the cached second run trains identically."""
     import json
 
-    from tests.test_train import tiny, train_in_process
+    from tests.helpers import tiny, train_in_process
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     chat = tmp_path / "chat.jsonl"
@@ -161,7 +161,7 @@ def test_in_process_score_equals_lm_eval_cli_on_the_merged_export(tmp_path):
     import sys
 
     from harness.evaluate import LOCAL_TASK_DIR
-    from tests.test_train import tiny, train_in_process
+    from tests.helpers import tiny, train_in_process
 
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": f"What is {a} plus 1?"},

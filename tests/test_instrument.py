@@ -9,8 +9,7 @@ from safetensors.torch import load_file
 
 from harness.estimate import estimate_run, resolve_precision
 from harness.models import build_model
-from tests.helpers import compose_run
-from tests.test_train import tiny, train_in_process
+from tests.helpers import compose_run, tiny, train_in_process
 
 
 def test_auto_precision_keeps_fp32_master_weights_for_full_fine_tuning():
@@ -74,28 +73,13 @@ def test_cpu_run_records_the_training_phase_peak(chat_file, tmp_path):
     assert 0 < record["train_peak_memory_gib"] <= record["peak_memory_gib"]
 
 
-@pytest.fixture(scope="module")
-def tiny_pretrained(tmp_path_factory):
-    """The tiny random Llama saved as a plain HF folder, so it loads as pretrained weights."""
-    from harness.models import load_tokenizer
-
-    run = compose_run(["model=tiny"])
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_hf")
-    build_model(run.model, run.quant, "32-true", "cpu").save_pretrained(folder)
-    load_tokenizer(run.model).save_pretrained(folder)
-    return folder
-
-
 def test_qlora_is_scored_merged_into_the_16bit_base_like_the_study(chat_file, tmp_path, tiny_pretrained):
     from harness import evaluate
     from harness.export import export_merged
 
     pytest.importorskip("bitsandbytes")
-    overrides = [o for o in tiny(chat_file, "quant=nf4", "trainer.precision=32-true", "optimizer.lr=0.01",
-                                 "eval=custom", "eval.tasks=[harness_heldout]")
-                 if o != "model=tiny" and not o.startswith("model.tokenizer")]
-    overrides = ["model=hf", f"model.name_or_path={tiny_pretrained}", *overrides]
+    overrides = tiny(chat_file, "quant=nf4", "trainer.precision=32-true", "optimizer.lr=0.01", "eval=custom",
+                     "eval.tasks=[harness_heldout]", base=tiny_pretrained)
     record = train_in_process(overrides, tmp_path)
     assert record["status"] == "ok", record.get("error")
     assert record["eval_protocol"] == "merged_16bit"

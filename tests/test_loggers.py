@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_train import tiny, train_in_process
+from tests.helpers import tiny, train_in_process
 
 
 def test_tensorboard_event_files_hold_the_losses_and_the_summary(chat_file, tmp_path):

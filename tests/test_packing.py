@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness import models
 from harness.packing import (
     Member,
     check_pack,
@@ -24,6 +23,7 @@ from harness.packing import (
 from harness.paths import REPO_ROOT
 from harness.schema import ConfigError
 from harness.train import run_training
+from tests.helpers import tiny
 
 # Measured on CPU (2026-12-03). fp32: the packed trials' train losses equal the alone runs' bit
 # for bit, adapters within 5e-10, val losses within 2e-6 (Lightning averages them in float32,
@@ -49,32 +49,14 @@ TRIALS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pretrained_tiny(tmp_path_factory) -> Path:
-    """The tiny model saved as a pretrained HF folder: its weights do not depend on the run's
-    seed (a random base does), so trials of different seeds share it, as with a real model."""
-    folder = tmp_path_factory.mktemp("tiny_pretrained")
-    run, _ = compose_member(["model=tiny"])
-    torch.manual_seed(0)
-    models.build_model(run.model, run.quant, "32-true", "cpu").save_pretrained(folder)
-    models.load_tokenizer(run.model).save_pretrained(folder)
-    return folder
-
-
-def common(base: Path, chat_file: Path) -> list[str]:
-    return ["model=hf", f"model.name_or_path={base}", "data=sharegpt_file", f"data.path={chat_file}",
-            "data.train_size=16", "data.val_size=4", "data.test_size=4", "data.max_seq_len=128", "trainer=smoke",
-            "logger=none", "eval=none"]
-
-
 def adapter_weights(record: dict) -> dict[str, torch.Tensor]:
     return load_file(Path(record["adapter_path"]) / "adapter_model.safetensors")
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-true"])
-def test_packed_trials_equal_the_same_trials_run_alone(precision, pretrained_tiny, chat_file, tmp_path):
+def test_packed_trials_equal_the_same_trials_run_alone(precision, tiny_pretrained, chat_file, tmp_path):
     loss_rtol, val_atol, weight_atol = TOLERANCES[precision]
-    base = [*common(pretrained_tiny, chat_file), f"trainer.precision={precision}"]
+    base = [*tiny(chat_file, size=16, base=tiny_pretrained), f"trainer.precision={precision}"]
     alone = []
     for i, trial in enumerate(TRIALS):
         run, resolved = compose_member(base + trial)
@@ -107,8 +89,8 @@ def test_packed_trials_equal_the_same_trials_run_alone(precision, pretrained_tin
     assert packed[2]["trial_train_seconds"] <= packed[0]["trial_train_seconds"]
 
 
-def test_which_trials_are_compatible(pretrained_tiny, chat_file):
-    base = common(pretrained_tiny, chat_file)
+def test_which_trials_are_compatible(tiny_pretrained, chat_file):
+    base = tiny(chat_file, size=16, base=tiny_pretrained)
     key = pack_key(compose_member(base)[1])
     # Adapter, optimizer, schedule, steps, batch, eval and seed may differ ...
     for free in (["adapter.r=16", "optimizer=sgd", "seed=7"], ["trainer.max_steps=5", "trainer.micro_batch_size=1"],
@@ -118,16 +100,16 @@ def test_which_trials_are_compatible(pretrained_tiny, chat_file):
     for bound in (["data.max_seq_len=64"], ["data.train_size=8"], ["trainer.precision=bf16-true"]):
         assert pack_key(compose_member(base + bound)[1]) != key, bound
     # A random base is drawn from the seed: its trials pack only with their own seed.
-    tiny = ["model=tiny", *base[2:]]
-    assert pack_key(compose_member(tiny + ["seed=1"])[1]) != pack_key(compose_member(tiny + ["seed=2"])[1])
+    random_base = tiny(chat_file, size=16)
+    assert pack_key(compose_member(random_base + ["seed=1"])[1]) != pack_key(compose_member(random_base + ["seed=2"])[1])
     assert "adapter=dora" in unpackable_reason(compose_member(base + ["adapter=dora"])[0])
     assert "adapter.init=pissa" in unpackable_reason(compose_member(base + ["adapter.init=pissa"])[0])
     assert unpackable_reason(compose_member(base + ["trainer.val_every_n_steps=1"])[0]).startswith("trainer.val_every")
     assert unpackable_reason(compose_member(base)[0]) is None
 
 
-def test_incompatible_trials_are_refused_in_one_line(pretrained_tiny, chat_file, tmp_path):
-    base = common(pretrained_tiny, chat_file)
+def test_incompatible_trials_are_refused_in_one_line(tiny_pretrained, chat_file, tmp_path):
+    base = tiny(chat_file, size=16, base=tiny_pretrained)
     members = [Member(*compose_member(base), run_dir=tmp_path / "a"),
                Member(*compose_member(base + ["data.max_seq_len=64"]), run_dir=tmp_path / "b")]
     with pytest.raises(ConfigError, match=r"pack: trials differ in data.max_seq_len"):
@@ -173,12 +155,12 @@ def test_packing_a_systems_sweep_is_refused_in_one_line(tmp_path):
     assert "sweep.pack=true: sweep memory_7b cannot pack" in lines[0] and "measures the system" in lines[0]
 
 
-def test_a_packed_sweep_gives_each_configuration_the_losses_it_gets_unpacked(pretrained_tiny, chat_file, tmp_path):
+def test_a_packed_sweep_gives_each_configuration_the_losses_it_gets_unpacked(tiny_pretrained, chat_file, tmp_path):
     import pandas as pd
 
     from tests.helpers import run_cli
 
-    args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", *common(pretrained_tiny, chat_file)]
+    args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", *tiny(chat_file, size=16, base=tiny_pretrained)]
     tables = {}
     for pack in ("true", "false"):
         result = run_cli([*args, f"sweep.pack={pack}", f"hydra.sweep.dir={tmp_path / pack}"], timeout=900)
@@ -214,13 +196,13 @@ def test_the_report_reads_no_memory_or_runtime_from_packed_trials():
     assert out.loc[1, MEMORY] == 1.1 and out.loc[1, "train_seconds"] == 4.0
 
 
-def test_each_packed_trial_leaves_its_own_csv_log_and_offline_wandb_run(pretrained_tiny, chat_file, tmp_path,
+def test_each_packed_trial_leaves_its_own_csv_log_and_offline_wandb_run(tiny_pretrained, chat_file, tmp_path,
                                                                        monkeypatch):
     from tests.wandb_offline import offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", "")
-    base = [*common(pretrained_tiny, chat_file), "logger=wandb"]
+    base = [*tiny(chat_file, size=16, base=tiny_pretrained), "logger=wandb"]
     members = [Member(*compose_member(base + [f"adapter.r={r}"]), run_dir=tmp_path / f"r{r}",
                       env={"WANDB_RUN_GROUP": "g", "WANDB_NAME": f"g-trial-{i}"}) for i, r in enumerate((4, 8))]
     records = train_pack(members)
@@ -235,8 +217,8 @@ def test_each_packed_trial_leaves_its_own_csv_log_and_offline_wandb_run(pretrain
         assert csv.count("\n") >= len(record["train_losses"]) and "train_loss" in csv
 
 
-def test_a_diverged_trial_leaves_the_pack_and_the_others_train_on_unchanged(pretrained_tiny, chat_file, tmp_path):
-    base = common(pretrained_tiny, chat_file)
+def test_a_diverged_trial_leaves_the_pack_and_the_others_train_on_unchanged(tiny_pretrained, chat_file, tmp_path):
+    base = tiny(chat_file, size=16, base=tiny_pretrained)
     healthy = ["adapter.r=4", "seed=5"]
     run, resolved = compose_member(base + healthy)
     alone = run_training(run, resolved, tmp_path / "alone")
@@ -250,14 +232,14 @@ def test_a_diverged_trial_leaves_the_pack_and_the_others_train_on_unchanged(pret
         torch.testing.assert_close(adapter_weights(ok)[key], value, atol=WEIGHT_ATOL, rtol=0)
 
 
-def test_a_pack_out_of_memory_splits_and_its_trials_run_again(pretrained_tiny, chat_file, tmp_path):
+def test_a_pack_out_of_memory_splits_and_its_trials_run_again(tiny_pretrained, chat_file, tmp_path):
     import pandas as pd
 
     from tests.helpers import run_cli
 
     sweep_dir = tmp_path / "oom"
     result = run_cli(["+sweep=custom", "+sweep.space.fault.kind=[none,oom]",
-                      "fault.at_step=1", "sweep.pack=true", *common(pretrained_tiny, chat_file),
+                      "fault.at_step=1", "sweep.pack=true", *tiny(chat_file, size=16, base=tiny_pretrained),
                       f"hydra.sweep.dir={sweep_dir}"], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ran out of memory: splitting it" in result.stderr

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -27,8 +28,14 @@ from harness.paths import CONF_DIR, REPO_ROOT
 from harness.record import write_record
 from sweeps import study as study_lib
 from tests.helpers import compose_run, read_record, run_cli
+from tests.helpers import tiny as tiny_run
 from tests.postgres import postgres_bindir, postgres_server, restart_postgres
 
+# This module's tiny runs: 16 training examples, 4 for validation, 4 for test.
+tiny = partial(tiny_run, size=16)
+# One xdist worker runs the whole module: the ledger must see every test to write its page, and
+# the interrupted runs share the `straight` run.
+pytestmark = pytest.mark.xdist_group("reliability")
 LEDGER: dict[str, dict] = {}
 EXPECTED_ROWS = 24
 DOC = REPO_ROOT / "docs" / "reliability.md"
@@ -86,11 +93,6 @@ def write_reliability_page(rows: dict[str, dict]) -> None:
         "",
     ]
     DOC.write_text("\n".join(lines))
-
-
-def tiny(chat_file, *extra: str) -> list[str]:
-    return ["model=tiny", "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=16", "data.val_size=4",
-            "data.test_size=4", "data.max_seq_len=128", "trainer=smoke", "logger=none", "eval=none", *extra]
 
 
 def results(sweep_dir: Path) -> pd.DataFrame:

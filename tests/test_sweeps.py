@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -20,8 +21,11 @@ from sweeps import study as study_lib
 from sweeps.driver import compose_overrides, metric_value, plan_sweep
 from sweeps.space import flatten_space, merge_overrides, parse_space, trial_overrides
 from tests.helpers import compose_run, run_cli
+from tests.helpers import tiny as tiny_run
 from tests.postgres import postgres_bindir, postgres_server
 
+# This module's tiny runs: 16 training examples, 4 for validation, 4 for test.
+tiny = partial(tiny_run, size=16)
 NAMED = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml") if p.stem != "custom")
 # Expected configurations per named sweep: (default scale, smoke scale).
 # Configurations per named sweep (seeds run within each): (default scale, smoke scale).
@@ -29,11 +33,6 @@ PLANNED = {"rank_alpha": (18, 2), "rank_lr": (9, 2), "targets": (4, 2), "optimiz
            "qlora": (5, 2), "epochs": (8, 2), "seeds": (4, 1), "dora": (6, 2), "full_vs_lora": (12, 3),
            "data_mix": (3, 2), "memory_7b": (10, 2), "runtime_7b": (3, 1),
            "lr_rank": (28, 4), "targets_matched": (12, 2), "lora_variants": (6, 3)}
-
-
-def tiny(chat_file) -> list[str]:
-    return ["model=tiny", "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=16", "data.val_size=4",
-            "data.test_size=4", "data.max_seq_len=128", "trainer=smoke", "logger=none", "eval=none"]
 
 
 def sweep_cli(args: list[str], sweep_dir: Path, timeout: int = 900) -> subprocess.CompletedProcess:

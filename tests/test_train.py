@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from harness.record import RECORD_NAME
-from harness.train import run_training
-from tests.helpers import compose_run, read_record, run_cli
+from tests.helpers import compose_run, read_record, run_cli, tiny, train_in_process
 
 MEASUREMENTS = ["trainable_params", "total_params", "peak_rss_bytes", "train_seconds", "total_seconds",
                 "tokens_per_s", "train_loss_first", "train_loss_last", "train_loss_best", "val_loss_first",
                 "val_loss_last", "val_loss_best", "versions", "git_sha", "device", "seed", "adapter_path", "config"]
-
-
-def tiny(chat_file, *extra: str) -> list[str]:
-    # HARNESS_TEST_TOKENIZER: a tokenizer folder for machines without the embedded package (a lent GPU).
-    tokenizer = [f"model.tokenizer={os.environ['HARNESS_TEST_TOKENIZER']}"] if os.environ.get("HARNESS_TEST_TOKENIZER") else []
-    return ["model=tiny", *tokenizer, "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=32", "data.val_size=8",
-            "data.test_size=8", "data.max_seq_len=128", "trainer=smoke", "logger=none", "eval=none", *extra]
-
-
-def train_in_process(overrides: list[str], run_dir) -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from harness.paths import CONF_DIR
-
-    run = compose_run(overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        resolved = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
-    return run_training(run, resolved, run_dir)
 
 
 def test_cli_run_writes_a_complete_record_in_the_hydra_run_dir(chat_file, tmp_path):
