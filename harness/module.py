@@ -37,13 +37,15 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     return [{"params": params, "lr": cfg.lr * ratio} for ratio, params in groups.items()]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.name``, from torch, bitsandbytes or sophia-opt."""
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, allow_fused: bool = True) -> torch.optim.Optimizer:
+    """The optimizer named by ``cfg.name``, from torch, bitsandbytes or sophia-opt. AdamW on CUDA
+    is torch's fused kernel unless ``allow_fused`` is false (:func:`fused_optimizer_allowed`)."""
     groups = param_groups(model, cfg)
     betas = tuple(cfg.betas)
     on_cuda = next(iter(groups[0]["params"])).is_cuda if groups else False
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=on_cuda or None)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                 fused=(on_cuda and allow_fused) or None)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "sophia":
@@ -66,6 +68,15 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
     if cfg.name != "lion_8bit":
         kwargs["eps"] = cfg.eps
     return bnb_classes[cfg.name](groups, **kwargs)
+
+
+def fused_optimizer_allowed(trainer) -> bool:
+    """False where Lightning refuses a fused optimizer: its mixed-precision plugin (``*-mixed``,
+    i.e. full fine-tuning with fp32 master weights) will not clip the gradients of an optimizer
+    that unscales them itself, so clipping there needs the unfused (foreach) AdamW."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    return not (isinstance(trainer.precision_plugin, MixedPrecision) and (trainer.gradient_clip_val or 0) > 0)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int):
@@ -259,7 +270,7 @@ class FineTuneModule(L.LightningModule):
             self._sharded = True
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model, self.optimizer_cfg)
+        optimizer = build_optimizer(self.model, self.optimizer_cfg, allow_fused=fused_optimizer_allowed(self.trainer))
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.total_steps)
         # This run's hyperparameters, before a checkpoint's optimizer state replaces them.
         self._fresh_hparams = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
