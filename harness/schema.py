@@ -579,7 +579,10 @@ class SweepConfig:
     per trial. seeds_together: ``true`` starts every seed's run of a trial at once, each its own
     process on the trial's GPU (so a GPU holds up to ``trials_per_gpu`` x seeds runs); ``false``
     runs them one after another (needed with a pruner, which stops the later seeds). Not applied
-    where the sweep measures runtime (each run keeps its GPU) or packs trials.
+    where the sweep measures runtime (each run keeps its GPU) or packs trials. retry_failed: on
+    this invocation, run the trials that failed (status ``failed``, e.g. a bug since fixed; not
+    ``oom``, ``diverged`` or ``skipped``, which are results) again from the start in their
+    folders; the failed records are kept there as ``record.failed.json``. Use it from one driver.
     """
 
     name: str = MISSING
@@ -609,6 +612,7 @@ class SweepConfig:
     pack: str = "false"
     pack_size: int = 8
     seeds_together: bool = False
+    retry_failed: bool = False
 
     def __post_init__(self) -> None:
         self.pack = str(self.pack).lower()  # sweep.pack=true arrives as the string True

@@ -459,8 +459,9 @@ class Driver:
         trial.set_user_attr("duplicate_of", holder)
         self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         # Point the next ask at a configuration nobody has taken yet, if there is one.
+        status = study_lib.status_of(self.study)
         taken = {point_key(study_lib.trial_params(t)) for t in self.study.get_trials(deepcopy=False)
-                 if t.user_attrs.get("status") not in study_lib.UNCOUNTED}
+                 if status(t) not in study_lib.UNCOUNTED}
         missing = [g for g in self.plan.grid if point_key(g) not in taken]
         if missing:
             self.study.enqueue_trial(missing[0])
@@ -479,6 +480,8 @@ class Driver:
         # A re-run of a lost or interrupted trial runs in that trial's folder and resumes from
         # the checkpoint its run left there (a fresh start where there is none).
         rerun = "trial_dir" in trial.user_attrs
+        # A failed trial run again (sweep.retry_failed) starts over: only ok seeds are kept.
+        fresh = bool(trial.user_attrs.get("fresh"))
         trial_dir = plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
         overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
 
@@ -486,11 +489,14 @@ class Driver:
             run_dir = trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}"
             run_overrides = overrides + ([f"seed={seed}"] if seed is not None else [])
             record = self.finished_record(run_dir) if rerun else None
+            if record is not None and fresh and record["status"] != "ok":
+                set_aside(run_dir)
+                record = None
             if record is not None:  # this seed's run ended before the interruption: kept
                 record["sweep"]["trial"] = trial.number
                 write_record(run_dir, record)
                 return record
-            return self.run_one(trial, params, seed, run_overrides + (["trainer.resume=auto"] if rerun else []),
+            return self.run_one(trial, params, seed, run_overrides + (["trainer.resume=auto"] if rerun and not fresh else []),
                                 run_dir, slot)
 
         records = []
@@ -730,6 +736,15 @@ def suggest(trial: optuna.Trial, axis: Axis):
     return trial.suggest_float(axis.key, axis.low, axis.high, step=axis.step, log=axis.log)
 
 
+def set_aside(run_dir: Path) -> None:
+    """Keep a failed run's record and checkpoints beside the run that replaces it, out of the
+    loader's sight (``record.failed.json``, ``checkpoints.failed``)."""
+    for name in (RECORD_NAME, "checkpoints"):  # harness.train.CHECKPOINT_DIR
+        old = run_dir / name
+        if old.exists():
+            old.replace(run_dir / (f"{Path(name).stem}.failed{Path(name).suffix}"))
+
+
 def read_trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path, started: float) -> dict:
     """The run's own record; when the process left none (killed, or refused its config), a
     failed record with the exit code and the tail of its output."""
@@ -775,8 +790,9 @@ def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | 
     if lost:  # a finished trial whose record is gone keeps its row, saying so
         frame = pd.concat([frame, pd.DataFrame(lost)], ignore_index=True)
     if study is not None and "sweep.trial" in frame.columns:
-        states = {t.number: t.state.name if t.user_attrs.get("status") not in study_lib.UNCOUNTED
-                  else t.user_attrs["status"] for t in study.get_trials(deepcopy=False)}
+        status = study_lib.status_of(study)
+        states = {t.number: t.state.name if status(t) not in study_lib.UNCOUNTED else status(t)
+                  for t in study.get_trials(deepcopy=False)}
         frame.insert(0, "trial_state", [states.get(int(n)) if n == n else None for n in frame["sweep.trial"]])
     first = [c for c in ("sweep.trial", "sweep.seed", "trial_state", "status") if c in frame.columns]
     params = sorted(c for c in frame.columns if c.startswith("sweep.params."))
@@ -800,8 +816,9 @@ def lost_records(study: optuna.Study, sweep_dir: Path) -> list[dict]:
     """A row for each run of a finished trial whose record.json is gone (deleted, or a disk
     lost): the study still counts the configuration as done, so it is listed, not dropped."""
     rows = []
+    status = study_lib.status_of(study)
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING or t.user_attrs.get("status") in study_lib.UNCOUNTED:
+        if t.state == TrialState.RUNNING or status(t) in study_lib.UNCOUNTED:
             continue
         for run_dir in t.user_attrs.get("run_dirs") or []:
             if (relocated(run_dir, sweep_dir) / RECORD_NAME).is_file():
@@ -859,6 +876,10 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
     log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s%s", cfg.name, plan.planned,
              len(plan.seeds), len(plan.slots), plan.study_name, study_lib.redact(plan.storage_url),
              f"; compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack else "")
+    if cfg.retry_failed:
+        again = study_lib.with_retry(lambda: study_lib.retry_failed(study), "queueing failed trials", cfg.storage_retry_seconds)
+        log.info("sweep.retry_failed: %s", f"trial(s) {', '.join(map(str, again))} run again from the start"
+                 if again else "no failed trial to run again")
     for row in lost_records(study, sweep_dir):
         log.warning("trial %d: %s; listed as lost in %s", row["sweep.trial"], row["error"], RESULTS_NAME)
     driver = Driver(plan, study, launcher, plan.slots)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 DATA_STATUSES = ("ok", "oom", "diverged", "pruned", "failed", "skipped")
 # Trials that do not count: their driver died (``lost``, re-run), a signal stopped their run
 # (``interrupted``, re-run from its checkpoint), or another took the point.
-UNCOUNTED = ("lost", "interrupted", "duplicate")
+UNCOUNTED = ("lost", "interrupted", "duplicate", "retried")
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
@@ -283,12 +283,37 @@ def trial_dir_name(trial) -> str:
     return str(trial.user_attrs.get("trial_dir", trial.number))
 
 
-def requeue(study: optuna.Study, trial) -> None:
-    """Enqueue a lost or interrupted trial's parameters again, to run in its folder."""
+def requeue(study: optuna.Study, trial, fresh: bool = False) -> None:
+    """Enqueue a lost or interrupted trial's parameters again, to run in its folder; ``fresh``:
+    a failed trial run again from the start, keeping only its seeds' ok records."""
     params = trial.params or trial.system_attrs.get("fixed_params") or {}
     if params:
-        study.enqueue_trial(params, user_attrs={"retry_of": trial.number, "trial_dir": trial_dir_name(trial)},
-                            skip_if_exists=False)
+        attrs = {"retry_of": trial.number, "trial_dir": trial_dir_name(trial)}
+        study.enqueue_trial(params, user_attrs={**attrs, "fresh": True} if fresh else attrs, skip_if_exists=False)
+
+
+RETRIED_ATTR = "retried_trials"  # a study attribute: a finished trial's own attributes are frozen
+
+
+def status_of(study: optuna.Study):
+    """A function giving each trial's status as the driver counts it: its own ``status``
+    attribute, or ``retried`` for a failed trial that :func:`retry_failed` queued again."""
+    retried = set(study.user_attrs.get(RETRIED_ATTR) or [])
+    return lambda t: "retried" if t.number in retried else t.user_attrs.get("status")
+
+
+def retry_failed(study: optuna.Study) -> list[int]:
+    """Queue every failed trial (status ``failed``: a crash, not an OOM, divergence or skip,
+    which are findings) to run again from the start in its folder; the failed trial is listed
+    as ``retried`` and no longer counts. For after a fix: ``sweep.retry_failed=true``. Returns
+    the numbers of the trials queued again."""
+    status = status_of(study)
+    queued = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if status(t) == "failed"]
+    if queued:
+        study.set_user_attr(RETRIED_ATTR, sorted({*(study.user_attrs.get(RETRIED_ATTR) or []), *(t.number for t in queued)}))
+    for trial in queued:
+        requeue(study, trial, fresh=True)
+    return [t.number for t in queued]
 
 
 def reap_stale(study: optuna.Study, stale_after: float) -> list[int]:
@@ -343,8 +368,9 @@ def progress(study: optuna.Study, planned: int, by_point: bool) -> Progress:
     from .space import point_key
 
     done, running, waiting = set(), set(), set()
+    status_now = status_of(study)
     for t in study.get_trials(deepcopy=False):
-        status = t.user_attrs.get("status")
+        status = status_now(t)
         if status in UNCOUNTED:
             continue
         key = point_key(trial_params(t)) if by_point else t.number
@@ -365,10 +391,11 @@ def is_duplicate(study: optuna.Study, trial: optuna.Trial, params: dict) -> int 
     from .space import point_key
 
     key = point_key(params)
+    status = status_of(study)
     for t in study.get_trials(deepcopy=False):
-        if t.number == trial.number or t.user_attrs.get("status") in UNCOUNTED or point_key(trial_params(t)) != key:
+        if t.number == trial.number or status(t) in UNCOUNTED or point_key(trial_params(t)) != key:
             continue
-        done = t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and t.user_attrs.get("status") in DATA_STATUSES)
+        done = t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and status(t) in DATA_STATUSES)
         if done or (t.state == TrialState.RUNNING and t.number < trial.number):
             return t.number
     return None
