@@ -133,9 +133,8 @@ def run_harness(overrides: list[str], warmup: int, work_dir: Path) -> dict:
     from . import measure
     from .train import run_training
 
-    measure.WARMUP_STEPS = warmup
     run, resolved = compose(overrides)
-    record = run_training(run, resolved, work_dir)
+    record = run_training(run, resolved, work_dir, warmup_steps=warmup)
     if record["status"] != "ok":
         raise RuntimeError(f"harness path failed: {record.get('error')}")
     estimate = record["memory_estimate"]["total_bytes"]

@@ -100,21 +100,16 @@ class FineTuneModule(L.LightningModule):
 
     Losses are kept per optimizer step on the host for the record; a non-finite loss stops the
     run with :class:`DivergedError` one optimizer step later (see ``on_before_optimizer_step``).
-    ``compile``: torch.compile the decoder blocks (:func:`compile_blocks`). ``shard``: FSDP2 per
-    decoder block when Lightning sets up the model (:func:`shard_blocks`, with
-    ``trainer.strategy=fsdp``).
+    ``shard``: FSDP2 per decoder block when Lightning sets up the model (:func:`shard_blocks`,
+    with ``trainer.strategy=fsdp``). Compilation and CUDA graphs are :mod:`harness.speed`'s.
     """
 
     def __init__(self, model: nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total_steps: int,
-                 compile: bool = False, shard: bool = False, compile_mode: str = "default"):
+                 shard: bool = False):
         super().__init__()
         self.model = model
         self.shard = shard
         self._sharded = False
-        # Validation runs the blocks eagerly when they replay CUDA graphs (see eager_blocks).
-        self.cuda_graphs = compile and compile_mode in CUDA_GRAPH_MODES
-        if compile:
-            compile_blocks(model, compile_mode)
         self.optimizer_cfg = optimizer_cfg
         self.scheduler_cfg = scheduler_cfg
         self.total_steps = total_steps
@@ -187,13 +182,6 @@ class FineTuneModule(L.LightningModule):
     def on_train_end(self):
         self.record_losses()
 
-    def on_after_backward(self):
-        # Under CUDA graphs autograd adopts the first micro-batch's gradients as .grad, and they
-        # are the graph's own output buffers: the next micro-batch's replay overwrites them before
-        # they are added to (an error, or silently wrong sums; pytorch/pytorch#169545).
-        if self.cuda_graphs and self.trainer.accumulate_grad_batches > 1 and len(self._pending) == 1:
-            own_gradients(self.model)
-
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if hasattr(_unwrap(optimizer), "update_hessian"):
@@ -249,14 +237,6 @@ class FineTuneModule(L.LightningModule):
         loss = self(batch)
         self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
         return loss
-
-    def on_validation_start(self):
-        if self.cuda_graphs:
-            eager_blocks(self.model, True)
-
-    def on_validation_end(self):
-        if self.cuda_graphs:
-            eager_blocks(self.model, False)
 
     def on_validation_epoch_end(self):
         value = self.trainer.callback_metrics.get("val_loss")
@@ -430,51 +410,6 @@ class StopAtStep(L.Callback):
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # the whole training state
             saved = self.checkpoint_path
         raise RunInterrupted(STOP.signum, step=trainer.global_step, checkpoint=saved)
-
-
-def own_gradients(model: nn.Module) -> int:
-    """Replace every parameter's ``.grad`` with a copy in memory of its own (one batched copy);
-    returns how many were copied."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    copies = [torch.empty_like(p.grad) for p in params]
-    if params:
-        torch._foreach_copy_(copies, [p.grad for p in params])
-    for param, copy in zip(params, copies, strict=True):
-        param.grad = copy
-    return len(params)
-
-
-def compile_blocks(model: nn.Module, mode: str = "default") -> int:
-    """Regional compilation: torch.compile each repeated decoder block in place (``Module.compile``).
-
-    The blocks share one compiled graph, so a 30-layer model compiles about as fast as one layer
-    (compiling the whole forward took minutes on a 7B model); parameter names, saving, export
-    and lm-eval see the plain model. Models without ``_no_split_modules`` compile whole.
-    ``mode``: torch.compile's mode. Returns how many modules were compiled.
-    """
-    blocks = decoder_blocks(model)
-    for block in blocks or [model]:
-        block.compile(mode=None if mode == "default" else mode)
-    return len(blocks) or 1
-
-
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def eager_blocks(model: nn.Module, eager: bool) -> None:
-    """Run compiled blocks eagerly (``eager=True``) or compiled again (``False``).
-
-    For forward-only passes (validation, lm-eval) under CUDA graphs: in inference, cudagraph
-    trees take a second call of the same graph as a new step and reuse its output buffers, and
-    every block shares one graph, so each block would overwrite the output the next one reads.
-    """
-    for module in model.modules():
-        # Module.compile stores the compiled forward in _compiled_call_impl; None means eager.
-        if eager and getattr(module, "_compiled_call_impl", None) is not None:
-            module._harness_compiled_call = module._compiled_call_impl
-            module._compiled_call_impl = None
-        elif not eager and "_harness_compiled_call" in module.__dict__:
-            module._compiled_call_impl = module.__dict__.pop("_harness_compiled_call")
 
 
 def shard_blocks(model: nn.Module, mesh) -> int:

@@ -32,15 +32,14 @@ What a packed trial equals: the same trial run alone by :func:`harness.train.run
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import math
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -48,6 +47,9 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .errors import USER_ERRORS
 from .schema import ConfigError, RunConfig
+
+if TYPE_CHECKING:  # harness.train imports Lightning, which the sweep driver (importing pack_key) must not
+    from .train import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -351,34 +353,91 @@ def check_pack(members: list[Member]) -> None:
         raise ConfigError(f"pack: trials differ in {', '.join(differ[:5])}; only compatible trials share a pack")
 
 
+@dataclass
+class PackClock:
+    """The packed training's span and tokens, for every member's record (the pack's measures)."""
+
+    started: float | None = None
+    ended: float | None = None
+    tokens: int = 0
+
+    def seconds(self) -> float | None:
+        return (self.ended - self.started) if self.started is not None else None
+
+
 def train_pack(members: list[Member], accelerator: str | None = None) -> list[dict]:
     """Train the members in one process over one base; write and return each one's record.
 
-    User errors raise before any weights load; later failures become each member's record.
+    The phases of :func:`harness.train.run_training`: :func:`prepare_pack`, :func:`build_pack`,
+    the base scores, the packed training (:func:`fit_pack`), each member's validation, saving and
+    scoring (:func:`_finish_member`), its record. User errors raise before any weights load; later
+    failures become each unfinished member's record (:data:`harness.train.OUTCOMES`).
     """
-    from lightning.pytorch import seed_everything
-
-    from .estimate import estimate_run, resolve_precision
-    from .module import build_optimizer, build_scheduler
-    from .record import git_sha, loss_summary, versions, write_record
+    from .record import write_record
     from .signals import STOP, RunInterrupted
-    from .train import device_info, plan_steps, size_for_cpu
+    from .train import loss_fields, outcome
 
     started = time.perf_counter()
     startup_seconds = measure.process_age_seconds()
-    device = _pick_device(accelerator or members[0].run.trainer.accelerator)
+    shared = prepare_pack(members, accelerator, startup_seconds)
+    peaks = measure.PhasePeaks(shared.device)
+    clock = PackClock()
+    try:
+        model, router = build_pack(members, shared, started)
+        for m in members:
+            if m.run.eval.tasks:
+                m.record["eval_base"] = score_pack_base(model, m, shared, peaks)
+        fit_pack(model, router, members, shared, peaks, clock)
+        for m in members:
+            if m.record["status"] != "failed" or m.active:
+                continue  # diverged in the loop
+            _finish_member(m, model, router, shared, peaks)
+        if STOP.signum is not None:  # stopped between packed steps: the unfinished trials start over
+            stopped = RunInterrupted(STOP.signum)
+            for m in members:
+                if m.active:
+                    m.record.update(status="interrupted", signal=stopped.name, error=f"{stopped} (in a pack)",
+                                    checkpoint=None)
+    except USER_ERRORS:
+        raise
+    except (Exception, RunInterrupted) as exc:  # a signal outside training (setup, scoring): the unfinished stop
+        ended = outcome(exc)
+        if ended["status"] == "interrupted":
+            ended.update(error=f"{exc} (in a pack)", checkpoint=None)
+        for m in members:
+            if m.record["status"] == "failed" and m.record["error"] is None:
+                m.record.update(ended)
+    finally:
+        if clock.started is not None and clock.ended is None:
+            clock.ended = time.perf_counter()
+            peaks.end("train")
+        snap = peaks.snapshot()
+        pack_seconds = clock.seconds()
+        for m in members:
+            m.record.update(snap)
+            m.record["train_seconds"] = pack_seconds
+            m.record["trial_train_seconds"] = (m.left_at - clock.started) if m.left_at and clock.started else None
+            m.record["total_seconds"] = time.perf_counter() - started
+            m.record["train_tokens"] = m.tokens
+            m.record["tokens_per_s"] = round(clock.tokens / pack_seconds, 2) if pack_seconds else None
+            m.record.update(loss_fields(m.train_losses, m.val_losses))
+            log_member(m)
+            write_record(m.run_dir, m.record)
+    return [m.record for m in members]
+
+
+def prepare_pack(members: list[Member], accelerator: str | None, startup_seconds: float) -> Prepared:
+    """:func:`harness.train.prepare` for a pack: the device, each member sized for it and checked
+    (alone and with the others), the shared data, and each member's opening record. Returns the
+    first member's :class:`harness.train.Prepared`, whose device, precision, tokenizer and splits
+    are the whole pack's. User errors raise here."""
+    from .estimate import estimate_run, resolve_precision
+    from .train import Prepared, opening_record, pick_device, plan_steps, sized_run
+
+    device = pick_device(accelerator or members[0].run.trainer.accelerator)
     for i, m in enumerate(members):
         m.name = f"{ADAPTER_PREFIX}{i}"
-        if m.user_keys is not None:
-            m.run, sized = size_for_cpu(m.run, device, m.user_keys)
-            if sized:
-                m.resolved = copy.deepcopy(m.resolved)
-                for key, change in sized.items():
-                    group, key_name = key.split(".")
-                    m.resolved.setdefault(group, {})[key_name] = change["applied"]
-            m.record["cpu_sizing"] = sized
-        else:
-            m.record["cpu_sizing"] = {}
+        m.run, m.resolved, m.record["cpu_sizing"] = sized_run(m.run, m.resolved, device, m.user_keys)
     check_pack(members)
     first = members[0].run
     precision = resolve_precision(first.trainer.precision, device, first.adapter.kind)
@@ -393,117 +452,90 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[di
     models.check_vocab(tokenizer, arch)
     splits, data_stats = data.build_splits(first.data, tokenizer, loaded)
     pack_names = [str(m.run_dir) for m in members]
+    prepared = []
     for m in members:
         m.total_steps, note = plan_steps(m.run, data_stats["n_train"], device, m.record["cpu_sizing"])
-        m.record = {
-            "status": "failed", "config": m.resolved, "run_dir": str(m.run_dir), "seed": m.run.seed,
-            "device": device_info(device), "precision": precision, "versions": versions(), "git_sha": git_sha(),
-            "data": data_stats, "planned_steps": m.total_steps, "memory_estimate": m.record["memory_estimate"],
-            "schedule_note": note, "cpu_sizing": m.record["cpu_sizing"], "adapter_path": None, "model_path": None,
-            "error": None, "resumed_from": None, "resume_overrides": None, "startup_seconds": startup_seconds,
-            "packed": True, "pack_members": pack_names, "pack_size": len(members), "pack_adapter": m.name,
-            "pack_measures": PACK_MEASURES,
-        }
+        prepared.append(Prepared(run=m.run, resolved=m.resolved, cpu_sizing=m.record["cpu_sizing"], device=device,
+                                 rank=0, precision=precision, resume_path=None, resume_overrides={},
+                                 memory_estimate=m.record["memory_estimate"], arch=arch, tokenizer=tokenizer,
+                                 splits=splits, data_stats=data_stats, total_steps=m.total_steps, schedule_note=note))
+        m.record = {**opening_record(prepared[-1], m.run_dir, startup_seconds), "packed": True,
+                    "pack_members": pack_names, "pack_size": len(members), "pack_adapter": m.name,
+                    "pack_measures": PACK_MEASURES}
         m.run_dir.mkdir(parents=True, exist_ok=True)
-    peaks = measure.PhasePeaks(device)
-    train_started = train_ended = None
-    pack_tokens = 0
-    model = None
-    try:
-        # The base as the first trial builds it alone; a random base is the seed's draw, so a
-        # pack of a random base holds one seed (pack_key), and the adapters start where it left the RNG.
-        seed_everything(first.seed, workers=True, verbose=False)
-        before = torch.get_rng_state()
-        base = models.build_model(first.model, first.quant, precision, device)
-        after = torch.get_rng_state()
-        model, after_init = add_adapters(base, [m.run for m in members], [m.name for m in members],
-                                         None if torch.equal(before, after) else after)
-        router = attach_router(model)
-        model = convert_module(model, precision)
-        model.train()
-        trainable_all, total_all = adapters.count_parameters(model)
-        for m, rng in zip(members, after_init, strict=True):
-            view = TrialParams(model, m.name)
-            m.params = view.parameters()
-            own = sum(p.numel() for p in m.params)
-            m.record.update(trainable_params=own, total_params=total_all - trainable_all + own)
-            # As alone: without scoring, dropout draws on from where the adapter's init left the
-            # RNG; with scoring, the run reseeds after scoring the base.
-            m.rng = TrialRng(m.run.seed) if m.run.eval.tasks else rng
-            m.optimizer = build_optimizer(view, m.run.optimizer)
-            m.scheduler = build_scheduler(m.optimizer, m.run.scheduler, m.total_steps)
-            t = m.run.trainer
-            epoch_batches = min(math.ceil(len(splits["train"]) / t.micro_batch_size), m.total_steps * t.accumulate_grad_batches)
-            m.batches = trial_batches(splits["train"], t.micro_batch_size, t.accumulate_grad_batches, m.run.seed,
-                                      epoch_batches, None if t.max_steps is not None else t.epochs)
-            m.record["setup_seconds"] = time.perf_counter() - started
+    return prepared[0]
+
+
+def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple[nn.Module, Router]:
+    """The base as the first trial builds it alone, one adapter per member, and each member's
+    optimizer, scheduler, batches and dropout stream; each record gets its parameter counts."""
+    from lightning.pytorch import seed_everything
+
+    from .module import build_optimizer, build_scheduler
+
+    first = members[0].run
+    # A random base is the seed's draw, so a pack of a random base holds one seed (pack_key), and
+    # the adapters start where it left the RNG.
+    seed_everything(first.seed, workers=True, verbose=False)
+    before = torch.get_rng_state()
+    base = models.build_model(first.model, first.quant, shared.precision, shared.device)
+    after = torch.get_rng_state()
+    model, after_init = add_adapters(base, [m.run for m in members], [m.name for m in members],
+                                     None if torch.equal(before, after) else after)
+    router = attach_router(model)
+    model = convert_module(model, shared.precision)
+    model.train()
+    trainable_all, total_all = adapters.count_parameters(model)
+    train = shared.splits["train"]
+    for m, rng in zip(members, after_init, strict=True):
+        view = TrialParams(model, m.name)
+        m.params = view.parameters()
+        own = sum(p.numel() for p in m.params)
+        m.record.update(trainable_params=own, total_params=total_all - trainable_all + own)
+        # As alone: without scoring, dropout draws on from where the adapter's init left the
+        # RNG; with scoring, the run reseeds after scoring the base.
+        m.rng = TrialRng(m.run.seed) if m.run.eval.tasks else rng
+        m.optimizer = build_optimizer(view, m.run.optimizer)
+        m.scheduler = build_scheduler(m.optimizer, m.run.scheduler, m.total_steps)
+        t = m.run.trainer
+        epoch_batches = min(math.ceil(len(train) / t.micro_batch_size), m.total_steps * t.accumulate_grad_batches)
+        m.batches = trial_batches(train, t.micro_batch_size, t.accumulate_grad_batches, m.run.seed,
+                                  epoch_batches, None if t.max_steps is not None else t.epochs)
+        m.record["setup_seconds"] = time.perf_counter() - started
+    return model, router
+
+
+def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict:
+    """The member's base scores (:func:`harness.scoring.base_scores`, cached), its adapter the
+    identity before training."""
+    if evaluate.HELDOUT_TASK in m.run.eval.tasks:
+        evaluate.write_heldout(shared.splits["test"], shared.tokenizer, m.run_dir / evaluate.HELDOUT_FILE)
+    model.set_adapter(m.name)
+    with peaks.phase("eval"):
+        return scoring.base_scores(model, shared.tokenizer, m.run, shared.precision, shared.device, m.run_dir)
+
+
+def fit_pack(model, router: Router, members: list[Member], shared: Prepared, peaks: measure.PhasePeaks, clock: PackClock) -> None:
+    """Every member's first validation, then packed steps until every member has left the pack
+    (done or diverged) or a signal came (SIGTERM/SIGINT: the packed step under way finishes)."""
+    from .signals import STOP
+
+    pad_id = shared.tokenizer.pad_token_id
+    _train_mode(model, [m.name for m in members])
+    if shared.splits["val"]:
         for m in members:
-            if m.run.eval.tasks:
-                if evaluate.HELDOUT_TASK in m.run.eval.tasks:
-                    evaluate.write_heldout(splits["test"], tokenizer, m.run_dir / evaluate.HELDOUT_FILE)
-                model.set_adapter(m.name)
-                with peaks.phase("eval"):
-                    m.record["eval_base"] = scoring.base_scores(model, tokenizer, m.run, precision, device, m.run_dir)
-        _train_mode(model, [m.name for m in members])
-        if splits["val"]:
-            for m in members:
-                m.val_losses.append(validate(model, router, m, splits["val"], tokenizer.pad_token_id, precision, device))
-        STOP.install(defer=True)
-        peaks.begin("train")
-        train_started = time.perf_counter()
-        for m in members:
-            m.active = True
-        while any(m.active for m in members) and STOP.signum is None:
-            pack_tokens += packed_step(model, router, [m for m in members if m.active], tokenizer.pad_token_id,
-                                       precision, device, train_started)
-        train_ended = time.perf_counter()
-        peaks.end("train")
-        STOP.defer = False
-        for m in members:
-            if m.record["status"] != "failed" or m.active:
-                continue  # diverged in the loop
-            _finish_member(m, model, router, splits, tokenizer, precision, device, peaks)
-        if STOP.signum is not None:  # stopped between packed steps: the unfinished trials start over
-            stopped = RunInterrupted(STOP.signum)
-            for m in members:
-                if m.active:
-                    m.record.update(status="interrupted", signal=stopped.name, error=f"{stopped} (in a pack)",
-                                    checkpoint=None)
-    except RunInterrupted as exc:  # a signal outside training (setup, scoring): the unfinished stop
-        for m in members:
-            if m.record["status"] == "failed" and m.record["error"] is None:
-                m.record.update(status="interrupted", signal=exc.name, error=f"{exc} (in a pack)", checkpoint=None)
-    except torch.cuda.OutOfMemoryError as exc:
-        for m in members:
-            if m.record["status"] == "failed" and m.record["error"] is None:
-                m.record.update(status="oom", error=str(exc).splitlines()[0])
-    except USER_ERRORS:
-        raise
-    except Exception as exc:
-        for m in members:
-            if m.record["status"] == "failed" and m.record["error"] is None:
-                m.record.update(error=f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exc()[-4000:]))
-    finally:
-        if train_started is not None and train_ended is None:
-            train_ended = time.perf_counter()
-            peaks.end("train")
-        snap = peaks.snapshot()
-        pack_seconds = (train_ended - train_started) if train_started is not None else None
-        for m in members:
-            m.record.update(snap)
-            m.record["train_seconds"] = pack_seconds
-            m.record["trial_train_seconds"] = (m.left_at - train_started) if m.left_at and train_started else None
-            m.record["total_seconds"] = time.perf_counter() - started
-            m.record["train_tokens"] = m.tokens
-            m.record["tokens_per_s"] = round(pack_tokens / pack_seconds, 2) if pack_seconds else None
-            m.record["optimizer_steps"] = len(m.train_losses)
-            m.record.update(loss_summary(m.train_losses, "train"))
-            m.record.update(loss_summary(m.val_losses, "val"))
-            m.record["train_losses"] = m.train_losses
-            m.record["val_losses"] = m.val_losses
-            log_member(m)
-            write_record(m.run_dir, m.record)
-    return [m.record for m in members]
+            m.val_losses.append(validate(model, router, m, shared.splits["val"], pad_id, shared.precision, shared.device))
+    STOP.install(defer=True)
+    peaks.begin("train")
+    clock.started = time.perf_counter()
+    for m in members:
+        m.active = True
+    while any(m.active for m in members) and STOP.signum is None:
+        clock.tokens += packed_step(model, router, [m for m in members if m.active], pad_id, shared.precision,
+                                    shared.device, clock.started)
+    clock.ended = time.perf_counter()
+    peaks.end("train")
+    STOP.defer = False
 
 
 def log_member(m: Member) -> None:
@@ -547,12 +579,6 @@ def _train_mode(model: nn.Module, names: list[str]) -> None:
     for param_name, param in model.named_parameters():
         if any(f".{name}." in param_name for name in names):
             param.requires_grad_(True)
-
-
-def _pick_device(accelerator: str) -> str:
-    from .train import pick_device
-
-    return pick_device(accelerator)
 
 
 def _collate(members_batches: list[list[dict]], pad_id: int) -> tuple[dict, list[tuple[int, int, int]]]:
@@ -662,10 +688,11 @@ def validate(model, router: Router, m: Member, val: list[dict], pad_id: int, pre
     return total / weight
 
 
-def _finish_member(m: Member, model, router: Router, splits, tokenizer, precision: str, device: str, peaks) -> None:
+def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: measure.PhasePeaks) -> None:
     """After training: the trial's last validation, its adapter saved, its scores."""
-    from .train import score_trained
+    from .train import outcome
 
+    splits, tokenizer, precision, device = shared.splits, shared.tokenizer, shared.precision, shared.device
     try:
         if splits["val"]:
             m.val_losses.append(validate(model, router, m, splits["val"], tokenizer.pad_token_id, precision, device))
@@ -675,16 +702,14 @@ def _finish_member(m: Member, model, router: Router, splits, tokenizer, precisio
             eval_started = time.perf_counter()
             model.set_adapter(m.name)
             with peaks.phase("eval"):
-                m.record.update(score_trained(model, tokenizer, m.run, precision, device, m.run_dir, m.record))
+                m.record.update(scoring.score_trained(model, tokenizer, m.run, precision, device, m.run_dir,
+                                                      m.record["eval_base"], m.record["adapter_path"]))
             m.record["eval_seconds"] = time.perf_counter() - eval_started
         m.record["status"] = "ok"
-    except torch.cuda.OutOfMemoryError as exc:
-        m.record.update(status="oom", error=str(exc).splitlines()[0])
     except USER_ERRORS:
         raise
     except Exception as exc:
-        m.record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                        traceback="".join(traceback.format_exc()[-4000:]))
+        m.record.update(outcome(exc))
 
 
 def save_adapter(model, m: Member, tokenizer) -> None:

@@ -127,9 +127,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def train_and_report(run, resolved: dict, run_dir: Path) -> None:
     """Train, print the record's summary; a run that did not end ok exits 1 with one line saying why."""
-    from .train import run_training
-
-    record = run_training(run, resolved, run_dir)
+    record = train(run, resolved, run_dir)
     if record.get("rank", 0) != 0:
         return  # a device process of a multi-device run: rank 0 reports
     summary = {k: record.get(k) for k in ("status", "train_loss_last", "val_loss_last", "tokens_per_s", "train_seconds",
@@ -146,6 +144,65 @@ def train_and_report(run, resolved: dict, run_dir: Path) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(128 + signum if signum else 1)  # interrupted: the shell's code for the signal
+
+
+def train(run, resolved: dict, run_dir: Path) -> dict:
+    """The run as the entry point hands it off: one attempt (:func:`harness.train.run_training`),
+    or with ``trainer.oom_retry`` on one device, attempts at smaller micro-batches until one does
+    not run out of memory (:func:`run_retrying_oom`). Returns the record."""
+    from .train import run_training
+
+    if run.trainer.oom_retry and run.trainer.devices == 1:
+        return run_retrying_oom(run, resolved, run_dir)
+    return run_training(run, resolved, run_dir)
+
+
+def run_retrying_oom(run, resolved_config: dict, run_dir: Path) -> dict:
+    """``trainer.oom_retry``: :func:`harness.train.run_training`, and while it runs out of memory
+    in training, again from the start at half the micro-batch (the largest divisor of the global
+    batch at most half) and so twice the accumulation: the global batch, the optimizer steps and
+    the data order stay the same. Stops at micro-batch 1. The last record lists every attempt in
+    ``oom_retries`` (micro_batch_size, accumulate, status, error); its ``config`` holds the
+    micro-batch that ran."""
+    import copy
+    import dataclasses
+    import gc
+
+    import torch
+
+    from .record import write_record
+    from .train import run_training
+
+    attempts: list[dict] = []
+    while True:
+        record = run_training(run, resolved_config, run_dir)
+        ran = record["config"]["trainer"]  # after CPU sizing: the batch this attempt trained with
+        micro, global_batch = ran["micro_batch_size"], ran["global_batch_size"]
+        attempts.append({"micro_batch_size": micro, "accumulate": global_batch // micro, "status": record["status"],
+                         "error": record.get("error") if record["status"] != "ok" else None})
+        if record["status"] != "oom" or not record.get("oom_in_training") or micro == 1:
+            break
+        smaller = next(m for m in range(micro // 2, 0, -1) if global_batch % m == 0)
+        # Logged as harness.train, where this line has always come from.
+        logging.getLogger("harness.train").warning(
+            "out of memory at micro-batch %d (accumulate %d): trainer.oom_retry runs again at micro-batch %d "
+            "(accumulate %d), global batch %d", micro, global_batch // micro, smaller, global_batch // smaller, global_batch)
+        del record
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        # The CPU sizing's batch is what ran; the retry starts over rather than resume a checkpoint
+        # taken at the other micro-batch.
+        trainer = dataclasses.replace(run.trainer, micro_batch_size=smaller, global_batch_size=global_batch,
+                                      cpu_micro_batch_size=None, cpu_global_batch_size=None, resume=None,
+                                      resume_override=False)
+        run = dataclasses.replace(run, trainer=trainer)
+        resolved_config = copy.deepcopy(resolved_config)
+        resolved_config["trainer"].update(micro_batch_size=smaller, global_batch_size=global_batch)
+    if len(attempts) > 1:
+        record["oom_retries"] = attempts
+        write_record(run_dir, record)
+    return record
 
 
 def preflight(run) -> None:

@@ -73,3 +73,18 @@ def score_merged_16bit(adapter_dir: Path, tokenizer, run: RunConfig, precision: 
     if device == "cuda":
         torch.cuda.empty_cache()
     return out
+
+
+def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path, eval_base: dict,
+                  adapter_path: str | None) -> dict:
+    """The trained model's scores and their deltas from the base (``eval_base``); a quantized
+    adapter (saved in ``adapter_path``) is also scored merged into the 16-bit base, which then
+    becomes ``eval`` (see the module's docstring)."""
+    scores = score_run(model, tokenizer, run, device, run_dir)
+    if not scores_merged(run):
+        return {"eval": scores, "eval_protocol": IN_PROCESS, "eval_delta": evaluate.deltas(scores, eval_base)}
+    out = {"eval_quantized": scores, "eval_base_quantized": eval_base,
+           "eval_quantized_delta": evaluate.deltas(scores, eval_base), "eval_protocol": MERGED_16BIT}
+    out.update(score_merged_16bit(Path(adapter_path), tokenizer, run, precision, device, run_dir))
+    out["eval_delta"] = evaluate.deltas(out["eval"], out["eval_base"])
+    return out

@@ -1,6 +1,7 @@
-"""Speed switches of the training path (``trainer.liger_kernels``, ``trainer.recompute_lora_dropout``;
-``trainer.compile`` lives in the module). Each keeps the loss the same function of the weights
-and the batch; ``tests/test_speed.py`` checks that against the plain path."""
+"""Speed switches of the training path: ``trainer.compile`` (regional compilation, and with
+``trainer.compile_mode`` CUDA graphs, which the training loop must humour: :class:`CudaGraphGuard`),
+``trainer.liger_kernels`` and ``trainer.recompute_lora_dropout``. Each keeps the loss the same
+function of the weights and the batch; ``tests/test_speed.py`` checks that against the plain path."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .schema import AdapterConfig, ConfigError
+from .models import decoder_blocks
+from .schema import AdapterConfig, ConfigError, TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +105,92 @@ def recompute_lora_dropout(model: nn.Module) -> int:
             changed += 1
     return changed
 
+
+
+# -- trainer.compile -------------------------------------------------------------------------------
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def uses_cuda_graphs(trainer: TrainerConfig) -> bool:
+    """Whether the compiled blocks replay CUDA graphs (``trainer.compile_mode`` of
+    :data:`CUDA_GRAPH_MODES`): batches then keep one width, and forward-only passes run eagerly."""
+    return trainer.compile and trainer.compile_mode in CUDA_GRAPH_MODES
+
+
+def compile_blocks(model: nn.Module, mode: str = "default") -> int:
+    """Regional compilation: torch.compile each repeated decoder block in place (``Module.compile``).
+
+    The blocks share one compiled graph, so a 30-layer model compiles about as fast as one layer
+    (compiling the whole forward took minutes on a 7B model); parameter names, saving, export
+    and lm-eval see the plain model. Models without ``_no_split_modules`` compile whole.
+    ``mode``: torch.compile's mode. Returns how many modules were compiled.
+    """
+    blocks = decoder_blocks(model)
+    for block in blocks or [model]:
+        block.compile(mode=None if mode == "default" else mode)
+    return len(blocks) or 1
+
+
+def eager_blocks(model: nn.Module, eager: bool) -> None:
+    """Run compiled blocks eagerly (``eager=True``) or compiled again (``False``).
+
+    For forward-only passes (validation, lm-eval) under CUDA graphs: in inference, cudagraph
+    trees take a second call of the same graph as a new step and reuse its output buffers, and
+    every block shares one graph, so each block would overwrite the output the next one reads.
+    """
+    for module in model.modules():
+        # Module.compile stores the compiled forward in _compiled_call_impl; None means eager.
+        if eager and getattr(module, "_compiled_call_impl", None) is not None:
+            module._harness_compiled_call = module._compiled_call_impl
+            module._compiled_call_impl = None
+        elif not eager and "_harness_compiled_call" in module.__dict__:
+            module._compiled_call_impl = module.__dict__.pop("_harness_compiled_call")
+
+
+def own_gradients(model: nn.Module) -> int:
+    """Replace every parameter's ``.grad`` with a copy in memory of its own (one batched copy);
+    returns how many were copied."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    copies = [torch.empty_like(p.grad) for p in params]
+    if params:
+        torch._foreach_copy_(copies, [p.grad for p in params])
+    for param, copy in zip(params, copies, strict=True):
+        param.grad = copy
+    return len(params)
+
+
+def cuda_graph_guard():
+    """A Lightning callback with what the training loop owes blocks that replay CUDA graphs
+    (:func:`uses_cuda_graphs`): validation runs them eagerly (see :func:`eager_blocks`), and with
+    gradient accumulation the first micro-batch's gradients are copied out of the graph's buffers.
+
+    Built on call: the dry-run estimate imports this module, and stays clear of Lightning's imports.
+    """
+    import lightning as L
+
+    class CudaGraphGuard(L.Callback):
+        def __init__(self):
+            self.first_backward = True  # of the optimizer step under way
+
+        def on_train_start(self, trainer, pl_module):
+            self.first_backward = True
+
+        def on_after_backward(self, trainer, pl_module):
+            # Under CUDA graphs autograd adopts the first micro-batch's gradients as .grad, and they
+            # are the graph's own output buffers: the next micro-batch's replay overwrites them
+            # before they are added to (an error, or silently wrong sums; pytorch/pytorch#169545).
+            if self.first_backward and trainer.accumulate_grad_batches > 1:
+                own_gradients(pl_module.model)
+            self.first_backward = False
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.first_backward = True
+
+        def on_validation_start(self, trainer, pl_module):
+            eager_blocks(pl_module.model, True)
+
+        def on_validation_end(self, trainer, pl_module):
+            eager_blocks(pl_module.model, False)
+
+    return CudaGraphGuard()

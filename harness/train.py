@@ -1,4 +1,11 @@
-"""One training run, from a validated config to a record: the builders wired together."""
+"""One training run, from a validated config to a record: the builders wired together.
+
+:func:`run_training` reads as its phases: :func:`prepare` (device, precision, every check that
+needs no weights, the data) -> :func:`build_model` and :func:`build_loop` (model, adapter,
+Lightning) -> :func:`fit` -> :func:`gather` (measurements across devices) ->
+:func:`save_and_score` -> :func:`finish_record`; how a run that raised ends is :data:`OUTCOMES`.
+It is one attempt: ``trainer.oom_retry`` is the entry point's (:mod:`harness.run`).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +19,14 @@ import time
 import traceback
 from pathlib import Path
 
+import lightning as L
 import torch
 
 from . import adapters, batches, data, evaluate, measure, models, scoring, speed, tracking
 from .errors import USER_ERRORS
 from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
-from .module import (
-    DivergedError,
-    FineTuneModule,
-    StopAtStep,
-    check_resume_config,
-    eager_blocks,
-    steps_per_epoch,
-)
+from .module import DivergedError, FineTuneModule, StopAtStep, check_resume_config, steps_per_epoch
 from .paths import MissingPathError
 from .record import git_sha, loss_summary, versions, write_record
 from .schema import ConfigError, RunConfig
@@ -121,10 +122,11 @@ def size_for_cpu(run: RunConfig, device: str, user_keys: set[str]) -> tuple[RunC
                                        for group, values in changes.items() if values}), sized
 
 
-def sized_run(run: RunConfig, resolved_config: dict, device: str) -> tuple[RunConfig, dict, dict]:
+def sized_run(run: RunConfig, resolved_config: dict, device: str,
+              user_keys: set[str] | None) -> tuple[RunConfig, dict, dict]:
     """The run (and its resolved config, for the record) after :func:`size_for_cpu`, and what it
-    changed; unchanged outside ``python -m harness.run``."""
-    user_keys = command_line_keys()
+    changed; unchanged without ``user_keys`` (outside ``python -m harness.run``:
+    :func:`command_line_keys`)."""
     run, sized = size_for_cpu(run, device, user_keys) if user_keys is not None else (run, {})
     if sized:  # the record's config is what ran; the record's cpu_sizing keeps what was configured
         resolved_config = copy.deepcopy(resolved_config)
@@ -153,20 +155,83 @@ def resume_checkpoint(run: RunConfig, run_dir: Path) -> Path | None:
     return path
 
 
-def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
-    """Train one run and write its record. Returns the record (status ok, oom, diverged or failed).
+@dataclasses.dataclass
+class Prepared:
+    """A run checked and ready to build: what :func:`prepare` found before any weights load."""
+
+    run: RunConfig  # as it goes: after CPU sizing
+    resolved: dict  # the record's config: what ran
+    cpu_sizing: dict  # what the CPU sizing changed (:func:`size_for_cpu`)
+    device: str
+    rank: int
+    precision: str
+    resume_path: Path | None
+    resume_overrides: dict
+    memory_estimate: dict
+    arch: object  # the model's transformers config
+    tokenizer: object
+    splits: dict
+    data_stats: dict
+    total_steps: int
+    schedule_note: str | None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the compiled blocks replay CUDA graphs (:func:`harness.speed.uses_cuda_graphs`)."""
+        return speed.uses_cuda_graphs(self.run.trainer)
+
+
+def run_training(run: RunConfig, resolved_config: dict, run_dir: Path, warmup_steps: int | None = None) -> dict:
+    """Train one run, once, and write its record. Returns the record (status ok, or as
+    :data:`OUTCOMES` maps how it ended). ``warmup_steps``: optimizer steps the steady-state rate
+    leaves out (None: :class:`harness.measure.MeasureCallback`'s default).
 
     User errors raise before any model weights load; later failures become records.
     """
-    import lightning as L
-
-    if run.trainer.oom_retry and run.trainer.devices == 1:
-        return run_retrying_oom(run, resolved_config, run_dir)
     started = time.perf_counter()
     startup_seconds = measure.process_age_seconds()  # imports and composing, before this function
+    p = prepare(run, resolved_config, run_dir)
+    record = opening_record(p, run_dir, startup_seconds)
+    peaks = measure.PhasePeaks(p.device)
+    measure_cb = measure.MeasureCallback(warmup_steps, peaks=peaks)
+    module, loggers = None, []
+    try:
+        loggers = tracking.build_loggers(p.run.logger, run_dir, p.resolved) if p.rank == 0 else []
+        model = build_model(p, run_dir, record)
+        module, datamodule, trainer = build_loop(p, run_dir, model, measure_cb, loggers)
+        record["setup_seconds"] = time.perf_counter() - started  # data, estimate, model, adapter
+        if p.run.eval.tasks and p.rank == 0:
+            record["eval_base"] = score_base(model, p, run_dir, peaks)
+        fit(trainer, module, datamodule, p, record)
+        model = gather(trainer, model, p, peaks, measure_cb, record)
+        if p.rank != 0:
+            record.update(status="ok", rank=p.rank)
+            return record
+        save_and_score(model, p, run_dir, peaks, record)
+        record["status"] = "ok"
+    except USER_ERRORS:
+        raise
+    except (Exception, RunInterrupted) as exc:  # any other end is data for the record, not a lost run
+        record.update(outcome(exc))
+        if record["status"] == "oom":
+            record["oom_in_training"] = measure_cb.train_start is not None and measure_cb.train_end is None
+    finally:
+        STOP.hold()  # a signal from here on (a second SIGTERM, Ctrl-C again) waits for the record
+        finish_record(record, module, p, peaks, measure_cb, started)
+        if p.rank == 0:
+            tracking.finish_loggers(loggers, record)
+            write_record(run_dir, record)
+        STOP.release()
+    return record
+
+
+def prepare(run: RunConfig, resolved_config: dict, run_dir: Path) -> Prepared:
+    """Device, ranks, CPU sizing and precision; every check that needs no weights (quantization,
+    adapter init, the resume checkpoint's config, data, eval tasks, the estimate, liger, the
+    vocabulary); then the data's splits and the step plan. User errors raise here."""
     device = pick_device(run.trainer.accelerator)
-    run, resolved_config, cpu_sized = sized_run(run, resolved_config, device)
-    # With several devices Lightning starts one process per device, each running this function;
+    run, resolved_config, cpu_sized = sized_run(run, resolved_config, device, command_line_keys())
+    # With several devices Lightning starts one process per device, each running run_training;
     # rank 0 alone scores, saves and writes the record.
     rank, local_rank = process_ranks()
     if run.trainer.devices > 1 and device == "cuda":
@@ -195,198 +260,203 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
     total_steps, schedule_note = plan_steps(run, data_stats["n_train"], device, cpu_sized)
     if schedule_note:
         log.warning(schedule_note)
+    return Prepared(run=run, resolved=resolved_config, cpu_sizing=cpu_sized, device=device, rank=rank,
+                    precision=precision, resume_path=resume_path, resume_overrides=resume_overrides,
+                    memory_estimate=estimate["memory_estimate"], arch=arch, tokenizer=tokenizer, splits=splits,
+                    data_stats=data_stats, total_steps=total_steps, schedule_note=schedule_note)
 
-    record = {
+
+def opening_record(p: Prepared, run_dir: Path, startup_seconds: float) -> dict:
+    """The record as it stands before any weights load: status ``failed`` until the run ends."""
+    return {
         "status": "failed",
-        "config": resolved_config,
+        "config": p.resolved,
         "run_dir": str(run_dir),
-        "seed": run.seed,
-        "device": device_info(device),
-        "precision": precision,
+        "seed": p.run.seed,
+        "device": device_info(p.device),
+        "precision": p.precision,
         "versions": versions(),
         "git_sha": git_sha(),
-        "data": data_stats,
-        "planned_steps": total_steps,
-        "memory_estimate": estimate["memory_estimate"],
-        "schedule_note": schedule_note,
-        "cpu_sizing": cpu_sized,
+        "data": p.data_stats,
+        "planned_steps": p.total_steps,
+        "memory_estimate": p.memory_estimate,
+        "schedule_note": p.schedule_note,
+        "cpu_sizing": p.cpu_sizing,
         "adapter_path": None,
         "model_path": None,
         "error": None,
-        "resumed_from": str(resume_path) if resume_path else None,
-        "resume_overrides": resume_overrides or None,
+        "resumed_from": str(p.resume_path) if p.resume_path else None,
+        "resume_overrides": p.resume_overrides or None,
         "startup_seconds": startup_seconds,
     }
-    peaks = measure.PhasePeaks(device)
-    measure_cb = measure.MeasureCallback(peaks=peaks)
-    module = None
-    loggers: list = []
-    try:
-        loggers = tracking.build_loggers(run.logger, run_dir, resolved_config) if rank == 0 else []
-        L.seed_everything(run.seed, workers=True, verbose=False)
-        model = models.build_model(run.model, run.quant, precision, device)
-        if run.trainer.liger_kernels:
-            speed.apply_liger_kernels(model, run.adapter, device)
-        model = adapters.apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing,
-                                       adapters.init_examples(run.adapter, splits["train"]), tokenizer.pad_token_id,
-                                       init_dir=run_dir / adapters.INIT_DIR if run.trainer.save_weights and rank == 0 else None)
-        if run.trainer.recompute_lora_dropout:
-            log.info("recompute_lora_dropout: %d LoRA dropouts redrawn in backward", speed.recompute_lora_dropout(model))
-        model.train()  # from_pretrained returns eval mode, which would silence LoRA dropout
-        trainable, total = adapters.count_parameters(model)
-        record.update(trainable_params=trainable, total_params=total)
-        log.info("trainable params: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-
-        module = FineTuneModule(model, run.optimizer, run.scheduler, total_steps, compile=run.trainer.compile,
-                                shard=run.trainer.strategy == "fsdp", compile_mode=run.trainer.compile_mode)
-        module.run_config, module.reapply_hparams = resolved_config, bool(resume_overrides)
-        # CUDA graphs record a graph per batch shape: one width keeps it to one.
-        datamodule = batches.InstructionDataModule(splits, tokenizer.pad_token_id, run.trainer.micro_batch_size, run.seed,
-                                                   run.data.num_workers, pad_to=run.data.max_seq_len if module.cuda_graphs else None)
-        t = run.trainer
-        # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
-        epoch_batches = min(math.ceil(len(splits["train"]) / (t.micro_batch_size * t.devices)),
-                            total_steps * t.accumulate_grad_batches)
-        # Lightning counts the validation interval in micro-batches, within one epoch.
-        val_interval = min(t.val_every_n_steps * t.accumulate_grad_batches, epoch_batches) if t.val_every_n_steps else None
-        trainer = L.Trainer(
-            accelerator="gpu" if device == "cuda" else "cpu",
-            devices=t.devices,
-            strategy=training_strategy(t),
-            precision=precision,
-            max_epochs=-1 if t.max_steps is not None else t.epochs,  # max_steps overrides epochs
-            max_steps=total_steps,
-            limit_train_batches=epoch_batches,
-            accumulate_grad_batches=t.accumulate_grad_batches,
-            gradient_clip_val=t.max_grad_norm,
-            logger=loggers or False,
-            callbacks=[measure_cb, measure.HostMetricsBar(measure_cb, refresh_rate=t.accumulate_grad_batches), *checkpoint_callbacks(run, run_dir),
-                       *trial_callbacks(), *fault_callbacks(run.fault), StopAtStep(stop_checkpoint(run, run_dir))],
-            enable_checkpointing=t.checkpoint_every_n_steps is not None,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            log_every_n_steps=t.log_every_n_steps,
-            val_check_interval=val_interval,
-            # Without an interval, validation runs only before and after fit (below).
-            check_val_every_n_epoch=None if val_interval else t.epochs + 1,
-            default_root_dir=str(run_dir),
-        )
-        record["setup_seconds"] = time.perf_counter() - started  # data, estimate, model, adapter
-        if run.eval.tasks and rank == 0:
-            # Before training the adapter is the identity (LoRA B = 0), so this model is the base.
-            if evaluate.HELDOUT_TASK in run.eval.tasks:
-                evaluate.write_heldout(splits["test"], tokenizer, run_dir / evaluate.HELDOUT_FILE)
-            eager_blocks(model, module.cuda_graphs)  # forward-only: see eager_blocks
-            with peaks.phase("eval"):
-                record["eval_base"] = scoring.base_scores(model, tokenizer, run, precision, device, run_dir)
-            eager_blocks(model, False)
-            # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
-            L.seed_everything(run.seed, workers=True, verbose=False)
-        if splits["val"] and resume_path is None:  # a resumed run has its first val loss in the checkpoint
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-        # weights_only: a checkpoint is data, never code to run.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path, weights_only=True)
-        if resume_path is not None:
-            record["resumed_at_step"] = module.resumed_at_step
-        if splits["val"]:
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-        if t.devices > 1:
-            record.update(gather_device_peaks(trainer, peaks, measure_cb))
-        if t.strategy == "fsdp":
-            # Every process sends its shards; rank 0 gets the whole state on the CPU.
-            gathered = trainer.strategy.lightning_module_state_dict()
-            if rank == 0:
-                model = unsharded_model(run, precision, device, gathered)
-            del gathered
-        if rank != 0:
-            record.update(status="ok", rank=rank)
-            return record
-        if t.save_weights:
-            save_trained(model, tokenizer, run, run_dir, record)
-        if run.eval.tasks:
-            eval_started = time.perf_counter()
-            eager_blocks(model, module.cuda_graphs)
-            with peaks.phase("eval"):
-                record.update(score_trained(model, tokenizer, run, precision, device, run_dir, record))
-            record["eval_seconds"] = time.perf_counter() - eval_started
-        record["status"] = "ok"
-    except RunInterrupted as exc:  # SIGTERM/SIGINT: a checkpoint to resume from, when checkpointing is on
-        record.update(status="interrupted", signal=exc.name, error=str(exc),
-                      checkpoint=str(exc.checkpoint) if exc.checkpoint else None)
-    except DivergedError as exc:
-        record.update(status="diverged", error=str(exc))
-    except PrunedError as exc:
-        record.update(status="pruned", error=str(exc))
-    except torch.cuda.OutOfMemoryError as exc:
-        record.update(status="oom", error=str(exc).splitlines()[0],
-                      oom_in_training=measure_cb.train_start is not None and measure_cb.train_end is None)
-    except USER_ERRORS:
-        raise
-    except Exception as exc:  # any other crash is data for the record, not a lost run
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exc()[-4000:]))
-    finally:
-        STOP.hold()  # a signal from here on (a second SIGTERM, Ctrl-C again) waits for the record
-        if module is not None:
-            # The last step's loss is still on its way to the host when training stopped early
-            # (pruned, failed); a broken device must not cost the record, so errors are dropped.
-            with contextlib.suppress(Exception):
-                module.record_losses()
-        if measure_cb.train_start is not None and "train" not in peaks.phases:
-            peaks.end("train")  # training stopped early (oom, crash): its peak so far
-        record.update(peaks.snapshot())
-        record["train_seconds"] = measure_cb.train_seconds
-        record["total_seconds"] = time.perf_counter() - started
-        if "total_params" in record:
-            record.update(measure.throughput(measure_cb, record["total_params"], record["trainable_params"], arch,
-                                             measure.gpu_peak_flops(run.trainer.peak_tflops) if device == "cuda" else None))
-        record["optimizer_steps"] = len(module.train_losses) if module else 0
-        record.update(loss_summary(module.train_losses if module else [], "train"))
-        record.update(loss_summary(module.val_losses if module else [], "val"))
-        record["train_losses"] = module.train_losses if module else []
-        record["val_losses"] = module.val_losses if module else []
-        if rank == 0:
-            tracking.finish_loggers(loggers, record)
-            write_record(run_dir, record)
-        STOP.release()
-    return record
 
 
-def run_retrying_oom(run: RunConfig, resolved_config: dict, run_dir: Path) -> dict:
-    """``trainer.oom_retry``: :func:`run_training`, and while it runs out of memory in training,
-    again from the start at half the micro-batch (the largest divisor of the global batch at most
-    half) and so twice the accumulation: the global batch, the optimizer steps and the data order
-    stay the same. Stops at micro-batch 1. The last record lists every attempt in ``oom_retries``
-    (micro_batch_size, accumulate, status, error); its ``config`` holds the micro-batch that ran."""
-    import gc
+def build_model(p: Prepared, run_dir: Path, record: dict):
+    """The base model with its adapter (and the speed switches that patch them), in training
+    mode; the record gets the parameter counts."""
+    run = p.run
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    model = models.build_model(run.model, run.quant, p.precision, p.device)
+    if run.trainer.liger_kernels:
+        speed.apply_liger_kernels(model, run.adapter, p.device)
+    model = adapters.apply_adapter(model, run.adapter, run.trainer.gradient_checkpointing,
+                                   adapters.init_examples(run.adapter, p.splits["train"]), p.tokenizer.pad_token_id,
+                                   init_dir=run_dir / adapters.INIT_DIR if run.trainer.save_weights and p.rank == 0 else None)
+    if run.trainer.recompute_lora_dropout:
+        log.info("recompute_lora_dropout: %d LoRA dropouts redrawn in backward", speed.recompute_lora_dropout(model))
+    model.train()  # from_pretrained returns eval mode, which would silence LoRA dropout
+    trainable, total = adapters.count_parameters(model)
+    record.update(trainable_params=trainable, total_params=total)
+    log.info("trainable params: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return model
 
-    trainer = dataclasses.replace(run.trainer, oom_retry=False)
-    attempts: list[dict] = []
-    while True:
-        record = run_training(dataclasses.replace(run, trainer=trainer), resolved_config, run_dir)
-        ran = record["config"]["trainer"]  # after CPU sizing: the batch this attempt trained with
-        micro, global_batch = ran["micro_batch_size"], ran["global_batch_size"]
-        attempts.append({"micro_batch_size": micro, "accumulate": global_batch // micro, "status": record["status"],
-                         "error": record.get("error") if record["status"] != "ok" else None})
-        if record["status"] != "oom" or not record.get("oom_in_training") or micro == 1:
-            break
-        smaller = next(m for m in range(micro // 2, 0, -1) if global_batch % m == 0)
-        log.warning("out of memory at micro-batch %d (accumulate %d): trainer.oom_retry runs again at micro-batch %d "
-                    "(accumulate %d), global batch %d", micro, global_batch // micro, smaller, global_batch // smaller, global_batch)
-        del record
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        # The CPU sizing's batch is what ran; the retry starts over rather than resume a checkpoint
-        # taken at the other micro-batch.
-        trainer = dataclasses.replace(trainer, micro_batch_size=smaller, global_batch_size=global_batch,
-                                      cpu_micro_batch_size=None, cpu_global_batch_size=None, resume=None,
-                                      resume_override=False)
-        resolved_config = copy.deepcopy(resolved_config)
-        resolved_config["trainer"].update(micro_batch_size=smaller, global_batch_size=global_batch)
-    if len(attempts) > 1:
-        record["oom_retries"] = attempts
-        write_record(run_dir, record)
-    return record
+
+def build_loop(p: Prepared, run_dir: Path, model, measure_cb: measure.MeasureCallback, loggers: list):
+    """The LightningModule (its blocks compiled with ``trainer.compile``), the data module and
+    Lightning's Trainer with the harness's callbacks."""
+    run, t = p.run, p.run.trainer
+    if t.compile:
+        speed.compile_blocks(model, t.compile_mode)
+    module = FineTuneModule(model, run.optimizer, run.scheduler, p.total_steps, shard=t.strategy == "fsdp")
+    module.run_config, module.reapply_hparams = p.resolved, bool(p.resume_overrides)
+    # CUDA graphs record a graph per batch shape: one width keeps it to one.
+    datamodule = batches.InstructionDataModule(p.splits, p.tokenizer.pad_token_id, t.micro_batch_size, run.seed,
+                                               run.data.num_workers, pad_to=run.data.max_seq_len if p.cuda_graphs else None)
+    # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
+    epoch_batches = min(math.ceil(len(p.splits["train"]) / (t.micro_batch_size * t.devices)),
+                        p.total_steps * t.accumulate_grad_batches)
+    # Lightning counts the validation interval in micro-batches, within one epoch.
+    val_interval = min(t.val_every_n_steps * t.accumulate_grad_batches, epoch_batches) if t.val_every_n_steps else None
+    trainer = L.Trainer(
+        accelerator="gpu" if p.device == "cuda" else "cpu",
+        devices=t.devices,
+        strategy=training_strategy(t),
+        precision=p.precision,
+        max_epochs=-1 if t.max_steps is not None else t.epochs,  # max_steps overrides epochs
+        max_steps=p.total_steps,
+        limit_train_batches=epoch_batches,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.max_grad_norm,
+        logger=loggers or False,
+        callbacks=[measure_cb, measure.HostMetricsBar(measure_cb, refresh_rate=t.accumulate_grad_batches),
+                   *checkpoint_callbacks(run, run_dir), *trial_callbacks(), *fault_callbacks(run.fault),
+                   StopAtStep(stop_checkpoint(run, run_dir)), *([speed.cuda_graph_guard()] if p.cuda_graphs else [])],
+        enable_checkpointing=t.checkpoint_every_n_steps is not None,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=val_interval,
+        # Without an interval, validation runs only before and after fit (below).
+        check_val_every_n_epoch=None if val_interval else t.epochs + 1,
+        default_root_dir=str(run_dir),
+    )
+    return module, datamodule, trainer
+
+
+def score_base(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks) -> dict:
+    """The base model's scores (:func:`harness.scoring.base_scores`, cached), before training:
+    the adapter is then the identity (LoRA B = 0), so this model is the base."""
+    if evaluate.HELDOUT_TASK in p.run.eval.tasks:
+        evaluate.write_heldout(p.splits["test"], p.tokenizer, run_dir / evaluate.HELDOUT_FILE)
+    speed.eager_blocks(model, p.cuda_graphs)  # forward-only: see eager_blocks
+    with peaks.phase("eval"):
+        scores = scoring.base_scores(model, p.tokenizer, p.run, p.precision, p.device, run_dir)
+    speed.eager_blocks(model, False)
+    # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
+    L.seed_everything(p.run.seed, workers=True, verbose=False)
+    return scores
+
+
+def fit(trainer, module: FineTuneModule, datamodule, p: Prepared, record: dict) -> None:
+    """Training, from the resume checkpoint when there is one, with a validation pass before and
+    after it (when there is a validation split)."""
+    if p.splits["val"] and p.resume_path is None:  # a resumed run has its first val loss in the checkpoint
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    # weights_only: a checkpoint is data, never code to run.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=p.resume_path, weights_only=True)
+    if p.resume_path is not None:
+        record["resumed_at_step"] = module.resumed_at_step
+    if p.splits["val"]:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+
+
+def gather(trainer, model, p: Prepared, peaks: measure.PhasePeaks, measure_cb, record: dict):
+    """After training on several devices (every process calls it): each device's peaks at
+    rank 0, and under FSDP the whole trained model at rank 0. Returns the model rank 0 saves
+    and scores."""
+    t = p.run.trainer
+    if t.devices > 1:
+        record.update(gather_device_peaks(trainer, peaks, measure_cb))
+    if t.strategy == "fsdp":
+        # Every process sends its shards; rank 0 gets the whole state on the CPU.
+        gathered = trainer.strategy.lightning_module_state_dict()
+        if p.rank == 0:
+            model = unsharded_model(p.run, p.precision, p.device, gathered)
+        del gathered
+    return model
+
+
+def save_and_score(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks, record: dict) -> None:
+    """Rank 0, after training: the adapter (or model) saved, and the trained model scored."""
+    run = p.run
+    if run.trainer.save_weights:
+        save_trained(model, p.tokenizer, run, run_dir, record)
+    if run.eval.tasks:
+        eval_started = time.perf_counter()
+        speed.eager_blocks(model, p.cuda_graphs)
+        with peaks.phase("eval"):
+            record.update(scoring.score_trained(model, p.tokenizer, run, p.precision, p.device, run_dir,
+                                                record["eval_base"], record["adapter_path"]))
+        record["eval_seconds"] = time.perf_counter() - eval_started
+
+
+def _interrupted(exc: RunInterrupted) -> dict:
+    return {"signal": exc.name, "error": str(exc), "checkpoint": str(exc.checkpoint) if exc.checkpoint else None}
+
+
+# How a run that raised ends, first match: the exception's type, the record's status, and what
+# else the record says of it. User errors are not here: they raise on (exit code 2, no record).
+OUTCOMES = (
+    (RunInterrupted, "interrupted", _interrupted),  # SIGTERM/SIGINT: a checkpoint to resume from, when checkpointing is on
+    (DivergedError, "diverged", lambda exc: {"error": str(exc)}),
+    (PrunedError, "pruned", lambda exc: {"error": str(exc)}),
+    (torch.cuda.OutOfMemoryError, "oom", lambda exc: {"error": str(exc).splitlines()[0]}),
+    (Exception, "failed", lambda exc: {"error": f"{type(exc).__name__}: {exc}",
+                                       "traceback": "".join(traceback.format_exception(exc))[-4000:]}),
+)
+
+
+def outcome(exc: BaseException) -> dict:
+    """The record's ``status`` and error fields for a run that ended by raising ``exc`` (:data:`OUTCOMES`)."""
+    for kind, status, fields in OUTCOMES:
+        if isinstance(exc, kind):
+            return {"status": status, **fields(exc)}
+    raise TypeError(f"no outcome for {type(exc).__name__}") from exc
+
+
+def finish_record(record: dict, module: FineTuneModule | None, p: Prepared, peaks: measure.PhasePeaks,
+                  measure_cb: measure.MeasureCallback, started: float) -> None:
+    """The record's measurements and losses, however the run ended."""
+    if module is not None:
+        # The last step's loss is still on its way to the host when training stopped early
+        # (pruned, failed); a broken device must not cost the record, so errors are dropped.
+        with contextlib.suppress(Exception):
+            module.record_losses()
+    if measure_cb.train_start is not None and "train" not in peaks.phases:
+        peaks.end("train")  # training stopped early (oom, crash): its peak so far
+    record.update(peaks.snapshot())
+    record["train_seconds"] = measure_cb.train_seconds
+    record["total_seconds"] = time.perf_counter() - started
+    if "total_params" in record:
+        record.update(measure.throughput(measure_cb, record["total_params"], record["trainable_params"], p.arch,
+                                         measure.gpu_peak_flops(p.run.trainer.peak_tflops) if p.device == "cuda" else None))
+    record.update(loss_fields(module.train_losses if module else [], module.val_losses if module else []))
+
+
+def loss_fields(train_losses: list[float], val_losses: list[float]) -> dict:
+    """The record's loss fields: the step count, first/last/best of each curve, the curves."""
+    return {"optimizer_steps": len(train_losses), **loss_summary(train_losses, "train"),
+            **loss_summary(val_losses, "val"), "train_losses": train_losses, "val_losses": val_losses}
 
 
 def process_ranks() -> tuple[int, int]:
@@ -454,19 +524,6 @@ def stop_checkpoint(run: RunConfig, run_dir: Path) -> Path | None:
     return Path(run_dir) / CHECKPOINT_DIR / f"{CHECKPOINT_NAME}.ckpt"
 
 
-def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path, record: dict) -> dict:
-    """The trained model's scores and their deltas from the base; a quantized adapter is also
-    scored merged into the 16-bit base, which becomes ``eval`` (see :mod:`harness.scoring`)."""
-    scores = scoring.score_run(model, tokenizer, run, device, run_dir)
-    if not scoring.scores_merged(run):
-        return {"eval": scores, "eval_protocol": scoring.IN_PROCESS, "eval_delta": evaluate.deltas(scores, record["eval_base"])}
-    out = {"eval_quantized": scores, "eval_base_quantized": record["eval_base"],
-           "eval_quantized_delta": evaluate.deltas(scores, record["eval_base"]), "eval_protocol": scoring.MERGED_16BIT}
-    out.update(scoring.score_merged_16bit(Path(record["adapter_path"]), tokenizer, run, precision, device, run_dir))
-    out["eval_delta"] = evaluate.deltas(out["eval"], out["eval_base"])
-    return out
-
-
 def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: dict) -> None:
     """Adapter in PEFT format (``adapter/``), or the whole model for full fine-tuning (``model/``)."""
     target = run_dir / ("model" if run.adapter.kind == "full" else "adapter")
@@ -476,6 +533,7 @@ def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: dict) 
 
 
 def device_info(device: str) -> dict:
+    """The record's ``device``: its type, the torch threads, and the GPU's name, memory and capability."""
     info = {"type": device, "torch_threads": torch.get_num_threads()}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)

@@ -12,9 +12,23 @@ from tests.test_train import tiny, train_in_process
 BATCH = ["trainer.max_steps=4", "trainer.micro_batch_size=4", "trainer.global_batch_size=8"]
 
 
+def train_handed_off(overrides: list[str], run_dir) -> dict:
+    """In process, as the entry point hands a run off (harness.run.train): trainer.oom_retry is
+    the entry point's, around harness.train.run_training's one attempt."""
+    from hydra import compose, initialize_config_dir
+
+    from harness.paths import CONF_DIR
+    from harness.run import train
+    from harness.schema import resolved_config
+
+    run = compose_run(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return train(run, resolved_config(compose("config", overrides=overrides), run), run_dir)
+
+
 def test_oom_in_training_retries_at_half_the_micro_batch_until_it_fits(chat_file, tmp_path):
     faults = ["fault.kind=oom", "fault.at_step=1", "fault.above_micro_batch_size=1"]  # fits only at micro-batch 1
-    record = train_in_process(tiny(chat_file, *BATCH, *faults, "trainer.oom_retry=true"), tmp_path / "retried")
+    record = train_handed_off(tiny(chat_file, *BATCH, *faults, "trainer.oom_retry=true"), tmp_path / "retried")
     assert record["status"] == "ok", record.get("error")
     assert [(a["micro_batch_size"], a["accumulate"], a["status"]) for a in record["oom_retries"]] == [
         (4, 2, "oom"), (2, 4, "oom"), (1, 8, "ok")]
@@ -31,7 +45,7 @@ def test_oom_in_training_retries_at_half_the_micro_batch_until_it_fits(chat_file
 
 
 def test_oom_at_micro_batch_one_is_recorded_with_every_attempt(chat_file, tmp_path):
-    record = train_in_process(tiny(chat_file, "trainer.max_steps=2", "trainer.micro_batch_size=3", "trainer.global_batch_size=6",
+    record = train_handed_off(tiny(chat_file, "trainer.max_steps=2", "trainer.micro_batch_size=3", "trainer.global_batch_size=6",
                                    "fault.kind=oom", "fault.at_step=0", "trainer.oom_retry=true"), tmp_path)
     assert record["status"] == "oom"
     # Half of 3 is 1 (the largest divisor of the global batch 6 that is at most 1.5).

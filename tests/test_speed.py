@@ -114,8 +114,8 @@ def test_compile_compiles_each_decoder_block_in_place():
 
     from harness.adapters import lora_config
     from harness.models import load_config
-    from harness.module import compile_blocks, eager_blocks
     from harness.schema import AdapterConfig
+    from harness.speed import compile_blocks, eager_blocks
     from tests.helpers import compose_run
 
     model = get_peft_model(AutoModelForCausalLM.from_config(load_config(compose_run(["model=tiny"]).model)),
@@ -132,7 +132,7 @@ def test_compile_compiles_each_decoder_block_in_place():
 
 
 def test_own_gradients_copies_each_gradient_into_its_own_memory():
-    from harness.module import own_gradients
+    from harness.speed import own_gradients
 
     model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
     model[0].weight.requires_grad_(False)
