@@ -577,8 +577,9 @@ class SweepConfig:
     process over one frozen base (:mod:`harness.packing`); ``auto`` does so for quality sweeps
     only (never for one that measures memory, runtime or quantization); ``false``: one process
     per trial. seeds_together: ``true`` starts every seed's run of a trial at once, each its own
-    process on the trial's GPU (so a GPU holds up to ``trials_per_gpu`` x seeds runs); ``false``
-    runs them one after another (needed with a pruner, which stops the later seeds). Not applied
+    process on the trial's GPU (so a GPU holds up to ``trials_per_gpu`` x seeds runs); ``auto``
+    does so where the runs get a GPU (the quality sweeps' setting), not on a CPU; ``false`` runs
+    them one after another (needed with a pruner, which stops the later seeds). Not applied
     where the sweep measures runtime (each run keeps its GPU) or packs trials. retry_failed: on
     this invocation, run the trials that failed (status ``failed``, e.g. a bug since fixed; not
     ``oom``, ``diverged`` or ``skipped``, which are results) again from the start in their
@@ -611,11 +612,13 @@ class SweepConfig:
     storage_retry_seconds: float = 300.0
     pack: str = "false"
     pack_size: int = 8
-    seeds_together: bool = False
+    seeds_together: str = "false"
     retry_failed: bool = False
 
     def __post_init__(self) -> None:
         self.pack = str(self.pack).lower()  # sweep.pack=true arrives as the string True
+        self.seeds_together = str(self.seeds_together).lower()
+        _one_of(self.seeds_together, "sweep.seeds_together", ("auto", "true", "false"))
         _one_of(self.pack, "sweep.pack", ("auto", "true", "false"))
         _require(self.pack_size > 0, "sweep.pack_size", f"must be > 0, got {self.pack_size}")
         _one_of(self.sampler, "sweep.sampler", SAMPLERS)
@@ -628,8 +631,8 @@ class SweepConfig:
         _require(self.sampler == "grid" or self.n_trials is not None or self.smoke.get("n_trials") is not None,
                  "sweep.n_trials", f"is required with sampler={self.sampler}")
         _require(self.pruner == "none" or len(self.objectives) == 1, "sweep.pruner", "pruning needs a single objective")
-        _require(self.pruner == "none" or not self.seeds_together, "sweep.seeds_together",
-                 "cannot be true with a pruner (a pruned seed stops the trial's later seeds); set sweep.pruner=none")
+        _require(self.pruner == "none" or self.seeds_together == "false", "sweep.seeds_together",
+                 "must be false with a pruner (a pruned seed stops the trial's later seeds)")
         _require(self.workers is None or self.workers > 0, "sweep.workers", f"must be > 0 or null, got {self.workers}")
         _require(self.trials_per_gpu > 0, "sweep.trials_per_gpu", f"must be > 0, got {self.trials_per_gpu}")
         _require(self.gpu_memory_budget is None or self.gpu_memory_budget > 0, "sweep.gpu_memory_budget", f"must be > 0 GiB or null, got {self.gpu_memory_budget}")

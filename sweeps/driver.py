@@ -365,8 +365,8 @@ class Driver:
         self.done: list[threading.Event] = []  # one per worker, set when it ends
         # A trial's seeds run side by side (sweep.seeds_together), except where runtime is
         # measured (each run keeps its GPU to itself) or packs take the seeds instead.
-        self.seeds_together = (plan.cfg.seeds_together and len(plan.seeds) > 1 and not plan.exclusive_gpu
-                               and not plan.pack)
+        wanted = plan.cfg.seeds_together == "true" or (plan.cfg.seeds_together == "auto" and any(slots))
+        self.seeds_together = wanted and len(plan.seeds) > 1 and not plan.exclusive_gpu and not plan.pack
         self.concurrent_runs = len(slots) * (len(plan.seeds) if self.seeds_together else 1)
 
     # -- the worker loop ------------------------------------------------------------------

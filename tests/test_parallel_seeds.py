@@ -49,3 +49,16 @@ def test_seeds_together_with_a_pruner_is_refused():
     with pytest.raises(ConfigError, match="sweep.seeds_together"):
         compose_run(["+sweep=custom", "+sweep.space.optimizer.lr=[1e-3]", "sweep.seeds=[1,2]",
                      "sweep.seeds_together=true", "sweep.pruner=median"])
+
+
+def test_auto_puts_seeds_side_by_side_only_where_runs_get_a_gpu(tmp_path):
+    from sweeps.driver import Driver, plan_sweep
+
+    run = compose_run(["+sweep=targets"])  # a quality sweep: seeds_together=auto, 3 seeds
+    assert run.sweep.seeds_together == "auto"
+    plan = plan_sweep(run.sweep, [], tmp_path)
+    on_cpu, on_gpu = Driver(plan, None, None, [None]), Driver(plan, None, None, ["0", "0"])
+    assert not on_cpu.seeds_together and on_cpu.concurrent_runs == 1
+    assert on_gpu.seeds_together and on_gpu.concurrent_runs == 2 * 3
+    runtime = compose_run(["+sweep=runtime_7b", "sweep.seeds_together=true"])  # measures runtime: runs keep the GPU
+    assert not Driver(plan_sweep(runtime.sweep, [], tmp_path / "rt"), None, None, ["0"]).seeds_together
