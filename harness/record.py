@@ -53,12 +53,23 @@ def versions() -> dict:
     return out
 
 
+def archived_sha() -> str | None:
+    """The commit ``git archive`` wrote into ``harness/COMMIT`` (export-subst), with ``-archive``:
+    the source came from that commit's archive, whose later edits git cannot see."""
+    try:
+        text = (Path(__file__).parent / "COMMIT").read_text().strip()
+    except OSError:
+        return None
+    return f"{text}-archive" if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
+
+
 def git_sha() -> str | None:
-    """The harness checkout's commit, with ``-dirty`` when it has uncommitted changes."""
+    """The harness checkout's commit, with ``-dirty`` when it has uncommitted changes; in a
+    ``git archive`` copy without ``.git``, the archived commit (:func:`archived_sha`)."""
     try:
         sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
-            return None
+            return archived_sha()
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5)
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
