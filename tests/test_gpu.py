@@ -45,7 +45,7 @@ def test_recompute_lora_dropout_keeps_the_loss_on_the_gpu(chat_file, tmp_path):
 def test_cuda_graphs_keep_the_loss_with_accumulation_and_varying_widths(chat_file, tmp_path):
     # compile_mode=reduce-overhead replays CUDA graphs. The smoke trainer accumulates 2
     # micro-batches per step (the first one's gradients must not stay in graph-owned memory:
-    # module.own_gradients), and the chat file's batches differ in width, so graphs are recorded
+    # harness.speed.own_gradients), and the chat file's batches differ in width, so graphs are recorded
     # per shape; the loss must still be the plain path's. Validation and scoring (forward only)
     # run the blocks eagerly.
     args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0", "adapter.targets=all_linear",
