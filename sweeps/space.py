@@ -150,11 +150,44 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def preset_keys(name: str) -> set[str]:
+    """The config keys preset ``name`` (``conf/preset/NAME.yaml``) sets: the groups it overrides
+    and the dotted keys of its values."""
+    import yaml
+
+    from harness.paths import CONF_DIR
+
+    path = CONF_DIR / "preset" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset={name}: no such preset (conf/preset has {', '.join(sorted(p.stem for p in path.parent.glob('*.yaml')))})")
+    spec = yaml.safe_load(path.read_text()) or {}
+    keys = {next(iter(d)).removeprefix("override ").strip("/") for d in spec.pop("defaults", []) if isinstance(d, dict)}
+
+    def walk(prefix: str, node) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            else:
+                keys.add(f"{prefix}{key}")
+
+    walk("", spec)
+    return keys
+
+
 def merge_overrides(*lists: list[str]) -> list[str]:
-    """Concatenate override lists; a later override of the same key replaces an earlier one."""
+    """Concatenate override lists; a later override of the same key replaces an earlier one, and
+    a ``preset=NAME`` replaces the earlier lists' overrides of every key the preset sets (its
+    groups and its values; a key inside a group it swaps is kept, as after ``trainer=smoke``);
+    in its own list, as on a command line, an explicit override still wins over the preset."""
     merged: dict[str, str] = {}
     for overrides in lists:
+        before = set(merged)  # the earlier lists' keys; within one list Hydra's own order rules
         for o in overrides:
-            merged.pop(override_key(o), None)
-            merged[override_key(o)] = o
+            key = override_key(o)
+            if key == "preset" and "=" in o and o.split("=", 1)[1] not in ("null", ""):
+                covered = preset_keys(o.split("=", 1)[1])
+                for earlier in [k for k in merged if k in covered and k in before]:
+                    del merged[earlier]
+            merged.pop(key, None)
+            merged[key] = o
     return list(merged.values())
