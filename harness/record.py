@@ -73,8 +73,8 @@ def git_sha() -> str | None:
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5)
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+    except (OSError, subprocess.SubprocessError):  # no git program (a bare GPU image)
+        return archived_sha()
 
 
 def loss_summary(losses: list[float], prefix: str) -> dict:

@@ -578,12 +578,12 @@ class SweepConfig:
     only (never for one that measures memory, runtime or quantization); ``false``: one process
     per trial. seeds_together: ``true`` starts every seed's run of a trial at once, each its own
     process on the trial's GPU (so a GPU holds up to ``trials_per_gpu`` x seeds runs); ``auto``
-    does so where the runs get a GPU (the quality sweeps' setting), not on a CPU; ``false`` runs
+    does so where the runs get a GPU and no pruner is on (the quality sweeps' setting); ``false`` runs
     them one after another (needed with a pruner, which stops the later seeds). Not applied
     where the sweep measures runtime (each run keeps its GPU) or packs trials. retry_failed: on
     this invocation, run the trials that failed (status ``failed``, e.g. a bug since fixed; not
     ``oom``, ``diverged`` or ``skipped``, which are results) again from the start in their
-    folders; the failed records are kept there as ``record.failed.json``. Use it from one driver.
+    folders; the failed records are kept there as ``record.failed-<trial>.json``.
     """
 
     name: str = MISSING
@@ -631,8 +631,8 @@ class SweepConfig:
         _require(self.sampler == "grid" or self.n_trials is not None or self.smoke.get("n_trials") is not None,
                  "sweep.n_trials", f"is required with sampler={self.sampler}")
         _require(self.pruner == "none" or len(self.objectives) == 1, "sweep.pruner", "pruning needs a single objective")
-        _require(self.pruner == "none" or self.seeds_together == "false", "sweep.seeds_together",
-                 "must be false with a pruner (a pruned seed stops the trial's later seeds)")
+        _require(self.pruner == "none" or self.seeds_together != "true", "sweep.seeds_together",
+                 "cannot be true with a pruner (a pruned seed stops the trial's later seeds)")
         _require(self.workers is None or self.workers > 0, "sweep.workers", f"must be > 0 or null, got {self.workers}")
         _require(self.trials_per_gpu > 0, "sweep.trials_per_gpu", f"must be > 0, got {self.trials_per_gpu}")
         _require(self.gpu_memory_budget is None or self.gpu_memory_budget > 0, "sweep.gpu_memory_budget", f"must be > 0 GiB or null, got {self.gpu_memory_budget}")

@@ -15,11 +15,11 @@ import json
 import logging
 import math
 import os
+import signal
 import statistics
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -365,7 +365,8 @@ class Driver:
         self.done: list[threading.Event] = []  # one per worker, set when it ends
         # A trial's seeds run side by side (sweep.seeds_together), except where runtime is
         # measured (each run keeps its GPU to itself) or packs take the seeds instead.
-        wanted = plan.cfg.seeds_together == "true" or (plan.cfg.seeds_together == "auto" and any(slots))
+        wanted = plan.cfg.seeds_together == "true" or (plan.cfg.seeds_together == "auto" and any(slots)
+                                                        and plan.cfg.pruner == "none")
         self.seeds_together = wanted and len(plan.seeds) > 1 and not plan.exclusive_gpu and not plan.pack
         self.concurrent_runs = len(slots) * (len(plan.seeds) if self.seeds_together else 1)
 
@@ -485,13 +486,19 @@ class Driver:
         trial_dir = plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
         overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
 
+        def seed_dir(seed) -> Path:
+            return trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}"
+
+        if fresh:  # every failed seed set aside before any runs: a later re-run never keeps one
+            for seed in plan.seeds:
+                record = self.finished_record(seed_dir(seed))
+                if record is not None and record["status"] != "ok":
+                    set_aside(seed_dir(seed), trial.user_attrs.get("retry_of", trial.number))
+
         def run_seed(seed) -> dict:
-            run_dir = trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}"
+            run_dir = seed_dir(seed)
             run_overrides = overrides + ([f"seed={seed}"] if seed is not None else [])
             record = self.finished_record(run_dir) if rerun else None
-            if record is not None and fresh and record["status"] != "ok":
-                set_aside(run_dir)
-                record = None
             if record is not None:  # this seed's run ended before the interruption: kept
                 record["sweep"]["trial"] = trial.number
                 write_record(run_dir, record)
@@ -503,8 +510,7 @@ class Driver:
         if self.seeds_together:
             # Every seed's run at once, each its own process on this worker's GPU: a GPU that
             # one small run leaves mostly idle holds the trial's seeds side by side.
-            with ThreadPoolExecutor(len(plan.seeds), thread_name_prefix=f"trial-{trial.number}") as pool:
-                records = list(pool.map(run_seed, plan.seeds))
+            records = run_side_by_side(run_seed, plan.seeds, f"trial-{trial.number}")
         else:
             for seed in plan.seeds:
                 records.append(run_seed(seed))
@@ -736,13 +742,36 @@ def suggest(trial: optuna.Trial, axis: Axis):
     return trial.suggest_float(axis.key, axis.low, axis.high, step=axis.step, log=axis.log)
 
 
-def set_aside(run_dir: Path) -> None:
+def run_side_by_side(run, seeds: list, name: str) -> list[dict]:
+    """``run(seed)`` for every seed at once, one daemon thread each (so a driver stopping on
+    Ctrl-C never waits for them, as it does not for its workers); the records in seed order."""
+    results: list = [None] * len(seeds)
+
+    def one(i: int, seed) -> None:
+        try:
+            results[i] = run(seed)
+        except BaseException as exc:  # re-raised in the worker below
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i, seed), daemon=True, name=f"{name}-seed-{seed}")
+               for i, seed in enumerate(seeds)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+def set_aside(run_dir: Path, trial: int) -> None:
     """Keep a failed run's record and checkpoints beside the run that replaces it, out of the
-    loader's sight (``record.failed.json``, ``checkpoints.failed``)."""
+    loader's sight (``record.failed-<trial>.json``, ``checkpoints.failed-<trial>``)."""
     for name in (RECORD_NAME, "checkpoints"):  # harness.train.CHECKPOINT_DIR
         old = run_dir / name
         if old.exists():
-            old.replace(run_dir / (f"{Path(name).stem}.failed{Path(name).suffix}"))
+            old.replace(run_dir / f"{Path(name).stem}.failed-{trial}{Path(name).suffix}")
 
 
 def read_trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path, started: float) -> dict:
@@ -760,8 +789,15 @@ def read_trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_p
             pass
     how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
     last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
-    return {"status": "failed", "config": resolved, "run_dir": str(run_dir), "seed": seed,
+    # SIGINT/SIGTERM before the run could write a record (start-up, or never started after the
+    # driver's interrupt): not a result; the trial runs again.
+    status = "interrupted" if code in STOP_CODES else "failed"
+    return {"status": status, "config": resolved, "run_dir": str(run_dir), "seed": seed,
             "error": f"trial process {how} without a record: {last}"[:1000], "log_tail": tail}
+
+
+# A process stopped by SIGINT or SIGTERM: killed by it, or exited 128 + it (harness.run's exit).
+STOP_CODES = (-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 def _tail(path: Path, n: int = 4000) -> str:

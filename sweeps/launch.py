@@ -33,12 +33,17 @@ class LocalLauncher:
         self.heartbeat_seconds = heartbeat_seconds
         self.running: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
+        self.stopping: int | None = None  # the signal of interrupt(); no trial starts after it
 
     def run(self, cmd: list[str], env: dict, cwd: str, log_path: Path, beat: Callable[[], None]) -> int:
+        """Run one trial process to its end; its exit code (minus the signal, as Popen gives it,
+        without starting it once :meth:`interrupt` was called)."""
         env = dict(env, **{PARENT_ENV: str(os.getpid())})
         with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
-            with self.lock:
+            with self.lock:  # started and listed at once, so interrupt() never misses it
+                if self.stopping is not None:
+                    return -self.stopping
+                proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
                 self.running.add(proc)
             try:
                 while True:
@@ -58,6 +63,7 @@ class LocalLauncher:
         """Send ``signum`` to every running trial (each then stops at the end of its optimizer
         step, checkpoints when checkpointing is on, and records ``interrupted``); how many."""
         with self.lock:
+            self.stopping = signum
             procs = list(self.running)
         for proc in procs:
             try:

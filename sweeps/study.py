@@ -308,7 +308,10 @@ def retry_failed(study: optuna.Study) -> list[int]:
     as ``retried`` and no longer counts. For after a fix: ``sweep.retry_failed=true``. Returns
     the numbers of the trials queued again."""
     status = status_of(study)
-    queued = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if status(t) == "failed"]
+    trials = study.get_trials(deepcopy=False)
+    # A driver that got there first (several started with the same command) already queued it.
+    taken = {t.user_attrs.get("retry_of") for t in trials if t.user_attrs.get("fresh")}
+    queued = [t for t in trials if t.state == TrialState.FAIL and status(t) == "failed" and t.number not in taken]
     if queued:
         study.set_user_attr(RETRIED_ATTR, sorted({*(study.user_attrs.get(RETRIED_ATTR) or []), *(t.number for t in queued)}))
     for trial in queued:

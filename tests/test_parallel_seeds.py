@@ -62,3 +62,38 @@ def test_auto_puts_seeds_side_by_side_only_where_runs_get_a_gpu(tmp_path):
     assert on_gpu.seeds_together and on_gpu.concurrent_runs == 2 * 3
     runtime = compose_run(["+sweep=runtime_7b", "sweep.seeds_together=true"])  # measures runtime: runs keep the GPU
     assert not Driver(plan_sweep(runtime.sweep, [], tmp_path / "rt"), None, None, ["0"]).seeds_together
+
+
+def test_auto_is_off_with_a_pruner_and_true_is_refused(tmp_path):
+    import pytest
+
+    from harness.schema import ConfigError
+    from sweeps.driver import Driver, plan_sweep
+
+    run = compose_run(["+sweep=rank_lr", "sweep.pruner=median"])  # auto (the sweep's): accepted
+    plan = plan_sweep(run.sweep, ["trainer.val_every_n_steps=10"], tmp_path)
+    assert run.sweep.seeds_together == "auto" and not Driver(plan, None, None, ["0"]).seeds_together
+    with pytest.raises(ConfigError, match="sweep.seeds_together: cannot be true with a pruner"):
+        compose_run(["+sweep=rank_lr", "sweep.pruner=median", "sweep.seeds_together=true"])
+
+
+def test_no_trial_starts_once_the_driver_is_interrupted(tmp_path):
+    import signal
+    import sys
+
+    from sweeps.driver import read_trial_record
+    from sweeps.launch import LocalLauncher
+
+    launcher = LocalLauncher(heartbeat_seconds=1.0)
+    marker = tmp_path / "started"
+    cmd = [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
+    assert launcher.run(cmd, {}, str(tmp_path), tmp_path / "a.log", beat=lambda: None) == 0 and marker.exists()
+    marker.unlink()
+    assert launcher.interrupt() == 0  # nothing running
+    # A seed thread that reaches its launch after the interrupt: no process, the signal as its code.
+    code = launcher.run(cmd, {}, str(tmp_path), tmp_path / "b.log", beat=lambda: None)
+    assert code == -signal.SIGTERM and not marker.exists()
+    # ... and its trial runs again on resume (interrupted), where a crash without a record is a result.
+    assert read_trial_record(tmp_path, code, {}, 1, tmp_path / "b.log", 0.0)["status"] == "interrupted"
+    assert read_trial_record(tmp_path, 130, {}, 1, tmp_path / "b.log", 0.0)["status"] == "interrupted"
+    assert read_trial_record(tmp_path, 1, {}, 1, tmp_path / "b.log", 0.0)["status"] == "failed"
