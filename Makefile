@@ -21,8 +21,11 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) -m harness.run $(ARGS)
 
+# A worker per CPU, 8 at most (pytest-xdist); tests that share state carry an xdist_group mark and
+# stay on one worker. TEST_WORKERS=0 runs them all in one process, one at a time.
+TEST_WORKERS ?= logical
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check harness sweeps tests
