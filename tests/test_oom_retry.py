@@ -5,8 +5,7 @@ are injected with the fault hook (fault.kind=oom only above a micro-batch size).
 from __future__ import annotations
 
 from harness.schema import ConfigError
-from tests.helpers import compose_run, read_record
-from tests.test_train import tiny, train_in_process
+from tests.helpers import compose_run, read_record, tiny, train_in_process
 
 # Global batch 8 over 4 optimizer steps, from micro-batch 4 (accumulate 2).
 BATCH = ["trainer.max_steps=4", "trainer.micro_batch_size=4", "trainer.global_batch_size=8"]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from harness.speed import RecomputedDropoutLinear, recompute_lora_dropout
-from tests.test_train import tiny, train_in_process
+from tests.helpers import tiny, train_in_process
 
 # switch -> extra overrides the comparison needs. The CPU tests run each switch where it can run
 # here; liger-kernel needs CUDA and is checked in tests/test_gpu.py.
