@@ -4,6 +4,7 @@ state (:data:`STOP`), shared by the entry point, the training loop and the run's
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class StopSignals:
         self.defer = False
         self.installed = False
         self.held = False
+        self.pid: int | None = None  # the process that installed the handlers
 
     def hold(self) -> None:
         """From here until :meth:`release` a signal is only remembered: the run is writing its
@@ -56,9 +58,15 @@ class StopSignals:
             return  # the run did not start from the command line: leave the process's handlers alone
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.handle)
-        self.installed, self.defer = True, defer
+        self.installed, self.defer, self.pid = True, defer, os.getpid()
 
     def handle(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            # A forked child (lm-eval's pool worker, a data loader worker) inherited the handler:
+            # it ends as the signal says. Raising here instead left Pool.terminate() waiting on it.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         first = self.signum is None
         if first:
             self.signum = signum
