@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -150,7 +151,8 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def preset_keys(name: str) -> set[str]:
+@functools.cache  # merge_overrides runs per grid point and per trial; the file does not change
+def preset_keys(name: str) -> frozenset[str]:
     """The config keys preset ``name`` (``conf/preset/NAME.yaml``) sets: the groups it overrides
     and the dotted keys of its values."""
     import yaml
@@ -171,7 +173,7 @@ def preset_keys(name: str) -> set[str]:
                 keys.add(f"{prefix}{key}")
 
     walk("", spec)
-    return keys
+    return frozenset(keys)
 
 
 def merge_overrides(*lists: list[str]) -> list[str]:
