@@ -24,6 +24,7 @@ def test_scores_after_training_on_the_gpu(chat_file, tmp_path, quant):
 
 @pytest.mark.parametrize("targets", ["all_linear", "all"])
 def test_liger_kernels_keep_the_loss_of_the_plain_path(chat_file, tmp_path, targets):
+    pytest.importorskip("liger_kernel", reason="liger-kernel is an optional extra (.[speed])")
     # With lm_head adapted the fused loss is left out (it would skip the head's LoRA); the
     # other kernels still apply.
     args = tiny(chat_file, "trainer.max_steps=3", "adapter.dropout=0", f"adapter.targets={targets}")
