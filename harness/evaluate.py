@@ -82,6 +82,10 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
         raise EvalError(f"eval.tasks: {HELDOUT_TASK} scores a run's own test split and needs one (score a run dir)")
     if all(t.startswith("harness_") for t in tasks):
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # lm-eval bootstraps a perplexity's stderr in a fork pool of one worker per CPU: forked from
+    # a run holding CUDA and threads, it hung a sweep trial on a GPU for minutes (16 workers per
+    # scoring run, 30 runs at once). Its in-process loop bootstraps the same statistic.
+    os.environ["DISABLE_MULTIPROC"] = "1"
     was_training = model.training
     if next(model.parameters()).device.type != torch.device(device).type:
         # Lightning's teardown leaves a fitted model on the CPU, and HFLM scores a model object

@@ -111,6 +111,20 @@ def test_every_local_task_scores_offline_on_the_tiny_model(tiny_model, tmp_path)
             assert all(m["value"] is not None and m["stderr"] is not None for m in metrics.values()), task
 
 
+def test_scoring_forks_no_process_and_still_bootstraps_the_perplexity_stderr(tiny_model, monkeypatch):
+    # lm-eval's fork pool (one worker per CPU) hung a GPU trial; scoring must stay in-process.
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("scoring started a multiprocessing pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    monkeypatch.delenv("DISABLE_MULTIPROC", raising=False)
+    model, tokenizer = tiny_model
+    ppl = score(model, tokenizer, ["harness_arith_2ds"], device="cpu", limit=8)["harness_arith_2ds"]["perplexity"]
+    assert ppl["value"] > 1 and ppl["stderr"] is not None and ppl["stderr"] > 0
+
+
 def test_heldout_needs_a_test_split(tiny_model):
     model, tokenizer = tiny_model
     with pytest.raises(EvalError, match="harness_heldout"):
