@@ -9,63 +9,44 @@ intervals, and a verdict from declared rules:
 - :mod:`.frame`: the DataFrame vocabulary; :mod:`.effects`: measuring parts;
 - :mod:`.verdicts`: Holm within a finding and the combine rules;
 - :mod:`.plots`, :mod:`.render`, :mod:`.document`: the figures and the Markdown/HTML page.
+
+The names below load with their submodule on first use: the sweep driver reads the claims
+(:func:`check_claims`) when it plans a sweep, and must not pay for pandas' plots, scipy's
+tests and jinja2 on every ``+sweep=...`` command, a bad one included.
 """
 
-from .claims import (
-    ADD1D,
-    AGREE,
-    ARITH_2DS_PPL,
-    ARITH_ACCS,
-    CAPITALS,
-    CLAIMS,
-    NLL,
-    PROBES,
-    QUANT_NLL,
-    SWEEP_CLAIMS,
-    TRAIN_SECONDS,
-    check_claims,
-)
-from .document import build_report, configuration_table, not_ok_table, status_counts
-from .effects import PartResult, describe, fmt
-from .frame import (
-    MEMORY,
-    MEMORY_GB,
-    axes,
-    config_means,
-    level,
-    normalize,
-    ok_runs,
-    sweep_names,
-    sweep_runs,
-    values,
-)
-from .plots import (
-    PLOTS,
-    pareto_front,
-    plot_epochs,
-    plot_learning_forgetting,
-    plot_optimizer_scheduler,
-    plot_pareto,
-    plot_qlora_bars,
-    plot_rank_alpha_heatmap,
-    plot_seed_spread,
-)
-from .stats import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, REPRODUCED
-from .verdicts import (
-    best_configuration_note,
-    evaluate_finding,
-    findings_of,
-    parts_frame,
-    seed_spread_for,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ADD1D", "AGREE", "ARITH_2DS_PPL", "ARITH_ACCS", "CAPITALS", "CLAIMS", "CONTRADICTED",
-    "INCONCLUSIVE", "MEMORY", "MEMORY_GB", "NLL", "NOT_MEASURED", "PLOTS", "PROBES", "QUANT_NLL",
-    "REPRODUCED", "SWEEP_CLAIMS", "TRAIN_SECONDS", "PartResult", "axes", "best_configuration_note",
-    "build_report", "check_claims", "config_means", "configuration_table", "describe",
-    "evaluate_finding", "findings_of", "fmt", "level", "normalize", "not_ok_table", "ok_runs",
-    "pareto_front", "parts_frame", "plot_epochs", "plot_learning_forgetting",
-    "plot_optimizer_scheduler", "plot_pareto", "plot_qlora_bars", "plot_rank_alpha_heatmap",
-    "plot_seed_spread", "seed_spread_for", "status_counts", "sweep_names", "sweep_runs", "values",
-]
+import importlib
+
+# name -> the submodule that defines it
+_EXPORTS = {
+    "ADD1D": "claims", "AGREE": "claims", "ARITH_2DS_PPL": "claims", "ARITH_ACCS": "claims", "CAPITALS": "claims",
+    "CLAIMS": "claims", "NLL": "claims", "PROBES": "claims", "QUANT_NLL": "claims", "SWEEP_CLAIMS": "claims",
+    "TRAIN_SECONDS": "claims", "check_claims": "claims",
+    "build_report": "document", "configuration_table": "document", "not_ok_table": "document",
+    "status_counts": "document",
+    "PartResult": "effects", "describe": "effects", "fmt": "effects",
+    "MEMORY": "frame", "MEMORY_GB": "frame", "axes": "frame", "config_means": "frame", "level": "frame",
+    "normalize": "frame", "ok_runs": "frame", "sweep_names": "frame", "sweep_runs": "frame", "values": "frame",
+    "PLOTS": "plots", "pareto_front": "plots", "plot_epochs": "plots", "plot_learning_forgetting": "plots",
+    "plot_optimizer_scheduler": "plots", "plot_pareto": "plots", "plot_qlora_bars": "plots",
+    "plot_rank_alpha_heatmap": "plots", "plot_seed_spread": "plots",
+    "CONTRADICTED": "stats", "INCONCLUSIVE": "stats", "NOT_MEASURED": "stats", "REPRODUCED": "stats",
+    "best_configuration_note": "verdicts", "evaluate_finding": "verdicts", "findings_of": "verdicts",
+    "parts_frame": "verdicts", "seed_spread_for": "verdicts",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
