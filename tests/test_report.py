@@ -194,6 +194,22 @@ def test_memory_is_judged_deterministically_and_old_records_say_whole_process(tm
     assert "whole-process peak (older record)" in nf4.rule
 
 
+def test_the_whole_process_memory_note_counts_only_ok_records(tmp_path):
+    # A run stopped before training has no training-phase peak; only an old ok record's memory
+    # (which the report shows) is the whole-process peak.
+    from harness.report.document import header_blocks
+    from harness.report.frame import normalize
+
+    def note(records, where):
+        frame = normalize(frame_of(tmp_path / where, ("memory_7b", records)))
+        facts = header_blocks(frame, ["memory_7b"], {}, [])[1][1]
+        return any("predate the training-phase memory peak" in fact for fact in facts)
+
+    stopped = make_record("memory_7b", 99, {"arm": "nf4"}, status="interrupted", old_memory=True)
+    assert not note([*memory_7b_records(), stopped], "new")
+    assert note(memory_7b_records(old=True), "old")
+
+
 def test_runtime_needs_three_repeats_and_uses_a_bootstrap_ratio(tmp_path):
     frame = frame_of(tmp_path / "a", ("runtime_7b", runtime_records()))
     time_part = by_label(report.evaluate_finding("F2", frame)[2])["nf4 vs LoRA bf16: train time"]

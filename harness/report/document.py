@@ -227,7 +227,8 @@ def header_blocks(frame: pd.DataFrame, names: list[str], specs: dict[str, dict],
         seen = sorted({str(v) for v in frame[col].dropna()}) if col in frame.columns else []
         if seen:
             facts.append(f"{what}: {', '.join(scrub(s) for s in seen)}.")
-    if (frame[MEMORY_SOURCE] == WHOLE_PROCESS).any():
+    # Only ok runs' memory is reported; a run stopped before training has no training-phase peak.
+    if (frame.loc[frame["status"] == "ok", MEMORY_SOURCE] == WHOLE_PROCESS).any():
         facts.append("Some records predate the training-phase memory peak: their memory is the "
                      "whole-process peak (older record), which includes scoring.")
     if "sweep.scale" in frame.columns and (frame["sweep.scale"] == "smoke").any():
