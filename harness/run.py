@@ -263,13 +263,16 @@ def check_data(run) -> None:
     """Read the data file once before the training stack is imported, so a missing, empty or
     malformed file, or a hub dataset with no network, is one line at once; the run reads it again
     (milliseconds for a small file; a large one comes back from the parse cache this read fills).
-    A reachable hub dataset is left to the run: downloading it twice would cost, not save. Then
-    the eval tasks, as the run checks them."""
+    Left to the run: the embedded data (the harness's own file, read from its cache in a third of
+    a second that every sweep trial would pay twice) and a reachable hub dataset (downloading it
+    twice would cost, not save). Then the eval tasks, as the run checks them."""
     from .data import load_examples
     from .evaluate import check_tasks
     from .models import hub_reachable
+    from .paths import is_pypi_path
 
-    if run.data.hf_name is None or not hub_reachable():
+    local = run.data.hf_name is None
+    if (local and not is_pypi_path(run.data.path)) or (not local and not hub_reachable()):
         quiet = logging.getLogger("harness.data")
         level = quiet.level
         quiet.setLevel(logging.WARNING)  # the run logs what it loaded, once
