@@ -26,7 +26,9 @@ What a packed trial equals: the same trial run alone by :func:`harness.train.run
 ``packed: true`` and names its ``pack_members``; memory and runtime fields are the pack's.
 
 ``python -m harness.packing PACK.json`` runs a pack the sweep driver wrote: ``{"members":
-[{"overrides": [...], "run_dir": "..."}, ...]}``; each member's run dir gets its own record.
+[{"overrides": [...], "run_dir": "...", "trial": {...}}, ...]}``; each member's run dir gets its
+own record, which holds its sweep trial's part (``trial``: ``sweep``, ``log``,
+``pack_memory_estimate_gib``; :func:`stamp_member`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from torch import nn
 
 from . import adapters, data, evaluate, measure, models, scoring
 from .errors import USER_ERRORS
+from .record import RunRecord
 from .schema import ConfigError, RunConfig
 
 if TYPE_CHECKING:  # harness.train imports Lightning, which the sweep driver (importing pack_key) must not
@@ -277,7 +280,8 @@ class Member:
     user_keys: set[str] | None = None  # the keys its command line set (CPU sizing), None: unsized
     env: dict[str, str] = field(default_factory=dict)  # its loggers' environment (W&B run name, group)
     name: str = ""
-    record: dict = field(default_factory=dict)
+    trial: dict = field(default_factory=dict)  # its sweep trial: sweep block, pack log, pack estimate
+    record: RunRecord | dict = field(default_factory=dict)  # a RunRecord from prepare_pack on
     total_steps: int = 0
     optimizer: object = None
     scheduler: object = None
@@ -365,7 +369,7 @@ class PackClock:
         return (self.ended - self.started) if self.started is not None else None
 
 
-def train_pack(members: list[Member], accelerator: str | None = None) -> list[dict]:
+def train_pack(members: list[Member], accelerator: str | None = None) -> list[RunRecord]:
     """Train the members in one process over one base; write and return each one's record.
 
     The phases of :func:`harness.train.run_training`: :func:`prepare_pack`, :func:`build_pack`,
@@ -422,8 +426,21 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[di
             m.record["tokens_per_s"] = round(clock.tokens / pack_seconds, 2) if pack_seconds else None
             m.record.update(loss_fields(m.train_losses, m.val_losses))
             log_member(m)
+            stamp_member(m)
             write_record(m.run_dir, m.record)
     return [m.record for m in members]
+
+
+def stamp_member(m: Member) -> None:
+    """A packed sweep trial's own part of its record (:func:`harness.trial.stamp`), and its
+    pack's log and memory estimate; nothing for a pack run outside a sweep."""
+    from .trial import stamp
+
+    stamp(m.record, m.trial)
+    if m.trial.get("log"):
+        m.record.pack_log = m.trial["log"]
+    if m.trial.get("pack_memory_estimate_gib") is not None:
+        m.record.pack_memory_estimate_gib = m.trial["pack_memory_estimate_gib"]
 
 
 def prepare_pack(members: list[Member], accelerator: str | None, startup_seconds: float) -> Prepared:
@@ -459,9 +476,9 @@ def prepare_pack(members: list[Member], accelerator: str | None, startup_seconds
                                  rank=0, precision=precision, resume_path=None, resume_overrides={},
                                  memory_estimate=m.record["memory_estimate"], arch=arch, tokenizer=tokenizer,
                                  splits=splits, data_stats=data_stats, total_steps=m.total_steps, schedule_note=note))
-        m.record = {**opening_record(prepared[-1], m.run_dir, startup_seconds), "packed": True,
-                    "pack_members": pack_names, "pack_size": len(members), "pack_adapter": m.name,
-                    "pack_measures": PACK_MEASURES}
+        m.record = opening_record(prepared[-1], m.run_dir, startup_seconds)
+        m.record.update(packed=True, pack_members=pack_names, pack_size=len(members), pack_adapter=m.name,
+                        pack_measures=PACK_MEASURES)
         m.run_dir.mkdir(parents=True, exist_ok=True)
     return prepared[0]
 
@@ -763,7 +780,8 @@ def members_from_spec(spec: dict) -> list[Member]:
         run, resolved = compose_member([str(o) for o in item["overrides"]])
         keys = {str(o).lstrip("+~").split("=", 1)[0].strip() for o in item["overrides"]}
         env = {str(k): str(v) for k, v in (item.get("env") or {}).items()}
-        members.append(Member(run=run, resolved=resolved, run_dir=Path(item["run_dir"]), user_keys=keys, env=env))
+        members.append(Member(run=run, resolved=resolved, run_dir=Path(item["run_dir"]), user_keys=keys, env=env,
+                              trial=item.get("trial") or {}))
     return members
 
 

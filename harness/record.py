@@ -1,30 +1,223 @@
-"""The run record: one self-describing ``record.json`` per run, written atomically."""
+"""The run record: one self-describing ``record.json`` per run, written atomically.
+
+:class:`RunRecord` is its type. Its declared fields are the keys every producer writes by
+name (the training run, a packed trial, the sweep driver for a trial that left no record);
+the measurements other modules compute (:mod:`harness.measure`'s peaks and throughput,
+:mod:`harness.scoring`'s scores, how a run ended) stay in :attr:`RunRecord.extra` under their
+own flat keys. :meth:`RunRecord.to_json` gives the flat JSON object ``record.json`` has always
+held, keys in the order they have always come.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import platform
 import subprocess
+from collections.abc import Iterator, Mapping, MutableMapping
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from .paths import REPO_ROOT, atomic_write, package_version
 
 RECORD_NAME = "record.json"
-STATUSES = ("ok", "oom", "diverged", "pruned", "failed", "skipped", "interrupted")
 PACKAGES = ("torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra-core", "optuna", "lm-eval", "harness")
+
+
+class Status(str, Enum):
+    """How a run ended: the record's ``status``."""
+
+    ok = "ok"
+    oom = "oom"
+    diverged = "diverged"
+    pruned = "pruned"
+    failed = "failed"
+    skipped = "skipped"  # not run: its dry-run estimate exceeded sweep.gpu_memory_budget
+    interrupted = "interrupted"  # SIGTERM/SIGINT: not a result; the trial runs again from its checkpoint
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATUSES = tuple(s.value for s in Status)
 
 
 class RecordWriteError(OSError):
     """The run record could not be written (disk full, read-only, quota)."""
 
 
-def write_record(run_dir: str | Path, record: dict) -> Path:
-    """Write ``record.json`` atomically: readers never see half a record."""
-    assert record.get("status") in STATUSES, record.get("status")
+class _Unset:
+    """A field the record does not have (``None`` is a value the record writes as null)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def _field() -> Any:
+    return dataclasses.field(default=UNSET)
+
+
+@dataclasses.dataclass
+class SweepInfo:
+    """The record's ``sweep`` block: which sweep trial a run is and how the sweep ran it. The
+    driver hands it to the trial (in ``HARNESS_TRIAL``), and the trial writes it in its record."""
+
+    name: str
+    finding: str | None
+    study: str
+    storage: str
+    scale: str
+    trial: int
+    params: dict
+    seed: int | None
+    seeds: list
+    launcher: str
+    gpu: str | None
+    trials_per_gpu: int
+    exclusive_gpu: bool
+    concurrent_trials: int
+    seeds_together: bool
+    concurrent_runs: int
+    pack: bool
+
+    def to_json(self) -> dict:
+        """The block as the record holds it."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(eq=False)
+class RunRecord(MutableMapping):
+    """One run's record. Fields left :data:`UNSET` are not in the JSON; ``None`` is written as
+    null. Item access (``record["status"]``) reads and sets declared fields and :attr:`extra`
+    alike, so the record reads as the flat JSON object it is written as. Setting an unknown
+    ``status`` raises ValueError: no record with one is ever written."""
+
+    status: str  # a Status value
+    config: dict = _field()  # the resolved config that ran (after CPU sizing)
+    run_dir: str = _field()
+    seed: int | None = _field()
+    device: dict = _field()
+    precision: str = _field()
+    versions: dict = _field()
+    git_sha: str | None = _field()
+    data: dict = _field()  # data statistics: records recovered, dropped, split sizes
+    planned_steps: int = _field()
+    memory_estimate: dict = _field()  # the dry-run estimate
+    schedule_note: str | None = _field()
+    cpu_sizing: dict = _field()
+    adapter_path: str | None = _field()
+    model_path: str | None = _field()  # full fine-tuning
+    error: str | None = _field()
+    resumed_from: str | None = _field()
+    resume_overrides: dict | None = _field()
+    startup_seconds: float = _field()
+    packed: bool = _field()  # a packed trial (harness.packing): its memory and runtime are its pack's
+    pack_members: list = _field()
+    pack_size: int = _field()
+    pack_adapter: str = _field()
+    pack_measures: str = _field()
+    trainable_params: int = _field()
+    total_params: int = _field()
+    setup_seconds: float = _field()
+    eval_base: dict = _field()
+    # Every other key, in the order it was set: peaks, timings and throughput (harness.measure),
+    # scores (harness.scoring), how a run ended (signal, checkpoint, traceback, oom_in_training),
+    # and the keys of older or newer records, which load and write back unchanged.
+    extra: dict = dataclasses.field(default_factory=dict)
+    # The fields below come after ``extra`` in the JSON: the losses are the last thing a run
+    # measures, the rest is added around the training.
+    optimizer_steps: int = _field()
+    train_loss_first: float | None = _field()
+    train_loss_last: float | None = _field()
+    train_loss_best: float | None = _field()
+    val_loss_first: float | None = _field()
+    val_loss_last: float | None = _field()
+    val_loss_best: float | None = _field()
+    train_losses: list = _field()
+    val_losses: list = _field()
+    oom_retries: list = _field()  # trainer.oom_retry: each attempt
+    log_tail: str = _field()  # a sweep trial that did not end ok: the tail of its output
+    pack_log: str = _field()  # a packed trial's output: its pack's log
+    sweep: dict = _field()  # a sweep trial: SweepInfo.to_json(), written by the trial itself
+    pack_memory_estimate_gib: float = _field()
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "status" and value not in STATUSES:
+            raise ValueError(f"status {value!r}: not a run status (one of {', '.join(STATUSES)})")
+        super().__setattr__(name, value.value if isinstance(value, Status) else value)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> RunRecord:
+        """The record a JSON object holds, of any producer or age. ValueError if its status is not one of :data:`STATUSES`."""
+        record = cls(status=data.get("status"))
+        for key, value in data.items():
+            record[key] = value
+        return record
+
+    def to_json(self) -> dict:
+        """The flat JSON object ``record.json`` holds: declared fields, :attr:`extra`, then the
+        fields declared after it; unset fields left out."""
+        head: dict = {}
+        tail: dict = {}
+        part = head
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                part = tail
+            elif (value := getattr(self, f.name)) is not UNSET:
+                part[f.name] = value
+        return {**head, **self.extra, **tail}
+
+    def __getitem__(self, key: str):
+        if key not in _DECLARED:
+            return self.extra[key]
+        value = getattr(self, key)
+        if value is UNSET:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value) -> None:
+        if key in _DECLARED:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key == "status":
+            raise KeyError("a record always has a status")
+        self[key]  # noqa: B018 - KeyError for a key the record does not have
+        if key in _DECLARED:
+            setattr(self, key, UNSET)
+        else:
+            del self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_json())
+
+    def __len__(self) -> int:
+        return len(self.to_json())
+
+
+_DECLARED = frozenset(f.name for f in dataclasses.fields(RunRecord)) - {"extra"}
+
+
+def as_record(record: RunRecord | Mapping) -> RunRecord:
+    """``record`` as a :class:`RunRecord` (a plain mapping is read with :meth:`RunRecord.from_json`)."""
+    return record if isinstance(record, RunRecord) else RunRecord.from_json(record)
+
+
+def write_record(run_dir: str | Path, record: RunRecord | Mapping) -> Path:
+    """Write ``record.json`` atomically: readers never see half a record. A record whose status is
+    not a :class:`Status` is refused (ValueError) before anything is written."""
+    data = finite(as_record(record).to_json())
     path = Path(run_dir) / RECORD_NAME
     try:
-        return atomic_write(path, lambda f: json.dump(finite(record), f, indent=2, default=str, allow_nan=False))
+        return atomic_write(path, lambda f: json.dump(data, f, indent=2, default=str, allow_nan=False))
     except OSError as exc:  # full disk, quota, read-only mount: the old record (if any) stays whole
         raise RecordWriteError(f"{path}: could not write the run record ({exc.strerror or exc})") from exc
 
@@ -41,12 +234,25 @@ def finite(value):
     return value
 
 
-def read_record(run_dir: str | Path) -> dict:
-    """The record of a run dir."""
+def read_record(run_dir: str | Path) -> RunRecord:
+    """The record of a run dir. OSError if there is none; ValueError if it is not a run record
+    (not JSON, not an object, no known status)."""
     with open(Path(run_dir) / RECORD_NAME) as handle:
-        return json.load(handle)
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError(f"{Path(run_dir) / RECORD_NAME}: not a JSON object")
+    return RunRecord.from_json(data)
 
 
+def read_tail(path: str | Path, n: int = 4000) -> str:
+    """The last ``n`` bytes of a log file as text ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - n))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 def versions() -> dict:
     out = {name: package_version(name) for name in PACKAGES}
     out["python"] = platform.python_version()

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .record import RECORD_NAME, STATUSES
+from .record import RECORD_NAME, STATUSES, RunRecord
 
 # Per-step curves stay in the records; a table row keeps their summaries.
 CURVES = ("train_losses", "val_losses")
@@ -20,9 +20,9 @@ class RecordError(ValueError):
     """A record.json that is not a run record: truncated, not a JSON object, or without a status."""
 
 
-def load_record(path: str | Path) -> dict:
-    """One record.json, checked: a JSON object with a known ``status`` (a record without one never
-    counts as ok). Raises :class:`RecordError` naming the file."""
+def load_record(path: str | Path) -> RunRecord:
+    """One record.json as a :class:`harness.record.RunRecord`, checked: a JSON object with a known
+    ``status`` (a record without one never counts as ok). Raises :class:`RecordError` naming the file."""
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -32,7 +32,7 @@ def load_record(path: str | Path) -> dict:
         raise RecordError(f"{path}: not a run record (a JSON object expected, got {type(record).__name__})")
     if record.get("status") not in STATUSES:
         raise RecordError(f"{path}: not a run record (status {record.get('status')!r}, expected one of {', '.join(STATUSES)})")
-    return record
+    return RunRecord.from_json(record)
 
 
 def find_records(*paths: str | Path) -> list[Path]:
@@ -77,7 +77,7 @@ def load_records(*paths: str | Path):
 
     rows = []
     for path in find_records(*paths):
-        row = flatten(load_record(path))
+        row = flatten(load_record(path).to_json())
         row["record_path"] = str(path)
         rows.append(row)
     frame = pd.DataFrame(rows)

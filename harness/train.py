@@ -28,10 +28,10 @@ from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
 from .module import DivergedError, FineTuneModule, StopAtStep, check_resume_config, steps_per_epoch
 from .paths import MissingPathError
-from .record import git_sha, loss_summary, versions, write_record
+from .record import RunRecord, Status, git_sha, loss_summary, versions, write_record
 from .schema import ConfigError, RunConfig
 from .signals import STOP, RunInterrupted
-from .trial import PrunedError, trial_callbacks
+from .trial import PrunedError, stamp, trial_callbacks, trial_info
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Prepared:
         return speed.uses_cuda_graphs(self.run.trainer)
 
 
-def run_training(run: RunConfig, resolved_config: dict, run_dir: Path, warmup_steps: int | None = None) -> dict:
+def run_training(run: RunConfig, resolved_config: dict, run_dir: Path, warmup_steps: int | None = None) -> RunRecord:
     """Train one run, once, and write its record. Returns the record (status ok, or as
     :data:`OUTCOMES` maps how it ended). ``warmup_steps``: optimizer steps the steady-state rate
     leaves out (None: :class:`harness.measure.MeasureCallback`'s default).
@@ -205,21 +205,22 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path, warmup_st
         fit(trainer, module, datamodule, p, record)
         model = gather(trainer, model, p, peaks, measure_cb, record)
         if p.rank != 0:
-            record.update(status="ok", rank=p.rank)
+            record.update(status=Status.ok, rank=p.rank)
             return record
         save_and_score(model, p, run_dir, peaks, record)
-        record["status"] = "ok"
+        record.status = Status.ok
     except USER_ERRORS:
         raise
     except (Exception, RunInterrupted) as exc:  # any other end is data for the record, not a lost run
         record.update(outcome(exc))
-        if record["status"] == "oom":
+        if record.status == Status.oom:
             record["oom_in_training"] = measure_cb.train_start is not None and measure_cb.train_end is None
     finally:
         STOP.hold()  # a signal from here on (a second SIGTERM, Ctrl-C again) waits for the record
         finish_record(record, module, p, peaks, measure_cb, started)
         if p.rank == 0:
             tracking.finish_loggers(loggers, record)
+            stamp(record, trial_info())
             write_record(run_dir, record)
         STOP.release()
     return record
@@ -266,32 +267,19 @@ def prepare(run: RunConfig, resolved_config: dict, run_dir: Path) -> Prepared:
                     data_stats=data_stats, total_steps=total_steps, schedule_note=schedule_note)
 
 
-def opening_record(p: Prepared, run_dir: Path, startup_seconds: float) -> dict:
+def opening_record(p: Prepared, run_dir: Path, startup_seconds: float) -> RunRecord:
     """The record as it stands before any weights load: status ``failed`` until the run ends."""
-    return {
-        "status": "failed",
-        "config": p.resolved,
-        "run_dir": str(run_dir),
-        "seed": p.run.seed,
-        "device": device_info(p.device),
-        "precision": p.precision,
-        "versions": versions(),
-        "git_sha": git_sha(),
-        "data": p.data_stats,
-        "planned_steps": p.total_steps,
-        "memory_estimate": p.memory_estimate,
-        "schedule_note": p.schedule_note,
-        "cpu_sizing": p.cpu_sizing,
-        "adapter_path": None,
-        "model_path": None,
-        "error": None,
-        "resumed_from": str(p.resume_path) if p.resume_path else None,
-        "resume_overrides": p.resume_overrides or None,
-        "startup_seconds": startup_seconds,
-    }
+    return RunRecord(
+        status=Status.failed, config=p.resolved, run_dir=str(run_dir), seed=p.run.seed, device=device_info(p.device),
+        precision=p.precision, versions=versions(), git_sha=git_sha(), data=p.data_stats,
+        planned_steps=p.total_steps, memory_estimate=p.memory_estimate, schedule_note=p.schedule_note,
+        cpu_sizing=p.cpu_sizing, adapter_path=None, model_path=None, error=None,
+        resumed_from=str(p.resume_path) if p.resume_path else None, resume_overrides=p.resume_overrides or None,
+        startup_seconds=startup_seconds,
+    )
 
 
-def build_model(p: Prepared, run_dir: Path, record: dict):
+def build_model(p: Prepared, run_dir: Path, record: RunRecord):
     """The base model with its adapter (and the speed switches that patch them), in training
     mode; the record gets the parameter counts."""
     run = p.run
@@ -367,7 +355,7 @@ def score_base(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks) -> 
     return scores
 
 
-def fit(trainer, module: FineTuneModule, datamodule, p: Prepared, record: dict) -> None:
+def fit(trainer, module: FineTuneModule, datamodule, p: Prepared, record: RunRecord) -> None:
     """Training, from the resume checkpoint when there is one, with a validation pass before and
     after it (when there is a validation split)."""
     if p.splits["val"] and p.resume_path is None:  # a resumed run has its first val loss in the checkpoint
@@ -380,7 +368,7 @@ def fit(trainer, module: FineTuneModule, datamodule, p: Prepared, record: dict) 
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
 
-def gather(trainer, model, p: Prepared, peaks: measure.PhasePeaks, measure_cb, record: dict):
+def gather(trainer, model, p: Prepared, peaks: measure.PhasePeaks, measure_cb, record: RunRecord):
     """After training on several devices (every process calls it): each device's peaks at
     rank 0, and under FSDP the whole trained model at rank 0. Returns the model rank 0 saves
     and scores."""
@@ -396,7 +384,7 @@ def gather(trainer, model, p: Prepared, peaks: measure.PhasePeaks, measure_cb, r
     return model
 
 
-def save_and_score(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks, record: dict) -> None:
+def save_and_score(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks, record: RunRecord) -> None:
     """Rank 0, after training: the adapter (or model) saved, and the trained model scored."""
     run = p.run
     if run.trainer.save_weights:
@@ -417,12 +405,12 @@ def _interrupted(exc: RunInterrupted) -> dict:
 # How a run that raised ends, first match: the exception's type, the record's status, and what
 # else the record says of it. User errors are not here: they raise on (exit code 2, no record).
 OUTCOMES = (
-    (RunInterrupted, "interrupted", _interrupted),  # SIGTERM/SIGINT: a checkpoint to resume from, when checkpointing is on
-    (DivergedError, "diverged", lambda exc: {"error": str(exc)}),
-    (PrunedError, "pruned", lambda exc: {"error": str(exc)}),
-    (torch.cuda.OutOfMemoryError, "oom", lambda exc: {"error": str(exc).splitlines()[0]}),
-    (Exception, "failed", lambda exc: {"error": f"{type(exc).__name__}: {exc}",
-                                       "traceback": "".join(traceback.format_exception(exc))[-4000:]}),
+    (RunInterrupted, Status.interrupted, _interrupted),  # SIGTERM/SIGINT: a checkpoint to resume from, when checkpointing is on
+    (DivergedError, Status.diverged, lambda exc: {"error": str(exc)}),
+    (PrunedError, Status.pruned, lambda exc: {"error": str(exc)}),
+    (torch.cuda.OutOfMemoryError, Status.oom, lambda exc: {"error": str(exc).splitlines()[0]}),
+    (Exception, Status.failed, lambda exc: {"error": f"{type(exc).__name__}: {exc}",
+                                            "traceback": "".join(traceback.format_exception(exc))[-4000:]}),
 )
 
 
@@ -434,7 +422,7 @@ def outcome(exc: BaseException) -> dict:
     raise TypeError(f"no outcome for {type(exc).__name__}") from exc
 
 
-def finish_record(record: dict, module: FineTuneModule | None, p: Prepared, peaks: measure.PhasePeaks,
+def finish_record(record: RunRecord, module: FineTuneModule | None, p: Prepared, peaks: measure.PhasePeaks,
                   measure_cb: measure.MeasureCallback, started: float) -> None:
     """The record's measurements and losses, however the run ended."""
     if module is not None:
@@ -524,7 +512,7 @@ def stop_checkpoint(run: RunConfig, run_dir: Path) -> Path | None:
     return Path(run_dir) / CHECKPOINT_DIR / f"{CHECKPOINT_NAME}.ckpt"
 
 
-def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: dict) -> None:
+def save_trained(model, tokenizer, run: RunConfig, run_dir: Path, record: RunRecord) -> None:
     """Adapter in PEFT format (``adapter/``), or the whole model for full fine-tuning (``model/``)."""
     target = run_dir / ("model" if run.adapter.kind == "full" else "adapter")
     adapters.save_adapter(model, target, run.adapter, run_dir)

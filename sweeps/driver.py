@@ -6,6 +6,11 @@ or joins the study, then runs workers that ask for a trial, launch its run(s), r
 record(s) and tell Optuna. Failures are data: an oom, diverged, pruned, failed or skipped run
 is a record and a finished trial, and the sweep goes on. Running the same command again
 resumes: finished trials are kept, trials whose driver died are run again.
+
+Each record has one writer. A trial's run writes its own, ``sweep`` block included (the driver
+hands it over in ``HARNESS_TRIAL``); the driver reads it and never writes it again. The driver
+writes only the record of a trial whose process left none (skipped over the memory budget,
+killed, refused its config): :func:`left_no_record`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -28,7 +34,7 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.paths import atomic_write
-from harness.record import RECORD_NAME, read_record, write_record
+from harness.record import RECORD_NAME, RunRecord, SweepInfo, read_record, read_tail, write_record
 from harness.schema import RUNTIME_METRICS, ConfigError, RunConfig, SweepConfig, validate
 
 from . import study as study_lib
@@ -274,14 +280,14 @@ def check_inputs(run: RunConfig, cfg: SweepConfig) -> None:
         evaluate.check_tasks(run.eval.tasks)
 
 
-def metric_value(record: dict, metric: str) -> float | None:
+def metric_value(record: Mapping, metric: str) -> float | None:
     """A record metric by dotted path; lm-eval entries give their ``value``."""
     node = record
     for part in metric.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if not isinstance(node, Mapping) or part not in node:
             return None
         node = node[part]
-    if isinstance(node, dict):
+    if isinstance(node, Mapping):
         node = node.get("value")
     if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
         return None
@@ -316,7 +322,8 @@ class PackEntry:
     run_dir: Path
     run: RunConfig | None = None
     resolved: dict | None = None
-    record: dict | None = None
+    sweep: dict | None = None  # its record's sweep block (SweepInfo.to_json())
+    record: RunRecord | None = None
     estimate: dict | None = None  # its dry-run memory estimate (with sweep.gpu_memory_budget)
     pack_estimate_gib: float | None = None  # its pack's
 
@@ -499,9 +506,7 @@ class Driver:
             run_dir = seed_dir(seed)
             run_overrides = overrides + ([f"seed={seed}"] if seed is not None else [])
             record = self.finished_record(run_dir) if rerun else None
-            if record is not None:  # this seed's run ended before the interruption: kept
-                record["sweep"]["trial"] = trial.number
-                write_record(run_dir, record)
+            if record is not None:  # this seed's run ended before the interruption: kept as it is
                 return record
             return self.run_one(trial, params, seed, run_overrides + (["trainer.resume=auto"] if rerun and not fresh else []),
                                 run_dir, slot)
@@ -520,13 +525,15 @@ class Driver:
                              plan.cfg.storage_retry_seconds)
 
     @staticmethod
-    def finished_record(run_dir: Path) -> dict | None:
-        """The record a run of a re-run trial left when it ended (any status but interrupted)."""
+    def finished_record(run_dir: Path) -> RunRecord | None:
+        """The record a run of a re-run trial left when it ended (any status but interrupted).
+        It keeps the number of the trial that ran it; ``results.csv`` lists it under the trial
+        that re-ran (:func:`write_results`)."""
         try:
             record = read_record(run_dir)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # none, or not a run record
             return None
-        if not isinstance(record, dict) or record.get("status") in (None, "interrupted") or "sweep" not in record:
+        if record.status == "interrupted" or "sweep" not in record:
             return None
         return record
 
@@ -550,16 +557,18 @@ class Driver:
                                   trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}")
                 entry.run_dir.mkdir(parents=True, exist_ok=True)
                 entry.run, entry.resolved = compose_overrides(entry.overrides)
+                entry.sweep = self.sweep_fields(trial, params, seed, entry.run, slot).to_json()
                 runs.append(entry)
                 if plan.cfg.gpu_memory_budget is not None:
                     from harness.estimate import estimate_run
 
                     estimate = estimate_run(entry.run, device="cuda")
                     entry.estimate = estimate["memory_estimate"]
-                    entry.record = self.skip_if_over_budget(entry.run, entry.resolved, entry.run_dir, estimate)
-                if entry.record is not None:
-                    self.write_trial_record(entry, slot)
-                elif unpackable_reason(entry.run):
+                    entry.record = self.skip_if_over_budget(entry.run, entry.resolved, entry.run_dir, estimate,
+                                                            sweep=entry.sweep)
+                if entry.record is not None:  # skipped, its record written
+                    continue
+                if unpackable_reason(entry.run):
                     alone.append(entry)
                 else:
                     groups.setdefault(pack_key(entry.resolved), []).append(entry)
@@ -576,35 +585,38 @@ class Driver:
         for trial, _ in batch:
             records = [e.record for e in runs if e.trial is trial and e.record is not None]
             if not records:  # the driver stopped before any of its runs started: not a data point
-                records = [{"status": "interrupted", "run_dir": str(e.run_dir), "error": "the sweep driver stopped "
-                            "before this run started"} for e in runs if e.trial is trial][:1]
+                records = [RunRecord(status="interrupted", run_dir=str(e.run_dir), error="the sweep driver stopped "
+                                     "before this run started") for e in runs if e.trial is trial][:1]
             study_lib.with_retry(lambda t=trial, r=records: self.tell(t, r), f"recording trial {trial.number}",
                                  plan.cfg.storage_retry_seconds)
 
     def run_pack(self, chunk: list[PackEntry], slot: str | None, also: tuple = ()) -> None:
-        """One pack process; its members' records, with the sweep's fields. A pack out of memory
-        splits in two and each half runs again (a single trial then runs alone)."""
+        """One pack process; its members' records, which it writes (sweep block included). A pack
+        out of memory splits in two and each half runs again (a single trial then runs alone)."""
         plan = self.plan
         first = chunk[0]
         pack_dir = plan.sweep_dir / "packs" / f"trial_{first.trial.number}_seed_{first.seed}"
         pack_dir.mkdir(parents=True, exist_ok=True)
+        log_path = pack_dir / "pack.log"
+        # Each member's record is its own to write, sweep block included (harness.packing.stamp_member).
         spec = {"members": [{"overrides": e.overrides, "run_dir": str(e.run_dir.resolve()), "env": {
-            "WANDB_RUN_GROUP": plan.cfg.name, "WANDB_NAME": self.wandb_name(e.trial, e.seed)}} for e in chunk]}
+            "WANDB_RUN_GROUP": plan.cfg.name, "WANDB_NAME": self.wandb_name(e.trial, e.seed)},
+            "trial": {"sweep": e.sweep, "log": str(log_path), "pack_memory_estimate_gib": e.pack_estimate_gib}}
+            for e in chunk]}
         atomic_write(pack_dir / "pack.json", lambda f: json.dump(spec, f, indent=2))
         env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         if len(self.slots) > 1:
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.slots))))
-        log_path = pack_dir / "pack.log"
         started = time.time()
         trials = {e.trial._trial_id for e in chunk} | set(also)  # ``also``: trials waiting on this worker
         code = self.launcher.run([sys.executable, "-m", "harness.packing", str(pack_dir / "pack.json")], env,
                                  os.getcwd(), log_path,
                                  beat=lambda: [study_lib.heartbeat(self.study, t) for t in trials])
         for e in chunk:
-            e.record = read_trial_record(e.run_dir, code, e.resolved, e.run.seed, log_path, started)
-            e.record["pack_log"] = str(log_path)  # a packed run's output is its pack's log
+            e.record = trial_record(e.run_dir, code, e.resolved, e.run.seed, log_path, started, e.sweep,
+                                    pack_log=str(log_path))
         if len(chunk) > 1 and any(e.record["status"] == "oom" for e in chunk):
             log.warning("pack of %d runs (trials %s) ran out of memory: splitting it and running each half again",
                         len(chunk), sorted({e.trial.number for e in chunk}))
@@ -617,61 +629,57 @@ class Driver:
                     e.record = self.run_one(e.trial, e.params, e.seed, e.overrides, e.run_dir, slot, also)
                 else:
                     self.run_pack(part, slot, also)
-            return
-        for e in chunk:
-            self.write_trial_record(e, slot)
 
     def wandb_name(self, trial, seed) -> str:
         """The W&B run name of a trial's run (W&B's own WANDB_NAME)."""
         return f"{self.plan.cfg.name}-trial-{trial.number}" + (f"-seed-{seed}" if len(self.plan.seeds) > 1 else "")
 
-    def write_trial_record(self, entry: PackEntry, slot: str | None) -> None:
-        entry.record["sweep"] = self.sweep_fields(entry.trial, entry.params, entry.seed, entry.run, slot)
-        if entry.pack_estimate_gib is not None and entry.record.get("packed"):
-            entry.record["pack_memory_estimate_gib"] = entry.pack_estimate_gib
-        write_record(entry.run_dir, entry.record)
-
-    def sweep_fields(self, trial, params, seed, run: RunConfig, slot) -> dict:
-        """The ``sweep`` part of a trial's record."""
+    def sweep_fields(self, trial, params, seed, run: RunConfig, slot) -> SweepInfo:
+        """The ``sweep`` part of a trial's record, which the trial writes."""
         plan = self.plan
-        return {
-            "name": plan.cfg.name, "finding": plan.cfg.finding, "study": plan.study_name,
-            "storage": study_lib.redact(plan.storage_url), "scale": plan.cfg.scale, "trial": trial.number,
-            "params": params, "seed": seed if seed is not None else run.seed, "seeds": [s for s in plan.seeds if s is not None],
-            "launcher": plan.cfg.launcher, "gpu": slot, "trials_per_gpu": plan.trials_per_gpu,
-            "exclusive_gpu": plan.exclusive_gpu, "concurrent_trials": len(self.slots),
-            "seeds_together": self.seeds_together, "concurrent_runs": self.concurrent_runs, "pack": plan.pack,
-        }
+        return SweepInfo(
+            name=plan.cfg.name, finding=plan.cfg.finding, study=plan.study_name,
+            storage=study_lib.redact(plan.storage_url), scale=plan.cfg.scale, trial=trial.number,
+            params=params, seed=seed if seed is not None else run.seed, seeds=[s for s in plan.seeds if s is not None],
+            launcher=plan.cfg.launcher, gpu=slot, trials_per_gpu=plan.trials_per_gpu,
+            exclusive_gpu=plan.exclusive_gpu, concurrent_trials=len(self.slots),
+            seeds_together=self.seeds_together, concurrent_runs=self.concurrent_runs, pack=plan.pack,
+        )
 
-    def run_one(self, trial, params, seed, overrides, run_dir: Path, slot, also: tuple = ()) -> dict:
+    def run_one(self, trial, params, seed, overrides, run_dir: Path, slot, also: tuple = ()) -> RunRecord:
+        """One run of a trial in its own process; its record (the run's own, or the driver's
+        for a run skipped over the memory budget or whose process left none)."""
         plan = self.plan
         run_dir.mkdir(parents=True, exist_ok=True)
         run, resolved = compose_overrides(overrides)
-        record = None
+        sweep = self.sweep_fields(trial, params, seed, run, slot).to_json()
         if plan.cfg.gpu_memory_budget is not None:
-            record = self.skip_if_over_budget(run, resolved, run_dir)
-        if record is None:
-            env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
-            # W&B's own variables: one W&B run per trial, grouped by sweep (logger=wandb).
-            env["WANDB_RUN_GROUP"] = plan.cfg.name
-            env["WANDB_NAME"] = self.wandb_name(trial, seed)
-            env[_trial_env_key()] = json.dumps({"storage": plan.storage_url, "study_name": plan.study_name,
-                                                "trial_id": trial._trial_id, "prune": plan.cfg.pruner != "none"})
-            if slot is not None:
-                env["CUDA_VISIBLE_DEVICES"] = slot
-            if self.concurrent_runs > 1:  # concurrent runs share the host's cores
-                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.concurrent_runs)))
-            cmd = [sys.executable, "-m", "harness.run", *overrides, f"hydra.run.dir={run_dir.resolve()}"]
-            log_path = run_dir / "trial.log"
-            started = time.time()
-            code = self.launcher.run(cmd, env, os.getcwd(), log_path,
-                                     beat=lambda: [study_lib.heartbeat(self.study, t) for t in {trial._trial_id, *also}])
-            record = read_trial_record(run_dir, code, resolved, run.seed, log_path, started)
-        record["sweep"] = self.sweep_fields(trial, params, seed, run, slot)
-        write_record(run_dir, record)
-        return record
+            skipped = self.skip_if_over_budget(run, resolved, run_dir, sweep=sweep)
+            if skipped is not None:
+                return skipped
+        log_path = run_dir / "trial.log"
+        env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+        # W&B's own variables: one W&B run per trial, grouped by sweep (logger=wandb).
+        env["WANDB_RUN_GROUP"] = plan.cfg.name
+        env["WANDB_NAME"] = self.wandb_name(trial, seed)
+        # The trial's identity, and what its record says of the sweep (harness.trial.stamp).
+        env[_trial_env_key()] = json.dumps({"storage": plan.storage_url, "study_name": plan.study_name,
+                                            "trial_id": trial._trial_id, "prune": plan.cfg.pruner != "none",
+                                            "sweep": sweep, "log": str(log_path.resolve())}, default=str)
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        if self.concurrent_runs > 1:  # concurrent runs share the host's cores
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.concurrent_runs)))
+        cmd = [sys.executable, "-m", "harness.run", *overrides, f"hydra.run.dir={run_dir.resolve()}"]
+        started = time.time()
+        code = self.launcher.run(cmd, env, os.getcwd(), log_path,
+                                 beat=lambda: [study_lib.heartbeat(self.study, t) for t in {trial._trial_id, *also}])
+        return trial_record(run_dir, code, resolved, run.seed, log_path, started, sweep)
 
-    def skip_if_over_budget(self, run: RunConfig, resolved: dict, run_dir: Path, estimate: dict | None = None) -> dict | None:
+    def skip_if_over_budget(self, run: RunConfig, resolved: dict, run_dir: Path, estimate: dict | None = None,
+                            sweep: dict | None = None) -> RunRecord | None:
+        """None when the run's dry-run estimate fits ``sweep.gpu_memory_budget``; else its
+        ``skipped`` record, written (no process runs for it)."""
         from harness.estimate import estimate_run
 
         estimate = estimate or estimate_run(run, device="cuda")
@@ -679,12 +687,13 @@ class Driver:
         budget = self.plan.cfg.gpu_memory_budget
         if total <= budget:
             return None
-        return {"status": "skipped", "config": resolved, "run_dir": str(run_dir), "seed": run.seed,
-                "memory_estimate": estimate["memory_estimate"], "trainable_params": estimate["trainable_params"],
-                "total_params": estimate["total_params"],
-                "error": f"dry-run estimate {total:.2f} GiB exceeds sweep.gpu_memory_budget={budget} GiB; not run"}
+        return left_no_record(run_dir, RunRecord(
+            status="skipped", config=resolved, run_dir=str(run_dir), seed=run.seed,
+            memory_estimate=estimate["memory_estimate"], trainable_params=estimate["trainable_params"],
+            total_params=estimate["total_params"], sweep=sweep,
+            error=f"dry-run estimate {total:.2f} GiB exceeds sweep.gpu_memory_budget={budget} GiB; not run"))
 
-    def tell(self, trial: optuna.Trial, records: list[dict]) -> None:
+    def tell(self, trial: optuna.Trial, records: list[RunRecord]) -> None:
         statuses = [r["status"] for r in records]
         objectives = self.plan.cfg.objectives
         status = next((s for s in statuses if s != "ok"), "ok")
@@ -774,40 +783,61 @@ def set_aside(run_dir: Path, trial: int) -> None:
             old.replace(run_dir / f"{Path(name).stem}.failed-{trial}{Path(name).suffix}")
 
 
-def read_trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path, started: float) -> dict:
-    """The run's own record; when the process left none (killed, or refused its config), a
-    failed record with the exit code and the tail of its output."""
-    tail = _tail(log_path)
+def trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path, started: float,
+                 sweep: dict | None, pack_log: str | None = None) -> RunRecord:
+    """The record of a trial process that ended with ``code``: the one it wrote, as it wrote it;
+    where it left none, the driver's (:func:`no_record_left`), written now."""
+    record = own_record(run_dir, started)
+    if record is not None:
+        return record
+    record = no_record_left(run_dir, code, resolved, seed, log_path)
+    record.sweep = sweep
+    if pack_log is not None:
+        record.pack_log = pack_log
+    return left_no_record(run_dir, record)
+
+
+def read_trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path, started: float) -> RunRecord:
+    """The run's own record; when the process left none, the one :func:`no_record_left` makes
+    (not written)."""
+    record = own_record(run_dir, started)
+    return record if record is not None else no_record_left(run_dir, code, resolved, seed, log_path)
+
+
+def own_record(run_dir: Path, started: float) -> RunRecord | None:
+    """The record a trial process started at ``started`` wrote in ``run_dir``; None if it wrote
+    none (an older record there is another run's)."""
     path = run_dir / RECORD_NAME
-    if path.is_file() and path.stat().st_mtime >= started - 1:
-        try:
-            record = read_record(run_dir)
-            if record.get("status") != "ok":
-                record["log_tail"] = tail
-            return record
-        except (OSError, json.JSONDecodeError):
-            pass
+    if not path.is_file() or path.stat().st_mtime < started - 1:
+        return None
+    try:
+        return read_record(run_dir)
+    except (OSError, ValueError):  # not a run record: as if it left none
+        return None
+
+
+def no_record_left(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path) -> RunRecord:
+    """The record of a trial process that left none (killed, or refused its config): failed,
+    with the exit code and the tail of its output."""
+    tail = read_tail(log_path)
     how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
     last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
     # SIGINT/SIGTERM before the run could write a record (start-up, or never started after the
     # driver's interrupt): not a result; the trial runs again.
     status = "interrupted" if code in STOP_CODES else "failed"
-    return {"status": status, "config": resolved, "run_dir": str(run_dir), "seed": seed,
-            "error": f"trial process {how} without a record: {last}"[:1000], "log_tail": tail}
+    return RunRecord(status=status, config=resolved, run_dir=str(run_dir), seed=seed,
+                     error=f"trial process {how} without a record: {last}"[:1000], log_tail=tail)
+
+
+def left_no_record(run_dir: Path, record: RunRecord) -> RunRecord:
+    """Write the record of a trial whose process left none, or that never ran (skipped): the
+    only place the driver writes a record, so it never rewrites one a run wrote."""
+    write_record(run_dir, record)
+    return record
 
 
 # A process stopped by SIGINT or SIGTERM: killed by it, or exited 128 + it (harness.run's exit).
 STOP_CODES = (-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM)
-
-
-def _tail(path: Path, n: int = 4000) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - n))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | None:
@@ -826,6 +856,7 @@ def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | 
     if lost:  # a finished trial whose record is gone keeps its row, saying so
         frame = pd.concat([frame, pd.DataFrame(lost)], ignore_index=True)
     if study is not None and "sweep.trial" in frame.columns:
+        frame["sweep.trial"] = rerun_trials(frame, study, sweep_dir)
         status = study_lib.status_of(study)
         states = {t.number: t.state.name if status(t) not in study_lib.UNCOUNTED else status(t)
                   for t in study.get_trials(deepcopy=False)}
@@ -836,6 +867,20 @@ def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | 
     path = sweep_dir / RESULTS_NAME
     atomic_write(path, lambda f: frame.to_csv(f, index=False))
     return path
+
+
+def rerun_trials(frame, study: optuna.Study, sweep_dir: Path) -> list:
+    """Each row's trial: its record's, or the later trial that told the study its run dir. A
+    re-run trial keeps the records of the seeds that had ended, and those name the trial that
+    ran them (the driver does not rewrite a record); the table lists them under the re-run."""
+    told: dict[Path, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        for run_dir in t.user_attrs.get("run_dirs") or []:
+            key = relocated(run_dir, sweep_dir).resolve()
+            told[key] = max(t.number, told.get(key, t.number))
+    paths = frame["record_path"] if "record_path" in frame.columns else [None] * len(frame)
+    return [max(n, told.get(Path(path).parent.resolve(), n)) if isinstance(path, str) and n == n else n
+            for path, n in zip(paths, frame["sweep.trial"], strict=True)]
 
 
 def relocated(run_dir: str, sweep_dir: Path) -> Path:

@@ -62,7 +62,8 @@ class ScriptedLauncher:
         status = self.outcome(seed)
         self.calls.append(seed)
         record = {"status": status, "run_dir": str(run_dir), "val_loss_last": 1.0 if status == "ok" else None,
-                  "error": None if status == "ok" else f"{status} in this launch"}
+                  "error": None if status == "ok" else f"{status} in this launch",
+                  "sweep": json.loads(env["HARNESS_TRIAL"])["sweep"]}  # a run writes its own sweep block
         if status == "interrupted":
             self.driver.stop.set()  # Ctrl-C arrives while this seed runs
         (run_dir / "record.json").write_text(json.dumps(record))
