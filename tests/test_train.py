@@ -19,9 +19,28 @@ MEASUREMENTS = ["trainable_params", "total_params", "peak_rss_bytes", "train_sec
                 "val_loss_last", "val_loss_best", "versions", "git_sha", "device", "seed", "adapter_path", "config"]
 
 
-def test_cli_run_writes_a_complete_record_in_the_hydra_run_dir(chat_file, tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_cli(tiny(chat_file, "logger=csv"), run_dir)
+# One CLI run on one process and one DDP run over two, each read by several tests below (merged
+# runs: they were the same configuration run again); the tests that read them share a worker.
+CPU_RUN = ("trainer.accelerator=cpu", "adapter.dropout=0")
+
+
+@pytest.fixture(scope="module")
+def single_run(chat_file, tmp_path_factory):
+    """The tiny run through ``python -m harness.run`` on one CPU process, with the CSV logger."""
+    run_dir = tmp_path_factory.mktemp("single") / "run"
+    return run_cli(tiny(chat_file, *CPU_RUN, "logger=csv"), run_dir), run_dir
+
+
+@pytest.fixture(scope="module")
+def ddp_run(chat_file, tmp_path_factory):
+    """The same run (no logger) with DDP over two CPU processes."""
+    run_dir = tmp_path_factory.mktemp("ddp") / "run"
+    return run_cli(tiny(chat_file, *CPU_RUN, "trainer.devices=2", "trainer.strategy=ddp"), run_dir), run_dir
+
+
+@pytest.mark.xdist_group("train_cli_runs")
+def test_cli_run_writes_a_complete_record_in_the_hydra_run_dir(single_run):
+    result, run_dir = single_run
     assert result.returncode == 0, result.stderr[-2000:]
     record = read_record(run_dir)
     assert record["status"] == "ok"
@@ -168,15 +187,14 @@ def test_sophia_trains_when_installed(chat_file, tmp_path):
     assert record["optimizer_steps"] == 11 and math.isfinite(record["train_loss_last"])
 
 
-def test_two_processes_share_each_global_batch_and_rank_zero_reports(chat_file, tmp_path):
+@pytest.mark.xdist_group("train_cli_runs")
+def test_two_processes_share_each_global_batch_and_rank_zero_reports(single_run, ddp_run):
     # DDP over two CPU processes (gloo): each device trains on half of every global batch; the
     # record, written once, holds each device's peak memory and tokens.
-    args = tiny(chat_file, "trainer.accelerator=cpu", "adapter.dropout=0")
-    single = run_cli(args, tmp_path / "single")
-    double = run_cli([*args, "trainer.devices=2", "trainer.strategy=ddp"], tmp_path / "double")
+    (single, single_dir), (double, double_dir) = single_run, ddp_run
     assert single.returncode == 0 and double.returncode == 0, double.stderr[-3000:]
     assert double.stdout.count('"status"') == 1  # one summary, from rank 0
-    one, two = read_record(tmp_path / "single"), read_record(tmp_path / "double")
+    one, two = read_record(single_dir), read_record(double_dir)
     assert two["status"] == "ok" and two["world_size"] == 2 and two["optimizer_steps"] == one["optimizer_steps"] == 3
     devices = two["per_device_memory"]
     assert [d["rank"] for d in devices] == [0, 1] and all(d["peak_rss_bytes"] > 0 and d["train_tokens_seen"] > 0 for d in devices)
@@ -188,15 +206,19 @@ def test_two_processes_share_each_global_batch_and_rank_zero_reports(chat_file, 
     assert all(math.isfinite(x) for x in two["train_losses"]) and two["adapter_path"]
 
 
+@pytest.mark.xdist_group("train_cli_runs")
 @pytest.mark.parametrize("adapter", ["lora", "full"])
-def test_sharded_training_matches_replicated_training(chat_file, tmp_path, adapter):
+def test_sharded_training_matches_replicated_training(chat_file, tmp_path, adapter, request):
     # FSDP2 over two CPU processes (gloo) trains the same function as DDP: same losses, and the
     # weights gathered from the shards and saved by rank 0 are the ones DDP saved.
-    args = tiny(chat_file, "trainer.accelerator=cpu", "adapter.dropout=0", f"adapter={adapter}", "trainer.devices=2")
-    ddp = run_cli([*args, "trainer.strategy=ddp"], tmp_path / "ddp")
+    args = tiny(chat_file, *CPU_RUN, f"adapter={adapter}", "trainer.devices=2")
+    if adapter == "lora":  # the default adapter: ddp_run is this DDP run
+        ddp, ddp_dir = request.getfixturevalue("ddp_run")
+    else:
+        ddp, ddp_dir = run_cli([*args, "trainer.strategy=ddp"], tmp_path / "ddp"), tmp_path / "ddp"
     fsdp = run_cli([*args, "trainer.strategy=fsdp"], tmp_path / "fsdp")
     assert ddp.returncode == 0 and fsdp.returncode == 0, fsdp.stderr[-3000:]
-    replicated, sharded = read_record(tmp_path / "ddp"), read_record(tmp_path / "fsdp")
+    replicated, sharded = read_record(ddp_dir), read_record(tmp_path / "fsdp")
     assert sharded["status"] == "ok" and sharded["world_size"] == 2 and len(sharded["per_device_memory"]) == 2
     assert sharded["train_losses"] == pytest.approx(replicated["train_losses"], rel=1e-4)
     assert sharded["val_losses"] == pytest.approx(replicated["val_losses"], rel=1e-4)
