@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -217,6 +218,12 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path, warmup_st
             record["oom_in_training"] = measure_cb.train_start is not None and measure_cb.train_end is None
     finally:
         STOP.hold()  # a signal from here on (a second SIGTERM, Ctrl-C again) waits for the record
+        leaving = sys.exc_info()[1]
+        if leaving is not None and record.status == Status.failed and record.error is None:
+            # An end the except clause did not record: a second signal while it ran, or a
+            # BaseException from a library (SystemExit, KeyboardInterrupt). A GPU trial's record
+            # once said failed with no reason.
+            record.update(outcome(leaving))
         finish_record(record, module, p, peaks, measure_cb, started)
         if p.rank == 0:
             tracking.finish_loggers(loggers, record)
@@ -411,15 +418,15 @@ OUTCOMES = (
     (torch.cuda.OutOfMemoryError, Status.oom, lambda exc: {"error": str(exc).splitlines()[0]}),
     (Exception, Status.failed, lambda exc: {"error": f"{type(exc).__name__}: {exc}",
                                             "traceback": "".join(traceback.format_exception(exc))[-4000:]}),
+    # Python's own SIGINT (a library restored the default handler): as our signal handling records it.
+    (KeyboardInterrupt, Status.interrupted, lambda exc: {"signal": "SIGINT", "error": "stopped by SIGINT; run it again"}),
+    (BaseException, Status.failed, lambda exc: {"error": f"{type(exc).__name__} raised inside the run: {exc}"}),
 )
 
 
 def outcome(exc: BaseException) -> dict:
     """The record's ``status`` and error fields for a run that ended by raising ``exc`` (:data:`OUTCOMES`)."""
-    for kind, status, fields in OUTCOMES:
-        if isinstance(exc, kind):
-            return {"status": status, **fields(exc)}
-    raise TypeError(f"no outcome for {type(exc).__name__}") from exc
+    return next({"status": status, **fields(exc)} for kind, status, fields in OUTCOMES if isinstance(exc, kind))
 
 
 def finish_record(record: RunRecord, module: FineTuneModule | None, p: Prepared, peaks: measure.PhasePeaks,

@@ -38,6 +38,29 @@ def test_each_way_a_run_ends_has_its_status_and_error():
     assert crash["traceback"].startswith("Traceback") and crash["traceback"].rstrip().endswith("RuntimeError: injected crash")
 
 
+def test_an_end_the_except_clause_does_not_catch_still_names_its_reason(chat_file, tmp_path, monkeypatch):
+    # A library's sys.exit inside the run (Lightning's own Ctrl-C path ends so) passes through
+    # run_training's except clause; the record written on the way out must still say why.
+    import json
+
+    import harness.train
+    from tests.helpers import tiny, train_in_process
+
+    def exits(*args, **kwargs):
+        raise SystemExit(3)
+
+    monkeypatch.setattr(harness.train, "fit", exits)
+    with pytest.raises(SystemExit):
+        train_in_process(tiny(chat_file), tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "failed" and record["error"] == "SystemExit raised inside the run: 3"
+    monkeypatch.setattr(harness.train, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        train_in_process(tiny(chat_file), tmp_path / "again")
+    record = json.loads((tmp_path / "again" / "record.json").read_text())
+    assert record["status"] == "interrupted" and record["signal"] == "SIGINT"
+
+
 def test_a_long_traceback_keeps_its_last_4000_characters():
     crash = ended_by(ValueError("x" * 5000))
     assert len(crash["traceback"]) == 4000 and crash["traceback"].rstrip().endswith("x")
