@@ -110,12 +110,15 @@ def test_refused_init_is_one_error_line_before_anything_loads(chat_file, tmp_pat
 
 
 @pytest.mark.parametrize("extra", [["adapter.init=pissa"], ["adapter=vera", "adapter.r=16"]], ids=lambda e: "-".join(e))
-def test_saved_adapter_scores_as_the_trained_model_did(chat_file, tmp_path, extra):
-    """The record's in-process score of the trained model == ``python -m harness.eval`` on the saved
-    adapter (reloaded on a freshly built base) and on the merged export."""
+def test_saved_adapter_scores_as_the_trained_model_did(chat_file, tmp_path, extra, capsys):
+    """The record's in-process score of the trained model == ``harness.eval`` on the saved adapter
+    (reloaded on a freshly built base) and on the merged export. The export and the scoring are
+    called as their command lines' ``main`` in this process (their CLIs are run as processes in
+    test_train and test_evaluate; here a process each cost seconds of imports)."""
     import json
-    import subprocess
-    import sys
+
+    from harness.eval import main as eval_main
+    from harness.export import main as export_main
 
     task = "harness_arith_2da"
     run_dir = tmp_path / "run"
@@ -123,13 +126,14 @@ def test_saved_adapter_scores_as_the_trained_model_did(chat_file, tmp_path, extr
                               run_dir)
     assert record["status"] == "ok", record.get("error")
     assert record["eval_delta"][task]["perplexity"] != 0  # training moved the scores
-    export = subprocess.run([sys.executable, "-m", "harness.export", str(run_dir)], capture_output=True, text=True)
-    assert export.returncode == 0, export.stderr[-2000:]
+    capsys.readouterr()  # the training's output
+    export_main([str(run_dir)])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir / "merged")
     for path in (run_dir, run_dir / "merged"):
-        scored = subprocess.run([sys.executable, "-m", "harness.eval", str(path), "--tasks", task, "--limit", "20",
-                                 "--device", "cpu"], capture_output=True, text=True)
-        assert scored.returncode == 0, scored.stderr[-2000:]
-        got = json.loads(scored.stdout)[task]["perplexity"]["value"]
+        capsys.readouterr()
+        eval_main([str(path), "--tasks", task, "--limit", "20", "--device", "cpu"])
+        printed = capsys.readouterr().out
+        got = json.loads(printed[printed.index("{"):])[task]["perplexity"]["value"]  # the JSON the CLI prints last
         assert got == pytest.approx(record["eval"][task]["perplexity"]["value"], rel=1e-4), path
 
 

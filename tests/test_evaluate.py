@@ -168,7 +168,7 @@ def test_run_records_scores_base_and_deltas_and_training_ignores_the_cache(tmp_p
     assert first["eval"] == second["eval"]
 
 
-def test_in_process_score_equals_lm_eval_cli_on_the_merged_export(tmp_path):
+def test_in_process_score_equals_lm_eval_cli_on_the_merged_export(tmp_path, capsys):
     """The record's in-process score of a tuned adapter == lm-eval's own CLI on the export."""
     import json
     import subprocess
@@ -185,8 +185,11 @@ def test_in_process_score_equals_lm_eval_cli_on_the_merged_export(tmp_path):
     record = train_in_process(tiny(chat, "optimizer.lr=0.02", "adapter.targets=all_linear") +
                               ["eval=custom", f"eval.tasks=[{','.join(tasks)}]", "eval.limit=20"], run_dir)
     assert record["status"] == "ok", record.get("error")
-    export = subprocess.run([sys.executable, "-m", "harness.export", str(run_dir)], capture_output=True, text=True)
-    assert export.returncode == 0, export.stderr[-2000:]
+    from harness.export import main as export_main  # its command line: test_train's export test
+
+    capsys.readouterr()  # the training's output
+    export_main([str(run_dir)])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir / "merged")
     out = tmp_path / "lm_eval_out"
     cli = subprocess.run(
         [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={run_dir / 'merged'}",
@@ -201,12 +204,22 @@ def test_in_process_score_equals_lm_eval_cli_on_the_merged_export(tmp_path):
         assert results[task]["perplexity,none"] == pytest.approx(ours["perplexity"]["value"], rel=1e-4)
     assert record["eval_delta"][tasks[0]]["perplexity"] != 0  # training moved the answers' likelihood
 
-    # python -m harness.eval scores a run dir, its adapter dir and the merged folder alike.
+    # python -m harness.eval scores a run dir, its adapter dir and the merged folder alike: the
+    # command line once, its main in this process for the other two (a process each is seconds of imports).
+    from harness.eval import main as eval_main
+
     for path in (run_dir, run_dir / "adapter", run_dir / "merged"):
-        scored = subprocess.run([sys.executable, "-m", "harness.eval", str(path), "--tasks", tasks[0], "--limit", "20",
-                                 "--device", "cpu"], capture_output=True, text=True)
-        assert scored.returncode == 0, scored.stderr[-2000:]
-        got = json.loads(scored.stdout)[tasks[0]]["perplexity"]["value"]
+        args = [str(path), "--tasks", tasks[0], "--limit", "20", "--device", "cpu"]
+        if path == run_dir:
+            scored = subprocess.run([sys.executable, "-m", "harness.eval", *args], capture_output=True, text=True)
+            assert scored.returncode == 0, scored.stderr[-2000:]
+            printed = scored.stdout
+        else:
+            capsys.readouterr()
+            eval_main(args)
+            printed = capsys.readouterr().out
+            printed = printed[printed.index("{"):]  # the JSON the CLI prints last, after lm-eval's progress
+        got = json.loads(printed)[tasks[0]]["perplexity"]["value"]
         assert got == pytest.approx(record["eval"][tasks[0]]["perplexity"]["value"], rel=1e-4), path
 
 
