@@ -50,8 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     args = parser.parse_args(argv)
-    import torch
-
     from .errors import USER_ERRORS
 
     def fail(message: str) -> None:
@@ -65,14 +63,16 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--num-fewshot {args.num_fewshot}: must be >= 0")
     if args.device not in (None, "cpu", "cuda") and not str(args.device).startswith("cuda:"):
         fail(f"--device {args.device}: expected cuda or cpu")
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        fail(f"--device {args.device}: no CUDA GPU is available on this machine; use --device cpu")
     if not args.path.exists():
         fail(f"{args.path}: no such run dir, adapter dir or model folder")
     if args.tasks:
         unknown = unknown_tasks(args.tasks)
         if unknown:
             fail(f"--tasks: no such lm-eval task: {', '.join(unknown)}")
+    import torch  # after the checks that need no device: a bad flag is one line without loading it
+
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {args.device}: no CUDA GPU is available on this machine; use --device cpu")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     run_dir = args.path if (args.path / "record.json").is_file() else args.path.parent
     heldout = run_dir / HELDOUT_FILE
