@@ -154,7 +154,8 @@ class RunRecord(MutableMapping):
 
     @classmethod
     def from_json(cls, data: Mapping) -> RunRecord:
-        """The record a JSON object holds, of any producer or age. ValueError if its status is not one of :data:`STATUSES`."""
+        """The record a JSON object holds, of any producer or age (keys it does not declare go
+        to :attr:`extra`). ValueError if its status is not one of :data:`STATUSES`."""
         record = cls(status=data.get("status"))
         for key, value in data.items():
             record[key] = value
@@ -188,9 +189,8 @@ class RunRecord(MutableMapping):
             self.extra[key] = value
 
     def __delitem__(self, key: str) -> None:
-        if key == "status":
-            raise KeyError("a record always has a status")
-        self[key]  # noqa: B018 - KeyError for a key the record does not have
+        if key == "status" or key not in self:  # a record always has a status
+            raise KeyError(key)
         if key in _DECLARED:
             setattr(self, key, UNSET)
         else:

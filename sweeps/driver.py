@@ -817,8 +817,8 @@ def own_record(run_dir: Path, started: float) -> RunRecord | None:
 
 
 def no_record_left(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path) -> RunRecord:
-    """The record of a trial process that left none (killed, or refused its config): failed,
-    with the exit code and the tail of its output."""
+    """The record of a trial process that left none (killed, or refused its config): failed (or
+    interrupted, when SIGINT/SIGTERM stopped it), with the exit code and the tail of its output."""
     tail = read_tail(log_path)
     how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
     last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
