@@ -577,7 +577,8 @@ class SweepConfig:
     process over one frozen base (:mod:`harness.packing`); ``auto`` does so for quality sweeps
     only (never for one that measures memory, runtime or quantization); ``false``: one process
     per trial. seeds_together: ``true`` starts every seed's run of a trial at once, each its own
-    process on the trial's GPU (so a GPU holds up to ``trials_per_gpu`` x seeds runs); ``auto``
+    process on the trial's GPU (so a GPU holds up to ``trials_per_gpu`` x seeds runs, and without
+    ``workers`` set, no more runs than CPU cores); ``auto``
     does so where the runs get a GPU and no pruner is on (the quality sweeps' setting); ``false`` runs
     them one after another (needed with a pruner, which stops the later seeds). Not applied
     where the sweep measures runtime (each run keeps its GPU) or packs trials. retry_failed: on

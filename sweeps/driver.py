@@ -294,6 +294,22 @@ def metric_value(record: Mapping, metric: str) -> float | None:
     return float(node)
 
 
+def cap_to_cores(slots: list[str | None], runs_per_trial: int, cores: int | None = None) -> list[str | None]:
+    """At most as many workers as keep each of their runs (a trial's seeds side by side) on a CPU
+    core of its own, spread over the GPUs. Each run's Python feeds its GPU from one core: on an
+    H200 with 16 cores, 33 runs at once each slowed to half speed and few finished in time."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    most = max(1, cores // runs_per_trial)
+    if len(slots) <= most:
+        return slots
+    log.info("%d worker(s) x %d seeds side by side would exceed the %d CPU cores: using %d worker(s) "
+             "(sweep.workers sets the number)", len(slots), runs_per_trial, cores, most)
+    # The k-th worker of every GPU before the (k+1)-th of any: fewer workers stay spread over the GPUs.
+    order = sorted(range(len(slots)), key=lambda i: (slots[:i].count(slots[i]), i))
+    return [slots[i] for i in order[:most]]
+
+
 def gpu_slots(workers: int | None, trials_per_gpu: int, exclusive: bool) -> list[str | None]:
     """CUDA_VISIBLE_DEVICES for each worker: trials_per_gpu workers share each GPU."""
     import torch
@@ -375,6 +391,8 @@ class Driver:
         wanted = plan.cfg.seeds_together == "true" or (plan.cfg.seeds_together == "auto" and any(slots)
                                                         and plan.cfg.pruner == "none")
         self.seeds_together = wanted and len(plan.seeds) > 1 and not plan.exclusive_gpu and not plan.pack
+        if self.seeds_together and plan.cfg.workers is None:
+            self.slots = slots = cap_to_cores(slots, len(plan.seeds))
         self.concurrent_runs = len(slots) * (len(plan.seeds) if self.seeds_together else 1)
 
     # -- the worker loop ------------------------------------------------------------------
@@ -966,7 +984,7 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
     driver = Driver(plan, study, launcher, plan.slots)
     driver.bar = tqdm(total=plan.planned, desc=f"sweep {cfg.name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
     threads = [threading.Thread(target=driver.worker, args=(slot,), daemon=True, name=f"worker-{i}")
-               for i, slot in enumerate(plan.slots)]
+               for i, slot in enumerate(driver.slots)]
     for thread in threads:
         thread.start()
     try:

@@ -59,9 +59,20 @@ def test_auto_puts_seeds_side_by_side_only_where_runs_get_a_gpu(tmp_path):
     plan = plan_sweep(run.sweep, [], tmp_path)
     on_cpu, on_gpu = Driver(plan, None, None, [None]), Driver(plan, None, None, ["0", "0"])
     assert not on_cpu.seeds_together and on_cpu.concurrent_runs == 1
-    assert on_gpu.seeds_together and on_gpu.concurrent_runs == 2 * 3
+    assert on_gpu.seeds_together and on_gpu.concurrent_runs == len(on_gpu.slots) * 3
+    explicit = plan_sweep(compose_run(["+sweep=targets", "sweep.workers=2"]).sweep, [], tmp_path / "w")
+    assert Driver(explicit, None, None, ["0", "0"]).concurrent_runs == 2 * 3  # sweep.workers is obeyed
     runtime = compose_run(["+sweep=runtime_7b", "sweep.seeds_together=true"])  # measures runtime: runs keep the GPU
     assert not Driver(plan_sweep(runtime.sweep, [], tmp_path / "rt"), None, None, ["0"]).seeds_together
+
+
+def test_seeds_side_by_side_get_a_core_each_spread_over_the_gpus():
+    from sweeps.driver import cap_to_cores
+
+    slots = ["0"] * 6 + ["1"] * 6  # 2 GPUs x trials_per_gpu 6, 3 seeds each: 36 runs
+    assert cap_to_cores(slots, 3, cores=16) == ["0", "1", "0", "1", "0"]  # 15 runs on 16 cores
+    assert cap_to_cores(slots, 3, cores=64) == slots
+    assert cap_to_cores(["0"] * 4, 5, cores=2) == ["0"]  # one trial at least, whatever its seeds
 
 
 def test_auto_is_off_with_a_pruner_and_true_is_refused(tmp_path):
