@@ -815,13 +815,6 @@ def trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_path: 
     return left_no_record(run_dir, record)
 
 
-def read_trial_record(run_dir: Path, code: int, resolved: dict, seed: int, log_path: Path, started: float) -> RunRecord:
-    """The run's own record; when the process left none, the one :func:`no_record_left` makes
-    (not written)."""
-    record = own_record(run_dir, started)
-    return record if record is not None else no_record_left(run_dir, code, resolved, seed, log_path)
-
-
 def own_record(run_dir: Path, started: float) -> RunRecord | None:
     """The record a trial process started at ``started`` wrote in ``run_dir``; None if it wrote
     none (an older record there is another run's)."""
@@ -972,9 +965,6 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
         log.info("this sweep measures runtime: trials keep a GPU to themselves (sweep.trials_per_gpu=%d ignored)", cfg.trials_per_gpu)
     launcher = (SubmititLauncher(cfg.submitit, sweep_dir / "submitit", cfg.heartbeat_seconds) if cfg.launcher == "submitit"
                 else LocalLauncher(cfg.heartbeat_seconds))
-    log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s%s", cfg.name, plan.planned,
-             len(plan.seeds), len(plan.slots), plan.study_name, study_lib.redact(plan.storage_url),
-             f"; compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack else "")
     if cfg.retry_failed:
         again = study_lib.with_retry(lambda: study_lib.retry_failed(study), "queueing failed trials", cfg.storage_retry_seconds)
         log.info("sweep.retry_failed: %s", f"trial(s) {', '.join(map(str, again))} run again from the start"
@@ -982,6 +972,9 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
     for row in lost_records(study, sweep_dir):
         log.warning("trial %d: %s; listed as lost in %s", row["sweep.trial"], row["error"], RESULTS_NAME)
     driver = Driver(plan, study, launcher, plan.slots)
+    log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s%s", cfg.name, plan.planned,
+             len(plan.seeds), len(driver.slots), plan.study_name, study_lib.redact(plan.storage_url),
+             f"; compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack else "")
     driver.bar = tqdm(total=plan.planned, desc=f"sweep {cfg.name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
     threads = [threading.Thread(target=driver.worker, args=(slot,), daemon=True, name=f"worker-{i}")
                for i, slot in enumerate(driver.slots)]

@@ -92,7 +92,7 @@ def test_no_trial_starts_once_the_driver_is_interrupted(tmp_path):
     import signal
     import sys
 
-    from sweeps.driver import read_trial_record
+    from sweeps.driver import no_record_left
     from sweeps.launch import LocalLauncher
 
     launcher = LocalLauncher(heartbeat_seconds=1.0)
@@ -105,6 +105,6 @@ def test_no_trial_starts_once_the_driver_is_interrupted(tmp_path):
     code = launcher.run(cmd, {}, str(tmp_path), tmp_path / "b.log", beat=lambda: None)
     assert code == -signal.SIGTERM and not marker.exists()
     # ... and its trial runs again on resume (interrupted), where a crash without a record is a result.
-    assert read_trial_record(tmp_path, code, {}, 1, tmp_path / "b.log", 0.0)["status"] == "interrupted"
-    assert read_trial_record(tmp_path, 130, {}, 1, tmp_path / "b.log", 0.0)["status"] == "interrupted"
-    assert read_trial_record(tmp_path, 1, {}, 1, tmp_path / "b.log", 0.0)["status"] == "failed"
+    assert no_record_left(tmp_path, code, {}, 1, tmp_path / "b.log")["status"] == "interrupted"
+    assert no_record_left(tmp_path, 130, {}, 1, tmp_path / "b.log")["status"] == "interrupted"
+    assert no_record_left(tmp_path, 1, {}, 1, tmp_path / "b.log")["status"] == "failed"
