@@ -213,8 +213,13 @@ def as_record(record: RunRecord | Mapping) -> RunRecord:
 
 def write_record(run_dir: str | Path, record: RunRecord | Mapping) -> Path:
     """Write ``record.json`` atomically: readers never see half a record. A record whose status is
-    not a :class:`Status` is refused (ValueError) before anything is written."""
-    data = finite(as_record(record).to_json())
+    not a :class:`Status` is refused (ValueError) before anything is written. A record that is not
+    ok and gives no reason is written with one that says so: a failure never reads as null."""
+    record = as_record(record)
+    if record.status != Status.ok and not record.get("error"):
+        record.error = (f"ended {record.status} with no reason recorded (a harness bug: please report it; "
+                        "log_tail holds the run's last output)")
+    data = finite(record.to_json())
     path = Path(run_dir) / RECORD_NAME
     try:
         return atomic_write(path, lambda f: json.dump(data, f, indent=2, default=str, allow_nan=False))

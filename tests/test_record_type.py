@@ -50,6 +50,17 @@ def test_the_record_reads_and_writes_as_the_flat_object_it_always_was(tmp_path):
     assert list(json.loads((tmp_path / "record.json").read_text())) == list(record)
 
 
+def test_a_record_that_is_not_ok_is_never_written_without_a_reason(tmp_path):
+    # A GPU trial once wrote ``failed`` with a null error; the writer now says there is no reason.
+    for status in ("failed", "oom", "interrupted"):
+        write_record(tmp_path, RunRecord(status=status, error=None))
+        assert "no reason recorded" in load_record(tmp_path / "record.json")["error"]
+    write_record(tmp_path, RunRecord(status="oom", error="CUDA out of memory"))
+    assert load_record(tmp_path / "record.json")["error"] == "CUDA out of memory"
+    write_record(tmp_path, RunRecord(status="ok"))
+    assert "error" not in json.loads((tmp_path / "record.json").read_text())
+
+
 @pytest.mark.parametrize("archive", ARCHIVES, ids=lambda p: p.stem)
 def test_every_committed_record_loads_through_the_type_unchanged(archive, tmp_path):
     with tarfile.open(archive) as tar:
