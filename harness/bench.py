@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .compose import compose
+
 # name: (overrides shared by both paths, micro-batch). Shapes and settings of DESIGN section 6.
 CONFIGS: dict[str, tuple[list[str], int]] = {
     "7b_lora_qv": (["model=llama2_7b", "adapter.targets=qv"], 4),
@@ -110,20 +112,6 @@ def bench_overrides(name: str, seq: int, steps: int, data_path: Path, tokenizer:
             "data.train_on_prompt=true", f"data.train_size={micro_batch * steps}", "data.val_size=0", "data.test_size=0",
             f"trainer.micro_batch_size={micro_batch}", f"trainer.global_batch_size={micro_batch}",
             f"trainer.max_steps={steps}", "trainer.val_every_n_steps=null", "eval=none", "logger=none"]
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from .paths import CONF_DIR
-    from .schema import register_configs, resolved_config, validate
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides)
-    run = validate(cfg)
-    return run, resolved_config(cfg, run)
 
 
 # ------------------------------------------------------------------ one path, in its own process

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from . import adapters, data, evaluate, measure, models, scoring
+from .compose import compose
 from .errors import USER_ERRORS
 from .record import RunRecord
 from .schema import ConfigError, RunConfig
@@ -747,28 +748,6 @@ def save_adapter(model, m: Member, tokenizer) -> None:
 
 # -- the pack process -----------------------------------------------------------------------------
 
-def compose_member(overrides: list[str]) -> tuple[RunConfig, dict]:
-    """One trial's validated config and resolved dict, composed as the CLI composes it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from .paths import CONF_DIR
-    from .run import compose_error_line
-    from .schema import register_configs, resolved_config, validate
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(compose_error_line(exc)) from None
-    run = validate(cfg)
-    return run, resolved_config(cfg, run)
-
-
 def members_from_spec(spec: dict) -> list[Member]:
     """The members a pack file lists: ``{"members": [{"overrides": [...], "run_dir": ...}]}``."""
     if not isinstance(spec, dict) or not isinstance(spec.get("members"), list) or not spec["members"]:
@@ -777,7 +756,7 @@ def members_from_spec(spec: dict) -> list[Member]:
     for i, item in enumerate(spec["members"]):
         if not isinstance(item, dict) or not isinstance(item.get("overrides"), list) or not item.get("run_dir"):
             raise ConfigError(f"pack file: members[{i}] needs overrides (a list) and run_dir")
-        run, resolved = compose_member([str(o) for o in item["overrides"]])
+        run, resolved = compose([str(o) for o in item["overrides"]])
         keys = {str(o).lstrip("+~").split("=", 1)[0].strip() for o in item["overrides"]}
         env = {str(k): str(v) for k, v in (item.get("env") or {}).items()}
         members.append(Member(run=run, resolved=resolved, run_dir=Path(item["run_dir"]), user_keys=keys, env=env,

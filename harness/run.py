@@ -18,6 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from .compose import compose, compose_error_line, quote_override
 from .paths import CONF_DIR, pid_alive
 from .schema import ConfigError, register_configs, resolved_config, validate
 from .signals import STOP, RunInterrupted
@@ -42,52 +43,16 @@ def precheck(overrides: list[str]):
     Returns the validated run config, the composed ``hydra.sweep.dir`` and ``hydra.run.dir``
     (as written, and resolved).
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        sweep_dir = cfg.hydra.sweep.dir if "sweep" in cfg and cfg.sweep is not None else None
-        run_dir = (OmegaConf.to_container(cfg.hydra.run)["dir"], cfg.hydra.run.dir)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        fail(compose_error_line(exc))
-    try:
-        return validate(cfg), sweep_dir, run_dir
+        run, _, hydra_cfg = compose(overrides, hydra=True)
+        sweep_dir = hydra_cfg.sweep.dir if run.sweep is not None else None
+        return run, sweep_dir, (OmegaConf.to_container(hydra_cfg.run)["dir"], hydra_cfg.run.dir)
     except ConfigError as exc:
         fail(str(exc))
-
-
-def compose_error_line(exc: Exception) -> str:
-    """One line from Hydra's multi-line composition errors, keeping the key and the options."""
-    from hydra.errors import MissingConfigException
-    from hydra.errors import OverrideParseException as OverrideParseError
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    from .schema import unknown_key_error_at
-
-    if isinstance(exc, MissingConfigException) and exc.options:
-        options = sorted(o for o in exc.options if not o.endswith("_schema"))
-        return f"{exc.missing_cfg_file}: no such option; available: {', '.join(options)}"
-    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if line.startswith("Ambiguous value"):  # a comma in a value: Hydra's own hint lists the quoting
-        return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    if isinstance(exc, OverrideParseError) and "=" in str(exc.override):
-        key, value = exc.override.split("=", 1)
-        return (f"{exc.override}: Hydra's override grammar cannot read this value ({line}); if it is a plain string "
-                f"(a path), quote it inside the argument: \"{key}={quote_override(value)}\" in the shell")
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        key = getattr(cause, "full_key", None)
-        if key and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-            unknown = unknown_key_error_at(key, getattr(cause, "object_type", None))  # a key the schema lacks: say so, with the key probably meant
-            if unknown is not None:
-                return str(unknown)
-        if key:  # the first cause that names the key says what was wrong with it
-            return f"{line} - {key}: {str(cause).splitlines()[0]}"
-        cause = cause.__cause__ or cause.__context__
-    return line
+    except (OmegaConfBaseException, ValueError) as exc:  # a run or sweep dir that does not resolve
+        fail(compose_error_line(exc))
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -525,15 +490,6 @@ def quote_if_needed(arg: str) -> str:
     except HydraException:
         return arg
     return quoted
-
-
-def quote_override(value: str) -> str:
-    """A value as Hydra's override grammar reads it back unchanged."""
-    import re
-
-    if re.fullmatch(r"[\w./:-]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 if __name__ == "__main__":

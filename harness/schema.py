@@ -717,10 +717,20 @@ def register_configs() -> None:
 def resolved_config(cfg: DictConfig, run: RunConfig) -> dict:
     """The composed config as a plain dict for records, with the values validation derives
     (``adapter.alpha`` from ``adapter.alpha_over_r``) as the run uses them."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved.pop("hydra", None)
+    resolved = OmegaConf.to_container(_without_hydra(cfg), resolve=True)
     resolved["adapter"]["alpha"] = run.adapter.alpha
     return resolved
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """The run's config without the ``hydra`` node that ``return_hydra_config`` adds (its run and
+    sweep dirs resolve only where Hydra runs), still typed by the schema."""
+    if "hydra" not in cfg:
+        return cfg
+    plain = cfg.copy()
+    with open_dict(plain):
+        del plain["hydra"]
+    return plain
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -730,11 +740,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     """
     from omegaconf.errors import OmegaConfBaseException
 
-    plain = cfg
-    if "hydra" in cfg:  # composed with return_hydra_config: drop the hydra node, keep the schema type
-        plain = cfg.copy()
-        with open_dict(plain):
-            del plain["hydra"]
+    plain = _without_hydra(cfg)
     check_keys_and_numbers(plain)
     try:
         run = OmegaConf.to_object(plain)

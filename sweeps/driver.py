@@ -33,9 +33,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from harness.compose import compose as compose_overrides  # as the CLI composes; tests spy on it
 from harness.paths import atomic_write
 from harness.record import RECORD_NAME, RunRecord, SweepInfo, read_record, read_tail, write_record
-from harness.schema import RUNTIME_METRICS, ConfigError, RunConfig, SweepConfig, validate
+from harness.schema import RUNTIME_METRICS, ConfigError, RunConfig, SweepConfig
 
 from . import study as study_lib
 from .launch import LocalLauncher, SubmititLauncher
@@ -55,8 +56,6 @@ log = logging.getLogger("harness.sweep")
 RESULTS_NAME = "results.csv"
 PACK_OOM_RECORD = "pack_oom_record.json"  # a run's record from a pack that ran out of memory (then split)
 PLAN_NAME = "sweep.json"
-# Hydra's compose API keeps global state: one composition at a time across worker threads.
-_COMPOSE_LOCK = threading.Lock()
 # Numeric record fields an objective can name (harness.train writes them), the nested groups
 # whose leaves are numbers, and the suffixes of the measured ones (memory and time phases).
 RECORD_METRICS = ("val_loss_last", "val_loss_best", "val_loss_first", "train_loss_last", "train_loss_best",
@@ -105,27 +104,6 @@ class SweepPlan:
                 "objectives": [[o.metric, o.direction] for o in self.cfg.objectives],
                 "overrides": self.base_overrides, "seeds": self.seeds, "sampler": self.cfg.sampler,
                 "planned": self.planned}
-
-
-def compose_overrides(overrides: list[str]) -> tuple[RunConfig, dict]:
-    """Compose and validate one run's overrides exactly as the CLI would, without running it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from harness.paths import CONF_DIR
-    from harness.schema import register_configs, resolved_config
-
-    register_configs()
-    try:
-        with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        from harness.run import compose_error_line
-
-        raise ConfigError(compose_error_line(exc)) from None
-    run = validate(cfg)
-    return run, resolved_config(cfg, run)
 
 
 def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> SweepPlan:

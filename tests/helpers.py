@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from harness.paths import CONF_DIR, REPO_ROOT
-from harness.schema import RunConfig, register_configs, resolved_config, validate
+from harness.compose import compose
+from harness.paths import REPO_ROOT
+from harness.schema import RunConfig
 
 
 def tiny(chat_file: Path, *extra: str, size: int = 32, base: Path | None = None) -> list[str]:
@@ -32,20 +31,14 @@ def tiny(chat_file: Path, *extra: str, size: int = 32, base: Path | None = None)
 
 def compose_run(overrides: list[str]) -> RunConfig:
     """A validated RunConfig from Hydra overrides, exactly as the CLI composes it."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return validate(compose("config", overrides=overrides))
+    return compose(overrides)[0]
 
 
 def train_in_process(overrides: list[str], run_dir: Path) -> dict:
     """One run in this process, composed and recorded as the CLI does it; returns its record."""
     from harness.train import run_training
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    run = validate(cfg)
-    return run_training(run, resolved_config(cfg, run), run_dir)
+    return run_training(*compose(overrides), run_dir)
 
 
 def run_cli(args: list[str], run_dir: Path | None = None, timeout: int = 600,

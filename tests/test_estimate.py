@@ -9,11 +9,10 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from harness.estimate import cpu_has_native_bf16, estimate_run, resolve_precision
-from harness.paths import CONF_DIR
-from harness.schema import ConfigError, register_configs, validate
+from harness.schema import ConfigError
+from tests.helpers import compose_run
 
 LLAMA_7B = ["model=llama2_7b", "model.init=random", "trainer.precision=bf16-true",
             "trainer.micro_batch_size=1", "trainer.global_batch_size=1", "data.max_seq_len=512"]
@@ -26,14 +25,8 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def run_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return validate(compose("config", overrides=list(overrides)))
-
-
 def estimate(*overrides: str) -> dict:
-    return estimate_run(run_config(*overrides), device="cpu")
+    return estimate_run(compose_run(list(overrides)), device="cpu")
 
 
 def memory(*overrides: str) -> dict:

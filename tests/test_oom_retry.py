@@ -14,15 +14,10 @@ BATCH = ["trainer.max_steps=4", "trainer.micro_batch_size=4", "trainer.global_ba
 def train_handed_off(overrides: list[str], run_dir) -> dict:
     """In process, as the entry point hands a run off (harness.run.train): trainer.oom_retry is
     the entry point's, around harness.train.run_training's one attempt."""
-    from hydra import compose, initialize_config_dir
-
-    from harness.paths import CONF_DIR
+    from harness.compose import compose
     from harness.run import train
-    from harness.schema import resolved_config
 
-    run = compose_run(overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return train(run, resolved_config(compose("config", overrides=overrides), run), run_dir)
+    return train(*compose(overrides), run_dir)
 
 
 def test_oom_in_training_retries_at_half_the_micro_batch_until_it_fits(chat_file, tmp_path):

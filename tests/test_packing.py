@@ -12,14 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.packing import (
-    Member,
-    check_pack,
-    compose_member,
-    pack_key,
-    train_pack,
-    unpackable_reason,
-)
+from harness.compose import compose as compose_member
+from harness.packing import Member, check_pack, pack_key, train_pack, unpackable_reason
 from harness.paths import REPO_ROOT
 from harness.schema import ConfigError
 from harness.train import run_training
