@@ -528,3 +528,10 @@ def test_notebook_runs_against_the_fixture(fixture_sweeps, name, monkeypatch):
                             resources={"metadata": {"path": str(path.parent)}}).execute()
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the notebook drew no plot"
+
+
+def test_a_finding_without_records_names_the_sweep_that_would_test_it():
+    from harness.report.document import untested_reason
+
+    assert untested_reason("F4") == "F4 (scheduler): its sweep `optimizer_scheduler` is not among the records"
+    assert untested_reason("F2").endswith("its sweeps `qlora`, `memory_7b`, `runtime_7b` are not among the records")

@@ -210,6 +210,14 @@ def part_rows(parts: list[PartResult]) -> list[list[str]]:
     return rows
 
 
+def untested_reason(finding: str) -> str:
+    """Why ``finding`` has no verdict here: the named sweeps that test it are not among the records."""
+    needed = [name for name, claims in SWEEP_CLAIMS.items() if finding in claims]
+    why = (f"its sweep{'s' if len(needed) > 1 else ''} {', '.join(f'`{n}`' for n in needed)} "
+           f"{'are' if len(needed) > 1 else 'is'} not among the records" if needed else "no named sweep tests it")
+    return f"{finding} ({CLAIMS[finding].title}): {why}"
+
+
 def header_blocks(frame: pd.DataFrame, names: list[str], specs: dict[str, dict],
                   notes: list[str]) -> list[tuple]:
     """Title, provenance (devices, versions, models, counts) and the user's notes."""
@@ -335,8 +343,8 @@ def build_report(paths: list[str | Path], out: Path | None = None,
     else:
         blocks.append(("p", "These sweeps test none of the findings (no named sweep of FINDINGS.md)."))
     untested = [f for f in CLAIMS if f not in evaluated]
-    blocks.append(("p", "Not tested by these sweeps: " + ", ".join(
-        f"{f} ({CLAIMS[f].title})" for f in untested) + "." if untested else "Every finding is tested."))
+    blocks.append(("p", "Not tested by these sweeps: " + "; ".join(untested_reason(f) for f in untested) + "."
+                   if untested else "Every finding is tested."))
     blocks.append(("h", 2, "Findings"))
     for f, result in evaluated.items():
         blocks += finding_blocks(f, sweeps_of[f], result, frame)
