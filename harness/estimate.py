@@ -27,18 +27,6 @@ GIB = 1024**3
 QUANT_BLOCK = 64
 NESTED_BLOCK = 256
 
-# Optimizer states per trainable parameter: (number of states, bytes per state or None for
-# "the parameter's own dtype").
-OPTIMIZER_STATES: dict[str, tuple[int, int | None]] = {
-    "adamw": (2, None),
-    "paged_adamw": (2, None),
-    "sophia": (2, None),
-    "adamw_8bit": (2, 1),
-    "paged_adamw_8bit": (2, 1),
-    "lion_8bit": (1, 1),
-    "sgd": (1, None),  # momentum buffer; none when momentum == 0
-}
-
 
 def resolve_precision(precision: str, device: str, adapter_kind: str = "lora") -> str:
     """The Lightning precision a run uses.
@@ -204,9 +192,9 @@ def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untrack
         notes.append(f"{quant.mode}: 0.5 byte/param + {absmax} for every Linear except lm_head; "
                      f"embeddings, norms, lm_head stay {_dtype_name(frozen)}")
     name = run.optimizer.name
-    if name.endswith("8bit"):
+    if run.optimizer.state_bytes == 1:
         notes.append(f"{name}: 1 byte per state, block statistics and small-tensor fp32 states ignored")
-    if name.startswith("paged"):
+    if "Paged" in run.optimizer.target:
         notes.append(f"{name}: paged states counted as resident on the GPU")
     notes.append(
         f"activations: Llama-style block, {run.model.attn_implementation} attention without a "
@@ -271,9 +259,9 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     full = run.adapter.kind == "full"
     adapter = 0 if full else trainable * param_bytes  # full FT: the trained weights are the weights
     gradients = trainable * param_bytes
-    states, state_bytes = OPTIMIZER_STATES[run.optimizer.name]
-    if run.optimizer.name == "sgd" and run.optimizer.momentum == 0:
-        states = 0
+    states, state_bytes = run.optimizer.states, run.optimizer.state_bytes
+    if run.optimizer.target == "torch.optim.SGD" and run.optimizer.momentum == 0:
+        states = 0  # no momentum buffer
     optimizer = trainable * states * (state_bytes or param_bytes)
     activations = activation_bytes(config, run)
     untracked = set() if full else set(run.adapter.target_modules) - _layer_shapes(config).keys()

@@ -37,37 +37,34 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     return [{"params": params, "lr": cfg.lr * ratio} for ratio, params in groups.items()]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig, allow_fused: bool = True) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.name``, from torch, bitsandbytes or sophia-opt. AdamW on CUDA
-    is torch's fused kernel unless ``allow_fused`` is false (:func:`fused_optimizer_allowed`)."""
-    groups = param_groups(model, cfg)
-    betas = tuple(cfg.betas)
-    on_cuda = next(iter(groups[0]["params"])).is_cuda if groups else False
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                                 fused=(on_cuda and allow_fused) or None)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.name == "sophia":
-        try:
-            from sophia_opt import SophiaG
-        except ImportError as exc:
-            raise ConfigError('optimizer=sophia: sophia-opt is not installed (pip install -e ".[sophia]")') from exc
-        return SophiaG(groups, lr=cfg.lr, betas=betas, rho=cfg.rho, weight_decay=cfg.weight_decay)
+def optimizer_class(cfg: OptimizerConfig) -> type:
+    """The class ``cfg.target`` names; a ConfigError saying what to install when it cannot be imported."""
+    from hydra.utils import get_class
+
     try:
-        import bitsandbytes as bnb
-    except ImportError as exc:
-        raise ConfigError(f"optimizer={cfg.name}: bitsandbytes is not installed (pip install bitsandbytes)") from exc
-    bnb_classes = {
-        "adamw_8bit": bnb.optim.AdamW8bit,
-        "paged_adamw": bnb.optim.PagedAdamW,
-        "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
-        "lion_8bit": bnb.optim.Lion8bit,
-    }
-    kwargs = dict(lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-    if cfg.name != "lion_8bit":
-        kwargs["eps"] = cfg.eps
-    return bnb_classes[cfg.name](groups, **kwargs)
+        return get_class(cfg.target)
+    except Exception as exc:  # hydra wraps the ImportError of a missing package
+        hint = f" ({cfg.requires})" if cfg.requires else ""
+        raise ConfigError(f"optimizer={cfg.name}: cannot import {cfg.target}{hint}") from exc
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, allow_fused: bool = True) -> torch.optim.Optimizer:
+    """``cfg.target`` over the trainable parameters (:func:`param_groups`), given those of lr, betas,
+    eps, weight decay, momentum and rho that its constructor takes. On CUDA it is the fused kernel
+    where ``cfg.fused`` and the class has one, unless ``allow_fused`` is false
+    (:func:`fused_optimizer_allowed`)."""
+    import inspect
+
+    groups = param_groups(model, cfg)
+    cls = optimizer_class(cfg)
+    accepted = inspect.signature(cls).parameters
+    hparams = {"lr": cfg.lr, "betas": tuple(cfg.betas), "eps": cfg.eps, "weight_decay": cfg.weight_decay,
+               "momentum": cfg.momentum, "rho": cfg.rho}
+    kwargs = {key: value for key, value in hparams.items() if key in accepted}
+    if cfg.fused and "fused" in accepted:
+        on_cuda = next(iter(groups[0]["params"])).is_cuda if groups else False
+        kwargs["fused"] = (on_cuda and allow_fused) or None
+    return cls(groups, **kwargs)
 
 
 def fused_optimizer_allowed(trainer) -> bool:

@@ -221,18 +221,29 @@ class QuantConfig:
         _one_of(self.mode, "quant.mode", ("none", "int8", "nf4", "fp4"))
 
 
-OPTIMIZERS = ("adamw", "sgd", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "lion_8bit", "sophia")
-
-
 @dataclass
 class OptimizerConfig:
-    """Optimizer and its hyperparameters.
+    """Optimizer and its hyperparameters. Each option of the ``optimizer`` group is one YAML file
+    naming its class (``target``) and what the memory estimate needs; adding an optimizer is one
+    file.
 
-    lr_ratios: per-group learning-rate multipliers keyed by a substring of the parameter name,
-    e.g. ``{lora_B: 16}`` is LoRA+ (B matrices at 16x the base lr).
+    target: the optimizer class as an import path (torch, bitsandbytes, sophia-opt); the build
+    passes it the hyperparameters below that its constructor takes. requires: what to install when
+    the class's package is missing. states / state_bytes: optimizer states per trainable parameter
+    and bytes per state (null: the parameter's own dtype), for the memory estimate. shardable: it
+    steps FSDP's sharded (DTensor) parameters. fused: on CUDA, the class's fused kernel where its
+    constructor offers one. The defaults are AdamW's. lr_ratios: per-group learning-rate multipliers keyed
+    by a substring of the parameter name, e.g. ``{lora_B: 16}`` is LoRA+ (B matrices at 16x the
+    base lr).
     """
 
     name: str = "adamw"
+    target: str = "torch.optim.AdamW"
+    requires: str | None = None
+    states: int = 2
+    state_bytes: int | None = None
+    shardable: bool = True
+    fused: bool = True
     lr: float = 3e-4
     weight_decay: float = 0.01
     momentum: float = 0.9
@@ -242,7 +253,9 @@ class OptimizerConfig:
     lr_ratios: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "optimizer.name", OPTIMIZERS)
+        _require("." in self.target, "optimizer.target", f"must be an import path such as torch.optim.AdamW, got {self.target!r}")
+        _require(self.states >= 0, "optimizer.states", f"must be >= 0, got {self.states}")
+        _require(self.state_bytes is None or self.state_bytes > 0, "optimizer.state_bytes", f"must be > 0 or null, got {self.state_bytes}")
         _require(self.lr > 0, "optimizer.lr", f"must be > 0, got {self.lr}")
         _require(self.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _require(0 <= self.momentum < 1, "optimizer.momentum", f"must be in [0, 1), got {self.momentum}")
@@ -688,7 +701,7 @@ class RunConfig:
                  "scoring of saved adapters do not rebuild; set trainer.save_weights=false")
         _require(self.trainer.strategy != "fsdp" or self.quant.mode == "none", "quant.mode",
                  "trainer.strategy=fsdp cannot shard bitsandbytes-quantized weights; use quant=none or strategy=ddp")
-        _require(self.trainer.strategy != "fsdp" or self.optimizer.name in ("adamw", "sgd"), "optimizer.name",
+        _require(self.trainer.strategy != "fsdp" or self.optimizer.shardable, "optimizer.name",
                  f"{self.optimizer.name} does not step sharded (DTensor) parameters; use adamw or sgd with trainer.strategy=fsdp")
 
 

@@ -27,7 +27,14 @@ from . import adapters, batches, data, evaluate, measure, models, scoring, speed
 from .errors import USER_ERRORS
 from .estimate import estimate_run, resolve_precision
 from .faults import fault_callbacks
-from .module import DivergedError, FineTuneModule, StopAtStep, check_resume_config, steps_per_epoch
+from .module import (
+    DivergedError,
+    FineTuneModule,
+    StopAtStep,
+    check_resume_config,
+    optimizer_class,
+    steps_per_epoch,
+)
 from .paths import MissingPathError
 from .record import RunRecord, Status, git_sha, loss_summary, versions, write_record
 from .schema import ConfigError, RunConfig
@@ -252,6 +259,7 @@ def prepare(run: RunConfig, resolved_config: dict, run_dir: Path) -> Prepared:
                     "(most of them at lr %g); trainer.precision=bf16-mixed keeps fp32 master weights", precision, run.optimizer.lr)
     models.check_quant_supported(run.quant, device)
     adapters.check_init_supported(run.adapter, device)
+    optimizer_class(run.optimizer)  # an optimizer whose package is missing fails before any data or weights load
     resume_path = resume_checkpoint(run, run_dir)
     resume_overrides = check_resume_config(resume_path, resolved_config, run.trainer.resume_override)
     loaded = data.load_examples(run.data)  # data errors first: parsing is cheap, loading models is not

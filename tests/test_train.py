@@ -78,6 +78,7 @@ def test_training_lowers_the_loss(chat_file, tmp_path):
     (["optimizer=adamw_8bit"], None),
     (["optimizer=paged_adamw_8bit", "quant=nf4", "quant.double_quant=true"], None),
     (["optimizer=lion_8bit", "quant=int8"], None),
+    (["optimizer.name=adam", "optimizer.target=torch.optim.Adam"], None),  # an optimizer needs no code
     (["+optimizer.lr_ratios.lora_B=16", "trainer.gradient_checkpointing=true"], None),
     (["data.packing=true", "trainer.precision=bf16-true"], None),
 ])
@@ -88,6 +89,22 @@ def test_variants_train(chat_file, tmp_path, extra, trainable):
     if trainable == "all":
         assert record["trainable_params"] == record["total_params"]
         assert record["model_path"] and record["adapter_path"] is None
+
+
+@pytest.mark.parametrize("option,cls_name,expected", [
+    ("adamw", "AdamW", {"lr": 3e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01}),
+    ("sgd", "SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}),
+    ("lion_8bit", "Lion8bit", {"lr": 3e-5, "betas": (0.9, 0.99), "weight_decay": 0.1}),
+    ("paged_adamw_8bit", "PagedAdamW8bit", {"lr": 3e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01}),
+])
+def test_each_optimizer_option_builds_its_class_with_its_hyperparameters(option, cls_name, expected):
+    from torch import nn
+
+    from harness.module import build_optimizer
+
+    optimizer = build_optimizer(nn.Linear(4, 4), compose_run([f"optimizer={option}"]).optimizer)
+    assert type(optimizer).__name__ == cls_name
+    assert {key: optimizer.defaults[key] for key in expected} == expected
 
 
 def test_lora_plus_groups_have_the_ratio(chat_file):
