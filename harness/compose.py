@@ -84,6 +84,11 @@ def compose_error_line(exc: Exception) -> str:
     return line
 
 
+def is_hydra_override(arg: str) -> bool:
+    """An override of Hydra's own settings (``hydra.run.dir=...``, ``hydra/launcher=...``)."""
+    return arg.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
 def quote_override(value: str) -> str:
     """A value as Hydra's override grammar reads it back unchanged."""
     import re

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from .errors import exit_on_user_error, fail
 from .evaluate import HELDOUT_FILE, HELDOUT_TASK, LOCAL_TASKS, score
 
 
@@ -50,12 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     args = parser.parse_args(argv)
-    from .errors import USER_ERRORS
-
-    def fail(message: str) -> None:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
     for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
         if value is not None and value <= 0:
             fail(f"{flag} {value}: must be > 0")
@@ -77,13 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.path if (args.path / "record.json").is_file() else args.path.parent
     heldout = run_dir / HELDOUT_FILE
     tasks = args.tasks or [t for t in LOCAL_TASKS if t != HELDOUT_TASK or heldout.is_file()]
-    try:
+    with exit_on_user_error():
         model, tokenizer = load_for_scoring(args.path, device)
         scores = score(model, tokenizer, tasks, device=device, batch_size=args.batch_size,
                        num_fewshot=args.num_fewshot, limit=args.limit, heldout_path=heldout if heldout.is_file() else None)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps(scores, indent=2))
 
 

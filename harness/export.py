@@ -8,11 +8,11 @@ top and merged into the weights, and the result is saved with the tokenizer, so 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .errors import exit_on_user_error, fail
 from .record import RECORD_NAME
 from .results import load_record
 from .schema import ConfigError, QuantConfig, RunConfig
@@ -93,17 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", help="a run dir holding record.json")
     parser.add_argument("--out", help="where to write the merged HF folder (default RUN_DIR/merged)")
     args = parser.parse_args(argv)
-    from .errors import USER_ERRORS
-
     out = Path(args.out) if args.out else Path(args.run_dir) / "merged"
     if out.exists() and not out.is_dir():
-        print(f"error: --out {out}: is an existing file; give a folder", file=sys.stderr)
-        sys.exit(2)
-    try:
+        fail(f"--out {out}: is an existing file; give a folder")
+    with exit_on_user_error():
         out = export_merged(args.run_dir, args.out)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(out)
 
 

@@ -7,34 +7,47 @@ file or line, before any model loads.
 
 from __future__ import annotations
 
+import atexit
+import copy
+import dataclasses
+import gc
+import importlib.util
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .compose import compose, compose_error_line, quote_override
-from .paths import CONF_DIR, pid_alive
+from .errors import exit_on_user_error, fail
+from .paths import (
+    CONF_DIR,
+    MissingPathError,
+    ensure_writable_dir,
+    is_pypi_path,
+    pid_alive,
+    write_error_line,
+)
+from .record import RECORD_NAME, RecordWriteError, write_record
 from .schema import ConfigError, register_configs, resolved_config, validate
 from .signals import STOP, RunInterrupted
+from .trial import die_with_parent
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 log = logging.getLogger("harness")
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def is_hydra_override(arg: str) -> bool:
-    return arg.lstrip("+~").startswith(("hydra.", "hydra/"))
 
 
 def precheck(overrides: list[str]):
@@ -43,8 +56,6 @@ def precheck(overrides: list[str]):
     Returns the validated run config, the composed ``hydra.sweep.dir`` and ``hydra.run.dir``
     (as written, and resolved).
     """
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
         run, _, hydra_cfg = compose(overrides, hydra=True)
         sweep_dir = hydra_cfg.sweep.dir if run.sweep is not None else None
@@ -57,34 +68,22 @@ def precheck(overrides: list[str]):
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> None:
-    try:
+    """The run as Hydra's runner hands it over: the checks, then a dry run's estimate or the run."""
+    with exit_on_user_error():
         run = validate(cfg)
-    except ConfigError as exc:
-        fail(str(exc))
-    resolved = resolved_config(cfg, run)
-    from .errors import USER_ERRORS
-
-    try:
+        resolved = resolved_config(cfg, run)
         preflight(run)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    if run.dry_run:
-        from .estimate import estimate_run
+        if run.dry_run:
+            from .estimate import estimate_run  # imports torch: after the checks
 
-        try:
             # The estimate plans GPU memory, so precision=auto means what it means on a GPU.
             print(json.dumps(estimate_run(run, device="cuda"), indent=2))
-        except USER_ERRORS as exc:
-            fail(str(exc))
-        return
+            return
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    from .record import RecordWriteError
-
     try:
-        claim_run_dir(run, run_dir)
-        train_and_report(run, resolved, run_dir)
-    except USER_ERRORS as exc:
-        fail(str(exc))
+        with exit_on_user_error():
+            claim_run_dir(run, run_dir)
+            train_and_report(run, resolved, run_dir)
     except RecordWriteError as exc:
         print(f"error: {exc}; the run left no record", file=sys.stderr)
         sys.exit(1)
@@ -129,13 +128,9 @@ def run_retrying_oom(run, resolved_config: dict, run_dir: Path) -> dict:
     the data order stay the same. Stops at micro-batch 1. The last record lists every attempt in
     ``oom_retries`` (micro_batch_size, accumulate, status, error); its ``config`` holds the
     micro-batch that ran."""
-    import copy
-    import dataclasses
-    import gc
 
     import torch
 
-    from .record import write_record
     from .train import run_training
 
     attempts: list[dict] = []
@@ -176,11 +171,8 @@ def preflight(run) -> None:
     transformers, peft) is imported, so it costs a second, not ten (flash-attention without its
     GPU and package, a resume file that is no checkpoint, a device the run cannot have, a data
     file that is missing or malformed, an adapter rank larger than a layer it adapts)."""
-    import importlib.util
-    import zipfile
 
     from .models import check_model_folder
-    from .paths import MissingPathError
 
     check_model_folder(run.model)  # a damaged model folder is named before any data or weights load
     check_device(run)
@@ -234,7 +226,6 @@ def check_data(run) -> None:
     from .data import load_examples
     from .evaluate import check_tasks
     from .models import hub_reachable
-    from .paths import is_pypi_path
 
     local = run.data.hf_name is None
     if (local and not is_pypi_path(run.data.path)) or (not local and not hub_reachable()):
@@ -274,11 +265,7 @@ LOCK_NAME = ".run.lock"
 def claim_run_dir(run, run_dir: Path) -> None:
     """Refuse a run dir that holds another run's record (unless this run resumes it) or that a
     live process is running in; then hold it (a lock file with this process's id) until exit."""
-    import atexit
-    import os
-    import socket
 
-    from .record import RECORD_NAME
 
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return  # a device process of a multi-device run: rank 0 holds the dir
@@ -323,8 +310,6 @@ def unique_run_dir(pattern: str, resolved: str) -> str | None:
                 usable_dir(candidate, "hydra.run.dir")
             continue
         except OSError as exc:
-            from .paths import write_error_line
-
             fail(write_error_line(exc, candidate, "hydra.run.dir") or f"hydra.run.dir={candidate}: cannot create the run "
                  f"dir ({exc.strerror or exc})")
         return str(candidate)
@@ -332,73 +317,8 @@ def unique_run_dir(pattern: str, resolved: str) -> str | None:
     return None
 
 
-def sweep_main(run, overrides: list[str], sweep_dir: str) -> None:
-    """``+sweep=NAME``: the driver runs each trial as its own ``python -m harness.run``."""
-    from sweeps.driver import run_sweep
-
-    from .errors import USER_ERRORS
-
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    trial_overrides = [a for a in overrides if not is_hydra_override(a) and not a.lstrip("+~").startswith("sweep")]
-    from sweeps.driver import SweepStalled
-    from sweeps.study import StorageUnavailable
-
-    signal.signal(signal.SIGTERM, raise_interrupted)  # preemption: stop as on Ctrl-C
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the driver's own, not a run's (STOP)
-    from .paths import write_error_line
-
-    usable_dir(sweep_dir, "hydra.sweep.dir")  # before the storage, plan.json or any trial folder is written
-    from sweeps.study import open_storage, storage_url
-
-    try:
-        open_storage(storage_url(run.sweep.storage, Path(sweep_dir).resolve()))  # a storage that cannot open: one line, first
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    try:
-        code = run_sweep(run, trial_overrides, Path(sweep_dir))
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    except OSError as exc:  # the sweep dir filled up or turned read-only mid-sweep (files there are written atomically)
-        line = write_error_line(exc, sweep_dir, "hydra.sweep.dir")
-        if line is None:
-            raise
-        print(f"error: {line}; finished trials are kept: run the same command again to resume", file=sys.stderr)
-        sys.exit(1)
-    except StorageUnavailable as exc:
-        # Completed trials are safe in the storage; the interrupted ones run again on resume.
-        print(f"error: {exc}; stopped. Run the same command again to resume", file=sys.stderr)
-        sys.exit(3)
-    except SweepStalled as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt as exc:
-        name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
-        print(f"error: sweep interrupted by {name}; finished trials are kept, running ones were stopped (with a "
-              "checkpoint when checkpointing is on) and run again from it: run the same command again to resume",
-              file=sys.stderr)
-        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
-    if code != 0:
-        print(f"error: sweep {run.sweep.name} stopped before every configuration was done; run the same command "
-              "again to resume", file=sys.stderr)
-    sys.exit(code)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM (what SLURM sends on preemption) taken as Ctrl-C, remembering the signal."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def raise_interrupted(signum, frame) -> None:
-    raise Interrupted(signum)
-
-
 def main() -> None:
-    from sweeps.launch import die_with_parent
-
-    die_with_parent()
+    die_with_parent()  # a sweep trial ends with its driver
     STOP.install()  # a sweep driver replaces it with its own (sweep_main)
     try:
         register_configs()
@@ -410,7 +330,9 @@ def main() -> None:
             return
         if flags.multirun:
             fail("--multirun: sweeps run through the harness's own driver; use +sweep=NAME (see docs/sweeps.md)")
-        if run.sweep is not None:
+        if run.sweep is not None:  # the sweep package sits above the harness: only this entry point reaches it
+            from sweeps.cli import main as sweep_main
+
             sweep_main(run, flags.overrides, sweep_dir)
         if not run.dry_run:
             unique = unique_run_dir(run_dir_pattern, run_dir)
@@ -435,8 +357,6 @@ def hydra_flags(argv: list[str]):
     for an override, and flags may stand anywhere among the overrides. ``sys.argv`` is rewritten
     in the order Hydra's runner parses (flags, then overrides). A malformed flag is Hydra's usage
     message, exit 2."""
-    from hydra._internal.utils import get_args_parser
-
     args = list(argv)
     for i, arg in enumerate(args):  # a bare --info before an override: Hydra's default topic, not the override
         if arg in ("--info", "-i") and (i + 1 == len(args) or args[i + 1] not in INFO_CHOICES):
@@ -457,14 +377,10 @@ def informational(flags) -> bool:
 
 
 def usable_dir(path: str | Path, key: str) -> Path:
-    """The run or sweep dir, created and proven writable (:func:`harness.paths.ensure_writable_dir`),
-    or one error line and exit 2."""
-    from .paths import UnusablePathError, ensure_writable_dir
-
-    try:
+    """The run dir, created and proven writable (:func:`harness.paths.ensure_writable_dir`), or
+    one error line and exit 2."""
+    with exit_on_user_error():
         return ensure_writable_dir(path, key)
-    except UnusablePathError as exc:
-        fail(str(exc))
 
 
 def quote_if_needed(arg: str) -> str:
@@ -473,9 +389,6 @@ def quote_if_needed(arg: str) -> str:
     becomes ``data.path='/d/é.jsonl'``. Anything else, flags and valid overrides, is returned as is."""
     if arg.startswith("-") or "=" not in arg:
         return arg
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     parser = OverridesParser.create()
     try:
         parser.parse_override(arg)

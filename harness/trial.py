@@ -1,20 +1,25 @@
-"""A run that is one trial of a sweep. The sweep driver passes the trial in ``HARNESS_TRIAL``
-(JSON: the study, the trial's id, whether it prunes, its record's ``sweep`` block and its log
-file); the run reports validation loss to its Optuna trial so the study's pruner can stop it
-early, and writes the sweep's part of its own record (:func:`stamp`)."""
+"""A run that is one trial of a sweep: the trial's side of the contract with whoever launched it.
+
+The sweep driver passes the trial in ``HARNESS_TRIAL`` (JSON: the study, the trial's id, its
+record's ``sweep`` block, its log file, and the callbacks the trial runs, such as the study's
+pruning reporter, named by ``_target_``); a local driver also passes its process id in
+``HARNESS_PARENT_PID`` (:func:`die_with_parent`). The run writes the sweep's part of its own
+record (:func:`stamp`). Nothing here imports the sweep package: the driver names what the trial
+runs, so dependencies go from ``sweeps`` to ``harness`` only.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import sys
-
-import lightning as L
 
 from .record import RunRecord, Status, read_tail
 
 TRIAL_ENV = "HARNESS_TRIAL"
+PARENT_ENV = "HARNESS_PARENT_PID"
 
 log = logging.getLogger(__name__)
 
@@ -23,38 +28,21 @@ class PrunedError(Exception):
     """The study's pruner stopped this trial; the record says ``pruned``."""
 
 
-class PruningReporter(L.Callback):
-    """After every validation pass: report val loss at the optimizer step, ask the pruner."""
-
-    def __init__(self, storage: str, study_name: str, trial_id: int):
-        import optuna
-
-        from sweeps.study import open_storage
-
-        self.study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-        self.trial = optuna.Trial(self.study, trial_id)
-
-    def on_validation_end(self, trainer, pl_module):
-        value = trainer.callback_metrics.get("val_loss")
-        if value is None or trainer.sanity_checking:
-            return
-        self.trial.report(float(value), step=trainer.global_step)
-        if trainer.global_step > 0 and self.trial.should_prune():
-            raise PrunedError(f"pruned by the study's pruner at optimizer step {trainer.global_step} (val loss {float(value):.4f})")
-
-
 def trial_info() -> dict:
     """This process's sweep trial as the driver passed it; empty for a run outside a sweep."""
     raw = os.environ.get(TRIAL_ENV)
     return json.loads(raw) if raw else {}
 
 
-def trial_callbacks() -> list[L.Callback]:
-    """The pruning reporter when this process runs a trial whose study prunes, else nothing."""
-    info = trial_info()
-    if not info.get("prune"):
+def trial_callbacks() -> list:
+    """The Lightning callbacks the driver asks this trial to run (``callbacks``: ``_target_``
+    entries, e.g. :class:`sweeps.pruning.PruningReporter` when the study prunes), else none."""
+    specs = trial_info().get("callbacks") or []
+    if not specs:
         return []
-    return [PruningReporter(info["storage"], info["study_name"], int(info["trial_id"]))]
+    from hydra.utils import instantiate
+
+    return [instantiate(spec) for spec in specs]
 
 
 def stamp(record: RunRecord, trial: dict) -> None:
@@ -70,3 +58,20 @@ def stamp(record: RunRecord, trial: dict) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         record.log_tail = read_tail(trial["log"])
+
+
+def die_with_parent() -> None:
+    """In a trial process started by a local driver: exit when the driver dies, so a killed
+    driver never leaves a trial writing into a sweep that has moved on (Linux only)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the driver died before the line above took effect
+        os._exit(1)

@@ -37,6 +37,7 @@ from harness.compose import compose as compose_overrides  # as the CLI composes;
 from harness.paths import atomic_write
 from harness.record import RECORD_NAME, RunRecord, SweepInfo, read_record, read_tail, write_record
 from harness.schema import RUNTIME_METRICS, ConfigError, RunConfig, SweepConfig
+from harness.trial import TRIAL_ENV
 
 from . import study as study_lib
 from .launch import LocalLauncher, SubmititLauncher
@@ -658,10 +659,14 @@ class Driver:
         # W&B's own variables: one W&B run per trial, grouped by sweep (logger=wandb).
         env["WANDB_RUN_GROUP"] = plan.cfg.name
         env["WANDB_NAME"] = self.wandb_name(trial, seed)
-        # The trial's identity, and what its record says of the sweep (harness.trial.stamp).
-        env[_trial_env_key()] = json.dumps({"storage": plan.storage_url, "study_name": plan.study_name,
-                                            "trial_id": trial._trial_id, "prune": plan.cfg.pruner != "none",
-                                            "sweep": sweep, "log": str(log_path.resolve())}, default=str)
+        # The trial's identity, what its record says of the sweep (harness.trial.stamp), and the
+        # callbacks it runs: the pruner's reporter when the study prunes (sweeps.pruning, imported
+        # by the trial; the driver stays free of Lightning).
+        pruning = [{"_target_": "sweeps.pruning.PruningReporter", "storage": plan.storage_url,
+                    "study_name": plan.study_name, "trial_id": trial._trial_id}] if plan.cfg.pruner != "none" else []
+        env[TRIAL_ENV] = json.dumps({"storage": plan.storage_url, "study_name": plan.study_name,
+                                     "trial_id": trial._trial_id, "callbacks": pruning,
+                                     "sweep": sweep, "log": str(log_path.resolve())}, default=str)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         if self.concurrent_runs > 1:  # concurrent runs share the host's cores
@@ -731,12 +736,6 @@ class Driver:
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         log.info("trial %d: %s %s", trial.number, status,
                  " ".join(f"{k}={v['mean']:.4g}" for k, v in summary.items()) if summary else (error or ""))
-
-
-def _trial_env_key() -> str:
-    from harness.trial import TRIAL_ENV
-
-    return TRIAL_ENV
 
 
 def suggest(trial: optuna.Trial, axis: Axis):

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.schema import SubmititConfig
-
-PARENT_ENV = "HARNESS_PARENT_PID"
+from harness.trial import PARENT_ENV
 
 
 def run_command(cmd: list[str], env: dict, cwd: str, log_path: str) -> int:
@@ -27,7 +26,7 @@ def run_command(cmd: list[str], env: dict, cwd: str, log_path: str) -> int:
 
 
 class LocalLauncher:
-    """Each trial a child process; it dies with the driver (see :func:`die_with_parent`)."""
+    """Each trial a child process; it dies with the driver (see :func:`harness.trial.die_with_parent`)."""
 
     def __init__(self, heartbeat_seconds: float):
         self.heartbeat_seconds = heartbeat_seconds
@@ -122,19 +121,3 @@ class SubmititLauncher:
         finally:
             self.jobs.discard(job)
 
-
-def die_with_parent() -> None:
-    """In a trial process started by a local driver: exit when the driver dies, so a killed
-    driver never leaves a trial writing into a sweep that has moved on (Linux only)."""
-    parent = os.environ.get(PARENT_ENV)
-    if not parent:
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(parent):  # the driver died before the line above took effect
-        os._exit(1)
