@@ -11,7 +11,6 @@ import atexit
 import copy
 import dataclasses
 import gc
-import importlib.util
 import json
 import logging
 import os
@@ -19,7 +18,6 @@ import signal
 import socket
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 
 import hydra
@@ -32,14 +30,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .compose import compose, compose_error_line, quote_override
 from .errors import exit_on_user_error, fail
-from .paths import (
-    CONF_DIR,
-    MissingPathError,
-    ensure_writable_dir,
-    is_pypi_path,
-    pid_alive,
-    write_error_line,
-)
+from .paths import CONF_DIR, ensure_writable_dir, pid_alive, write_error_line
+from .preflight import preflight
 from .record import RECORD_NAME, RecordWriteError, write_record
 from .schema import ConfigError, register_configs, resolved_config, validate
 from .signals import STOP, RunInterrupted
@@ -48,6 +40,39 @@ from .trial import die_with_parent
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 log = logging.getLogger("harness")
+
+
+def main() -> None:
+    """Read the command line, compose and check it, then hand off: to Hydra's own printing
+    (``--help``, ``--cfg job``), to the sweep driver (``+sweep=NAME``), or to one run."""
+    die_with_parent()  # a sweep trial ends with its driver
+    STOP.install()  # a sweep driver replaces it with its own (sweeps.cli)
+    try:
+        register_configs()
+        sys.argv[1:] = [quote_if_needed(a) for a in sys.argv[1:]]
+        flags = hydra_flags(sys.argv[1:])
+        run, sweep_dir, (run_dir_pattern, run_dir) = precheck(flags.overrides)
+        if informational(flags):  # --help, --cfg job, --info...: Hydra prints, nothing runs
+            hydra_main()
+            return
+        if flags.multirun:
+            fail("--multirun: sweeps run through the harness's own driver; use +sweep=NAME (see docs/sweeps.md)")
+        if run.sweep is not None:  # the sweep package sits above the harness: only this entry point reaches it
+            from sweeps.cli import main as sweep_main
+
+            sweep_main(run, flags.overrides, sweep_dir)
+        if not run.dry_run:
+            unique = unique_run_dir(run_dir_pattern, run_dir)
+            if unique is not None:  # replaces the time-based dir, the config's or the command's
+                sys.argv = [a for a in sys.argv if not a.lstrip("+").startswith("hydra.run.dir=")]
+                sys.argv.append(f"hydra.run.dir={quote_override(unique)}")
+            usable_dir(unique or run_dir, "hydra.run.dir")  # before Hydra writes .hydra/ and run.log there
+        hydra_main()
+    except RunInterrupted as exc:  # before the run had anything to record
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as in train_and_report: exiting on a signal already
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"error: run {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
 
 
 def precheck(overrides: list[str]):
@@ -64,6 +89,56 @@ def precheck(overrides: list[str]):
         fail(str(exc))
     except (OmegaConfBaseException, ValueError) as exc:  # a run or sweep dir that does not resolve
         fail(compose_error_line(exc))
+
+
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def hydra_flags(argv: list[str]):
+    """The command line as Hydra's own parser reads it: its flags (``--cfg job``, ``-c job``,
+    ``--info``, ``--help``, ``-m``...) apart from the overrides, so a flag's value is never taken
+    for an override, and flags may stand anywhere among the overrides. ``sys.argv`` is rewritten
+    in the order Hydra's runner parses (flags, then overrides). A malformed flag is Hydra's usage
+    message, exit 2."""
+    args = list(argv)
+    for i, arg in enumerate(args):  # a bare --info before an override: Hydra's default topic, not the override
+        if arg in ("--info", "-i") and (i + 1 == len(args) or args[i + 1] not in INFO_CHOICES):
+            args.insert(i + 1, "all")
+            break
+    flags = get_args_parser().parse_intermixed_args(args)
+    rest = list(args)
+    for override in flags.overrides:
+        rest.remove(override)
+    sys.argv[1:] = rest + flags.overrides
+    return flags
+
+
+def informational(flags) -> bool:
+    """Flags with which Hydra prints (help, config, info, version, completion) and runs nothing."""
+    return bool(flags.help or flags.hydra_help or flags.cfg or flags.info or flags.shell_completion
+                or "--version" in sys.argv[1:])
+
+
+def quote_if_needed(arg: str) -> str:
+    """An override whose value has characters Hydra's grammar does not read unquoted (a path with
+    non-ASCII letters, ``#``, ``~`` inside), quoted so it means what was typed: ``data.path=/d/é.jsonl``
+    becomes ``data.path='/d/é.jsonl'``. Anything else, flags and valid overrides, is returned as is."""
+    if arg.startswith("-") or "=" not in arg:
+        return arg
+    parser = OverridesParser.create()
+    try:
+        parser.parse_override(arg)
+        return arg
+    except HydraException as exc:
+        if "token recognition error" not in str(exc):
+            return arg  # a structural mistake (a bracket, a function): compose_error_line says how to quote
+    key, value = arg.split("=", 1)
+    quoted = f"{key}={quote_override(value)}"
+    try:
+        parser.parse_override(quoted)
+    except HydraException:
+        return arg
+    return quoted
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -128,7 +203,6 @@ def run_retrying_oom(run, resolved_config: dict, run_dir: Path) -> dict:
     the data order stay the same. Stops at micro-batch 1. The last record lists every attempt in
     ``oom_retries`` (micro_batch_size, accumulate, status, error); its ``config`` holds the
     micro-batch that ran."""
-
     import torch
 
     from .train import run_training
@@ -165,133 +239,6 @@ def run_retrying_oom(run, resolved_config: dict, run_dir: Path) -> dict:
     return record
 
 
-def preflight(run) -> None:
-    """Checks that need the machine, the data file or the architecture, not just the config: each
-    is a user error found before any weights load, and before the training stack (Lightning,
-    transformers, peft) is imported, so it costs a second, not ten (flash-attention without its
-    GPU and package, a resume file that is no checkpoint, a device the run cannot have, a data
-    file that is missing or malformed, an adapter rank larger than a layer it adapts)."""
-
-    from .models import check_model_folder
-
-    check_model_folder(run.model)  # a damaged model folder is named before any data or weights load
-    check_device(run)
-    if run.model.attn_implementation == "flash_attention_2":
-        import torch
-
-        if run.trainer.accelerator == "cpu" or not torch.cuda.is_available():
-            raise ConfigError("model.attn_implementation=flash_attention_2: needs a CUDA GPU; use sdpa on this machine")
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ConfigError("model.attn_implementation=flash_attention_2: the flash-attn package is not installed "
-                              "(pip install flash-attn), or use sdpa")
-    resume = run.trainer.resume
-    if resume not in (None, "auto"):
-        path = Path(resume).expanduser()
-        if not path.is_file():
-            raise MissingPathError(f"trainer.resume={resume}: no such checkpoint file")
-        if not zipfile.is_zipfile(path):  # torch.save's format: a zip archive
-            raise ConfigError(f"trainer.resume={resume}: not a checkpoint (not a PyTorch checkpoint file)")
-    if not run.dry_run:  # a dry run plans a run elsewhere: its data file need not be on this machine
-        check_data(run)
-    check_adapter_fits(run)
-
-
-def check_device(run) -> None:
-    """The checks of :func:`harness.train.prepare` that need only the device (a GPU asked for and
-    missing, LoftQ or liger-kernel without one), made early; torch is imported only for them."""
-    t = run.trainer
-    if not (t.accelerator in ("gpu", "cuda") or t.liger_kernels or run.adapter.init == "loftq"):
-        return
-    import torch
-
-    cuda = t.accelerator != "cpu" and torch.cuda.is_available()
-    if t.accelerator in ("gpu", "cuda") and not cuda:
-        raise ConfigError(f"trainer.accelerator={t.accelerator}: no CUDA GPU is available on this machine")
-    from .adapters import check_init_supported
-
-    check_init_supported(run.adapter, "cuda" if cuda else "cpu")
-    if t.liger_kernels and not cuda:
-        from .speed import check_liger_kernels
-
-        check_liger_kernels("cpu", None)
-
-
-def check_data(run) -> None:
-    """Read the data file once before the training stack is imported, so a missing, empty or
-    malformed file, or a hub dataset with no network, is one line at once; the run reads it again
-    (milliseconds for a small file; a large one comes back from the parse cache this read fills).
-    Left to the run: the embedded data (the harness's own file, read from its cache in a third of
-    a second that every sweep trial would pay twice) and a reachable hub dataset (downloading it
-    twice would cost, not save). Then the eval tasks, as the run checks them."""
-    from .data import load_examples
-    from .evaluate import check_tasks
-    from .models import hub_reachable
-
-    local = run.data.hf_name is None
-    if (local and not is_pypi_path(run.data.path)) or (not local and not hub_reachable()):
-        quiet = logging.getLogger("harness.data")
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)  # the run logs what it loaded, once
-        try:
-            load_examples(run.data)
-        finally:
-            quiet.setLevel(level)
-    if run.eval.tasks:
-        check_tasks(run.eval.tasks)
-
-
-def check_adapter_fits(run) -> None:
-    """A LoRA rank larger than the smaller side of a layer it adapts adds parameters and no
-    expressiveness (the update's rank is capped by that side): refused, naming the layer."""
-    if run.adapter.kind == "full":
-        return
-    from .estimate import _layer_shapes
-    from .models import load_config
-
-    try:
-        shapes = _layer_shapes(load_config(run.model))
-    except (AttributeError, TypeError):  # not a Llama-style architecture: nothing to check against
-        return
-    for target in run.adapter.target_modules:
-        if target in shapes and run.adapter.r > min(shapes[target]):
-            inputs, outputs = shapes[target]
-            raise ConfigError(f"adapter.r={run.adapter.r}: larger than {target} ({inputs} -> {outputs}) of this "
-                              f"architecture; the rank can be at most {min(shapes[target])}")
-
-
-LOCK_NAME = ".run.lock"
-
-
-def claim_run_dir(run, run_dir: Path) -> None:
-    """Refuse a run dir that holds another run's record (unless this run resumes it) or that a
-    live process is running in; then hold it (a lock file with this process's id) until exit."""
-
-
-    if os.environ.get("LOCAL_RANK", "0") != "0":
-        return  # a device process of a multi-device run: rank 0 holds the dir
-    record = run_dir / RECORD_NAME
-    if record.is_file() and run.trainer.resume is None:
-        raise ConfigError(f"hydra.run.dir={run_dir}: holds the record of another run; choose a new run dir, or "
-                          "resume that run with trainer.resume=auto")
-    lock = run_dir / LOCK_NAME
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = lock.read_text(errors="replace").split() if lock.is_file() else []
-            if len(holder) == 2 and holder[0] == socket.gethostname() and holder[1].isdigit() and pid_alive(int(holder[1])):
-                raise ConfigError(f"hydra.run.dir={run_dir}: another run (process {holder[1]}) is running in it; "
-                                  "choose another run dir") from None
-            lock.unlink(missing_ok=True)  # left by a process that is gone
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(me)
-        atexit.register(lambda: lock.unlink(missing_ok=True) if lock.is_file() and lock.read_text() == me else None)
-        return
-    raise ConfigError(f"hydra.run.dir={run_dir}: could not take the run dir (another run keeps claiming it)")
-
-
 def unique_run_dir(pattern: str, resolved: str) -> str | None:
     """The default run dir is a timestamp (``outputs/${now:...}``): two runs started in the same
     second would share it and one record would be lost. Each process makes its own: the first of
@@ -317,65 +264,6 @@ def unique_run_dir(pattern: str, resolved: str) -> str | None:
     return None
 
 
-def main() -> None:
-    die_with_parent()  # a sweep trial ends with its driver
-    STOP.install()  # a sweep driver replaces it with its own (sweep_main)
-    try:
-        register_configs()
-        sys.argv[1:] = [quote_if_needed(a) for a in sys.argv[1:]]
-        flags = hydra_flags(sys.argv[1:])
-        run, sweep_dir, (run_dir_pattern, run_dir) = precheck(flags.overrides)
-        if informational(flags):  # --help, --cfg job, --info...: Hydra prints, nothing runs
-            hydra_main()
-            return
-        if flags.multirun:
-            fail("--multirun: sweeps run through the harness's own driver; use +sweep=NAME (see docs/sweeps.md)")
-        if run.sweep is not None:  # the sweep package sits above the harness: only this entry point reaches it
-            from sweeps.cli import main as sweep_main
-
-            sweep_main(run, flags.overrides, sweep_dir)
-        if not run.dry_run:
-            unique = unique_run_dir(run_dir_pattern, run_dir)
-            if unique is not None:  # replaces the time-based dir, the config's or the command's
-                sys.argv = [a for a in sys.argv if not a.lstrip("+").startswith("hydra.run.dir=")]
-                sys.argv.append(f"hydra.run.dir={quote_override(unique)}")
-            usable_dir(unique or run_dir, "hydra.run.dir")  # before Hydra writes .hydra/ and run.log there
-        hydra_main()
-    except RunInterrupted as exc:  # before the run had anything to record
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as in train_and_report: exiting on a signal already
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"error: run {exc}", file=sys.stderr)
-        sys.exit(128 + exc.signum)
-
-
-INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
-
-
-def hydra_flags(argv: list[str]):
-    """The command line as Hydra's own parser reads it: its flags (``--cfg job``, ``-c job``,
-    ``--info``, ``--help``, ``-m``...) apart from the overrides, so a flag's value is never taken
-    for an override, and flags may stand anywhere among the overrides. ``sys.argv`` is rewritten
-    in the order Hydra's runner parses (flags, then overrides). A malformed flag is Hydra's usage
-    message, exit 2."""
-    args = list(argv)
-    for i, arg in enumerate(args):  # a bare --info before an override: Hydra's default topic, not the override
-        if arg in ("--info", "-i") and (i + 1 == len(args) or args[i + 1] not in INFO_CHOICES):
-            args.insert(i + 1, "all")
-            break
-    flags = get_args_parser().parse_intermixed_args(args)
-    rest = list(args)
-    for override in flags.overrides:
-        rest.remove(override)
-    sys.argv[1:] = rest + flags.overrides
-    return flags
-
-
-def informational(flags) -> bool:
-    """Flags with which Hydra prints (help, config, info, version, completion) and runs nothing."""
-    return bool(flags.help or flags.hydra_help or flags.cfg or flags.info or flags.shell_completion
-                or "--version" in sys.argv[1:])
-
-
 def usable_dir(path: str | Path, key: str) -> Path:
     """The run dir, created and proven writable (:func:`harness.paths.ensure_writable_dir`), or
     one error line and exit 2."""
@@ -383,26 +271,35 @@ def usable_dir(path: str | Path, key: str) -> Path:
         return ensure_writable_dir(path, key)
 
 
-def quote_if_needed(arg: str) -> str:
-    """An override whose value has characters Hydra's grammar does not read unquoted (a path with
-    non-ASCII letters, ``#``, ``~`` inside), quoted so it means what was typed: ``data.path=/d/é.jsonl``
-    becomes ``data.path='/d/é.jsonl'``. Anything else, flags and valid overrides, is returned as is."""
-    if arg.startswith("-") or "=" not in arg:
-        return arg
-    parser = OverridesParser.create()
-    try:
-        parser.parse_override(arg)
-        return arg
-    except HydraException as exc:
-        if "token recognition error" not in str(exc):
-            return arg  # a structural mistake (a bracket, a function): compose_error_line says how to quote
-    key, value = arg.split("=", 1)
-    quoted = f"{key}={quote_override(value)}"
-    try:
-        parser.parse_override(quoted)
-    except HydraException:
-        return arg
-    return quoted
+LOCK_NAME = ".run.lock"
+
+
+def claim_run_dir(run, run_dir: Path) -> None:
+    """Refuse a run dir that holds another run's record (unless this run resumes it) or that a
+    live process is running in; then hold it (a lock file with this process's id) until exit."""
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return  # a device process of a multi-device run: rank 0 holds the dir
+    record = run_dir / RECORD_NAME
+    if record.is_file() and run.trainer.resume is None:
+        raise ConfigError(f"hydra.run.dir={run_dir}: holds the record of another run; choose a new run dir, or "
+                          "resume that run with trainer.resume=auto")
+    lock = run_dir / LOCK_NAME
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = lock.read_text(errors="replace").split() if lock.is_file() else []
+            if len(holder) == 2 and holder[0] == socket.gethostname() and holder[1].isdigit() and pid_alive(int(holder[1])):
+                raise ConfigError(f"hydra.run.dir={run_dir}: another run (process {holder[1]}) is running in it; "
+                                  "choose another run dir") from None
+            lock.unlink(missing_ok=True)  # left by a process that is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(me)
+        atexit.register(lambda: lock.unlink(missing_ok=True) if lock.is_file() and lock.read_text() == me else None)
+        return
+    raise ConfigError(f"hydra.run.dir={run_dir}: could not take the run dir (another run keeps claiming it)")
 
 
 if __name__ == "__main__":
