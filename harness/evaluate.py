@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import EvalError
+
 # Bump when a bundled task or its data generator changes, so cached base scores are recomputed.
 TASKS_VERSION = 3
 LOCAL_TASK_DIR = Path(__file__).resolve().parent / "lm_tasks"
@@ -25,10 +27,6 @@ HELDOUT_TASK = "harness_heldout"
 HELDOUT_FILE = "heldout.jsonl"
 # The reference study's task set under today's lm-eval names (needs the HF hub for the data).
 RASCHKA_TASKS = ["truthfulqa_mc1", "truthfulqa_mc2", "blimp_causative", "mmlu_global_facts", "arithmetic_2ds", "arithmetic_4ds"]
-
-
-class EvalError(ValueError):
-    """A scoring request that cannot run here (unknown task, hub task without network)."""
 
 
 def task_manager(tasks: list[str], metadata: dict | None = None):

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import ModelLoadError
 from .paths import cache_dir, is_pypi_path, resolve_pypi_path
 from .schema import ConfigError, ModelConfig, QuantConfig
 
@@ -22,10 +23,6 @@ if TYPE_CHECKING:
 # before a run starts, and a bad value must end in one line without paying for torch.
 
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer could not be loaded (no network, missing folder, gated repo...)."""
 
 
 def hub_offline() -> bool:

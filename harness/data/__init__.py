@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import DataError
 from ..schema import DataConfig
 from . import cache
 from .cache import CACHE_VERSION, TOKENIZED_CACHE_VERSION
-from .common import IGNORE_INDEX, DataError, log
+from .common import IGNORE_INDEX, log
 from .files import read_file, read_hub, resolve_file
 from .formats import ASSISTANT_ROLES, MAX_EXAMPLE_CHARS, USER_ROLES, normalize
 from .mix import MIX_OPERANDS, add_mix, arithmetic_mix

@@ -12,10 +12,6 @@ log = logging.getLogger("harness.data")
 IGNORE_INDEX = -100
 
 
-class DataError(ValueError):
-    """A user error in the data or data config, reported as one line naming the file and line."""
-
-
 def one_line(text: str) -> str:
     """``text`` with its whitespace runs (newlines included) collapsed, for a one-line error."""
     return " ".join(str(text).split())

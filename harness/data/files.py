@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import models
+from ..errors import DataError
 from ..paths import MissingPathError, is_pypi_path, resolve_pypi_path
 from ..schema import DataConfig
-from .common import DataError, one_line
+from .common import one_line
 
 _TOKEN_FRAGMENT = re.compile(r"[\w.+\-]*")
 _TOO_DEEP = "JSON nested deeper than the parser can read (a record of records thousands of levels deep: a corrupt file?)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from .common import DataError
+from ..errors import DataError
 
 # ShareGPT speaker names per record layout: {"conversations": [{"from", "value"}]} or
 # {"messages": [{"role", "content"}]}.

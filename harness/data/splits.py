@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 
+from ..errors import DataError
 from ..schema import DataConfig
-from .common import IGNORE_INDEX, DataError, log
+from .common import IGNORE_INDEX, log
 
 
 def split_examples(tokenized: list[dict], cfg: DataConfig) -> dict[str, list[dict]]:

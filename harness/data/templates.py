@@ -3,8 +3,9 @@ Alpaca prompt or the model's chat template), before :mod:`harness.data.tokenizat
 
 from __future__ import annotations
 
+from ..errors import DataError
 from ..schema import DataConfig
-from .common import DataError, one_line
+from .common import one_line
 
 ALPACA_PROMPT_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
