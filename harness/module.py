@@ -76,20 +76,34 @@ def fused_optimizer_allowed(trainer) -> bool:
     return not (isinstance(trainer.precision_plugin, MixedPrecision) and (trainer.gradient_clip_val or 0) > 0)
 
 
+# The schedules a per-step run can take: each needs only the step counts (and maybe a floor).
+NOT_PER_STEP = ("reduce_lr_on_plateau", "greedy")
+
+
+def scheduler_function(cfg: SchedulerConfig):
+    """transformers' function for ``cfg.type``; a ConfigError naming the types there are."""
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+
+    functions = {str(getattr(kind, "value", kind)): fn for kind, fn in TYPE_TO_SCHEDULER_FUNCTION.items()}
+    usable = [kind for kind in functions if kind not in NOT_PER_STEP]
+    if cfg.type not in usable:
+        raise ConfigError(f"scheduler.type: got {cfg.type!r}, expected one of {', '.join(usable)}")
+    return functions[cfg.type]
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int):
-    """Per-step schedule from transformers: linear warmup, then constant, linear decay, or half a
-    cosine cycle ending at lr * min_lr_ratio on the last step of the run."""
+    """transformers' ``cfg.type`` schedule, stepped per optimizer step: ``cfg.warmup_steps`` of
+    linear warmup (at most the run's steps less one), then the schedule over the rest of the run,
+    given ``cfg.min_lr_ratio`` where it takes a floor."""
+    import inspect
+
     from transformers import get_scheduler
 
+    takes = inspect.signature(scheduler_function(cfg)).parameters
+    floor = {key: cfg.min_lr_ratio for key in ("min_lr_rate", "min_lr_ratio") if key in takes}
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
-    if cfg.name == "constant":
-        return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup)
-    if cfg.name == "linear":
-        return get_scheduler("linear", optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-    return get_scheduler(
-        "cosine_with_min_lr", optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
-        scheduler_specific_kwargs={"min_lr_rate": cfg.min_lr_ratio},
-    )
+    return get_scheduler(cfg.type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
+                         scheduler_specific_kwargs=floor or None)
 
 
 class FineTuneModule(L.LightningModule):

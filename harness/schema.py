@@ -265,18 +265,21 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    """Learning-rate schedule, stepped once per optimizer step.
+    """Learning-rate schedule, stepped once per optimizer step: transformers' schedule ``type``
+    (any ``transformers.SchedulerType`` value) after ``warmup_steps`` of linear warmup. Each option
+    of the ``scheduler`` group is one YAML naming its type; the defaults are cosine's.
 
-    cosine: linear warmup, then half a cosine cycle from lr down to lr * min_lr_ratio over the
-    remaining steps of the run; linear: warmup then linear decay; constant: warmup then flat.
+    cosine (``cosine_with_min_lr``): half a cosine cycle from lr down to lr * min_lr_ratio over the
+    steps after warmup; linear: linear decay to 0; constant (``constant_with_warmup``): flat.
+    min_lr_ratio reaches the schedules that take a floor (``min_lr_rate`` / ``min_lr_ratio``).
     """
 
     name: str = "cosine"
+    type: str = "cosine_with_min_lr"
     warmup_steps: int = 10
     min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "scheduler.name", ("constant", "cosine", "linear"))
         _require(self.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         _require(0 <= self.min_lr_ratio <= 1, "scheduler.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
 

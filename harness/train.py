@@ -33,6 +33,7 @@ from .module import (
     StopAtStep,
     check_resume_config,
     optimizer_class,
+    scheduler_function,
     steps_per_epoch,
 )
 from .paths import MissingPathError
@@ -260,6 +261,7 @@ def prepare(run: RunConfig, resolved_config: dict, run_dir: Path) -> Prepared:
     models.check_quant_supported(run.quant, device)
     adapters.check_init_supported(run.adapter, device)
     optimizer_class(run.optimizer)  # an optimizer whose package is missing fails before any data or weights load
+    scheduler_function(run.scheduler)
     resume_path = resume_checkpoint(run, run_dir)
     resume_overrides = check_resume_config(resume_path, resolved_config, run.trainer.resume_override)
     loaded = data.load_examples(run.data)  # data errors first: parsing is cheap, loading models is not

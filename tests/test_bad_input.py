@@ -115,6 +115,7 @@ CASES = [
      "optimizer.name: adamw_8bit does not step sharded"),
     ("optimizer package missing", ["optimizer.target=no_such_package.Optim", "optimizer.requires=pip install no-such-package"],
      "optimizer=adamw: cannot import no_such_package.Optim (pip install no-such-package)"),
+    ("unknown schedule", ["scheduler.type=cosine_typo"], "scheduler.type: got 'cosine_typo', expected one of linear, cosine"),
     ("checkpoint interval zero", ["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps: must be > 0"),
     ("resume from a missing checkpoint", ["data=alpaca_file", "data.path={root}/good.jsonl", "trainer.resume={root}/nope.ckpt"],
      "trainer.resume="),

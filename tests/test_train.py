@@ -107,6 +107,32 @@ def test_each_optimizer_option_builds_its_class_with_its_hyperparameters(option,
     assert {key: optimizer.defaults[key] for key in expected} == expected
 
 
+def _cosine(step: int, warmup: int = 2, total: int = 8) -> float:
+    return step / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+@pytest.mark.parametrize("option,expected", [
+    ("scheduler=cosine", [_cosine(s) for s in range(8)]),
+    ("scheduler=linear", [0.0, 0.5] + [(8 - s) / 6 for s in range(2, 8)]),
+    ("scheduler=constant", [0.0, 0.5] + [1.0] * 6),
+    ("scheduler.type=inverse_sqrt", [0.0, 0.5] + [math.sqrt(2 / s) for s in range(2, 8)]),  # a schedule with no YAML
+])
+def test_each_scheduler_option_gives_its_learning_rates(option, expected):
+    import torch
+    from torch import nn
+
+    from harness.module import build_scheduler
+
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = build_scheduler(optimizer, compose_run([option, "scheduler.warmup_steps=2"]).scheduler, total_steps=8)
+    rates = []
+    for _ in range(8):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx(expected, abs=1e-6)
+
+
 def test_lora_plus_groups_have_the_ratio(chat_file):
     from harness.adapters import apply_adapter
     from harness.models import build_model
