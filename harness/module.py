@@ -312,6 +312,14 @@ def _flatten(config: dict, prefix: str = "") -> dict:
     return out
 
 
+# Keys an option's YAML sets together with its name (optimizer=sgd sets optimizer.target to
+# torch.optim.SGD): a checkpoint saved before they existed trained as its option's name says, not
+# as these keys' schema defaults, so their absence there is no change; optimizer.name and
+# scheduler.name still are.
+SET_BY_THE_OPTION = ("optimizer.target", "optimizer.requires", "optimizer.states", "optimizer.state_bytes",
+                     "optimizer.shardable", "optimizer.fused", "scheduler.type")
+
+
 def is_resume_neutral(key: str) -> bool:
     """Whether a (dotted) config key leaves what training computes unchanged."""
     return any(key == n or key.startswith(n + ".") for n in RESUME_NEUTRAL_KEYS)
@@ -337,7 +345,7 @@ def resume_config_changes(saved: dict, current: dict) -> dict:
     defaults = schema_defaults()
     changes = {}
     for key in sorted(set(old) | set(new)):
-        if is_resume_neutral(key):
+        if is_resume_neutral(key) or (key not in old and key in SET_BY_THE_OPTION):
             continue
         # A key the checkpoint's harness did not have yet trained as its default does now.
         a, b = old[key] if key in old else defaults.get(key), new.get(key)

@@ -20,6 +20,15 @@ def test_a_newer_key_set_away_from_its_default_is_a_change():
     assert resume_config_changes(saved, current) == {"adapter.init": {"checkpoint": "default", "run": "pissa"}}
 
 
+def test_a_checkpoint_from_before_optimizer_classes_in_the_yaml_resumes_under_its_option():
+    saved = {"optimizer": {"name": "sgd", "lr": 0.1}, "scheduler": {"name": "linear"}}  # before target and type
+    current = {"optimizer": {"name": "sgd", "lr": 0.1, "target": "torch.optim.SGD", "states": 1, "fused": False},
+               "scheduler": {"name": "linear", "type": "linear"}}
+    assert resume_config_changes(saved, current) == {}
+    assert "optimizer.name" in resume_config_changes(saved, {**current, "optimizer": {**current["optimizer"], "name": "adamw"}})
+    assert "optimizer.target" in resume_config_changes(current, {**current, "optimizer": {**current["optimizer"], "target": "torch.optim.Adam"}})
+
+
 def test_oom_retry_does_not_change_what_training_computes():
     assert resume_config_changes(config(oom_retry=False), config(oom_retry=True)) == {}
     assert "optimizer.lr" in resume_config_changes(config(), {**config(), "optimizer": {"lr": 1e-3}})
