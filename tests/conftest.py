@@ -39,3 +39,24 @@ def tiny_pretrained(tmp_path_factory):
     build_model(run.model, run.quant, "32-true", "cpu").save_pretrained(folder)
     load_tokenizer(run.model).save_pretrained(folder)
     return folder
+
+
+if os.environ.get("HARNESS_TEST_CPU_LOG"):  # measuring the suite: CPU-seconds per test, not wall
+    import resource
+    import time
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        """Append "test, wall s, CPU s of this process, CPU s of its finished children" to the file
+        HARNESS_TEST_CPU_LOG names (children: the runs and sweeps a test started and waited for,
+        their own trials included). On a shared machine wall time says little; CPU time adds up."""
+        def cpu(who):
+            usage = resource.getrusage(who)
+            return usage.ru_utime + usage.ru_stime
+
+        start = time.time(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+        yield
+        wall, own, children = (time.time() - start[0], cpu(resource.RUSAGE_SELF) - start[1],
+                               cpu(resource.RUSAGE_CHILDREN) - start[2])
+        with open(os.environ["HARNESS_TEST_CPU_LOG"], "a") as log:
+            log.write(f"{item.nodeid}\t{wall:.1f}\t{own:.1f}\t{children:.1f}\n")

@@ -33,23 +33,42 @@ from tests.postgres import postgres_bindir, postgres_server, restart_postgres
 
 # This module's tiny runs: 16 training examples, 4 for validation, 4 for test.
 tiny = partial(tiny_run, size=16)
-# One xdist worker runs the whole module: the ledger must see every test to write its page, and
-# the interrupted runs share the `straight` run.
-pytestmark = pytest.mark.xdist_group("reliability")
-LEDGER: dict[str, dict] = {}
+# The module's tests spread over the xdist workers (run on one worker, they were the suite's
+# longest chain: about half its wall time on two cores); only the interrupted runs that share the
+# `straight` run keep to one worker (xdist_group "reliability_straight"). The ledger is therefore
+# kept in files in the session's temporary folder, which every worker of one session shares: each
+# passing test writes its rows there, and whichever worker leaves this module last with every row
+# present writes the page.
 EXPECTED_ROWS = 24
 DOC = REPO_ROOT / "docs" / "reliability.md"
+_LEDGER_DIR: list[Path] = []  # set by the ledger fixture: <session tmp>/reliability_ledger
 
 
 def note(fault: str, how: str, times: int, survived: str, lost: str = "nothing") -> None:
-    LEDGER[fault] = {"how": how, "times": times, "survived": survived, "lost": lost}
+    """One row of the page; rows are ordered as their note() calls stand in this file."""
+    line = sys._getframe(1).f_lineno
+    row = {"fault": fault, "how": how, "times": times, "survived": survived, "lost": lost}
+    path = _LEDGER_DIR[0] / f"{line:05d}.json"
+    path.with_suffix(".tmp").write_text(json.dumps(row))
+    path.with_suffix(".tmp").replace(path)
+
+
+def read_ledger(folder: Path) -> dict[str, dict]:
+    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return {r.pop("fault"): r for r in rows}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ledger():
-    yield LEDGER
-    if len(LEDGER) == EXPECTED_ROWS:  # only a full, passing run of this module rewrites the page
-        write_reliability_page(LEDGER)
+def ledger(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    session = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: <session>/popen-gwN
+    folder = session / "reliability_ledger"
+    folder.mkdir(exist_ok=True)
+    _LEDGER_DIR[:] = [folder]
+    yield folder
+    rows = read_ledger(folder)
+    if len(rows) == EXPECTED_ROWS:  # only a full, passing run of this module rewrites the page
+        write_reliability_page(rows)
 
 
 def write_reliability_page(rows: dict[str, dict]) -> None:
@@ -92,7 +111,9 @@ def write_reliability_page(rows: dict[str, dict]) -> None:
         "override grammar cannot read gets one line showing the quoting that works).",
         "",
     ]
-    DOC.write_text("\n".join(lines))
+    partial_page = DOC.with_name(f"{DOC.name}.{os.getpid()}.part")  # two workers may both write it: atomically
+    partial_page.write_text("\n".join(lines))
+    partial_page.replace(DOC)
 
 
 def results(sweep_dir: Path) -> pd.DataFrame:
@@ -443,6 +464,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.xdist_group("reliability_straight")  # one worker runs `straight` once for these
 def test_sigterm_and_sigint_of_a_run_record_interrupted_and_the_checkpoint_resumes_the_same_curve(chat_file, tmp_path, straight):
     run_dir = tmp_path / "preempted"
     args = tiny(chat_file, *SIGNAL_ARGS, "trainer.checkpoint_every_n_steps=2")
@@ -492,6 +514,7 @@ def test_sigterm_and_sigint_of_a_run_record_interrupted_and_the_checkpoint_resum
          "record `interrupted` (SIGINT), exit 130 with one line; no traceback, no checkpoint")
 
 
+@pytest.mark.xdist_group("reliability_straight")  # one worker runs `straight` once for these
 def test_resuming_with_changed_settings_is_refused_unless_overridden(chat_file, tmp_path, straight):
     run_dir = tmp_path / "changed"
     args = tiny(chat_file, *SIGNAL_ARGS, "trainer.checkpoint_every_n_steps=2")
@@ -522,6 +545,7 @@ def test_resuming_with_changed_settings_is_refused_unless_overridden(chat_file, 
          "overridden: the new lr takes effect from the resumed step and the record lists it in `resume_overrides`")
 
 
+@pytest.mark.xdist_group("reliability_straight")  # one worker runs `straight` once for these
 def test_a_preempted_trial_resumes_from_its_checkpoint_on_the_next_sweep_command(chat_file, tmp_path, straight):
     sweep_dir = tmp_path / "preempted"
     args = [sys.executable, "-m", "harness.run", "+sweep=custom", "+sweep.space.seed=[42]",
@@ -560,6 +584,7 @@ def test_a_preempted_trial_resumes_from_its_checkpoint_on_the_next_sweep_command
          "the uninterrupted run's loss curve; results.csv has one `ok` row, no failed point")
 
 
+@pytest.mark.xdist_group("reliability_straight")  # one worker runs `straight` once for these
 def test_same_seed_same_curve_and_another_seed_another(chat_file, tmp_path, straight):
     # The uninterrupted run (seed 42, LoRA dropout on) is the first of the three runs.
     args = tiny(chat_file, *SIGNAL_ARGS)
