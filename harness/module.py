@@ -76,7 +76,7 @@ def fused_optimizer_allowed(trainer) -> bool:
     return not (isinstance(trainer.precision_plugin, MixedPrecision) and (trainer.gradient_clip_val or 0) > 0)
 
 
-# The schedules a per-step run can take: each needs only the step counts (and maybe a floor).
+# transformers' schedules a per-step run cannot take: they step on a metric or need arguments of their own.
 NOT_PER_STEP = ("reduce_lr_on_plateau", "greedy")
 
 
@@ -299,7 +299,7 @@ RESUME_NEUTRAL_KEYS = ("logger", "eval", "fault", "dry_run", "sweep", "data.num_
                        "trainer.compile", "trainer.compile_mode", "trainer.recompute_lora_dropout",
                        "trainer.liger_kernels", "trainer.gradient_checkpointing", "trainer.cpu_micro_batch_size",
                        "trainer.cpu_global_batch_size", "trainer.cpu_max_seq_len", "trainer.cpu_val_size",
-                       "trainer.oom_retry")
+                       "trainer.oom_retry", "optimizer.requires")
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -316,8 +316,8 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 # torch.optim.SGD): a checkpoint saved before they existed trained as its option's name says, not
 # as these keys' schema defaults, so their absence there is no change; optimizer.name and
 # scheduler.name still are.
-SET_BY_THE_OPTION = ("optimizer.target", "optimizer.requires", "optimizer.states", "optimizer.state_bytes",
-                     "optimizer.shardable", "optimizer.fused", "scheduler.type")
+SET_BY_THE_OPTION = ("optimizer.target", "optimizer.states", "optimizer.state_bytes", "optimizer.shardable",
+                     "optimizer.fused", "scheduler.type")
 
 
 def is_resume_neutral(key: str) -> bool:

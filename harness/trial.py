@@ -1,8 +1,8 @@
 """A run that is one trial of a sweep: the trial's side of the contract with whoever launched it.
 
-The sweep driver passes the trial in ``HARNESS_TRIAL`` (JSON: the study, the trial's id, its
-record's ``sweep`` block, its log file, and the callbacks the trial runs, such as the study's
-pruning reporter, named by ``_target_``); a local driver also passes its process id in
+The sweep driver passes the trial in ``HARNESS_TRIAL`` (JSON: its record's ``sweep`` block, its
+log file, and the callbacks the trial runs, such as the study's pruning reporter with the study
+and trial it reports to, named by ``_target_``); a local driver also passes its process id in
 ``HARNESS_PARENT_PID`` (:func:`die_with_parent`). The run writes the sweep's part of its own
 record (:func:`stamp`). Nothing here imports the sweep package: the driver names what the trial
 runs, so dependencies go from ``sweeps`` to ``harness`` only.

@@ -664,9 +664,7 @@ class Driver:
         # by the trial; the driver stays free of Lightning).
         pruning = [{"_target_": "sweeps.pruning.PruningReporter", "storage": plan.storage_url,
                     "study_name": plan.study_name, "trial_id": trial._trial_id}] if plan.cfg.pruner != "none" else []
-        env[TRIAL_ENV] = json.dumps({"storage": plan.storage_url, "study_name": plan.study_name,
-                                     "trial_id": trial._trial_id, "callbacks": pruning,
-                                     "sweep": sweep, "log": str(log_path.resolve())}, default=str)
+        env[TRIAL_ENV] = json.dumps({"callbacks": pruning, "sweep": sweep, "log": str(log_path.resolve())}, default=str)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         if self.concurrent_runs > 1:  # concurrent runs share the host's cores
