@@ -12,18 +12,23 @@ peft's own modules): the base model carries one peft LoRA adapter per trial (``t
 built by peft exactly as :func:`harness.adapters.apply_adapter` builds a single trial's).
 One packed micro-step stacks one micro-batch per trial, rows ``[start, stop)`` of trial k; the
 frozen base's matmuls run once over the stack, and every ``lora.Linear`` adds trial k's term
-``B_k(A_k(dropout_k(x[start:stop]))) * scaling_k`` to trial k's rows only (:func:`routed_forward`).
-Each trial's loss is normalised over its own tokens (the causal-LM loss of its rows), divided by
-its own gradient accumulation, and the losses are summed: rows of one trial never mix with
-another's (attention, norms and linears are per row), so each adapter gets exactly its own
+``B_k(A_k(dropout_k(x[start:stop]))) * scaling_k`` to trial k's rows only
+(:mod:`harness.packed_lora`): the trials of one micro-batch size together, with one batched
+matmul pair over their stacked weights (ranks zero-padded to the largest), the others one after
+another. Each trial's loss is normalised over its own tokens (the causal-LM loss of its rows),
+divided by its own gradient accumulation, and the losses are summed: rows of one trial never mix
+with another's (attention, norms and linears are per row), so each adapter gets exactly its own
 gradient. Each trial keeps its optimizer, scheduler, data order (its seed), clipping, step
-count and dropout random stream (:class:`TrialRng`: the global RNG state is swapped per trial
-around each dropout, so the masks are the ones the trial draws alone). A trial that is done
-(fewer steps, fewer epochs) or diverged leaves the pack; the rest go on.
+count and dropout random stream (:class:`harness.packed_lora.TrialRng`: the global RNG state is
+swapped per trial around each dropout, so the masks are the ones the trial draws alone). A
+trial that is done (fewer steps, fewer epochs) or diverged leaves the pack; the rest go on
+(:mod:`harness.pack_steps`).
 
 What a packed trial equals: the same trial run alone by :func:`harness.train.run_training`
 (Lightning), to float rounding (tests/test_packing.py measures it). Its record says
-``packed: true`` and names its ``pack_members``; memory and runtime fields are the pack's.
+``packed: true`` and names its ``pack_members``; memory and runtime fields are the pack's, and
+``pack_lora_batched_terms``/``pack_lora_looped_terms`` count the LoRA terms each path computed
+in training (``HARNESS_PACK_LORA=looped`` in the environment turns the batched path off).
 
 ``python -m harness.packing PACK.json`` runs a pack the sweep driver wrote: ``{"members":
 [{"overrides": [...], "run_dir": "...", "trial": {...}}, ...]}``; each member's run dir gets its
@@ -39,7 +44,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +54,18 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
+from .pack_steps import Member, convert_module, packed_step, trial_batches, validate
+from .packed_lora import (
+    BATCHED,
+    LOOPED,
+    Router,
+    TrialParams,
+    TrialRng,
+    add_adapters,
+    attach_router,
+    lora_path,
+    train_mode,
+)
 from .record import RunRecord
 from .schema import ConfigError, RunConfig
 
@@ -109,244 +126,12 @@ def pack_key(resolved: dict) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
-# -- the packed LoRA layer ------------------------------------------------------------------------
-
-class TrialRng:
-    """One trial's stream of the global torch RNG (CPU and CUDA): swapped in around the trial's
-    dropout, so its masks are the ones it draws when trained alone."""
-
-    def __init__(self, seed: int | None = None):
-        """The stream seeded with ``seed``, or (None) the global RNG's state now."""
-        saved = None if seed is None else TrialRng()
-        if seed is not None:
-            torch.manual_seed(seed)
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
-        if saved is not None:  # seeding a trial's stream leaves the global RNG as it was
-            torch.set_rng_state(saved.cpu)
-            if saved.cuda is not None:
-                torch.cuda.set_rng_state(saved.cuda)
-
-    @contextlib.contextmanager
-    def active(self, device: torch.device):
-        if device.type == "cuda":
-            saved = torch.cuda.get_rng_state(device)
-            torch.cuda.set_rng_state(self.cuda, device)
-            try:
-                yield
-            finally:
-                self.cuda = torch.cuda.get_rng_state(device)
-                torch.cuda.set_rng_state(saved, device)
-        else:
-            saved = torch.get_rng_state()
-            torch.set_rng_state(self.cpu)
-            try:
-                yield
-            finally:
-                self.cpu = torch.get_rng_state()
-                torch.set_rng_state(saved)
-
-
-@dataclass
-class Route:
-    """Rows ``[start, stop)`` of the stacked batch belong to adapter ``name``; ``width``: the
-    trial's own padded length (its LoRA term covers those positions: dropout then draws the
-    mask of the shape it draws alone; the positions past it are padding, which no label or
-    attention reads)."""
-
-    name: str
-    start: int
-    stop: int
-    rng: TrialRng | None = None
-    width: int | None = None
-
-
-class Router:
-    """The routes of the packed forward under way; None: each layer's own peft forward (the
-    active adapter on every row: scoring, saving)."""
-
-    def __init__(self):
-        self.routes: list[Route] | None = None
-
-    @contextlib.contextmanager
-    def route(self, routes: list[Route]):
-        self.routes = routes
-        try:
-            yield
-        finally:
-            self.routes = None
-
-
-def routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """peft ``lora.Linear.forward`` for a stacked batch: each route's LoRA term added to its own
-    rows (vanilla LoRA, as peft computes it: ``result + B(A(dropout(x))) * scaling``, summed in
-    the adapter's dtype and rounded once to the base's). In place, slice by slice, as peft's own
-    mixed-adapter batches do: no copy of the whole output (the lm_head's is the large one)."""
-    routes = self._pack_router.routes
-    if routes is None or self.disable_adapters or self.merged:
-        return type(self).forward(self, x, *args, **kwargs)
-    result = self.base_layer(x, *args, **kwargs)
-    for route in routes:
-        if route.name not in self.lora_A:
-            continue
-        lora_A, lora_B = self.lora_A[route.name], self.lora_B[route.name]
-        dropout = self.lora_dropout[route.name]
-        rows = slice(route.start, route.stop)
-        narrow = route.width is not None and x.dim() == 3 and route.width < x.shape[1]
-        index = (rows, slice(0, route.width)) if narrow else rows
-        sub = self._cast_input_dtype(x[index], lora_A.weight.dtype)
-        if self.training and route.rng is not None and isinstance(dropout, nn.Dropout) and dropout.p > 0:
-            with route.rng.active(sub.device):
-                sub = dropout(sub)
-        else:
-            sub = dropout(sub)
-        result[index] += lora_B(lora_A(sub)) * self.scaling[route.name]
-    return result
-
-
-def lora_layers(model: nn.Module) -> list[nn.Module]:
-    from peft.tuners.lora import Linear as LoraLinear
-    from peft.tuners.lora import LoraLayer
-
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    other = [type(m).__name__ for m in layers if not isinstance(m, LoraLinear)]
-    if other:
-        raise ConfigError(f"adapter.targets: packed trials adapt linear layers only, not {other[0]}")
-    return layers
-
-
-def attach_router(model: nn.Module) -> Router:
-    """Route every peft LoRA linear of ``model`` through :func:`routed_forward`."""
-    import types
-
-    router = Router()
-    for layer in lora_layers(model):
-        layer._pack_router = router
-        layer.forward = types.MethodType(routed_forward, layer)
-    return router
-
-
-def add_adapters(model: nn.Module, runs: list[RunConfig], names: list[str],
-                 rng_after_base: torch.Tensor | None) -> tuple[nn.Module, list[TrialRng]]:
-    """Give the base ``model`` one peft LoRA adapter per run, each built as that run alone builds
-    it: the torch RNG seeded with its seed (and, where building the base drew from it, at the
-    state the base left) before peft initialises its weights. Every adapter is trainable.
-    Returns the peft model and, per run, the RNG where its adapter's init left it."""
-    from peft import get_peft_model
-
-    after_init = []
-    for run in runs:
-        adapters.check_targets(run.adapter, model)
-    for param in model.parameters():
-        param.requires_grad_(False)
-    peft_model = None
-    for run, name in zip(runs, names, strict=True):
-        torch.manual_seed(run.seed)
-        if rng_after_base is not None:
-            torch.set_rng_state(rng_after_base)
-        config = adapters.lora_config(run.adapter)
-        if peft_model is None:
-            peft_model = get_peft_model(model, config, adapter_name=name)
-        else:
-            peft_model.add_adapter(name, config)
-        after_init.append(TrialRng())
-    _train_mode(peft_model, names)
-    return peft_model, after_init
-
-
-class TrialParams:
-    """One trial's trainable parameters, named as the trial alone names them (peft's adapter
-    ``default``), for :func:`harness.module.build_optimizer`."""
-
-    def __init__(self, model: nn.Module, name: str):
-        tag = f".{name}."
-        self.params = [(n.replace(tag, ".default."), p) for n, p in model.named_parameters() if tag in n]
-
-    def named_parameters(self):
-        return iter(self.params)
-
-    def parameters(self):
-        return [p for _, p in self.params]
-
-
-# -- one trial in a pack ----------------------------------------------------------------------
-
-@dataclass
-class Member:
-    """A trial of a pack: its config, run dir, and (while training) its state."""
-
-    run: RunConfig
-    resolved: dict
-    run_dir: Path
-    user_keys: set[str] | None = None  # the keys its command line set (CPU sizing), None: unsized
-    env: dict[str, str] = field(default_factory=dict)  # its loggers' environment (W&B run name, group)
-    name: str = ""
-    trial: dict = field(default_factory=dict)  # its sweep trial: sweep block, pack log, pack estimate
-    record: RunRecord | dict = field(default_factory=dict)  # a RunRecord from prepare_pack on
-    total_steps: int = 0
-    optimizer: object = None
-    scheduler: object = None
-    params: list = field(default_factory=list)
-    rng: TrialRng | None = None
-    batches: object = None
-    pending: list = field(default_factory=list)
-    train_losses: list = field(default_factory=list)
-    val_losses: list = field(default_factory=list)
-    step: int = 0
-    faulted: bool = False
-    tokens: int = 0
-    active: bool = False
-    left_at: float | None = None
-
-
-def trial_batches(train: list[dict], micro_batch_size: int, accumulate: int, seed: int, epoch_batches: int,
-                  max_epochs: int | None):
-    """The trial's micro-batches as Lightning feeds them alone: each epoch a shuffle seeded with
-    ``seed + epoch`` (:class:`harness.batches.ResumableShuffle`), ``epoch_batches`` micro-batches
-    long; yields ``(examples, ends_an_optimizer_step)`` (the epoch's last micro-batch steps too)."""
-    epoch = 0
-    while max_epochs is None or epoch < max_epochs:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        for i in range(epoch_batches):
-            rows = order[i * micro_batch_size:(i + 1) * micro_batch_size]
-            yield [train[j] for j in rows], (i + 1) % accumulate == 0 or i == epoch_batches - 1
-        epoch += 1
-
-
-def convert_module(model: nn.Module, precision: str) -> nn.Module:
-    """The model as Lightning's precision plugin converts it before training: ``*-true``
-    precisions cast every weight, the adapters' too (peft made them fp32), to that dtype."""
-    if precision in ("bf16-true", "16-true"):
-        from lightning.pytorch.plugins.precision import HalfPrecision
-
-        return HalfPrecision(precision).convert_module(model)
-    return model
-
-
-def precision_context(precision: str, device: str):
-    """The forward context Lightning gives a run of this precision (its own plugins)."""
-    if precision in ("bf16-true", "16-true"):
-        from lightning.pytorch.plugins.precision import HalfPrecision
-
-        return HalfPrecision(precision).forward_context()
-    if precision.endswith("-mixed"):
-        from lightning.pytorch.plugins.precision import MixedPrecision
-
-        return MixedPrecision(precision, "cuda" if device == "cuda" else "cpu").forward_context()
-    return contextlib.nullcontext()
-
-
-def _causal_loss(model, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The model's own causal-LM loss (transformers' ``loss_function``): mean over the rows'
-    label tokens, as the model computes it for a trial's micro-batch alone."""
-    base = model.get_base_model()
-    return base.loss_function(logits=logits, labels=labels, vocab_size=base.config.vocab_size)
-
 
 def check_pack(members: list[Member]) -> None:
     """Every member can be packed, and with the others (one line naming what differs)."""
     if not members:
         raise ConfigError("pack: no trials")
+    lora_path()  # a bad HARNESS_PACK_LORA is a user error, before any weights load
     for m in members:
         why = unpackable_reason(m.run)
         if why:
@@ -360,11 +145,14 @@ def check_pack(members: list[Member]) -> None:
 
 @dataclass
 class PackClock:
-    """The packed training's span and tokens, for every member's record (the pack's measures)."""
+    """The packed training's span, tokens and LoRA terms (batched and looped, counted as
+    :attr:`harness.packed_lora.Router.terms` counts them), for every member's record (the pack's
+    measures)."""
 
     started: float | None = None
     ended: float | None = None
     tokens: int = 0
+    lora_terms: dict | None = None
 
     def seconds(self) -> float | None:
         return (self.ended - self.started) if self.started is not None else None
@@ -424,6 +212,9 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             m.record["trial_train_seconds"] = (m.left_at - clock.started) if m.left_at and clock.started else None
             m.record["total_seconds"] = time.perf_counter() - started
             m.record["train_tokens"] = m.tokens
+            if clock.lora_terms is not None:  # which path computed the pack's LoRA terms in training
+                m.record.update(pack_lora_batched_terms=clock.lora_terms[BATCHED],
+                                pack_lora_looped_terms=clock.lora_terms[LOOPED])
             m.record["tokens_per_s"] = round(clock.tokens / pack_seconds, 2) if pack_seconds else None
             m.record.update(loss_fields(m.train_losses, m.val_losses))
             log_member(m)
@@ -500,7 +291,7 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
     after = torch.get_rng_state()
     model, after_init = add_adapters(base, [m.run for m in members], [m.name for m in members],
                                      None if torch.equal(before, after) else after)
-    router = attach_router(model)
+    router = attach_router(model, batched=lora_path() != LOOPED)
     model = convert_module(model, shared.precision)
     model.train()
     trainable_all, total_all = adapters.count_parameters(model)
@@ -539,7 +330,7 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
     from .signals import STOP
 
     pad_id = shared.tokenizer.pad_token_id
-    _train_mode(model, [m.name for m in members])
+    train_mode(model, [m.name for m in members])
     if shared.splits["val"]:
         for m in members:
             m.val_losses.append(validate(model, router, m, shared.splits["val"], pad_id, shared.precision, shared.device))
@@ -548,10 +339,12 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
     clock.started = time.perf_counter()
     for m in members:
         m.active = True
+    before = dict(router.terms)
     while any(m.active for m in members) and STOP.signum is None:
         clock.tokens += packed_step(model, router, [m for m in members if m.active], pad_id, shared.precision,
                                     shared.device, clock.started)
     clock.ended = time.perf_counter()
+    clock.lora_terms = {path: router.terms[path] - before[path] for path in before}
     peaks.end("train")
     STOP.defer = False
 
@@ -590,120 +383,6 @@ def log_member(m: Member) -> None:
                 os.environ[key] = value
 
 
-def _train_mode(model: nn.Module, names: list[str]) -> None:
-    """Training mode, and every trial's adapter trainable (peft's ``set_adapter`` for scoring
-    leaves only the active adapter with gradients)."""
-    model.train()
-    for param_name, param in model.named_parameters():
-        if any(f".{name}." in param_name for name in names):
-            param.requires_grad_(True)
-
-
-def _collate(members_batches: list[list[dict]], pad_id: int) -> tuple[dict, list[tuple[int, int, int]]]:
-    """One stacked batch, and each trial's rows and own padded width (as it collates alone)."""
-    from .batches import collate
-
-    flat = [e for batch in members_batches for e in batch]
-    spans, start = [], 0
-    for batch in members_batches:
-        width = int(math.ceil(max(len(e["input_ids"]) for e in batch) / 8) * 8)
-        spans.append((start, start + len(batch), width))
-        start += len(batch)
-    return collate(flat, pad_id), spans
-
-
-def packed_step(model, router: Router, active: list[Member], pad_id: int, precision: str, device: str,
-                train_started: float) -> int:
-    """One packed micro-step: one micro-batch per active trial, stacked; each trial's loss over
-    its own rows; one backward; then each trial whose accumulation is complete steps its own
-    optimizer and scheduler. Returns the tokens trained."""
-    inject_faults(active)
-    drawn = [next(m.batches, None) for m in active]
-    for m, got in zip(active, drawn, strict=True):
-        if got is None:  # its epochs are done
-            _leave(m, train_started)
-    pairs = [(m, got) for m, got in zip(active, drawn, strict=True) if got is not None]
-    if not pairs:
-        return 0
-    batch, spans = _collate([got[0] for _, got in pairs], pad_id)
-    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    routes = [Route(m.name, s, e, m.rng, w) for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]
-    with precision_context(precision, device), router.route(routes):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        losses = [_causal_loss(model, logits[s:e, :w], batch["labels"][s:e, :w]) for s, e, w in spans]
-    total = sum(loss / m.run.trainer.accumulate_grad_batches for (m, _), loss in zip(pairs, losses, strict=True))
-    total.backward()
-    for ((m, (examples, steps)), loss) in zip(pairs, losses, strict=True):
-        m.pending.append(loss.detach())
-        m.tokens += sum(len(e["input_ids"]) for e in examples)
-        if not steps:
-            continue
-        mean = torch.stack(m.pending).mean().item()
-        m.pending.clear()
-        if not math.isfinite(mean):
-            m.optimizer.zero_grad(set_to_none=True)
-            m.record.update(status="diverged", error=f"training loss became {mean} at optimizer step {m.step}")
-            _leave(m, train_started)
-            continue
-        m.train_losses.append(mean)
-        if m.run.trainer.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(m.params, m.run.trainer.max_grad_norm)
-        m.optimizer.step()
-        m.scheduler.step()
-        m.optimizer.zero_grad(set_to_none=True)
-        m.step += 1
-        if m.step >= m.total_steps:
-            _leave(m, train_started)
-    return batch["num_tokens"]
-
-
-def inject_faults(active: list[Member]) -> None:
-    """``fault.kind`` in a pack, at the start of the trial's optimizer step ``at_step``: ``oom``
-    runs the whole pack out of memory (the driver then splits it); ``nan`` poisons one of the
-    trial's own weights, so its loss alone diverges and it leaves the pack."""
-    for m in active:
-        fault = m.run.fault
-        if fault.kind == "none" or m.faulted or m.step < fault.at_step:
-            continue
-        if fault.kind == "oom":
-            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by fault.kind=oom at step {m.step} of "
-                                              f"{m.run_dir.name}, in a pack)")
-        with torch.no_grad():
-            m.params[0].fill_(float("nan"))
-        m.faulted = True
-
-
-def _leave(m: Member, train_started: float) -> None:
-    m.active = False
-    m.left_at = time.perf_counter()
-    for param in m.params:  # its adapter is done: no gradients for it from here on
-        param.grad = None
-        param.requires_grad_(False)
-
-
-@torch.no_grad()
-def validate(model, router: Router, m: Member, val: list[dict], pad_id: int, precision: str, device: str) -> float:
-    """The trial's validation loss, as Lightning logs it alone: the mean of its micro-batch
-    losses weighted by their sizes, in eval mode."""
-    from .batches import collate
-
-    was_training = model.training
-    model.eval()
-    total = weight = 0.0
-    b = m.run.trainer.micro_batch_size
-    try:
-        for i in range(0, len(val), b):
-            batch = collate(val[i:i + b], pad_id)
-            n = batch["input_ids"].shape[0]
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with precision_context(precision, device), router.route([Route(m.name, 0, n)]):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-                loss = _causal_loss(model, logits, batch["labels"])
-            total += float(loss) * n
-            weight += n
-    finally:
-        model.train(was_training)
-    return total / weight
 
 
 def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: measure.PhasePeaks) -> None:

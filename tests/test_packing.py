@@ -1,5 +1,6 @@
 """Packed trials (harness.packing): K LoRA trials over one frozen base in one process equal the
-same trials run alone by the harness's normal path (Lightning), trial by trial."""
+same trials run alone by the harness's normal path (Lightning), trial by trial, with their LoRA
+terms batched (harness.packed_lora) or looped."""
 
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from harness.schema import ConfigError
 from harness.train import run_training
 from tests.helpers import tiny
 
-# Measured on CPU (2026-12-03). fp32: the packed trials' train losses equal the alone runs' bit
-# for bit, adapters within 5e-10, val losses within 2e-6 (Lightning averages them in float32,
-# the pack in float64), held-out NLL within 1e-6. bf16-true (bf16 weights and adapters, as
-# Lightning converts them): losses bit for bit, adapters within 3.3e-4 (one bf16 step at 0.06;
-# a trial whose micro-batch is narrower than the stack's), val losses within 7e-5. The bounds
-# leave room for other BLAS.
+# Measured on CPU (2026-12-03, again 2026-12-04 with the batched LoRA path). fp32: the packed
+# trials' train losses equal the alone runs' bit for bit, adapters within 5e-10, val losses
+# within 2e-6 (Lightning averages them in float32, the pack in float64), held-out NLL within
+# 1e-6. bf16-true (bf16 weights and adapters, as Lightning converts them): losses bit for bit,
+# adapters within 7.3e-4 (one bf16 step at 0.1-0.2; a trial whose micro-batch is narrower than
+# the stack's, looped by the batched path too), val losses within 9e-5. The bounds leave room
+# for other BLAS.
 LOSS_RTOL = 1e-6
 VAL_ATOL = 1e-5
 WEIGHT_ATOL = 1e-6
@@ -81,6 +83,103 @@ def test_packed_trials_equal_the_same_trials_run_alone(precision, tiny_pretraine
     # The short trial left the pack after its 2 steps; the others trained on without it.
     assert packed[2]["optimizer_steps"] == 2 and packed[0]["optimizer_steps"] == 3
     assert packed[2]["trial_train_seconds"] <= packed[0]["trial_train_seconds"]
+
+
+# -- the batched LoRA path (harness.packed_lora) ---------------------------------------------------
+
+# Three trials that differ in rank (2 and 8 are zero-padded to 8 in a batched group), alpha,
+# rsLoRA, dropout, targets (the third adapts q,v only), learning rate, optimizer and seed, on one
+# micro-batch size: every layer that two of them adapt serves them with one batched matmul pair.
+BATCHED_TRIALS = [
+    ["adapter.r=2", "adapter.alpha=4", "adapter.dropout=0.1", "adapter.targets=all_linear", "optimizer.lr=2e-3", "seed=11"],
+    ["adapter.r=8", "adapter.alpha=32", "adapter.rslora=true", "adapter.dropout=0", "adapter.targets=all_linear",
+     "optimizer=sgd", "optimizer.lr=0.05", "seed=12", "scheduler=constant"],
+    ["adapter.r=4", "adapter.alpha=4", "adapter.dropout=0.2", "optimizer.lr=5e-3", "optimizer.weight_decay=0.1",
+     "seed=13"],
+]
+
+
+def layer_pass(batched: bool, rows: tuple[int, ...], widths: tuple[int, ...]):
+    """One packed forward and backward of the tiny model with the three BATCHED_TRIALS adapters
+    (lora_B drawn nonzero, so every A gets a gradient): the logits at the rows' real positions,
+    every adapter's gradients, and the router's term counts."""
+    from harness.models import build_model
+    from harness.packed_lora import Route, TrialRng, add_adapters, attach_router
+    from tests.helpers import compose_run
+
+    torch.manual_seed(0)
+    first = compose_run(["model=tiny"])
+    base = build_model(first.model, first.quant, "32-true", "cpu")
+    names = [f"trial{i}" for i in range(len(BATCHED_TRIALS))]
+    model, _ = add_adapters(base, [compose_run(["model=tiny", *t]) for t in BATCHED_TRIALS], names, None)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    router = attach_router(model, batched)
+    ids = torch.randint(3, base.config.vocab_size, (sum(rows), max(widths)))
+    mask = torch.zeros_like(ids)
+    routes, start = [], 0
+    for i, (n, width) in enumerate(zip(rows, widths, strict=True)):
+        for j in range(n):
+            mask[start + j, :width - 3 * j] = 1  # right padding: each row shorter than the last
+        routes.append(Route(names[i], start, start + n, TrialRng(20 + i), width))
+        start += n
+    with router.route(routes):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    (logits.log_softmax(-1)[..., 0] * mask).sum().backward()
+    grads = {name: param.grad for name, param in model.named_parameters() if param.requires_grad}
+    return (logits * mask[..., None]).detach(), grads, router.terms
+
+
+@pytest.mark.parametrize(("rows", "widths"), [((2, 2, 2), (16, 24, 24)), ((2, 1, 2), (24, 24, 24))])
+def test_the_batched_lora_layer_equals_the_loop_and_is_the_path_taken(rows, widths):
+    from harness.packed_lora import BATCHED, LOOPED
+
+    batched, looped = layer_pass(True, rows, widths), layer_pass(False, rows, widths)
+    # Measured on CPU (2026-12-04): equal bit for bit; the bounds leave room for other BLAS.
+    torch.testing.assert_close(batched[0], looped[0], atol=1e-6, rtol=1e-6)
+    assert batched[1].keys() == looped[1].keys()
+    for name, grad in looped[1].items():
+        assert grad is not None and grad.abs().sum() > 0, name  # every trial's own parameters learn
+        torch.testing.assert_close(batched[1][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+    layers = 2 * 7 + 2  # per decoder layer: two all_linear trials (7 linears each) and one q,v trial
+    n_layers = 2  # the tiny model's decoder layers
+    assert looped[2] == {BATCHED: 0, LOOPED: layers * n_layers}
+    if rows == (2, 2, 2):  # one micro-batch size: every term of a layer adapted by two or more trials
+        assert batched[2] == {BATCHED: layers * n_layers, LOOPED: 0}
+    else:  # the one-row trial loops; the others batch where both adapt a layer (q, v)
+        assert batched[2] == {BATCHED: 2 * 2 * n_layers, LOOPED: (layers - 4) * n_layers}
+
+
+def test_batched_packs_equal_the_same_trials_run_alone(tiny_pretrained, chat_file, tmp_path, monkeypatch):
+    from harness.packed_lora import LORA_PATH_ENV
+
+    base = tiny(chat_file, size=16, base=tiny_pretrained)
+    alone = [run_training(*compose_member(base + t), tmp_path / f"alone{i}") for i, t in enumerate(BATCHED_TRIALS)]
+    packs = {}
+    for path in ("batched", "looped"):
+        monkeypatch.setenv(LORA_PATH_ENV, path)
+        packs[path] = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / path / str(i))
+                                  for i, t in enumerate(BATCHED_TRIALS)])
+    for i, a in enumerate(alone):
+        for path, records in packs.items():
+            p = records[i]
+            assert a["status"] == p["status"] == "ok", (path, i, p.get("error"))
+            # The tolerances of fp32 above (measured here: losses and adapters bit for bit).
+            assert p["train_losses"] == pytest.approx(a["train_losses"], rel=LOSS_RTOL), (path, i)
+            assert p["val_losses"] == pytest.approx(a["val_losses"], abs=VAL_ATOL), (path, i)
+            wa, wp = adapter_weights(a), adapter_weights(p)
+            assert wa.keys() == wp.keys()
+            for key in wa:
+                torch.testing.assert_close(wp[key], wa[key], atol=WEIGHT_ATOL, rtol=0, msg=f"{path} trial {i}: {key}")
+    # The record says which path computed the pack's LoRA terms.
+    assert packs["batched"][0]["pack_lora_looped_terms"] == 0 < packs["batched"][0]["pack_lora_batched_terms"]
+    assert packs["looped"][0]["pack_lora_batched_terms"] == 0 < packs["looped"][0]["pack_lora_looped_terms"]
+    monkeypatch.setenv(LORA_PATH_ENV, "fused")
+    with pytest.raises(ConfigError, match=f"{LORA_PATH_ENV}=fused: choose batched or looped"):
+        check_pack([Member(*compose_member(base), run_dir=tmp_path / "x")])
 
 
 def test_which_trials_are_compatible(tiny_pretrained, chat_file):

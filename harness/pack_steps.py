@@ -1,0 +1,207 @@
+"""One trial of a pack while it trains (:class:`Member`), and the packed training step.
+
+:func:`packed_step` stacks one micro-batch per active trial, runs the model once over the
+stack (each trial's LoRA term on its own rows: :mod:`harness.packed_lora`), sums the trials'
+losses (each the causal-LM loss of its own rows, over its own accumulation) for one backward,
+and steps each trial whose accumulation is complete: its own clipping, optimizer and scheduler.
+:func:`validate` is a trial's validation loss alone on the same model. The precision helpers
+give the pack what Lightning's plugins give a run alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .packed_lora import Route, Router, TrialRng
+from .record import RunRecord
+from .schema import RunConfig
+
+
+@dataclass
+class Member:
+    """A trial of a pack: its config, run dir, and (while training) its state."""
+
+    run: RunConfig
+    resolved: dict
+    run_dir: Path
+    user_keys: set[str] | None = None  # the keys its command line set (CPU sizing), None: unsized
+    env: dict[str, str] = field(default_factory=dict)  # its loggers' environment (W&B run name, group)
+    name: str = ""
+    trial: dict = field(default_factory=dict)  # its sweep trial: sweep block, pack log, pack estimate
+    record: RunRecord | dict = field(default_factory=dict)  # a RunRecord from prepare_pack on
+    total_steps: int = 0
+    optimizer: object = None
+    scheduler: object = None
+    params: list = field(default_factory=list)
+    rng: TrialRng | None = None
+    batches: object = None
+    pending: list = field(default_factory=list)
+    train_losses: list = field(default_factory=list)
+    val_losses: list = field(default_factory=list)
+    step: int = 0
+    faulted: bool = False
+    tokens: int = 0
+    active: bool = False
+    left_at: float | None = None
+
+
+def trial_batches(train: list[dict], micro_batch_size: int, accumulate: int, seed: int, epoch_batches: int,
+                  max_epochs: int | None):
+    """The trial's micro-batches as Lightning feeds them alone: each epoch a shuffle seeded with
+    ``seed + epoch`` (:class:`harness.batches.ResumableShuffle`), ``epoch_batches`` micro-batches
+    long; yields ``(examples, ends_an_optimizer_step)`` (the epoch's last micro-batch steps too)."""
+    epoch = 0
+    while max_epochs is None or epoch < max_epochs:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for i in range(epoch_batches):
+            rows = order[i * micro_batch_size:(i + 1) * micro_batch_size]
+            yield [train[j] for j in rows], (i + 1) % accumulate == 0 or i == epoch_batches - 1
+        epoch += 1
+
+
+def convert_module(model: nn.Module, precision: str) -> nn.Module:
+    """The model as Lightning's precision plugin converts it before training: ``*-true``
+    precisions cast every weight, the adapters' too (peft made them fp32), to that dtype."""
+    if precision in ("bf16-true", "16-true"):
+        from lightning.pytorch.plugins.precision import HalfPrecision
+
+        return HalfPrecision(precision).convert_module(model)
+    return model
+
+
+def precision_context(precision: str, device: str):
+    """The forward context Lightning gives a run of this precision (its own plugins)."""
+    if precision in ("bf16-true", "16-true"):
+        from lightning.pytorch.plugins.precision import HalfPrecision
+
+        return HalfPrecision(precision).forward_context()
+    if precision.endswith("-mixed"):
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        return MixedPrecision(precision, "cuda" if device == "cuda" else "cpu").forward_context()
+    return contextlib.nullcontext()
+
+
+def causal_loss(model, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The model's own causal-LM loss (transformers' ``loss_function``): mean over the rows'
+    label tokens, as the model computes it for a trial's micro-batch alone."""
+    base = model.get_base_model()
+    return base.loss_function(logits=logits, labels=labels, vocab_size=base.config.vocab_size)
+
+
+def _collate(members_batches: list[list[dict]], pad_id: int) -> tuple[dict, list[tuple[int, int, int]]]:
+    """One stacked batch, and each trial's rows and own padded width (as it collates alone)."""
+    from .batches import collate
+
+    flat = [e for batch in members_batches for e in batch]
+    spans, start = [], 0
+    for batch in members_batches:
+        width = int(math.ceil(max(len(e["input_ids"]) for e in batch) / 8) * 8)
+        spans.append((start, start + len(batch), width))
+        start += len(batch)
+    return collate(flat, pad_id), spans
+
+
+def packed_step(model, router: Router, active: list[Member], pad_id: int, precision: str, device: str,
+                train_started: float) -> int:
+    """One packed micro-step: one micro-batch per active trial, stacked; each trial's loss over
+    its own rows; one backward; then each trial whose accumulation is complete steps its own
+    optimizer and scheduler. Returns the tokens trained."""
+    inject_faults(active)
+    drawn = [next(m.batches, None) for m in active]
+    for m, got in zip(active, drawn, strict=True):
+        if got is None:  # its epochs are done
+            leave(m, train_started)
+    pairs = [(m, got) for m, got in zip(active, drawn, strict=True) if got is not None]
+    if not pairs:
+        return 0
+    batch, spans = _collate([got[0] for _, got in pairs], pad_id)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    routes = [Route(m.name, s, e, m.rng, w) for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]
+    with precision_context(precision, device), router.route(routes):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        # Each trial's rows at the stack's width: its labels past its own width are padding (ignored),
+        # so the loss is the mean over the same tokens; a narrower slice of several rows would not
+        # be contiguous, which the model's loss (a view) refuses in float32.
+        losses = [causal_loss(model, logits[s:e], batch["labels"][s:e]) for s, e, _ in spans]
+    total = sum(loss / m.run.trainer.accumulate_grad_batches for (m, _), loss in zip(pairs, losses, strict=True))
+    total.backward()
+    for ((m, (examples, steps)), loss) in zip(pairs, losses, strict=True):
+        m.pending.append(loss.detach())
+        m.tokens += sum(len(e["input_ids"]) for e in examples)
+        if not steps:
+            continue
+        mean = torch.stack(m.pending).mean().item()
+        m.pending.clear()
+        if not math.isfinite(mean):
+            m.optimizer.zero_grad(set_to_none=True)
+            m.record.update(status="diverged", error=f"training loss became {mean} at optimizer step {m.step}")
+            leave(m, train_started)
+            continue
+        m.train_losses.append(mean)
+        if m.run.trainer.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(m.params, m.run.trainer.max_grad_norm)
+        m.optimizer.step()
+        m.scheduler.step()
+        m.optimizer.zero_grad(set_to_none=True)
+        m.step += 1
+        if m.step >= m.total_steps:
+            leave(m, train_started)
+    return batch["num_tokens"]
+
+
+def inject_faults(active: list[Member]) -> None:
+    """``fault.kind`` in a pack, at the start of the trial's optimizer step ``at_step``: ``oom``
+    runs the whole pack out of memory (the driver then splits it); ``nan`` poisons one of the
+    trial's own weights, so its loss alone diverges and it leaves the pack."""
+    for m in active:
+        fault = m.run.fault
+        if fault.kind == "none" or m.faulted or m.step < fault.at_step:
+            continue
+        if fault.kind == "oom":
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by fault.kind=oom at step {m.step} of "
+                                              f"{m.run_dir.name}, in a pack)")
+        with torch.no_grad():
+            m.params[0].fill_(float("nan"))
+        m.faulted = True
+
+
+def leave(m: Member, train_started: float) -> None:
+    m.active = False
+    m.left_at = time.perf_counter()
+    for param in m.params:  # its adapter is done: no gradients for it from here on
+        param.grad = None
+        param.requires_grad_(False)
+
+
+@torch.no_grad()
+def validate(model, router: Router, m: Member, val: list[dict], pad_id: int, precision: str, device: str) -> float:
+    """The trial's validation loss, as Lightning logs it alone: the mean of its micro-batch
+    losses weighted by their sizes, in eval mode."""
+    from .batches import collate
+
+    was_training = model.training
+    model.eval()
+    total = weight = 0.0
+    b = m.run.trainer.micro_batch_size
+    try:
+        for i in range(0, len(val), b):
+            batch = collate(val[i:i + b], pad_id)
+            n = batch["input_ids"].shape[0]
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with precision_context(precision, device), router.route([Route(m.name, 0, n)]):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+                loss = causal_loss(model, logits, batch["labels"])
+            total += float(loss) * n
+            weight += n
+    finally:
+        model.train(was_training)
+    return total / weight
+

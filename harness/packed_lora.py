@@ -1,0 +1,324 @@
+"""The packed LoRA layer: one peft ``lora.Linear`` serving every trial of a pack on a stacked batch.
+
+Each trial of a pack (:mod:`harness.packing`) has its own peft LoRA adapter (``trial0`` ...) in
+every layer it targets. A packed forward stacks one micro-batch per trial; the frozen base's
+matmul runs once over the stack, and each trial's term ``B_k(A_k(dropout_k(x_k))) * scaling_k``
+goes to its own rows only (:func:`routed_forward`).
+
+Batched (the default, :data:`BATCHED`): the trials of a layer whose row counts are equal (and
+whose adapters share a dtype) compute their terms with one batched matmul pair, as multi-LoRA
+serving does (Punica's SGMV, S-LoRA; peft's own mixed-adapter batches loop over adapters
+instead): the trials' ``A`` and ``B`` weights stacked each forward, ranks zero-padded to the
+group's largest, ``h = bmm(x, A^T)``, ``out = bmm(h, B^T) * scaling`` (one scaling per trial),
+and ``out`` added to the group's rows. Zero padding adds exact zeros to the term and gets no
+gradient (the pads are constants, not parameters); stacking is differentiable, so each trial's
+gradient reaches its own peft parameters. Dropout stays per trial, drawn from the trial's own
+stream (:class:`TrialRng`) with the shape it draws alone. Looped (:data:`LOOPED`, or where
+batching does not apply: one trial in the layer, rows that differ, a LoRA bias): one term after
+another, as peft computes a single adapter. Both paths equal the trial alone to float rounding
+(tests/test_packing.py); :attr:`Router.terms` counts the terms each path computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import adapters
+from .schema import ConfigError, RunConfig
+
+BATCHED, LOOPED = "batched", "looped"
+# The LoRA path of packs started from this process (the bench's A/B switch; batched by default).
+LORA_PATH_ENV = "HARNESS_PACK_LORA"
+
+
+def lora_path() -> str:
+    """The LoRA path :data:`LORA_PATH_ENV` asks for (:data:`BATCHED` unless set)."""
+    path = os.environ.get(LORA_PATH_ENV) or BATCHED
+    if path not in (BATCHED, LOOPED):
+        raise ConfigError(f"{LORA_PATH_ENV}={path}: choose {BATCHED} or {LOOPED}")
+    return path
+
+
+class TrialRng:
+    """One trial's stream of the global torch RNG (CPU and CUDA): swapped in around the trial's
+    dropout, so its masks are the ones it draws when trained alone."""
+
+    def __init__(self, seed: int | None = None):
+        """The stream seeded with ``seed``, or (None) the global RNG's state now."""
+        saved = None if seed is None else TrialRng()
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+        if saved is not None:  # seeding a trial's stream leaves the global RNG as it was
+            torch.set_rng_state(saved.cpu)
+            if saved.cuda is not None:
+                torch.cuda.set_rng_state(saved.cuda)
+
+    @contextlib.contextmanager
+    def active(self, device: torch.device):
+        if device.type == "cuda":
+            saved = torch.cuda.get_rng_state(device)
+            torch.cuda.set_rng_state(self.cuda, device)
+            try:
+                yield
+            finally:
+                self.cuda = torch.cuda.get_rng_state(device)
+                torch.cuda.set_rng_state(saved, device)
+        else:
+            saved = torch.get_rng_state()
+            torch.set_rng_state(self.cpu)
+            try:
+                yield
+            finally:
+                self.cpu = torch.get_rng_state()
+                torch.set_rng_state(saved)
+
+
+@dataclass
+class Route:
+    """Rows ``[start, stop)`` of the stacked batch belong to adapter ``name``; ``width``: the
+    trial's own padded length (its LoRA term covers those positions: dropout then draws the
+    mask of the shape it draws alone; the positions past it are padding, which no label or
+    attention reads)."""
+
+    name: str
+    start: int
+    stop: int
+    rng: TrialRng | None = None
+    width: int | None = None
+
+
+class Router:
+    """The routes of the packed forward under way; None: each layer's own peft forward (the
+    active adapter on every row: scoring, saving). ``batched``: take the batched path where it
+    applies; ``terms``: the LoRA terms (one trial in one layer's forward) each path computed."""
+
+    def __init__(self, batched: bool = True):
+        self.routes: list[Route] | None = None
+        self.batched = batched
+        self.terms = {BATCHED: 0, LOOPED: 0}
+
+    @contextlib.contextmanager
+    def route(self, routes: list[Route]):
+        self.routes = routes
+        try:
+            yield
+        finally:
+            self.routes = None
+
+
+def routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """peft ``lora.Linear.forward`` for a stacked batch: the base once over every row, then each
+    route's LoRA term added to its own rows, in place (no copy of the whole output), batched
+    where :func:`batch_groups` allows and looped otherwise."""
+    router = self._pack_router
+    routes = router.routes
+    if routes is None or self.disable_adapters or self.merged:
+        return type(self).forward(self, x, *args, **kwargs)
+    result = self.base_layer(x, *args, **kwargs)
+    mine = [route for route in routes if route.name in self.lora_A]
+    groups, looped = batch_groups(self, mine) if router.batched else ([], mine)
+    for group in groups:
+        add_batched(self, x, result, group)
+    for route in looped:
+        add_looped(self, x, result, route)
+    router.terms[BATCHED] += len(mine) - len(looped)
+    router.terms[LOOPED] += len(looped)
+    return result
+
+
+def batch_groups(layer, routes: list[Route]) -> tuple[list[list[Route]], list[Route]]:
+    """The routes one batched matmul pair can serve, in groups of two or more with equal rows
+    and adapter dtype; and the rest, for the loop."""
+    groups: dict[tuple, list[Route]] = {}
+    rest = []
+    for route in routes:
+        if layer.lora_B[route.name].bias is not None:
+            rest.append(route)  # a trained LoRA bias (peft's lora_bias) is no term of B(A(x)) alone
+            continue
+        # Equal rows: the group's inputs stack into one [trials, rows x width, in] tensor, a view
+        # of the stacked batch where the group's rows are adjacent. Rows that differ (trials of
+        # another micro-batch size) form their own groups.
+        key = (route.stop - route.start, layer.lora_A[route.name].weight.dtype)
+        groups.setdefault(key, []).append(route)
+    batched = [group for group in groups.values() if len(group) > 1]
+    rest += [group[0] for group in groups.values() if len(group) == 1]  # alone in its group: nothing to batch
+    return batched, rest
+
+
+def add_looped(layer, x: torch.Tensor, result: torch.Tensor, route: Route) -> None:
+    """One trial's term on its rows, as peft computes a single adapter:
+    ``B(A(dropout(x))) * scaling``, over its own width (dropout draws the mask it draws alone)."""
+    lora_A, lora_B = layer.lora_A[route.name], layer.lora_B[route.name]
+    narrow = route.width is not None and x.dim() == 3 and route.width < x.shape[1]
+    index = (slice(route.start, route.stop), slice(0, route.width)) if narrow else slice(route.start, route.stop)
+    sub = _dropout(layer, route, layer._cast_input_dtype(x[index], lora_A.weight.dtype))
+    result[index] += lora_B(lora_A(sub)) * layer.scaling[route.name]
+
+
+def _drops(layer, route: Route) -> bool:
+    """Whether the trial's dropout draws a mask here (training, ``p > 0``)."""
+    dropout = layer.lora_dropout[route.name]
+    return layer.training and isinstance(dropout, nn.Dropout) and dropout.p > 0
+
+
+def _dropout(layer, route: Route, sub: torch.Tensor) -> torch.Tensor:
+    """The trial's dropout of ``sub``, its mask drawn from the trial's own stream."""
+    dropout = layer.lora_dropout[route.name]
+    if _drops(layer, route) and route.rng is not None:
+        with route.rng.active(sub.device):
+            return dropout(sub)
+    return dropout(sub)
+
+
+def add_batched(layer, x: torch.Tensor, result: torch.Tensor, group: list[Route]) -> None:
+    """The group's terms with one batched matmul pair, each added to its trial's rows.
+
+    The input of a trial without dropout is its rows of ``x`` at the stack's full width: the
+    positions past its own width are padding, whose outputs no label, attention or gradient
+    reads (right padding, masked keys), so the extra term there changes nothing the trial sees.
+    A trial with dropout draws its mask over its own width, as alone; zeros pad it to the stack's
+    width (a zero input adds a zero term)."""
+    names = [route.name for route in group]
+    weights_a = [layer.lora_A[name].weight for name in names]
+    weights_b = [layer.lora_B[name].weight for name in names]
+    n, rows = len(group), group[0].stop - group[0].start
+    sub = layer._cast_input_dtype(x, weights_a[0].dtype)
+    adjacent = all(route.start == group[0].start + i * rows for i, route in enumerate(group))
+    span = slice(group[0].start, group[-1].stop)
+    dropped = [_dropout_padded(layer, route, sub) for route in group]
+    if adjacent and all(d is None for d in dropped):
+        inputs = sub[span].reshape(n, -1, sub.shape[-1])  # a view of the stack: no copy
+    else:
+        inputs = torch.stack([(sub[route.start:route.stop] if d is None else d).reshape(-1, sub.shape[-1])
+                              for route, d in zip(group, dropped, strict=True)])
+    scales, pads_a, pads_b, rank = _constants(layer, names, weights_a, weights_b)
+    stacked_a = torch.cat(_interleave(weights_a, pads_a)).view(n, rank, -1)
+    stacked_b = torch.cat(_interleave(weights_b, pads_b), dim=1).view(weights_b[0].shape[0], n, rank).permute(1, 2, 0)
+    out = torch.bmm(torch.bmm(inputs, stacked_a.transpose(1, 2)), stacked_b)
+    out.mul_(scales)  # peft's `* scaling`: the float scaling per trial, rounded once to out's dtype
+    if adjacent:
+        result[span] += out.view(result[span].shape)
+    else:
+        for route, term in zip(group, out, strict=True):
+            result[route.start:route.stop] += term.view(result[route.start:route.stop].shape)
+
+
+def _dropout_padded(layer, route: Route, sub: torch.Tensor) -> torch.Tensor | None:
+    """The trial's dropped-out rows at the stack's width (None: it draws no dropout here)."""
+    if not _drops(layer, route):
+        return None
+    narrow = route.width is not None and sub.dim() == 3 and route.width < sub.shape[1]
+    if not narrow:
+        return _dropout(layer, route, sub[route.start:route.stop])
+    dropped = _dropout(layer, route, sub[route.start:route.stop, :route.width])
+    return torch.nn.functional.pad(dropped, (0, 0, 0, sub.shape[1] - route.width))
+
+
+def _interleave(weights: list[torch.Tensor], pads: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    return [t for w, pad in zip(weights, pads, strict=True) for t in ((w,) if pad is None else (w, pad))]
+
+
+def _constants(layer, names: list[str], weights_a: list[torch.Tensor], weights_b: list[torch.Tensor]):
+    """The group's scaling vector ``[trials, 1, 1]`` (float32) and the zero pads that bring each
+    trial's rank to the group's largest; made once per layer and group (a host-to-device copy and
+    allocations saved on every later forward)."""
+    weight = weights_a[0]
+    key = (tuple(names), weight.dtype, weight.device)
+    cache = layer.__dict__.setdefault("_pack_constants", {})
+    if key not in cache:
+        rank = max(w.shape[0] for w in weights_a)
+        scales = torch.tensor([float(layer.scaling[name]) for name in names], dtype=torch.float32,
+                              device=weight.device).view(-1, 1, 1)
+        pads_a = [torch.zeros(rank - a.shape[0], a.shape[1], dtype=a.dtype, device=a.device)
+                  if a.shape[0] < rank else None for a in weights_a]
+        pads_b = [torch.zeros(b.shape[0], rank - b.shape[1], dtype=b.dtype, device=b.device)
+                  if b.shape[1] < rank else None for b in weights_b]
+        cache[key] = (scales, pads_a, pads_b, rank)
+    return cache[key]
+
+
+def lora_layers(model: nn.Module) -> list[nn.Module]:
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    other = [type(m).__name__ for m in layers if not isinstance(m, LoraLinear)]
+    if other:
+        raise ConfigError(f"adapter.targets: packed trials adapt linear layers only, not {other[0]}")
+    return layers
+
+
+def attach_router(model: nn.Module, batched: bool = True) -> Router:
+    """Route every peft LoRA linear of ``model`` through :func:`routed_forward` (``batched``:
+    on the batched path where it applies). Vanilla LoRA only: peft computes its variants (DoRA's
+    magnitude over the norm of ``W + s BA``, and the others) in ways neither path reproduces."""
+    import types
+
+    router = Router(batched)
+    for layer in lora_layers(model):
+        variants = [name for name in getattr(layer, "lora_variant", {}) if name in layer.lora_A]
+        if variants:
+            raise ConfigError(f"pack: adapter {variants[0]} is a peft LoRA variant; packed trials train plain LoRA")
+        layer._pack_router = router
+        layer.forward = types.MethodType(routed_forward, layer)
+    return router
+
+
+def add_adapters(model: nn.Module, runs: list[RunConfig], names: list[str],
+                 rng_after_base: torch.Tensor | None) -> tuple[nn.Module, list[TrialRng]]:
+    """Give the base ``model`` one peft LoRA adapter per run, each built as that run alone builds
+    it: the torch RNG seeded with its seed (and, where building the base drew from it, at the
+    state the base left) before peft initialises its weights. Every adapter is trainable.
+    Returns the peft model and, per run, the RNG where its adapter's init left it."""
+    from peft import get_peft_model
+
+    after_init = []
+    for run in runs:
+        adapters.check_targets(run.adapter, model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    peft_model = None
+    for run, name in zip(runs, names, strict=True):
+        torch.manual_seed(run.seed)
+        if rng_after_base is not None:
+            torch.set_rng_state(rng_after_base)
+        config = adapters.lora_config(run.adapter)
+        if peft_model is None:
+            peft_model = get_peft_model(model, config, adapter_name=name)
+        else:
+            peft_model.add_adapter(name, config)
+        after_init.append(TrialRng())
+    train_mode(peft_model, names)
+    return peft_model, after_init
+
+
+class TrialParams:
+    """One trial's trainable parameters, named as the trial alone names them (peft's adapter
+    ``default``), for :func:`harness.module.build_optimizer`."""
+
+    def __init__(self, model: nn.Module, name: str):
+        tag = f".{name}."
+        self.params = [(n.replace(tag, ".default."), p) for n, p in model.named_parameters() if tag in n]
+
+    def named_parameters(self):
+        return iter(self.params)
+
+    def parameters(self):
+        return [p for _, p in self.params]
+
+
+def train_mode(model: nn.Module, names: list[str]) -> None:
+    """Training mode, and every trial's adapter trainable (peft's ``set_adapter`` for scoring
+    leaves only the active adapter with gradients)."""
+    model.train()
+    for param_name, param in model.named_parameters():
+        if any(f".{name}." in param_name for name in names):
+            param.requires_grad_(True)
+
