@@ -203,7 +203,9 @@ def add_batched(layer, x: torch.Tensor, result: torch.Tensor, group: list[Route]
     stacked_b = torch.cat(_interleave(weights_b, pads_b), dim=1).view(weights_b[0].shape[0], n, rank).permute(1, 2, 0)
     out = torch.bmm(torch.bmm(inputs, stacked_a.transpose(1, 2)), stacked_b)
     out.mul_(scales)  # peft's `* scaling`: the float scaling per trial, rounded once to out's dtype
-    if adjacent:
+    if adjacent and span.start == 0 and span.stop == result.shape[0]:
+        result += out.view(result.shape)  # every row: no slice, so autograd copies no gradient of the whole output
+    elif adjacent:
         result[span] += out.view(result[span].shape)
     else:
         for route, term in zip(group, out, strict=True):

@@ -383,3 +383,20 @@ def test_packs_are_cut_to_the_pack_size_and_the_memory_budget():
     chunks = pack_chunks(runs, size=8, budget_gib=7)
     assert [len(c) for c in chunks] == [2, 2, 1]
     assert [c[0].pack_estimate_gib for c in chunks] == [6.0, 7.0, 5.0]
+
+
+def test_the_pack_bench_times_both_paths_and_says_which_ran(tmp_path):
+    from harness.pack_bench import main
+
+    out = tmp_path / "pack_bench.json"
+    assert main(["--trials", "3", "--ranks", "2", "4", "--dropout", "0.1", "--micro-batch", "1", "--seq", "16",
+                 "--steps", "1", "--warmup", "0", "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {(r["scope"], r["path"]): r for r in result["rows"]}
+    assert set(rows) == {(s, p) for s in ("model", "layer") for p in ("solo", "looped", "batched")}
+    for scope in ("model", "layer"):
+        assert rows[(scope, "batched")]["lora_terms_last_repeat"]["looped"] == 0
+        assert rows[(scope, "batched")]["lora_terms_last_repeat"]["batched"] > 0
+        assert rows[(scope, "looped")]["lora_terms_last_repeat"]["batched"] == 0
+        assert rows[(scope, "solo")]["trials"] == 1 and rows[(scope, "batched")]["trials"] == 3
+        assert result["speedups"][scope]["batched_over_looped"] > 0
