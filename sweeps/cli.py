@@ -17,8 +17,9 @@ from harness.errors import exit_on_user_error
 from harness.paths import ensure_writable_dir, write_error_line
 from harness.schema import RunConfig
 
-from .driver import SweepStalled, run_sweep
+from .driver import run_sweep
 from .study import StorageUnavailable, open_storage, storage_url
+from .workers import SweepStalled
 
 
 def main(run: RunConfig, overrides: list[str], sweep_dir: str) -> NoReturn:

@@ -1,0 +1,175 @@
+"""Packed trials (``sweep.pack``): compatible runs of a sweep trained together, up to
+``sweep.pack_size`` in one process over one frozen base (:mod:`harness.packing`), cut to fit the
+memory budget; a pack out of memory splits in two and each half runs again.
+
+:class:`PackedTrials` is the driver's packed half, mixed into :class:`sweeps.driver.Driver`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from harness.compose import compose
+from harness.paths import atomic_write
+from harness.record import RECORD_NAME, RunRecord
+from harness.schema import RunConfig
+
+from . import study as study_lib
+from .space import merge_overrides, trial_overrides
+
+log = logging.getLogger("harness.sweep")
+
+PACK_OOM_RECORD = "pack_oom_record.json"  # a run's record from a pack that ran out of memory (then split)
+
+
+@dataclass
+class PackEntry:
+    """One run (a trial at one seed) of a batch the driver may pack."""
+
+    trial: optuna.Trial
+    params: dict
+    seed: int | None
+    overrides: list[str]
+    run_dir: Path
+    run: RunConfig | None = None
+    resolved: dict | None = None
+    sweep: dict | None = None  # its record's sweep block (SweepInfo.to_json())
+    record: RunRecord | None = None
+    estimate: dict | None = None  # its dry-run memory estimate (with sweep.gpu_memory_budget)
+    pack_estimate_gib: float | None = None  # its pack's
+
+
+def pack_chunks(entries: list, size: int, budget_gib: float | None = None) -> list[list]:
+    """Compatible runs cut into packs of at most ``size`` runs and, with a memory budget, of at
+    most ``budget_gib`` by the dry-run estimates: the frozen base counted once, each run's
+    adapter, gradients, optimizer state and activations added (each run's ``estimate``). Each
+    run's ``pack_estimate_gib`` is set to its pack's estimate."""
+    chunks: list[list] = []
+    current: list = []
+    held = 0
+    for entry in entries:
+        est = entry.estimate
+        own = 0 if est is None else est["total_bytes"] - est["weights_bytes"]
+        full = False
+        if current:
+            full = len(current) >= size or (budget_gib is not None and est is not None
+                                            and (held + own) / 2**30 > budget_gib)
+        if full:
+            chunks.append(current)
+            current, held = [], 0
+        held += (0 if est is None else est["total_bytes"]) if not current else own
+        current.append(entry)
+        if budget_gib is not None:
+            for member in current:
+                member.pack_estimate_gib = round(held / 2**30, 3)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class PackedTrials:
+    """The driver's packed trials. Mixed into :class:`sweeps.driver.Driver`, whose attributes it
+    uses: ``plan``, ``study``, ``launcher``, ``slots``, ``stop``, and its methods for one run
+    (``sweep_fields``, ``skip_if_over_budget``, ``run_one``, ``wandb_name``), for the record of an
+    ended process (``trial_record``: the one it wrote, or the driver's where it left none) and
+    for telling the study (``tell``)."""
+
+    def run_packed(self, batch: list[tuple[optuna.Trial, dict]], slot: str | None, waiting: list | None = None) -> None:
+        """Run a batch of trials (every seed of each): compatible runs in packs of up to
+        ``sweep.pack_size`` (one process each, :mod:`harness.packing`), the rest alone; then
+        tell each trial, as :meth:`run_trial` does. ``waiting``: trials this worker runs next,
+        kept alive by the packs' heartbeats meanwhile."""
+        # Every trial of the batch and those waiting stay alive while any of its processes runs.
+        also = tuple(t._trial_id for t in waiting or []) + tuple(t._trial_id for t, _ in batch)
+        from harness.packing import pack_key, unpackable_reason
+
+        plan = self.plan
+        runs, alone, groups = [], [], {}
+        for trial, params in batch:
+            trial_dir = plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
+            overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
+            for seed in plan.seeds:
+                entry = PackEntry(trial, params, seed, overrides + ([f"seed={seed}"] if seed is not None else []),
+                                  trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}")
+                entry.run_dir.mkdir(parents=True, exist_ok=True)
+                entry.run, entry.resolved = compose(entry.overrides)
+                entry.sweep = self.sweep_fields(trial, params, seed, entry.run, slot).to_json()
+                runs.append(entry)
+                if plan.cfg.gpu_memory_budget is not None:
+                    from harness.estimate import estimate_run
+
+                    estimate = estimate_run(entry.run, device="cuda")
+                    entry.estimate = estimate["memory_estimate"]
+                    entry.record = self.skip_if_over_budget(entry.run, entry.resolved, entry.run_dir, estimate,
+                                                            sweep=entry.sweep)
+                if entry.record is not None:  # skipped, its record written
+                    continue
+                if unpackable_reason(entry.run):
+                    alone.append(entry)
+                else:
+                    groups.setdefault(pack_key(entry.resolved), []).append(entry)
+        for members in groups.values():
+            for chunk in pack_chunks(members, plan.pack_size, plan.cfg.gpu_memory_budget):
+                if len(chunk) == 1:
+                    alone.extend(chunk)
+                elif not self.stop.is_set():
+                    self.run_pack(chunk, slot, also)
+        for entry in alone:
+            if not self.stop.is_set():
+                entry.record = self.run_one(entry.trial, entry.params, entry.seed, entry.overrides, entry.run_dir, slot,
+                                            also)
+        for trial, _ in batch:
+            records = [e.record for e in runs if e.trial is trial and e.record is not None]
+            if not records:  # the driver stopped before any of its runs started: not a data point
+                records = [RunRecord(status="interrupted", run_dir=str(e.run_dir), error="the sweep driver stopped "
+                                     "before this run started") for e in runs if e.trial is trial][:1]
+            study_lib.with_retry(lambda t=trial, r=records: self.tell(t, r), f"recording trial {trial.number}",
+                                 plan.cfg.storage_retry_seconds)
+
+    def run_pack(self, chunk: list[PackEntry], slot: str | None, also: tuple = ()) -> None:
+        """One pack process; its members' records, which it writes (sweep block included). A pack
+        out of memory splits in two and each half runs again (a single trial then runs alone)."""
+        plan = self.plan
+        first = chunk[0]
+        pack_dir = plan.sweep_dir / "packs" / f"trial_{first.trial.number}_seed_{first.seed}"
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        log_path = pack_dir / "pack.log"
+        # Each member's record is its own to write, sweep block included (harness.packing.stamp_member).
+        spec = {"members": [{"overrides": e.overrides, "run_dir": str(e.run_dir.resolve()), "env": {
+            "WANDB_RUN_GROUP": plan.cfg.name, "WANDB_NAME": self.wandb_name(e.trial, e.seed)},
+            "trial": {"sweep": e.sweep, "log": str(log_path), "pack_memory_estimate_gib": e.pack_estimate_gib}}
+            for e in chunk]}
+        atomic_write(pack_dir / "pack.json", lambda f: json.dump(spec, f, indent=2))
+        env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        if len(self.slots) > 1:
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(self.slots))))
+        started = time.time()
+        trials = {e.trial._trial_id for e in chunk} | set(also)  # ``also``: trials waiting on this worker
+        code = self.launcher.run([sys.executable, "-m", "harness.packing", str(pack_dir / "pack.json")], env,
+                                 os.getcwd(), log_path,
+                                 beat=lambda: [study_lib.heartbeat(self.study, t) for t in trials])
+        for e in chunk:
+            e.record = self.trial_record(e.run_dir, code, e.resolved, e.run.seed, log_path, started, e.sweep,
+                                    pack_log=str(log_path))
+        if len(chunk) > 1 and any(e.record["status"] == "oom" for e in chunk):
+            log.warning("pack of %d runs (trials %s) ran out of memory: splitting it and running each half again",
+                        len(chunk), sorted({e.trial.number for e in chunk}))
+            for e in chunk:  # the pack's oom records stay beside the runs, which start again in their dirs
+                (e.run_dir / RECORD_NAME).replace(e.run_dir / PACK_OOM_RECORD)
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                if len(part) == 1:
+                    e = part[0]
+                    e.record = self.run_one(e.trial, e.params, e.seed, e.overrides, e.run_dir, slot, also)
+                else:
+                    self.run_pack(part, slot, also)
