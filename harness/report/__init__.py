@@ -4,9 +4,11 @@ Loads run records through :func:`harness.results.load_records`, and for every fi
 (FINDINGS.md) puts the published claim next to the measured effects, their seed-paired
 intervals, and a verdict from declared rules:
 
-- :mod:`.claims`: the findings, their parts, metrics and declared margins, by sweep;
+- :mod:`.claims`: the findings, their parts and declared margins, by sweep;
+- :mod:`.parts`: the metrics claims name and the kinds of part;
 - :mod:`.stats`: the tests (paired t, TOST, ANOVA, bootstrap, Holm);
-- :mod:`.frame`: the DataFrame vocabulary; :mod:`.effects`: measuring parts;
+- :mod:`.frame`: the DataFrame vocabulary; :mod:`.effects`: measuring parts (:mod:`.measured`:
+  the result row, arms and seed-paired differences; :mod:`.lr_optimum`: best learning rates);
 - :mod:`.verdicts`: Holm within a finding and the combine rules;
 - :mod:`.plots`, :mod:`.render`, :mod:`.document`: the figures and the Markdown/HTML page.
 
@@ -21,12 +23,12 @@ import importlib
 
 # name -> the submodule that defines it
 _EXPORTS = {
-    "ADD1D": "claims", "AGREE": "claims", "ARITH_2DS_PPL": "claims", "ARITH_ACCS": "claims", "CAPITALS": "claims",
-    "CLAIMS": "claims", "NLL": "claims", "PROBES": "claims", "QUANT_NLL": "claims", "SWEEP_CLAIMS": "claims",
-    "TRAIN_SECONDS": "claims", "check_claims": "claims",
+    "CLAIMS": "claims", "SWEEP_CLAIMS": "claims", "check_claims": "claims",
+    "ADD1D": "parts", "AGREE": "parts", "ARITH_2DS_PPL": "parts", "ARITH_ACCS": "parts", "CAPITALS": "parts",
+    "NLL": "parts", "PROBES": "parts", "QUANT_NLL": "parts", "TRAIN_SECONDS": "parts",
     "build_report": "document", "configuration_table": "document", "not_ok_table": "document",
     "status_counts": "document",
-    "PartResult": "effects", "describe": "effects", "fmt": "effects",
+    "PartResult": "measured", "describe": "measured", "fmt": "measured",
     "MEMORY": "frame", "MEMORY_GB": "frame", "axes": "frame", "config_means": "frame", "level": "frame",
     "normalize": "frame", "ok_runs": "frame", "sweep_names": "frame", "sweep_runs": "frame", "values": "frame",
     "PLOTS": "plots", "pareto_front": "plots", "plot_epochs": "plots", "plot_learning_forgetting": "plots",

@@ -6,51 +6,40 @@ a direction, equivalence margin for "no change"). ``CLAIMS`` holds the published
 rule that combines a finding's parts. :func:`check_claims` lets the sweep driver refuse a sweep
 whose axes or levels no longer match what its claims name.
 
-This module is data; the measurements are in :mod:`.effects`, the tests in :mod:`.stats`.
+This module is data; the metrics and the kinds of part are in :mod:`.parts`, the measurements in
+:mod:`.effects`, the tests in :mod:`.stats`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .frame import MEMORY, MEMORY_GB, level
-
-Pins = tuple[tuple[str, str], ...]
-
-# Metrics --------------------------------------------------------------------------------------
-NLL = "eval.harness_heldout.token_nll"  # the study's protocol score (merged 16-bit for QLoRA)
-QUANT_NLL = "eval_quantized.harness_heldout.token_nll"  # QLoRA: in-process on the 4-bit base
-TRAIN_SECONDS = "train_seconds"
-STEP_SECONDS = "steady_step_seconds"
-ESTIMATE_GIB = "memory_estimate.total_gib"
-AGREE = "eval.harness_agreement.margin"
-AGREE_ACC = "eval.harness_agreement.acc"
-CAPITALS = "eval.harness_capitals.margin"
-CAPITALS_ACC = "eval.harness_capitals.acc"
-ADD1D = "eval.harness_add1d.gold_logprob"
-ADD1D_ACC = "eval.harness_add1d.acc"
-PROBES = (AGREE, CAPITALS, ADD1D)
-ARITH_2DS_PPL = "eval.harness_arith_2ds.perplexity"
-ARITH_ACCS = ("eval.harness_arith_2ds.acc", "eval.harness_arith_4ds.acc")
-
-# (name, unit, higher is better)
-METRICS = {
-    NLL: ("held-out token NLL", "nats", False),
-    QUANT_NLL: ("held-out token NLL, in-process 4-bit", "nats", False),
-    MEMORY: ("training peak memory", "GiB", False),
-    MEMORY_GB: ("training peak allocated", "GB", False),
-    TRAIN_SECONDS: ("train time", "s", False),
-    STEP_SECONDS: ("steady-state step time", "s", False),
-    AGREE: ("agreement log-prob margin", "nats", True),
-    AGREE_ACC: ("agreement accuracy", "", True),
-    CAPITALS: ("capitals log-prob margin", "nats", True),
-    CAPITALS_ACC: ("capitals accuracy", "", True),
-    ADD1D: ("1-digit addition gold log-prob", "nats", True),
-    ADD1D_ACC: ("1-digit addition accuracy", "", True),
-    ARITH_2DS_PPL: ("2ds arithmetic perplexity", "", False),
-    "val_loss_last": ("last val loss", "nats", False),
-    "tokens_per_s": ("throughput", "tokens/s", True),
-}
+from .frame import level
+from .parts import (
+    ADD1D,
+    AGREE,
+    CAPITALS,
+    LR_AXIS,
+    MEMORY,
+    METRICS,
+    NLL,
+    PROBES,
+    QUANT_NLL,
+    BaseVsTuned,
+    Bound,
+    Contrast,
+    Deterministic,
+    EstimateFit,
+    LRRatio,
+    LRSpread,
+    Matters,
+    Part,
+    SeedNoise,
+    Sensitivity,
+    TimeRatio,
+    arm,
+    vs,
+)
 
 # Declared margins (see docs/report.md for why each is this size) ------------------------------
 NLL_SESOI = 0.01  # nats: smallest held-out NLL effect of interest for direction claims
@@ -64,178 +53,6 @@ ONE_GPU_GB = 24.0  # F8: "fits one GPU" = a training peak under a 24 GB card
 LR_RATIO_LOG10 = 1.0  # F13a: LoRA's best lr is about 10x full fine-tuning's (log10 of the ratio)
 LR_RATIO_BAND = 0.5  # decades either side: [0.5, 1.5], i.e. a ratio of about 3x to 30x
 LR_SPREAD_MAX = 0.5  # decades: F13b "flat in rank" = best lr over ranks within half a decade
-LR_AXIS = "optimizer.lr"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Part:
-    """One measured comparison of a claim. ``group`` names the part's place in its finding's
-    combine rule; ``None`` makes it context (shown, tested, never combined)."""
-
-    label: str
-    metric: str = NLL
-    published: str = ""
-    group: str | None = "main"
-
-    def references(self) -> list[tuple[str, str | None]]:
-        """(axis, level or None) pairs this part needs the sweep to have."""
-        return []
-
-
-@dataclass(frozen=True, kw_only=True)
-class Contrast(Part):
-    """``other`` vs ``reference`` cells, seed-paired, on ``metric`` (``reference_metric`` for
-    the reference arm when it differs). ``expect``: lower / higher (direction, ``margin`` =
-    SESOI) or same (TOST, ``margin`` = equivalence margin). ``within`` pins both arms; ``per``
-    splits the part into one per level of that axis; ``best_of`` puts each arm at its own best
-    level of that axis by mean held-out NLL. Axes left free are averaged within each seed."""
-
-    expect: str
-    reference: Pins
-    other: Pins
-    margin: float
-    within: Pins = ()
-    per: str | None = None
-    best_of: str | None = None
-    reference_metric: str | None = None
-
-    def references(self):
-        pins = [(a, v) for a, v in self.reference + self.other + self.within]
-        return pins + [(a, None) for a in (self.per, self.best_of) if a]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Deterministic(Contrast):
-    """A memory difference judged on the runs there are (allocator peaks repeat to MBs): beyond
-    ``margin`` in the claimed direction reproduces it, beyond it the other way contradicts it;
-    for "same", within the margin reproduces it."""
-
-    metric: str = MEMORY_GB
-
-
-@dataclass(frozen=True, kw_only=True)
-class TimeRatio(Contrast):
-    """median(other) / median(reference) time per optimizer step of the steady state (after
-    warm-up; whole-run train time where records lack it) over >= 3 repeats per arm, with a
-    bootstrap interval; ``margin`` is the smallest relative change of interest."""
-
-    metric: str = STEP_SECONDS
-    margin: float = TIME_SESOI
-
-
-@dataclass(frozen=True, kw_only=True)
-class Matters(Part):
-    """The levels of ``axis`` move ``metric``: one-way ANOVA over seeds, and the largest
-    contrast between level means at least ``margin``."""
-
-    axis: str
-    margin: float
-    within: Pins = ()
-
-    def references(self):
-        return [(self.axis, None), *self.within]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sensitivity(Part):
-    """Per seed, the spread (max - min) of ``metric`` over the levels of ``over``, for the
-    ``other`` level of ``axis`` minus the ``reference`` level's; seed-paired like a Contrast."""
-
-    axis: str
-    reference: str
-    other: str
-    over: str
-    margin: float
-    expect: str = "lower"
-
-    def references(self):
-        return [(self.axis, self.reference), (self.axis, self.other), (self.over, None)]
-
-
-@dataclass(frozen=True, kw_only=True)
-class BaseVsTuned(Part):
-    """Each run's tuned score minus its own untrained base score, seed-paired."""
-
-    expect: str
-    margin: float
-    within: Pins = ()
-    best_of: str | None = None
-
-    def references(self):
-        return [*self.within] + ([(self.best_of, None)] if self.best_of else [])
-
-
-@dataclass(frozen=True, kw_only=True)
-class SeedNoise(Part):
-    """F1: the pooled seed standard deviation of ``metric`` within configurations, with its
-    chi-square interval; "barely moves" = the interval lies below ``margin``."""
-
-    margin: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class EstimateFit(Part):
-    """F12: every run's dry-run estimate against its measured training peak."""
-
-    metric: str = MEMORY
-    margin: float = ESTIMATE_TOLERANCE
-
-
-@dataclass(frozen=True, kw_only=True)
-class Bound(Part):
-    """F8: the training peak of the ``at`` cell under ``bound`` (GB)."""
-
-    metric: str = MEMORY_GB
-    at: Pins
-    bound: float = ONE_GPU_GB
-
-    def references(self):
-        return list(self.at)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LRRatio(Part):
-    """F13a: log10(lr*_other / lr*_reference), where an arm's lr* is the best level of ``axis``
-    (argmin of the seed-mean ``metric`` over the grid, refined by a parabola in log10(lr) through
-    the minimum and its two neighbours when it is interior). Its 95% interval is the paired
-    Student-t interval over seeds of the single-seed optima's differences. Reproduced when the
-    interval lies inside ``target`` ± ``margin`` (decades), contradicted when it lies entirely
-    outside; an optimum on the grid's edge is inconclusive. No p-value: not in the Holm family."""
-
-    reference: Pins
-    other: Pins
-    target: float = LR_RATIO_LOG10
-    margin: float = LR_RATIO_BAND
-    axis: str = LR_AXIS
-    expect: str = "ratio"
-
-    def references(self):
-        return [*self.reference, *self.other, (self.axis, None)]
-
-
-@dataclass(frozen=True, kw_only=True)
-class LRSpread(Part):
-    """F13b: the best lr is flat over ``arms``: every pair of arms' log10 lr* difference (paired
-    t over seeds, as in :class:`LRRatio`) has its 95% interval inside ± ``margin`` decades (so
-    the spread max - min of lr* is below it): reproduced; one pair's interval entirely outside:
-    contradicted; an optimum on the grid's edge is inconclusive."""
-
-    arms: tuple[Pins, ...]
-    margin: float = LR_SPREAD_MAX
-    axis: str = LR_AXIS
-    expect: str = "flat"
-
-    def references(self):
-        return [pin for pins in self.arms for pin in pins] + [(self.axis, None)]
-
-
-def vs(axis: str, other, reference) -> dict:
-    """``reference``/``other`` pins of one axis: ``Contrast(**vs("quant", "nf4", "none"))``."""
-    return {"other": ((axis, level(other)),), "reference": ((axis, level(reference)),)}
-
-
-def arm(name: str) -> Pins:
-    return (("arm", name),)
 
 
 @dataclass(frozen=True)
@@ -430,7 +247,7 @@ SWEEP_CLAIMS: dict[str, dict[str, list[Part]]] = {
                    **vs("quant", q, "none")) for q in ("nf4", "fp4")],
         Deterministic(label="nf4 vs none: memory (135M, direction only)", expect="lower",
                       margin=0.0, group=None, **vs("quant", "nf4", "none")),
-        TimeRatio(label="nf4 vs none: train time (135M, direction only)", expect="higher",
+        TimeRatio(label="nf4 vs none: train time (135M, direction only)", expect="higher", margin=TIME_SESOI,
                   group=None, **vs("quant", "nf4", "none")),
     ]},
     "memory_7b": {
@@ -461,9 +278,9 @@ SWEEP_CLAIMS: dict[str, dict[str, list[Part]]] = {
                           other=arm("nf4_all"), reference=arm("nf4")),
         ],
         "F8": [
-            Bound(label="QLoRA nf4 q,v r=8 fits one GPU", at=arm("nf4"), group="fits",
+            Bound(label="QLoRA nf4 q,v r=8 fits one GPU", at=arm("nf4"), bound=ONE_GPU_GB, group="fits",
                   published="14.18 GB"),
-            Bound(label="QLoRA nf4 all layers r=256 fits one GPU", at=arm("nf4_r256_all_adamw"),
+            Bound(label="QLoRA nf4 all layers r=256 fits one GPU", at=arm("nf4_r256_all_adamw"), bound=ONE_GPU_GB,
                   group="fits", published="17.86 GB"),
         ],
         "F9": [
@@ -471,13 +288,13 @@ SWEEP_CLAIMS: dict[str, dict[str, list[Part]]] = {
                           group="memory", published="21.33 GB (LoRA) vs 36.66 GB on each of 2 GPUs",
                           other=arm("full_bf16"), reference=arm("lora_bf16")),
         ],
-        "F12": [EstimateFit(label="dry-run estimate vs measured training peak, every arm")],
+        "F12": [EstimateFit(label="dry-run estimate vs measured training peak, every arm", margin=ESTIMATE_TOLERANCE)],
     },
     "runtime_7b": {"F2": [
-        TimeRatio(label="nf4 vs LoRA bf16: train time", expect="higher", group="time",
+        TimeRatio(label="nf4 vs LoRA bf16: train time", expect="higher", margin=TIME_SESOI, group="time",
                   published="6,685.75 -> 10,059.53 s (x1.505)",
                   other=arm("nf4"), reference=arm("lora_bf16")),
-        TimeRatio(label="fp4 vs LoRA bf16: train time", expect="higher", group="time",
+        TimeRatio(label="fp4 vs LoRA bf16: train time", expect="higher", margin=TIME_SESOI, group="time",
                   published="6,685.75 -> 9,334.45 s (x1.396)",
                   other=arm("fp4"), reference=arm("lora_bf16")),
     ]},
@@ -559,10 +376,11 @@ SWEEP_CLAIMS: dict[str, dict[str, list[Part]]] = {
     ]},
     "lr_rank": {"F13": [
         *[LRRatio(label=f"LoRA r={r} vs full fine-tuning: best lr ratio", group="ratio",
-                  published="about 10x (log10 1)", reference=(("method", "full"),), other=(("method", f"lora_r{r}"),))
+                  target=LR_RATIO_LOG10, margin=LR_RATIO_BAND, published="about 10x (log10 1)",
+                  reference=(("method", "full"),), other=(("method", f"lora_r{r}"),))
           for r in LR_RANKS],
         LRSpread(label="spread of the best lr over LoRA ranks " + ", ".join(map(str, LR_RANKS)),
-                 group="rank", published="roughly independent of rank",
+                 margin=LR_SPREAD_MAX, group="rank", published="roughly independent of rank",
                  arms=tuple((("method", f"lora_r{r}"),) for r in LR_RANKS)),
     ]},
     "targets_matched": {"F14": [

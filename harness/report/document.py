@@ -12,24 +12,7 @@ import pandas as pd
 
 from ..results import load_records
 from . import stats
-from .claims import (
-    ADD1D,
-    ADD1D_ACC,
-    AGREE,
-    ARITH_2DS_PPL,
-    ARITH_ACCS,
-    CAPITALS,
-    CLAIMS,
-    ESTIMATE_GIB,
-    NLL,
-    QUANT_NLL,
-    SWEEP_CLAIMS,
-    TRAIN_SECONDS,
-    LRRatio,
-    LRSpread,
-    Part,
-)
-from .effects import PartResult, fmt, name
+from .claims import CLAIMS, SWEEP_CLAIMS
 from .frame import (
     MEMORY,
     MEMORY_GB,
@@ -47,6 +30,22 @@ from .frame import (
     sweep_names,
     sweep_runs,
     values,
+)
+from .measured import PartResult, fmt, name
+from .parts import (
+    ADD1D,
+    ADD1D_ACC,
+    AGREE,
+    ARITH_2DS_PPL,
+    ARITH_ACCS,
+    CAPITALS,
+    ESTIMATE_GIB,
+    NLL,
+    QUANT_NLL,
+    TRAIN_SECONDS,
+    LRRatio,
+    LRSpread,
+    Part,
 )
 from .plots import PLOTS
 from .render import markdown, scrub, to_html

@@ -9,7 +9,6 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .claims import ARITH_2DS_PPL, ARITH_ACCS, METRICS, NLL, PROBES, TRAIN_SECONDS
 from .frame import (
     MEMORY,
     PARAM,
@@ -26,6 +25,7 @@ from .frame import (
     std,
     values,
 )
+from .parts import ARITH_2DS_PPL, ARITH_ACCS, METRICS, NLL, PROBES, TRAIN_SECONDS
 from .stats import t_interval
 
 BEST, OTHER, MUTED = "#1f77b4", "#ff7f0e", "#999999"

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .claims import CLAIMS, NLL, PROBES, SWEEP_CLAIMS, Claim, parts_of
-from .effects import PENDING, PartResult, fmt, measure, new_result, signed
+from .claims import CLAIMS, SWEEP_CLAIMS, Claim, parts_of
+from .effects import measure
 from .frame import (
     SEED,
     axes,
@@ -24,6 +24,8 @@ from .frame import (
     ok_runs,
     values,
 )
+from .measured import PENDING, PartResult, fmt, new_result, signed
+from .parts import NLL, PROBES
 
 UNDERPOWERED = "underpowered"
 
