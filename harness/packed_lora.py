@@ -115,7 +115,7 @@ class Router:
 
 def routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """peft ``lora.Linear.forward`` for a stacked batch: the base once over every row, then each
-    route's LoRA term added to its own rows, in place (no copy of the whole output), batched
+    route's LoRA term added to its own rows, in place (the forward copies no whole output), batched
     where :func:`batch_groups` allows and looped otherwise."""
     router = self._pack_router
     routes = router.routes
