@@ -2,7 +2,7 @@
 dict a record stores. The CLI, the bench, packed trials, the sweep driver and the tests all
 compose through :func:`compose`, so a config means the same wherever it is built.
 
-A leaf module: it imports only the schema (Hydra itself is imported when composing).
+A leaf module: it imports only the schema and its validation (Hydra itself is imported when composing).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import threading
 from typing import TYPE_CHECKING, Literal, overload
 
 from .paths import CONF_DIR
-from .schema import ConfigError, register_configs, resolved_config, unknown_key_error_at, validate
+from .schema import ConfigError, register_configs
+from .validation import resolved_config, unknown_key_error_at, validate
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -33,9 +33,10 @@ from .errors import exit_on_user_error, fail
 from .paths import CONF_DIR, ensure_writable_dir, pid_alive, write_error_line
 from .preflight import preflight
 from .record import RECORD_NAME, RecordWriteError, write_record
-from .schema import ConfigError, register_configs, resolved_config, validate
+from .schema import ConfigError, register_configs
 from .signals import STOP, RunInterrupted
 from .trial import die_with_parent
+from .validation import resolved_config, validate
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")

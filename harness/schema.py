@@ -1,40 +1,25 @@
-"""Typed config schemas, registered in Hydra's ConfigStore.
+"""Typed config schemas, registered in Hydra's ConfigStore: the run schema (:class:`RunConfig`)
+and one schema per config group. ``trainer`` and ``sweep`` have modules of their own
+(:mod:`harness.trainer_schema`, :mod:`harness.sweep_schema`); the checks the ``__post_init__``
+methods share are in :mod:`harness.schema_rules`.
 
 OmegaConf checks types when overrides merge; the ``__post_init__`` methods check
-ranges and cross-field rules when :func:`validate` turns the composed config into
-these dataclasses. Both happen before any model or data loads.
+ranges and cross-field rules when :func:`harness.validation.validate` turns the composed config
+into these dataclasses. Both happen before any model or data loads.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING
 
-from .errors import ConfigError
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
-def _one_of(value: Any, key: str, allowed: tuple) -> None:
-    _require(value in allowed, key, f"got {value!r}, expected one of {', '.join(map(str, allowed))}")
-
-
-SEED_MAX = 2**32 - 1  # numpy's RandomState takes seeds in [0, 2**32 - 1]
-
-
-def _seed(value: Any, key: str) -> None:
-    _require(0 <= value <= SEED_MAX, key, f"must be in [0, {SEED_MAX}] (numpy's seed range), got {value}")
-
+from .errors import ConfigError as ConfigError  # re-exported: callers take it with the schema
+from .schema_rules import check_seed, one_of, require
+from .sweep_schema import SweepConfig
+from .trainer_schema import TrainerConfig
 
 TARGET_PRESETS: dict[str, list[str]] = {
     "qv": ["q_proj", "v_proj"],
@@ -67,19 +52,19 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
 
     def __post_init__(self) -> None:
-        _one_of(self.init, "model.init", ("pretrained", "random"))
-        _one_of(self.attn_implementation, "model.attn_implementation", ("sdpa", "eager", "flash_attention_2"))
-        _require(
+        one_of(self.init, "model.init", ("pretrained", "random"))
+        one_of(self.attn_implementation, "model.attn_implementation", ("sdpa", "eager", "flash_attention_2"))
+        require(
             self.name_or_path is not None or self.arch is not None,
             "model.name_or_path",
             "is required (an HF hub id, a local HF folder or pypi:PACKAGE/FILE.gguf)",
         )
-        _require(
+        require(
             self.init == "random" or self.name_or_path is not None,
             "model.init",
             "pretrained needs model.name_or_path; this model only has an architecture (use model.init=random)",
         )
-        _require(
+        require(
             self.tokenizer is not None or self.name_or_path is not None,
             "model.tokenizer",
             "is required when model.name_or_path is not set",
@@ -129,18 +114,18 @@ class DataConfig:
     roles: str = "strict"
 
     def __post_init__(self) -> None:
-        _one_of(self.format, "data.format", ("alpaca", "sharegpt"))
-        _one_of(self.roles, "data.roles", ("any", "strict"))
-        _one_of(self.template, "data.template", ("alpaca", "chat"))
-        _one_of(self.overlong, "data.overlong", ("drop", "truncate"))
-        _require((self.path is None) != (self.hf_name is None), "data.path", "set exactly one of data.path and data.hf_name")
-        _require(self.max_seq_len >= 16, "data.max_seq_len", f"must be >= 16, got {self.max_seq_len}")
-        _require(self.train_size is None or self.train_size > 0, "data.train_size", f"must be > 0 or null, got {self.train_size}")
-        _require(self.val_size >= 0, "data.val_size", f"must be >= 0, got {self.val_size}")
-        _require(self.test_size >= 0, "data.test_size", f"must be >= 0, got {self.test_size}")
-        _require(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
-        _seed(self.seed, "data.seed")
-        _require(0 <= self.mix < 1, "data.mix", f"must be in [0, 1) (the share of the training split), got {self.mix}")
+        one_of(self.format, "data.format", ("alpaca", "sharegpt"))
+        one_of(self.roles, "data.roles", ("any", "strict"))
+        one_of(self.template, "data.template", ("alpaca", "chat"))
+        one_of(self.overlong, "data.overlong", ("drop", "truncate"))
+        require((self.path is None) != (self.hf_name is None), "data.path", "set exactly one of data.path and data.hf_name")
+        require(self.max_seq_len >= 16, "data.max_seq_len", f"must be >= 16, got {self.max_seq_len}")
+        require(self.train_size is None or self.train_size > 0, "data.train_size", f"must be > 0 or null, got {self.train_size}")
+        require(self.val_size >= 0, "data.val_size", f"must be >= 0, got {self.val_size}")
+        require(self.test_size >= 0, "data.test_size", f"must be >= 0, got {self.test_size}")
+        require(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        check_seed(self.seed, "data.seed")
+        require(0 <= self.mix < 1, "data.mix", f"must be in [0, 1) (the share of the training split), got {self.mix}")
 
 
 ADAPTER_INITS = ("default", "gaussian", "pissa", "olora", "loftq", "eva", "corda")
@@ -175,27 +160,27 @@ class AdapterConfig:
     init_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _one_of(self.kind, "adapter.kind", ("lora", "dora", "vera", "full"))
-        _one_of(self.init, "adapter.init", ADAPTER_INITS)
-        _require(self.init == "default" or self.kind in ("lora", "dora"), "adapter.init",
+        one_of(self.kind, "adapter.kind", ("lora", "dora", "vera", "full"))
+        one_of(self.init, "adapter.init", ADAPTER_INITS)
+        require(self.init == "default" or self.kind in ("lora", "dora"), "adapter.init",
                  f"{self.init} initialises LoRA/DoRA weights; adapter={self.kind} has its own (use adapter.init=default)")
-        _require(self.kind != "dora" or self.init not in ("pissa", "olora", "corda"), "adapter.init",
+        require(self.kind != "dora" or self.init not in ("pissa", "olora", "corda"), "adapter.init",
                  f"{self.init} with adapter=dora: peft's conversion of the trained adapter back to the unmodified base "
                  "(how the harness saves it) does not keep DoRA's magnitudes; use adapter=lora")
-        _require(self.init_examples > 0, "adapter.init_examples", f"must be > 0, got {self.init_examples}")
-        _require(not self.init_options or self.init != "default", "adapter.init_options",
+        require(self.init_examples > 0, "adapter.init_examples", f"must be > 0, got {self.init_examples}")
+        require(not self.init_options or self.init != "default", "adapter.init_options",
                  "takes effect only with an adapter.init other than default")
-        _require(self.kind != "vera" or not self.rslora, "adapter.rslora", "does not apply to adapter=vera (it has no alpha)")
-        _require(self.r > 0, "adapter.r", f"must be > 0, got {self.r}")
-        _require(self.alpha_over_r is None or self.alpha_over_r > 0, "adapter.alpha_over_r", f"must be > 0 or null, got {self.alpha_over_r}")
+        require(self.kind != "vera" or not self.rslora, "adapter.rslora", "does not apply to adapter=vera (it has no alpha)")
+        require(self.r > 0, "adapter.r", f"must be > 0, got {self.r}")
+        require(self.alpha_over_r is None or self.alpha_over_r > 0, "adapter.alpha_over_r", f"must be > 0 or null, got {self.alpha_over_r}")
         if self.alpha_over_r is not None:
             self.alpha = float(self.alpha_over_r * self.r)
-        _require(self.alpha > 0, "adapter.alpha", f"must be > 0, got {self.alpha}")
-        _require(0 <= self.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {self.dropout}")
+        require(self.alpha > 0, "adapter.alpha", f"must be > 0, got {self.alpha}")
+        require(0 <= self.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {self.dropout}")
         if isinstance(self.targets, str):
-            _one_of(self.targets, "adapter.targets", tuple(TARGET_PRESETS))
+            one_of(self.targets, "adapter.targets", tuple(TARGET_PRESETS))
         else:
-            _require(
+            require(
                 isinstance(self.targets, (list, tuple)) and len(self.targets) > 0
                 and all(isinstance(t, str) and t for t in self.targets),
                 "adapter.targets",
@@ -216,7 +201,7 @@ class QuantConfig:
     double_quant: bool = False
 
     def __post_init__(self) -> None:
-        _one_of(self.mode, "quant.mode", ("none", "int8", "nf4", "fp4"))
+        one_of(self.mode, "quant.mode", ("none", "int8", "nf4", "fp4"))
 
 
 @dataclass
@@ -251,16 +236,16 @@ class OptimizerConfig:
     lr_ratios: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require("." in self.target, "optimizer.target", f"must be an import path such as torch.optim.AdamW, got {self.target!r}")
-        _require(self.states >= 0, "optimizer.states", f"must be >= 0, got {self.states}")
-        _require(self.state_bytes is None or self.state_bytes > 0, "optimizer.state_bytes", f"must be > 0 or null, got {self.state_bytes}")
-        _require(self.lr > 0, "optimizer.lr", f"must be > 0, got {self.lr}")
-        _require(self.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(0 <= self.momentum < 1, "optimizer.momentum", f"must be in [0, 1), got {self.momentum}")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optimizer.betas", f"must be two values in [0, 1), got {list(self.betas)}")
-        _require(self.eps > 0, "optimizer.eps", f"must be > 0, got {self.eps}")
+        require("." in self.target, "optimizer.target", f"must be an import path such as torch.optim.AdamW, got {self.target!r}")
+        require(self.states >= 0, "optimizer.states", f"must be >= 0, got {self.states}")
+        require(self.state_bytes is None or self.state_bytes > 0, "optimizer.state_bytes", f"must be > 0 or null, got {self.state_bytes}")
+        require(self.lr > 0, "optimizer.lr", f"must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(0 <= self.momentum < 1, "optimizer.momentum", f"must be in [0, 1), got {self.momentum}")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optimizer.betas", f"must be two values in [0, 1), got {list(self.betas)}")
+        require(self.eps > 0, "optimizer.eps", f"must be > 0, got {self.eps}")
         for key, ratio in self.lr_ratios.items():
-            _require(ratio > 0, f"optimizer.lr_ratios.{key}", f"must be > 0, got {ratio}")
+            require(ratio > 0, f"optimizer.lr_ratios.{key}", f"must be > 0, got {ratio}")
 
 
 @dataclass
@@ -280,160 +265,9 @@ class SchedulerConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(self.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        _require(0 <= self.min_lr_ratio <= 1, "scheduler.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(self.warmup_steps >= 0, "scheduler.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(0 <= self.min_lr_ratio <= 1, "scheduler.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
 
-
-PRECISIONS = ("auto", "bf16-true", "bf16-mixed", "16-mixed", "32-true")
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-@dataclass
-class TrainerConfig:
-    """Training schedule and hardware.
-
-    global_batch_size must be a multiple of micro_batch_size x devices; gradient accumulation
-    is global / (micro x devices). max_steps (optimizer steps) overrides epochs when set. cpu_max_steps
-    caps the run when no GPU is found and max_steps is unset, so the default finishes on a
-    laptop; the record says when that happened. precision ``auto`` is bf16 on a GPU with bf16
-    (and a CPU with native bf16), 32-true elsewhere: bf16-true weights for adapters,
-    bf16-mixed (fp32 master weights) for full fine-tuning, whose small updates would round
-    away in bf16 weights.
-
-    checkpoint_every_n_steps: save a resumable checkpoint (trainable weights, optimizer,
-    scheduler, data position, RNG state) to ``<run dir>/checkpoints/last.ckpt`` every N optimizer
-    steps; null saves none. resume: ``auto`` continues from that file when it exists (a fresh
-    start otherwise), or a path to a checkpoint; the resumed run ends where an uninterrupted
-    one would. Each checkpoint carries its run's config, and a resume whose settings change
-    what training computes (lr, schedule, data, adapter, ...; not the logger, the scoring, the
-    checkpoint interval or the speed switches) is refused, naming the keys, unless
-    resume_override=true: then the run continues with its own settings (the optimizer's
-    learning rates and other hyperparameters too) and the record's ``resume_overrides`` lists
-    each key with both values.
-
-    devices: GPUs (or CPU processes) of one host trained on together; each trains on its share of
-    every global batch and the record has each device's peak memory. strategy ``ddp`` (``auto``
-    means it on several devices): every device holds the whole model; gradients are averaged.
-    ``fsdp``: PyTorch's FSDP2 (``fully_shard`` per decoder block) shards weights, gradients and
-    optimizer states over the devices, for models that do not fit one (full fine-tuning of a 7B
-    needs about 8 bytes per parameter in bf16); after training rank 0 gathers the weights into
-    an unsharded copy to save and score. Not with quantized weights or ``compile``.
-
-    Speed switches (each leaves the loss the same function of the weights and the batch):
-    compile: torch.compile each decoder block (regional compilation: one compiled graph shared
-    by every layer; the first steps pay the compilation). compile_mode: torch.compile's mode.
-    ``reduce-overhead`` adds CUDA graphs, for small launch-bound models: every batch is then
-    padded to ``data.max_seq_len`` (one graph per shape), and under gradient accumulation the
-    first micro-batch's gradients are copied out of graph memory (docs/benchmarks.md).
-    liger_kernels: liger-kernel's Triton RMSNorm, SwiGLU, RoPE and fused linear cross-entropy
-    (no logits tensor); CUDA only, ``pip install -e ".[speed]"``; the fused loss is left out
-    when LoRA adapts lm_head, since it reads the head's base weight.
-    recompute_lora_dropout: each LoRA dropout keeps no dropped-out copy of its input for
-    backward; the mask is recomputed from the saved RNG state (torch.utils.checkpoint), so
-    adapters on q, k and v share one saved input instead of three copies plus masks.
-    save_weights: save the trained adapter (or model) in the run dir; off for runs that only
-    measure memory and speed (a 7B full fine-tune is 13 GB to write). Scoring needs it for
-    quantized adapters (they are scored merged into the 16-bit base).
-
-    CPU sizing (with no GPU, so the default finishes in minutes on a 2-core laptop): in a run
-    started by ``python -m harness.run``, the ``cpu_*`` keys replace their counterparts on CPU,
-    each only when the user did not set the counterpart on the command line:
-    cpu_micro_batch_size and cpu_global_batch_size (together; micro-batch 1 pads nothing and
-    keeps the fp32 logits small) for micro_batch_size and global_batch_size, cpu_max_seq_len for ``data.max_seq_len`` (fewer, shorter examples fit:
-    the splits differ from the GPU run's), cpu_val_size for ``data.val_size`` (the validation
-    loss before and after training; ``harness_heldout`` is the larger held-out measure), and
-    cpu_max_steps caps the steps when max_steps is null. ``eval.cpu_tasks`` / ``eval.cpu_limit`` / ``eval.cpu_batch_size`` size the scoring the
-    same way. null leaves a key alone; cpu_sizing=false turns them all off (the full schedule
-    and the full suite on CPU). The run's output and the record's ``schedule_note`` and
-    ``cpu_sizing`` say what was applied. Only conf/trainer/default.yaml and conf/eval/local.yaml
-    set them (trainer=smoke and the other eval groups are not resized).
-    """
-
-    epochs: int = 1
-    max_steps: int | None = None
-    cpu_max_steps: int | None = 8
-    micro_batch_size: int = 4
-    global_batch_size: int = 16
-    precision: str = "auto"
-    gradient_checkpointing: bool = False
-    max_grad_norm: float | None = 1.0
-    val_every_n_steps: int | None = None
-    log_every_n_steps: int = 1
-    accelerator: str = "auto"
-    devices: int = 1
-    strategy: str = "auto"
-    peak_tflops: float | None = None
-    checkpoint_every_n_steps: int | None = None
-    resume: str | None = None
-    resume_override: bool = False
-    compile: bool = False
-    compile_mode: str = "default"
-    liger_kernels: bool = False
-    recompute_lora_dropout: bool = False
-    save_weights: bool = True
-    cpu_sizing: bool = True
-    cpu_micro_batch_size: int | None = None
-    cpu_global_batch_size: int | None = None
-    cpu_max_seq_len: int | None = None
-    cpu_val_size: int | None = None
-    # Out of GPU memory in training: run again at half the micro-batch and twice the accumulation
-    # (same global batch), down to micro-batch 1; the record's oom_retries lists every attempt.
-    # One device only (with several it has no effect). On in the quality sweeps (conf/sweep).
-    oom_retry: bool = False
-
-    def __post_init__(self) -> None:
-        _require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps > 0,
-                 "trainer.checkpoint_every_n_steps", f"must be > 0 or null, got {self.checkpoint_every_n_steps}")
-        _require(self.resume is None or str(self.resume).strip() != "", "trainer.resume", "must be auto, a checkpoint path, or null")
-        _require(not self.resume_override or self.resume is not None, "trainer.resume_override",
-                 "takes effect only when resuming; set trainer.resume=auto or a checkpoint path")
-        _require(self.epochs > 0, "trainer.epochs", f"must be > 0, got {self.epochs}")
-        _require(self.max_steps is None or self.max_steps > 0, "trainer.max_steps", f"must be > 0 or null, got {self.max_steps}")
-        _require(self.cpu_max_steps is None or self.cpu_max_steps > 0, "trainer.cpu_max_steps", f"must be > 0 or null, got {self.cpu_max_steps}")
-        _require(self.micro_batch_size > 0, "trainer.micro_batch_size", f"must be > 0, got {self.micro_batch_size}")
-        _require(self.global_batch_size > 0, "trainer.global_batch_size", f"must be > 0, got {self.global_batch_size}")
-        _require(self.devices > 0, "trainer.devices", f"must be > 0, got {self.devices}")
-        _one_of(self.strategy, "trainer.strategy", ("auto", "ddp", "fsdp"))
-        _require(self.strategy != "fsdp" or self.devices > 1, "trainer.strategy",
-                 "fsdp shards the model over several devices; set trainer.devices > 1")
-        _require(self.strategy != "fsdp" or not self.compile, "trainer.compile",
-                 "not supported with trainer.strategy=fsdp yet")
-        per_step = self.micro_batch_size * self.devices
-        _require(
-            self.global_batch_size % per_step == 0,
-            "trainer.global_batch_size",
-            f"{self.global_batch_size} is not a multiple of trainer.micro_batch_size={self.micro_batch_size}"
-            + (f" x trainer.devices={self.devices}" if self.devices > 1 else ""),
-        )
-        _require(self.devices == 1 or (self.checkpoint_every_n_steps is None and self.resume is None),
-                 "trainer.checkpoint_every_n_steps", "resumable checkpoints support one device so far")
-        _one_of(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
-        _require(self.compile or self.compile_mode == "default", "trainer.compile_mode",
-                 f"{self.compile_mode} takes effect only with trainer.compile=true")
-        _one_of(self.precision, "trainer.precision", PRECISIONS)
-        _one_of(self.accelerator, "trainer.accelerator", ("auto", "cpu", "gpu", "cuda"))
-        _require(self.max_grad_norm is None or self.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 or null, got {self.max_grad_norm}")
-        _require(self.val_every_n_steps is None or self.val_every_n_steps > 0, "trainer.val_every_n_steps", f"must be > 0 or null, got {self.val_every_n_steps}")
-        _require(self.log_every_n_steps > 0, "trainer.log_every_n_steps", f"must be > 0, got {self.log_every_n_steps}")
-        for key in ("cpu_micro_batch_size", "cpu_global_batch_size"):
-            value = getattr(self, key)
-            _require(value is None or value > 0, f"trainer.{key}", f"must be > 0 or null, got {value}")
-        _require((self.cpu_micro_batch_size is None) == (self.cpu_global_batch_size is None), "trainer.cpu_global_batch_size",
-                 "set trainer.cpu_micro_batch_size and trainer.cpu_global_batch_size together (or both null)")
-        if self.cpu_micro_batch_size and self.cpu_global_batch_size:
-            _require(self.cpu_global_batch_size % (self.cpu_micro_batch_size * self.devices) == 0, "trainer.cpu_global_batch_size",
-                     f"{self.cpu_global_batch_size} is not a multiple of trainer.cpu_micro_batch_size={self.cpu_micro_batch_size}"
-                     + (f" x trainer.devices={self.devices}" if self.devices > 1 else ""))
-        _require(self.cpu_max_seq_len is None or self.cpu_max_seq_len >= 16, "trainer.cpu_max_seq_len",
-                 f"must be >= 16 or null, got {self.cpu_max_seq_len}")
-        _require(self.cpu_val_size is None or self.cpu_val_size >= 0, "trainer.cpu_val_size",
-                 f"must be >= 0 or null, got {self.cpu_val_size}")
-
-    @property
-    def accumulate_grad_batches(self) -> int:
-        return self.global_batch_size // (self.micro_batch_size * self.devices)
 
 
 @dataclass
@@ -461,16 +295,16 @@ class EvalConfig:
     cpu_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "eval.name", ("none", "local", "probes", "raschka", "custom"))
-        _require(self.name != "none" or not self.tasks, "eval.tasks", "must be empty with eval=none")
-        _require(self.name == "none" or len(self.tasks) > 0, "eval.tasks", "needs at least one lm-eval task name")
-        _require(self.num_fewshot is None or self.num_fewshot >= 0, "eval.num_fewshot", f"must be >= 0 or null, got {self.num_fewshot}")
-        _require(self.limit is None or self.limit > 0, "eval.limit", f"must be > 0 or null, got {self.limit}")
-        _require(self.batch_size > 0, "eval.batch_size", f"must be > 0, got {self.batch_size}")
-        _require(self.cpu_tasks is None or len(self.cpu_tasks) > 0, "eval.cpu_tasks", "must name at least one task, or be null")
-        _require(self.cpu_tasks is None or self.name != "none", "eval.cpu_tasks", "must be null with eval=none")
-        _require(self.cpu_limit is None or self.cpu_limit > 0, "eval.cpu_limit", f"must be > 0 or null, got {self.cpu_limit}")
-        _require(self.cpu_batch_size is None or self.cpu_batch_size > 0, "eval.cpu_batch_size",
+        one_of(self.name, "eval.name", ("none", "local", "probes", "raschka", "custom"))
+        require(self.name != "none" or not self.tasks, "eval.tasks", "must be empty with eval=none")
+        require(self.name == "none" or len(self.tasks) > 0, "eval.tasks", "needs at least one lm-eval task name")
+        require(self.num_fewshot is None or self.num_fewshot >= 0, "eval.num_fewshot", f"must be >= 0 or null, got {self.num_fewshot}")
+        require(self.limit is None or self.limit > 0, "eval.limit", f"must be > 0 or null, got {self.limit}")
+        require(self.batch_size > 0, "eval.batch_size", f"must be > 0, got {self.batch_size}")
+        require(self.cpu_tasks is None or len(self.cpu_tasks) > 0, "eval.cpu_tasks", "must name at least one task, or be null")
+        require(self.cpu_tasks is None or self.name != "none", "eval.cpu_tasks", "must be null with eval=none")
+        require(self.cpu_limit is None or self.cpu_limit > 0, "eval.cpu_limit", f"must be > 0 or null, got {self.cpu_limit}")
+        require(self.cpu_batch_size is None or self.cpu_batch_size > 0, "eval.cpu_batch_size",
                  f"must be > 0 or null, got {self.cpu_batch_size}")
 
 
@@ -495,8 +329,8 @@ class LoggerConfig:
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self.name, "logger.name", ("wandb", "csv", "tensorboard", "mlflow", "none"))
-        _one_of(self.mode, "logger.mode", ("auto", "offline", "online"))
+        one_of(self.name, "logger.name", ("wandb", "csv", "tensorboard", "mlflow", "none"))
+        one_of(self.mode, "logger.mode", ("auto", "offline", "online"))
 
 
 FAULTS = ("none", "oom", "nan", "crash", "kill", "disk_full")
@@ -520,150 +354,13 @@ class FaultConfig:
     above_micro_batch_size: int = 0
 
     def __post_init__(self) -> None:
-        _one_of(self.kind, "fault.kind", FAULTS)
-        _require(self.above_micro_batch_size >= 0, "fault.above_micro_batch_size", f"must be >= 0, got {self.above_micro_batch_size}")
-        _require(self.at_step >= 0, "fault.at_step", f"must be >= 0, got {self.at_step}")
+        one_of(self.kind, "fault.kind", FAULTS)
+        require(self.above_micro_batch_size >= 0, "fault.above_micro_batch_size", f"must be >= 0, got {self.above_micro_batch_size}")
+        require(self.at_step >= 0, "fault.at_step", f"must be >= 0, got {self.at_step}")
 
 
 HELDOUT_TASK = "harness_heldout"  # scores the run's own test split (harness.evaluate)
 
-SAMPLERS = ("grid", "tpe", "random", "nsga2")
-DIRECTIONS = ("minimize", "maximize")
-# Objectives that measure time: trials that optimise them keep a GPU to themselves.
-RUNTIME_METRICS = ("train_seconds", "total_seconds", "eval_seconds", "tokens_per_s", "mfu")
-
-
-@dataclass
-class SweepObjective:
-    """One objective: a record metric (dotted path, e.g. ``eval.harness_heldout.token_nll``,
-    ``peak_memory_gib``, ``train_seconds``) and whether to minimize or maximize it."""
-
-    metric: str = MISSING
-    direction: str = "minimize"
-
-    def __post_init__(self) -> None:
-        _one_of(self.direction, f"sweep.objectives[{self.metric}].direction", DIRECTIONS)
-
-
-@dataclass
-class SubmititConfig:
-    """SLURM settings for ``sweep.launcher=submitit``: one SLURM job per trial.
-
-    cluster: ``slurm`` on a cluster, ``local`` runs the same path as local processes (tests).
-    """
-
-    cluster: str = "slurm"
-    partition: str | None = None
-    gpus_per_node: int = 1
-    cpus_per_task: int = 8
-    mem_gb: int = 64
-    timeout_min: int = 120
-    additional_parameters: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _one_of(self.cluster, "sweep.submitit.cluster", ("slurm", "local", "debug"))
-        _require(self.gpus_per_node >= 0, "sweep.submitit.gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
-        _require(self.timeout_min > 0, "sweep.submitit.timeout_min", f"must be > 0, got {self.timeout_min}")
-
-
-@dataclass
-class SweepConfig:
-    """A sweep: an Optuna study over run overrides, each trial one subprocess run.
-
-    space: ``{override key: spec}``. A spec is a list of values (categorical; a grid axis);
-    ``{low, high, log, step, int}`` (a numeric range; not for grid); or ``{choices: {label:
-    [overrides]}}`` (a categorical over labelled bundles of overrides). The key of a plain
-    spec is a Hydra override key (``adapter.r``; a group name like ``quant`` picks an option).
-    overrides: fixed overrides of every trial, applied before the user's own.
-    objectives: record metrics with directions; several make a multi-objective study.
-    seeds: run every configuration once per seed (objective = mean; record keeps all); empty
-    = the run's seed. storage: null = ``optuna.db`` (SQLite) in the sweep dir; ``journal``
-    = a JournalStorage file ``optuna.journal`` there (for shared filesystems); otherwise an
-    Optuna storage URL (``postgresql://...`` for many hosts). workers: concurrent trials of
-    this driver (null = GPUs x trials_per_gpu, or 1 without a GPU). gpu_memory_budget (GiB):
-    trials whose dry-run estimate exceeds it are recorded as skipped without running.
-    scale: ``default`` or ``smoke`` (applies ``smoke.overrides``, ``smoke.space`` over the space,
-    ``smoke.n_trials`` and ``smoke.seeds``: a CPU-sized version of the same sweep). heartbeat_seconds /
-    stale_after_seconds: a RUNNING trial silent that long is taken as lost and run again.
-    storage_retry_seconds: how long the driver keeps retrying an unreachable storage (a database
-    restart) before it stops with exit code 3; the same command resumes.
-    pack: ``true`` trains the compatible trials of the sweep together, up to ``pack_size`` in one
-    process over one frozen base (:mod:`harness.packing`); ``auto`` does so for quality sweeps
-    only (never for one that measures memory, runtime or quantization); ``false``: one process
-    per trial. seeds_together: ``true`` starts every seed's run of a trial at once, each its own
-    process on the trial's GPU (so a GPU holds up to ``trials_per_gpu`` x seeds runs, and without
-    ``workers`` set, no more runs than CPU cores); ``auto``
-    does so where the runs get a GPU and no pruner is on (the quality sweeps' setting); ``false`` runs
-    them one after another (needed with a pruner, which stops the later seeds). Not applied
-    where the sweep measures runtime (each run keeps its GPU) or packs trials. retry_failed: on
-    this invocation, run the trials that failed (status ``failed``, e.g. a bug since fixed; not
-    ``oom``, ``diverged`` or ``skipped``, which are results) again from the start in their
-    folders; the failed records are kept there as ``record.failed-<trial>.json``.
-    """
-
-    name: str = MISSING
-    finding: str | None = None
-    description: str = ""
-    space: dict[str, Any] = field(default_factory=dict)
-    overrides: list[str] = field(default_factory=list)
-    sampler: str = "grid"
-    sampler_seed: int = 0
-    objectives: list[SweepObjective] = field(default_factory=list)
-    n_trials: int | None = None
-    seeds: list[int] = field(default_factory=list)
-    pruner: str = "none"
-    storage: str | None = None
-    study_name: str | None = None
-    workers: int | None = None
-    trials_per_gpu: int = 1
-    exclusive_gpu: bool | None = None
-    gpu_memory_budget: float | None = None
-    launcher: str = "local"
-    submitit: SubmititConfig = field(default_factory=SubmititConfig)
-    scale: str = "default"
-    smoke: dict[str, Any] = field(default_factory=dict)
-    heartbeat_seconds: float = 10.0
-    stale_after_seconds: float = 120.0
-    storage_retry_seconds: float = 300.0
-    pack: str = "false"
-    pack_size: int = 8
-    seeds_together: str = "false"
-    retry_failed: bool = False
-
-    def __post_init__(self) -> None:
-        self.pack = str(self.pack).lower()  # sweep.pack=true arrives as the string True
-        self.seeds_together = str(self.seeds_together).lower()
-        _one_of(self.seeds_together, "sweep.seeds_together", ("auto", "true", "false"))
-        _one_of(self.pack, "sweep.pack", ("auto", "true", "false"))
-        _require(self.pack_size > 0, "sweep.pack_size", f"must be > 0, got {self.pack_size}")
-        _one_of(self.sampler, "sweep.sampler", SAMPLERS)
-        _one_of(self.pruner, "sweep.pruner", ("none", "median"))
-        _one_of(self.launcher, "sweep.launcher", ("local", "submitit"))
-        _one_of(self.scale, "sweep.scale", ("default", "smoke"))
-        _require(len(self.objectives) > 0, "sweep.objectives", "needs at least one {metric, direction}")
-        _require(len(self.space) > 0, "sweep.space", "is empty: give at least one override key to sweep")
-        _require(self.n_trials is None or self.n_trials > 0, "sweep.n_trials", f"must be > 0 or null, got {self.n_trials}")
-        _require(self.sampler == "grid" or self.n_trials is not None or self.smoke.get("n_trials") is not None,
-                 "sweep.n_trials", f"is required with sampler={self.sampler}")
-        _require(self.pruner == "none" or len(self.objectives) == 1, "sweep.pruner", "pruning needs a single objective")
-        _require(self.pruner == "none" or self.seeds_together != "true", "sweep.seeds_together",
-                 "cannot be true with a pruner (a pruned seed stops the trial's later seeds)")
-        _require(self.workers is None or self.workers > 0, "sweep.workers", f"must be > 0 or null, got {self.workers}")
-        _require(self.trials_per_gpu > 0, "sweep.trials_per_gpu", f"must be > 0, got {self.trials_per_gpu}")
-        _require(self.gpu_memory_budget is None or self.gpu_memory_budget > 0, "sweep.gpu_memory_budget", f"must be > 0 GiB or null, got {self.gpu_memory_budget}")
-        _require(len(set(self.seeds)) == len(self.seeds), "sweep.seeds", f"has repeated seeds: {list(self.seeds)}")
-        for seed in self.seeds:
-            _seed(seed, "sweep.seeds")
-        _seed(self.sampler_seed, "sweep.sampler_seed")
-        _require(self.storage_retry_seconds > 0, "sweep.storage_retry_seconds", f"must be > 0, got {self.storage_retry_seconds}")
-        _require(self.heartbeat_seconds > 0 and self.stale_after_seconds > self.heartbeat_seconds,
-                 "sweep.stale_after_seconds", "must be greater than sweep.heartbeat_seconds (both > 0)")
-        unknown = set(self.smoke) - {"overrides", "space", "n_trials", "seeds"}
-        _require(not unknown, "sweep.smoke", f"unknown keys {sorted(unknown)}; expected overrides, space, n_trials, seeds")
-
-    @property
-    def measures_runtime(self) -> bool:
-        return any(o.metric in RUNTIME_METRICS for o in self.objectives)
 
 
 @dataclass
@@ -686,23 +383,23 @@ class RunConfig:
     dry_run: bool = False
 
     def __post_init__(self) -> None:
-        _seed(self.seed, "seed")
-        _require(self.data.test_size > 0 or HELDOUT_TASK not in self.eval.tasks, "data.test_size",
+        check_seed(self.seed, "seed")
+        require(self.data.test_size > 0 or HELDOUT_TASK not in self.eval.tasks, "data.test_size",
                  f"is 0, but eval task {HELDOUT_TASK} scores the test split; set data.test_size > 0 or leave that task out")
         if self.adapter.kind == "full":
-            _require(self.quant.mode == "none", "quant.mode", "full fine-tuning cannot train quantized weights; use quant=none")
+            require(self.quant.mode == "none", "quant.mode", "full fine-tuning cannot train quantized weights; use quant=none")
         if self.adapter.init in ("pissa", "olora", "loftq", "corda"):  # they rewrite the base weights
-            _require(self.quant.mode == "none", "quant.mode",
+            require(self.quant.mode == "none", "quant.mode",
                      f"adapter.init={self.adapter.init} rewrites the base weights in 16/32 bits (loftq quantizes them "
                      "itself); use quant=none")
-        _require(self.adapter.init not in ("eva", "corda") or self.trainer.devices == 1, "adapter.init",
+        require(self.adapter.init not in ("eva", "corda") or self.trainer.devices == 1, "adapter.init",
                  f"{self.adapter.init} reads its data in one process; not with trainer.devices > 1 yet")
-        _require(self.adapter.init != "loftq" or not self.trainer.save_weights, "trainer.save_weights",
+        require(self.adapter.init != "loftq" or not self.trainer.save_weights, "trainer.save_weights",
                  "adapter.init=loftq: the trained adapter belongs to LoftQ's rewritten base, which the export and "
                  "scoring of saved adapters do not rebuild; set trainer.save_weights=false")
-        _require(self.trainer.strategy != "fsdp" or self.quant.mode == "none", "quant.mode",
+        require(self.trainer.strategy != "fsdp" or self.quant.mode == "none", "quant.mode",
                  "trainer.strategy=fsdp cannot shard bitsandbytes-quantized weights; use quant=none or strategy=ddp")
-        _require(self.trainer.strategy != "fsdp" or self.optimizer.shardable, "optimizer.name",
+        require(self.trainer.strategy != "fsdp" or self.optimizer.shardable, "optimizer.name",
                  f"{self.optimizer.name} does not step sharded (DTensor) parameters; use adamw or sgd with trainer.strategy=fsdp")
 
 
@@ -726,122 +423,3 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"{group}_schema", node=schema)
-
-
-def resolved_config(cfg: DictConfig, run: RunConfig) -> dict:
-    """The composed config as a plain dict for records, with the values validation derives
-    (``adapter.alpha`` from ``adapter.alpha_over_r``) as the run uses them."""
-    resolved = OmegaConf.to_container(_without_hydra(cfg), resolve=True)
-    resolved["adapter"]["alpha"] = run.adapter.alpha
-    return resolved
-
-
-def _without_hydra(cfg: DictConfig) -> DictConfig:
-    """The run's config without the ``hydra`` node that ``return_hydra_config`` adds (its run and
-    sweep dirs resolve only where Hydra runs), still typed by the schema."""
-    if "hydra" not in cfg:
-        return cfg
-    plain = cfg.copy()
-    with open_dict(plain):
-        del plain["hydra"]
-    return plain
-
-
-def validate(cfg: DictConfig) -> RunConfig:
-    """Turn a composed config into a :class:`RunConfig`, running every range check.
-
-    Raises :class:`ConfigError` naming the offending key.
-    """
-    from omegaconf.errors import OmegaConfBaseException
-
-    plain = _without_hydra(cfg)
-    check_keys_and_numbers(plain)
-    try:
-        run = OmegaConf.to_object(plain)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "config"
-        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(run, RunConfig):
-        raise ConfigError("config: not composed from the run schema (is conf/config.yaml intact?)")
-    return run
-
-
-# Names users bring from peft / transformers for the schema's own keys: suggested when difflib
-# finds nothing close (``rank`` is far from ``r`` by spelling).
-KEY_ALIASES = {"rank": "r", "lora_r": "r", "lora_rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
-               "target_modules": "targets", "learning_rate": "lr", "num_epochs": "epochs",
-               "num_train_epochs": "epochs", "batch_size": "micro_batch_size", "model_name": "name_or_path"}
-
-
-def _schema_fields(schema: type) -> dict[str, Any]:
-    """Field name -> type of a schema dataclass (annotations resolved)."""
-    hints = typing.get_type_hints(schema)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(schema)}
-
-
-def _dataclass_of(hint: Any) -> type | None:
-    """The schema dataclass a field holds (``SweepConfig | None`` -> SweepConfig), or None for an
-    open value (a mapping, a list, a scalar)."""
-    if dataclasses.is_dataclass(hint):
-        return hint
-    return next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
-
-
-def unknown_key_error(key: str, known: typing.Iterable[str]) -> ConfigError:
-    """``KEY: unknown key`` with the key probably meant (a close spelling or a known alias)."""
-    parent, _, leaf = key.rpartition(".")
-    known = sorted(known)
-    guess = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
-    if not guess and KEY_ALIASES.get(leaf.lower()) in known:
-        guess = [KEY_ALIASES[leaf.lower()]]
-    if guess:
-        return ConfigError(f"{key}: unknown key; did you mean {parent + '.' if parent else ''}{guess[0]}?")
-    return ConfigError(f"{key}: unknown key; the keys{' of ' + parent if parent else ''} are {', '.join(known)}")
-
-
-def unknown_key_error_at(key: str, schema: type | None = None) -> ConfigError | None:
-    """The unknown-key error for a dotted key of the run schema (as Hydra names it when an
-    override sets a key that does not exist), or None when the key's parent is not a schema.
-    ``schema``: the dataclass that lacks the key, when the error says (then ``key`` may be relative)."""
-    if dataclasses.is_dataclass(schema):
-        return unknown_key_error(key, _schema_fields(schema))
-    schema = RunConfig
-    parts = key.split(".")
-    for part in parts[:-1]:
-        fields = _schema_fields(schema)
-        schema = _dataclass_of(fields.get(part)) if part in fields else None
-        if schema is None:
-            return None
-    return unknown_key_error(key, _schema_fields(schema))
-
-
-def check_keys_and_numbers(cfg: DictConfig) -> None:
-    """Every key of the composed config is one the schema has, and every number is finite.
-
-    Hydra's ``+key=value`` adds a key even where the schema has none, and OmegaConf then drops it
-    silently: a typo (``+trainer.epoch=2``) would run as if never typed. Only the schema's open
-    mappings (``optimizer.lr_ratios``, ``model.arch``, ``sweep.space``, ``sweep.smoke``,
-    ``sweep.submitit.additional_parameters``: dict-typed fields) take new keys. inf and nan parse
-    as floats but are no setting anywhere (a learning rate, a ratio, a space value).
-    """
-    from omegaconf import ListConfig
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, DictConfig):
-            schema = OmegaConf.get_type(node)
-            if dataclasses.is_dataclass(schema):
-                known = _schema_fields(schema)
-                for key in node.keys():
-                    if key not in known:
-                        raise unknown_key_error(f"{prefix}{key}", known)
-            for key in node.keys():
-                if node._get_node(key)._is_missing():
-                    continue
-                walk(node[key], f"{prefix}{key}.")
-        elif isinstance(node, ListConfig):
-            for i in range(len(node)):
-                walk(node[i], f"{prefix.rstrip('.')}[{i}].")
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise ConfigError(f"{prefix.rstrip('.')}: must be a finite number, got {node}")
-
-    walk(cfg, "")

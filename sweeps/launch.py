@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.schema import SubmititConfig
+from harness.sweep_schema import SubmititConfig
 from harness.trial import PARENT_ENV
 
 

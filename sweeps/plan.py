@@ -15,7 +15,8 @@ from pathlib import Path
 import optuna
 
 from harness.compose import compose
-from harness.schema import RUNTIME_METRICS, ConfigError, RunConfig, SweepConfig
+from harness.schema import ConfigError, RunConfig, SweepConfig
+from harness.sweep_schema import RUNTIME_METRICS
 
 from .space import Axis, grid_space, merge_overrides, override_key, parse_space
 

@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from harness.paths import CONF_DIR
-from harness.schema import ConfigError, RunConfig, register_configs, validate
+from harness.schema import ConfigError, RunConfig, register_configs
+from harness.validation import validate
 
 GROUPS = ["model", "data", "adapter", "quant", "optimizer", "scheduler", "trainer", "eval", "logger"]
 # Options that need a user value to compose into a valid run.
@@ -90,7 +91,7 @@ def test_full_finetuning_refuses_quantization():
 
 
 def test_records_carry_the_alpha_the_run_uses():
-    from harness.schema import resolved_config
+    from harness.validation import resolved_config
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
