@@ -265,6 +265,30 @@ def test_rank_matters_and_alpha_is_judged_per_rank(tmp_path):
     assert "Holm family of 13" in rule
 
 
+def alpha_lr_records(alpha_gain_at_best: float) -> list[dict]:
+    """alpha/r acts as a learning-rate multiplier (the best lr of alpha = 2r is half that of
+    alpha = r), plus ``alpha_gain_at_best`` for alpha = 2r at any lr."""
+    def nll(p, s):
+        effective = p["optimizer.lr"] * p["adapter.alpha_over_r"]
+        return {"nll": 1.45 + 0.04 * np.log10(effective / 2e-3) ** 2 + noise(s)
+                + 0.001 * np.sin(5 * s + p["adapter.r"]) + alpha_gain_at_best * (p["adapter.alpha_over_r"] == 2)}
+    return grid("alpha_lr", {"adapter.r": [4, 64], "adapter.alpha_over_r": [1, 2],
+                             "optimizer.lr": [3e-4, 1e-3, 3e-3]}, nll)
+
+
+def test_alpha_is_judged_at_each_alphas_best_lr(tmp_path):
+    # At one fixed lr (3e-4) alpha = 2r always looks better (its effective lr is nearer the
+    # optimum); at each alpha's best lr only a real gain remains, whichever its sign.
+    label = "alpha = 2r vs alpha = r, each at its best lr: held-out NLL, r={}"
+    for gain, verdict in ((0.0, report.INCONCLUSIVE), (-0.02, report.REPRODUCED), (0.02, report.CONTRADICTED)):
+        frame = frame_of(tmp_path / str(gain), ("alpha_lr", alpha_lr_records(gain)))
+        parts = by_label(report.evaluate_finding("F7", frame)[2])
+        for r in (4, 64):
+            assert parts[label.format(r)].verdict == verdict, (gain, parts[label.format(r)].rule)
+        pairs = parts[label.format(4)].pairs
+        assert "reference at its best lr=0.003" in pairs and "other at its best lr=0.001" in pairs
+
+
 def test_dora_sensitivity_and_fewer_parameters(tmp_path):
     spread = {"lora": 0.03, "dora": 0.005}
     records = grid("dora", {"adapter": ["lora", "dora"], "adapter.r": [4, 8, 32]},

@@ -124,7 +124,9 @@ CLAIMS: dict[str, Claim] = {c.finding: c for c in (
           "one the measured best matches.",
           ("alpha = 2r is tested at each rank separately (seed-paired), never pooled over ranks: "
            "a rank x alpha interaction is the effective-learning-rate confound. The `rank_lr` "
-           "sweep says whether the comparison was made at each rank's best learning rate.",)),
+           "sweep says whether the comparison was made at each rank's best learning rate; "
+           "`alpha_lr` compares alpha = 2r with alpha = r each at its own best learning rate "
+           "(3e-4, 1e-3, 3e-3), so that the alpha verdict is not the learning rate's.",)),
     Claim("F8", "fits one GPU", "A 7B model finetunes on one GPU in about 14 GB within hours.",
           "14.18 GB QLoRA r=8; 17.86 GB r=256", (("fits", "all"),),
           notes=(f"'Fits one GPU' is judged as a training peak under {ONE_GPU_GB:g} GB; the "
@@ -338,6 +340,14 @@ SWEEP_CLAIMS: dict[str, dict[str, list[Part]]] = {
     "rank_lr": {"F7": [
         Matters(label=f"learning rate moves held-out NLL at r={r}", axis="optimizer.lr",
                 margin=NLL_SESOI, within=(("adapter.r", str(r)),), group=None) for r in (4, 16, 64)
+    ]},
+    # The lr confound settled: alpha/r scales Adam's adapter update much as lr does, so alpha
+    # is judged with each alpha at its own best lr (a benefit at one fixed lr may be the lr's).
+    "alpha_lr": {"F7": [
+        Contrast(label="alpha = 2r vs alpha = r, each at its best lr: held-out NLL",
+                 expect="lower", margin=ALPHA_SESOI, group="alpha", per="adapter.r",
+                 best_of="optimizer.lr", published="alpha = 2r is a good rule",
+                 **vs("adapter.alpha_over_r", 2, 1)),
     ]},
     "full_vs_lora": {
         "F9": [
