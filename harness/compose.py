@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal, overload
 
 from .paths import CONF_DIR
 from .schema import ConfigError, register_configs
+from .schema_rules import closed_set_error
 from .validation import resolved_config, unknown_key_error_at, validate
 
 if TYPE_CHECKING:
@@ -79,6 +80,9 @@ def compose_error_line(exc: Exception) -> str:
             unknown = unknown_key_error_at(key, getattr(cause, "object_type", None))  # a key the schema lacks: say so, with the key probably meant
             if unknown is not None:
                 return str(unknown)
+        closed = closed_set_error(cause)  # a value outside a closed set: worded as the schema's checks word it
+        if closed is not None:
+            return str(closed)
         if key:  # the first cause that names the key says what was wrong with it
             return f"{line} - {key}: {str(cause).splitlines()[0]}"
         cause = cause.__cause__ or cause.__context__

@@ -333,8 +333,8 @@ def schema_defaults() -> dict:
     from .schema import RunConfig
 
     config = OmegaConf.structured(RunConfig)
-    return _flatten({k: OmegaConf.to_container(config[k]) for k in config if not OmegaConf.is_missing(config, k)
-                     and OmegaConf.is_config(config[k])})
+    return _flatten({k: OmegaConf.to_container(config[k], enum_to_str=True) for k in config  # closed sets as strings
+                     if not OmegaConf.is_missing(config, k) and OmegaConf.is_config(config[k])})
 
 
 def resume_config_changes(saved: dict, current: dict) -> dict:

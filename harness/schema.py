@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from .errors import ConfigError as ConfigError  # re-exported: callers take it with the schema
-from .schema_rules import check_seed, one_of, require
+from .schema_rules import check_seed, choice, closed_set, one_of, require
 from .sweep_schema import SweepConfig
 from .trainer_schema import TrainerConfig
 
@@ -28,6 +28,10 @@ TARGET_PRESETS: dict[str, list[str]] = {
     # The reference study's "all layers": every linear layer including the output head.
     "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"],
 }
+
+
+ModelInit = closed_set("ModelInit", ("pretrained", "random"), __name__)
+Attention = closed_set("Attention", ("sdpa", "eager", "flash_attention_2"), __name__)
 
 
 @dataclass
@@ -44,16 +48,16 @@ class ModelConfig:
 
     name: str = MISSING
     name_or_path: str | None = None
-    init: str = "pretrained"
+    init: ModelInit = ModelInit.pretrained
     arch: dict[str, Any] | None = None
     tokenizer: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
-    attn_implementation: str = "sdpa"
+    attn_implementation: Attention = Attention.sdpa
 
     def __post_init__(self) -> None:
-        one_of(self.init, "model.init", ("pretrained", "random"))
-        one_of(self.attn_implementation, "model.attn_implementation", ("sdpa", "eager", "flash_attention_2"))
+        self.init = choice(self.init, "model.init", ModelInit)
+        self.attn_implementation = choice(self.attn_implementation, "model.attn_implementation", Attention)
         require(
             self.name_or_path is not None or self.arch is not None,
             "model.name_or_path",
@@ -69,6 +73,12 @@ class ModelConfig:
             "model.tokenizer",
             "is required when model.name_or_path is not set",
         )
+
+
+DataFormat = closed_set("DataFormat", ("alpaca", "sharegpt"), __name__)
+Roles = closed_set("Roles", ("any", "strict"), __name__)
+Template = closed_set("Template", ("alpaca", "chat"), __name__)
+Overlong = closed_set("Overlong", ("drop", "truncate"), __name__)
 
 
 @dataclass
@@ -94,15 +104,15 @@ class DataConfig:
     """
 
     name: str = MISSING
-    format: str = "sharegpt"
+    format: DataFormat = DataFormat.sharegpt
     path: str | None = None
     hf_name: str | None = None
     hf_subset: str | None = None
     hf_split: str = "train"
     recover_truncated: bool = False
-    template: str = "chat"
+    template: Template = Template.chat
     max_seq_len: int = 512
-    overlong: str = "drop"
+    overlong: Overlong = Overlong.drop
     train_on_prompt: bool = False
     packing: bool = False
     train_size: int | None = None
@@ -111,13 +121,13 @@ class DataConfig:
     seed: int = 1234
     mix: float = 0.0
     num_workers: int = 0
-    roles: str = "strict"
+    roles: Roles = Roles.strict
 
     def __post_init__(self) -> None:
-        one_of(self.format, "data.format", ("alpaca", "sharegpt"))
-        one_of(self.roles, "data.roles", ("any", "strict"))
-        one_of(self.template, "data.template", ("alpaca", "chat"))
-        one_of(self.overlong, "data.overlong", ("drop", "truncate"))
+        self.format = choice(self.format, "data.format", DataFormat)
+        self.roles = choice(self.roles, "data.roles", Roles)
+        self.template = choice(self.template, "data.template", Template)
+        self.overlong = choice(self.overlong, "data.overlong", Overlong)
         require((self.path is None) != (self.hf_name is None), "data.path", "set exactly one of data.path and data.hf_name")
         require(self.max_seq_len >= 16, "data.max_seq_len", f"must be >= 16, got {self.max_seq_len}")
         require(self.train_size is None or self.train_size > 0, "data.train_size", f"must be > 0 or null, got {self.train_size}")
@@ -128,7 +138,8 @@ class DataConfig:
         require(0 <= self.mix < 1, "data.mix", f"must be in [0, 1) (the share of the training split), got {self.mix}")
 
 
-ADAPTER_INITS = ("default", "gaussian", "pissa", "olora", "loftq", "eva", "corda")
+AdapterKind = closed_set("AdapterKind", ("lora", "dora", "vera", "full"), __name__)
+AdapterInit = closed_set("AdapterInit", ("default", "gaussian", "pissa", "olora", "loftq", "eva", "corda"), __name__)
 
 
 @dataclass
@@ -148,20 +159,20 @@ class AdapterConfig:
     (every layer rank r) unless ``init_options.rho`` says otherwise. See :mod:`harness.adapters`.
     """
 
-    kind: str = "lora"
+    kind: AdapterKind = AdapterKind.lora
     r: int = 8
     alpha: float = 16.0
     alpha_over_r: float | None = None
     dropout: float = 0.05
     rslora: bool = False
     targets: Any = "qv"
-    init: str = "default"
+    init: AdapterInit = AdapterInit.default
     init_examples: int = 64
     init_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        one_of(self.kind, "adapter.kind", ("lora", "dora", "vera", "full"))
-        one_of(self.init, "adapter.init", ADAPTER_INITS)
+        self.kind = choice(self.kind, "adapter.kind", AdapterKind)
+        self.init = choice(self.init, "adapter.init", AdapterInit)
         require(self.init == "default" or self.kind in ("lora", "dora"), "adapter.init",
                  f"{self.init} initialises LoRA/DoRA weights; adapter={self.kind} has its own (use adapter.init=default)")
         require(self.kind != "dora" or self.init not in ("pissa", "olora", "corda"), "adapter.init",
@@ -193,15 +204,18 @@ class AdapterConfig:
         return list(TARGET_PRESETS[self.targets]) if isinstance(self.targets, str) else list(self.targets)
 
 
+QuantMode = closed_set("QuantMode", ("none", "int8", "nf4", "fp4"), __name__)
+
+
 @dataclass
 class QuantConfig:
     """Quantization of the frozen base weights through bitsandbytes (QLoRA when 4-bit)."""
 
-    mode: str = "none"
+    mode: QuantMode = QuantMode.none
     double_quant: bool = False
 
     def __post_init__(self) -> None:
-        one_of(self.mode, "quant.mode", ("none", "int8", "nf4", "fp4"))
+        self.mode = choice(self.mode, "quant.mode", QuantMode)
 
 
 @dataclass
@@ -270,6 +284,9 @@ class SchedulerConfig:
 
 
 
+EvalName = closed_set("EvalName", ("none", "local", "probes", "raschka", "custom"), __name__)
+
+
 @dataclass
 class EvalConfig:
     """Scoring with lm-eval after training (and once per base model, cached).
@@ -285,7 +302,7 @@ class EvalConfig:
     standard errors, which grow as 1/sqrt(limit). Only eval=local sets them.
     """
 
-    name: str = "none"
+    name: EvalName = EvalName.none
     tasks: list[str] = field(default_factory=list)
     num_fewshot: int | None = None
     limit: int | None = None
@@ -295,7 +312,7 @@ class EvalConfig:
     cpu_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        one_of(self.name, "eval.name", ("none", "local", "probes", "raschka", "custom"))
+        self.name = choice(self.name, "eval.name", EvalName)
         require(self.name != "none" or not self.tasks, "eval.tasks", "must be empty with eval=none")
         require(self.name == "none" or len(self.tasks) > 0, "eval.tasks", "needs at least one lm-eval task name")
         require(self.num_fewshot is None or self.num_fewshot >= 0, "eval.num_fewshot", f"must be >= 0 or null, got {self.num_fewshot}")
@@ -306,6 +323,10 @@ class EvalConfig:
         require(self.cpu_limit is None or self.cpu_limit > 0, "eval.cpu_limit", f"must be > 0 or null, got {self.cpu_limit}")
         require(self.cpu_batch_size is None or self.cpu_batch_size > 0, "eval.cpu_batch_size",
                  f"must be > 0 or null, got {self.cpu_batch_size}")
+
+
+LoggerName = closed_set("LoggerName", ("wandb", "csv", "tensorboard", "mlflow", "none"), __name__)
+LoggerMode = closed_set("LoggerMode", ("auto", "offline", "online"), __name__)
 
 
 @dataclass
@@ -322,18 +343,18 @@ class LoggerConfig:
     a WANDB_MODE in the environment wins. project / entity: where online runs go.
     """
 
-    name: str = "wandb"
-    mode: str = "auto"
+    name: LoggerName = LoggerName.wandb
+    mode: LoggerMode = LoggerMode.auto
     project: str = "harness"
     entity: str | None = None
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
-        one_of(self.name, "logger.name", ("wandb", "csv", "tensorboard", "mlflow", "none"))
-        one_of(self.mode, "logger.mode", ("auto", "offline", "online"))
+        self.name = choice(self.name, "logger.name", LoggerName)
+        self.mode = choice(self.mode, "logger.mode", LoggerMode)
 
 
-FAULTS = ("none", "oom", "nan", "crash", "kill", "disk_full")
+FaultKind = closed_set("FaultKind", ("none", "oom", "nan", "crash", "kill", "disk_full"), __name__)
 
 
 @dataclass
@@ -347,14 +368,14 @@ class FaultConfig:
     (0-based). ``none`` (the default) injects nothing.
     """
 
-    kind: str = "none"
+    kind: FaultKind = FaultKind.none
     at_step: int = 1
     # Inject only while a micro-batch holds more than this many sequences (0: always): for
     # fault.kind=oom, a memory limit that a smaller micro-batch fits under (trainer.oom_retry).
     above_micro_batch_size: int = 0
 
     def __post_init__(self) -> None:
-        one_of(self.kind, "fault.kind", FAULTS)
+        self.kind = choice(self.kind, "fault.kind", FaultKind)
         require(self.above_micro_batch_size >= 0, "fault.above_micro_batch_size", f"must be >= 0, got {self.above_micro_batch_size}")
         require(self.at_step >= 0, "fault.at_step", f"must be >= 0, got {self.at_step}")
 

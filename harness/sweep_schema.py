@@ -9,10 +9,14 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from .schema_rules import check_seed, one_of, require
+from .schema_rules import check_seed, choice, closed_set, one_of, require
 
-SAMPLERS = ("grid", "tpe", "random", "nsga2")
-DIRECTIONS = ("minimize", "maximize")
+Sampler = closed_set("Sampler", ("grid", "tpe", "random", "nsga2"), __name__)
+Direction = closed_set("Direction", ("minimize", "maximize"), __name__)
+Pruner = closed_set("Pruner", ("none", "median"), __name__)
+Launcher = closed_set("Launcher", ("local", "submitit"), __name__)
+Scale = closed_set("Scale", ("default", "smoke"), __name__)
+Cluster = closed_set("Cluster", ("slurm", "local", "debug"), __name__)
 # Objectives that measure time: trials that optimise them keep a GPU to themselves.
 RUNTIME_METRICS = ("train_seconds", "total_seconds", "eval_seconds", "tokens_per_s", "mfu")
 
@@ -23,10 +27,12 @@ class SweepObjective:
     ``peak_memory_gib``, ``train_seconds``) and whether to minimize or maximize it."""
 
     metric: str = MISSING
+    # A plain string checked against Direction, not a Direction field: OmegaConf would name a bad
+    # direction in a replaced objectives list only as "direction"; the check names the objective.
     direction: str = "minimize"
 
     def __post_init__(self) -> None:
-        one_of(self.direction, f"sweep.objectives[{self.metric}].direction", DIRECTIONS)
+        self.direction = choice(self.direction, f"sweep.objectives[{self.metric}].direction", Direction)
 
 
 @dataclass
@@ -36,7 +42,7 @@ class SubmititConfig:
     cluster: ``slurm`` on a cluster, ``local`` runs the same path as local processes (tests).
     """
 
-    cluster: str = "slurm"
+    cluster: Cluster = Cluster.slurm
     partition: str | None = None
     gpus_per_node: int = 1
     cpus_per_task: int = 8
@@ -45,7 +51,7 @@ class SubmititConfig:
     additional_parameters: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        one_of(self.cluster, "sweep.submitit.cluster", ("slurm", "local", "debug"))
+        self.cluster = choice(self.cluster, "sweep.submitit.cluster", Cluster)
         require(self.gpus_per_node >= 0, "sweep.submitit.gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
         require(self.timeout_min > 0, "sweep.submitit.timeout_min", f"must be > 0, got {self.timeout_min}")
 
@@ -90,21 +96,21 @@ class SweepConfig:
     description: str = ""
     space: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
-    sampler: str = "grid"
+    sampler: Sampler = Sampler.grid
     sampler_seed: int = 0
     objectives: list[SweepObjective] = field(default_factory=list)
     n_trials: int | None = None
     seeds: list[int] = field(default_factory=list)
-    pruner: str = "none"
+    pruner: Pruner = Pruner.none
     storage: str | None = None
     study_name: str | None = None
     workers: int | None = None
     trials_per_gpu: int = 1
     exclusive_gpu: bool | None = None
     gpu_memory_budget: float | None = None
-    launcher: str = "local"
+    launcher: Launcher = Launcher.local
     submitit: SubmititConfig = field(default_factory=SubmititConfig)
-    scale: str = "default"
+    scale: Scale = Scale.default
     smoke: dict[str, Any] = field(default_factory=dict)
     heartbeat_seconds: float = 10.0
     stale_after_seconds: float = 120.0
@@ -115,15 +121,17 @@ class SweepConfig:
     retry_failed: bool = False
 
     def __post_init__(self) -> None:
-        self.pack = str(self.pack).lower()  # sweep.pack=true arrives as the string True
+        # pack and seeds_together stay strings, not a Choice: they take YAML booleans (pack: true),
+        # which an Enum field refuses; sweep.pack=true arrives as the string True
+        self.pack = str(self.pack).lower()
         self.seeds_together = str(self.seeds_together).lower()
         one_of(self.seeds_together, "sweep.seeds_together", ("auto", "true", "false"))
         one_of(self.pack, "sweep.pack", ("auto", "true", "false"))
         require(self.pack_size > 0, "sweep.pack_size", f"must be > 0, got {self.pack_size}")
-        one_of(self.sampler, "sweep.sampler", SAMPLERS)
-        one_of(self.pruner, "sweep.pruner", ("none", "median"))
-        one_of(self.launcher, "sweep.launcher", ("local", "submitit"))
-        one_of(self.scale, "sweep.scale", ("default", "smoke"))
+        self.sampler = choice(self.sampler, "sweep.sampler", Sampler)
+        self.pruner = choice(self.pruner, "sweep.pruner", Pruner)
+        self.launcher = choice(self.launcher, "sweep.launcher", Launcher)
+        self.scale = choice(self.scale, "sweep.scale", Scale)
         require(len(self.objectives) > 0, "sweep.objectives", "needs at least one {metric, direction}")
         require(len(self.space) > 0, "sweep.space", "is empty: give at least one override key to sweep")
         require(self.n_trials is None or self.n_trials > 0, "sweep.n_trials", f"must be > 0 or null, got {self.n_trials}")

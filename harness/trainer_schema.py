@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .schema_rules import one_of, require
+from .schema_rules import choice, closed_set, require
 
-PRECISIONS = ("auto", "bf16-true", "bf16-mixed", "16-mixed", "32-true")
+Precision = closed_set("Precision", ("auto", "bf16-true", "bf16-mixed", "16-mixed", "32-true"), __name__)
+Accelerator = closed_set("Accelerator", ("auto", "cpu", "gpu", "cuda"), __name__)
+Strategy = closed_set("Strategy", ("auto", "ddp", "fsdp"), __name__)
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CompileMode = closed_set("CompileMode", ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                         __name__)
 
 
 @dataclass
@@ -80,20 +83,20 @@ class TrainerConfig:
     cpu_max_steps: int | None = 8
     micro_batch_size: int = 4
     global_batch_size: int = 16
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     gradient_checkpointing: bool = False
     max_grad_norm: float | None = 1.0
     val_every_n_steps: int | None = None
     log_every_n_steps: int = 1
-    accelerator: str = "auto"
+    accelerator: Accelerator = Accelerator.auto
     devices: int = 1
-    strategy: str = "auto"
+    strategy: Strategy = Strategy.auto
     peak_tflops: float | None = None
     checkpoint_every_n_steps: int | None = None
     resume: str | None = None
     resume_override: bool = False
     compile: bool = False
-    compile_mode: str = "default"
+    compile_mode: CompileMode = CompileMode.default
     liger_kernels: bool = False
     recompute_lora_dropout: bool = False
     save_weights: bool = True
@@ -119,7 +122,7 @@ class TrainerConfig:
         require(self.micro_batch_size > 0, "trainer.micro_batch_size", f"must be > 0, got {self.micro_batch_size}")
         require(self.global_batch_size > 0, "trainer.global_batch_size", f"must be > 0, got {self.global_batch_size}")
         require(self.devices > 0, "trainer.devices", f"must be > 0, got {self.devices}")
-        one_of(self.strategy, "trainer.strategy", ("auto", "ddp", "fsdp"))
+        self.strategy = choice(self.strategy, "trainer.strategy", Strategy)
         require(self.strategy != "fsdp" or self.devices > 1, "trainer.strategy",
                  "fsdp shards the model over several devices; set trainer.devices > 1")
         require(self.strategy != "fsdp" or not self.compile, "trainer.compile",
@@ -133,11 +136,11 @@ class TrainerConfig:
         )
         require(self.devices == 1 or (self.checkpoint_every_n_steps is None and self.resume is None),
                  "trainer.checkpoint_every_n_steps", "resumable checkpoints support one device so far")
-        one_of(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
+        self.compile_mode = choice(self.compile_mode, "trainer.compile_mode", CompileMode)
         require(self.compile or self.compile_mode == "default", "trainer.compile_mode",
                  f"{self.compile_mode} takes effect only with trainer.compile=true")
-        one_of(self.precision, "trainer.precision", PRECISIONS)
-        one_of(self.accelerator, "trainer.accelerator", ("auto", "cpu", "gpu", "cuda"))
+        self.precision = choice(self.precision, "trainer.precision", Precision)
+        self.accelerator = choice(self.accelerator, "trainer.accelerator", Accelerator)
         require(self.max_grad_norm is None or self.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 or null, got {self.max_grad_norm}")
         require(self.val_every_n_steps is None or self.val_every_n_steps > 0, "trainer.val_every_n_steps", f"must be > 0 or null, got {self.val_every_n_steps}")
         require(self.log_every_n_steps > 0, "trainer.log_every_n_steps", f"must be > 0, got {self.log_every_n_steps}")

@@ -21,7 +21,7 @@ from .schema import RunConfig
 def resolved_config(cfg: DictConfig, run: RunConfig) -> dict:
     """The composed config as a plain dict for records, with the values validation derives
     (``adapter.alpha`` from ``adapter.alpha_over_r``) as the run uses them."""
-    resolved = OmegaConf.to_container(_without_hydra(cfg), resolve=True)
+    resolved = OmegaConf.to_container(_without_hydra(cfg), resolve=True, enum_to_str=True)  # closed sets as strings
     resolved["adapter"]["alpha"] = run.adapter.alpha
     return resolved
 

@@ -115,3 +115,30 @@ def test_wandb_is_offline_without_a_key_and_online_with_one(monkeypatch, tmp_pat
     assert wandb_mode(LoggerConfig(mode="offline")) == "offline"
     monkeypatch.setenv("WANDB_MODE", "disabled")  # the environment wins
     assert wandb_mode(LoggerConfig()) == "disabled"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trainer.precision=bf17", "trainer.precision: got 'bf17', expected one of auto, bf16-true, bf16-mixed, 16-mixed, 32-true"),
+    ("quant.mode=true", "quant.mode: got 'True', expected one of none, int8, nf4, fp4"),
+    ("+sweep=rank_alpha sweep.sampler=bayes", "sweep.sampler: got 'bayes', expected one of grid, tpe, random, nsga2"),
+])
+def test_closed_sets_are_refused_while_composing_in_one_line(override, message):
+    from harness.compose import compose as compose_checked
+
+    with pytest.raises(ConfigError) as err:
+        compose_checked(override.split())
+    assert str(err.value) == message
+
+
+def test_closed_sets_are_enums_yet_the_run_and_its_record_hold_plain_strings():
+    from omegaconf import OmegaConf
+
+    from harness.compose import compose as compose_checked
+    from harness.trainer_schema import Precision
+
+    assert OmegaConf.structured(RunConfig).trainer.precision is Precision.auto  # OmegaConf validates the field
+    run, resolved = compose_checked(["trainer.precision=bf16-true", "quant=nf4"])
+    assert type(run.trainer.precision) is str and run.trainer.precision == "bf16-true" == Precision["bf16-true"]
+    assert type(resolved["trainer"]["precision"]) is str and type(resolved["quant"]["mode"]) is str
+    built = RunConfig(model=run.model, data=run.data)  # built in code from strings: checked the same way
+    assert type(built.adapter.kind) is str
