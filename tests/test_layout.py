@@ -114,3 +114,25 @@ def test_no_import_cycle_anywhere_in_the_two_packages():
     loops = sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
                    if reaches(graph, target, name))
     assert loops == []
+
+
+def test_the_readme_layout_names_every_module():
+    """Each package's block of the README's layout section names each of its modules (and
+    subpackages) at the start of a line, so the map a newcomer reads stays whole."""
+    text = (REPO_ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):].split("```")[1]
+    blocks: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in filter(str.strip, layout.splitlines()):
+        if not line[0].isspace():
+            current = blocks.setdefault(line.split()[0], [])
+        current.append(line)
+    missing = []
+    for package in ("harness/", "harness/data/", "harness/report/", "sweeps/"):
+        named = {line.split()[0] for line in blocks[package][1:] if line.split()}
+        folder = REPO_ROOT / package
+        modules = {p.stem for p in folder.glob("*.py") if p.stem not in ("__main__",)}
+        modules |= {f"{p.name}/" for p in folder.iterdir() if p.is_dir() and not p.name.startswith("__")}
+        modules -= {"__init__"} if package != "harness/data/" else set()  # data's pipeline lives in its __init__
+        missing += sorted(f"{package}{m}" for m in modules if m not in named)
+    assert missing == []
