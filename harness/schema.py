@@ -368,7 +368,9 @@ class FaultConfig:
     (0-based). ``none`` (the default) injects nothing.
     """
 
-    kind: FaultKind = FaultKind.none
+    # A plain string checked against FaultKind, not a FaultKind field: Hydra reads fault.kind=nan
+    # as a float, which an Enum field refuses (a string field takes it back as "nan").
+    kind: str = "none"
     at_step: int = 1
     # Inject only while a micro-batch holds more than this many sequences (0: always): for
     # fault.kind=oom, a memory limit that a smaller micro-batch fits under (trainer.oom_retry).

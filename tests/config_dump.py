@@ -37,6 +37,19 @@ REQUIRED_VALUES = {
 }
 # Sweeps that need a space to plan.
 SWEEP_VALUES = {"custom": ["+sweep.space.adapter.r=[8,16]"]}
+# Every value of each closed set, given on the command line (fault.kind=nan reads as a float there).
+CLOSED_SETS = {
+    "model.init": "pretrained random", "model.attn_implementation": "sdpa eager flash_attention_2",
+    "data.format": "alpaca sharegpt", "data.roles": "any strict", "data.template": "alpaca chat",
+    "data.overlong": "drop truncate", "adapter.kind": "lora dora vera full",
+    "adapter.init": "default gaussian pissa olora loftq eva corda", "quant.mode": "none int8 nf4 fp4",
+    "trainer.precision": "auto bf16-true bf16-mixed 16-mixed 32-true", "trainer.accelerator": "auto cpu gpu cuda",
+    "trainer.compile_mode": "default reduce-overhead max-autotune max-autotune-no-cudagraphs",
+    "eval.name": "none local probes raschka custom", "logger.name": "wandb csv tensorboard mlflow none",
+    "logger.mode": "auto offline online", "fault.kind": "none oom nan crash kill disk_full",
+    "sweep.sampler": "grid tpe random nsga2", "sweep.pruner": "none median", "sweep.launcher": "local submitit",
+    "sweep.scale": "default smoke", "sweep.submitit.cluster": "slurm local debug",
+}
 # A value outside each closed set: the one line a user sees for it.
 BAD_VALUES = [
     ["model.init=bogus"], ["model.attn_implementation=bogus"], ["data.format=bogus"], ["data.roles=bogus"],
@@ -120,6 +133,10 @@ def dump() -> dict[str, dict]:
     for name in options("sweep"):
         for scale in ("default", "smoke"):
             configs.update(sweep_entries(name, scale))
+    for key, values in CLOSED_SETS.items():
+        for value in values.split():
+            overrides = ["+sweep=rank_alpha"] * key.startswith("sweep.") + [f"{key}={value}"]
+            configs["value " + " ".join(overrides)] = entry(overrides)
     return configs
 
 

@@ -156,3 +156,28 @@ def test_every_option_resolves_as_the_golden_dump_says():
     if os.environ.get("HARNESS_UPDATE_GOLDEN"):
         GOLDEN.write_text(got)
     assert got == GOLDEN.read_text()
+
+
+def test_every_closed_set_field_takes_each_of_its_values_as_typed():
+    """An Enum field refuses a value Hydra's override grammar or YAML reads as a number or a bool
+    (fault.kind=nan is a float): such a set stays a checked string field, so every Choice that
+    types a field has values that read back as strings."""
+    import dataclasses
+    import typing
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from harness.schema import GROUP_SCHEMAS, FaultConfig
+    from harness.schema_rules import Choice
+    from harness.sweep_schema import SubmititConfig, SweepObjective
+
+    parser = OverridesParser.create()
+    typed = {hint for schema in (*GROUP_SCHEMAS.values(), FaultConfig, SubmititConfig, SweepObjective)
+             for hint in typing.get_type_hints(schema).values()
+             if isinstance(hint, type) and issubclass(hint, Choice)}
+    assert len(typed) >= 15 and all(dataclasses.is_dataclass(s) for s in GROUP_SCHEMAS.values())
+    unread = [f"{choices.__name__}.{member.value}" for choices in typed for member in choices
+              if not isinstance(parser.parse_override(f"key={member.value}").value(), str)
+              or not isinstance(OmegaConf.create(f"key: {member.value}").key, str)]
+    assert unread == []
