@@ -169,11 +169,14 @@ def _drops(layer, route: Route) -> bool:
 
 
 def _dropout(layer, route: Route, sub: torch.Tensor) -> torch.Tensor:
-    """The trial's dropout of ``sub``, its mask drawn from the trial's own stream."""
+    """The trial's dropout of ``sub``, its mask drawn from the trial's own stream. Drawn over a
+    contiguous copy: CUDA's dropout kernel maps its random numbers to elements one way for a
+    contiguous tensor (the trial alone) and another for a strided one (a trial narrower than the
+    stack), so a strided ``sub`` would draw another mask from the same state (CPU's does not)."""
     dropout = layer.lora_dropout[route.name]
     if _drops(layer, route) and route.rng is not None:
         with route.rng.active(sub.device):
-            return dropout(sub)
+            return dropout(sub.contiguous())
     return dropout(sub)
 
 
