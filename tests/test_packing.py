@@ -153,6 +153,29 @@ def test_the_batched_lora_layer_equals_the_loop_and_is_the_path_taken(rows, widt
         assert batched[2] == {BATCHED: 2 * 2 * n_layers, LOOPED: (layers - 4) * n_layers}
 
 
+def test_a_trials_dropout_draws_over_a_contiguous_input():
+    """CUDA's dropout kernel draws another mask from the same RNG state for a strided input than
+    for a contiguous one (seen on an H200; CPU's does not), so each path hands a trial's dropout a
+    contiguous input, as the trial alone has, also where the trial is narrower than the stack."""
+    from peft import LoraConfig, get_peft_model
+
+    from harness.packed_lora import Route, TrialRng, attach_router
+
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)), LoraConfig(r=2, target_modules=["0"], lora_dropout=0.5),
+                           adapter_name="t0")
+    model.add_adapter("t1", LoraConfig(r=4, target_modules=["0"], lora_dropout=0.5))
+    contiguous = []
+    for dropout in model.base_model.model[0].lora_dropout.values():
+        dropout.register_forward_pre_hook(lambda _, args: contiguous.append(args[0].is_contiguous()))
+    model.train()
+    for batched in (True, False):
+        router = attach_router(model, batched)
+        with router.route([Route("t0", 0, 2, TrialRng(1), 3), Route("t1", 2, 4, TrialRng(2), 5)]):
+            model(torch.randn(4, 5, 8))
+        assert router.terms == ({"batched": 2, "looped": 0} if batched else {"batched": 0, "looped": 2})
+    assert contiguous == [True] * 4
+
+
 def test_batched_packs_equal_the_same_trials_run_alone(tiny_pretrained, chat_file, tmp_path, monkeypatch):
     from harness.packed_lora import LORA_PATH_ENV
 
