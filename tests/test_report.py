@@ -265,7 +265,7 @@ def test_rank_matters_and_alpha_is_judged_per_rank(tmp_path):
     assert "Holm family of 13" in rule
 
 
-def alpha_lr_records(alpha_gain_at_best: float) -> list[dict]:
+def alpha_lr_records(alpha_gain_at_best: float, lrs=(3e-4, 1e-3, 3e-3, 1e-2)) -> list[dict]:
     """alpha/r acts as a learning-rate multiplier (the best lr of alpha = 2r is half that of
     alpha = r), plus ``alpha_gain_at_best`` for alpha = 2r at any lr."""
     def nll(p, s):
@@ -273,20 +273,37 @@ def alpha_lr_records(alpha_gain_at_best: float) -> list[dict]:
         return {"nll": 1.45 + 0.04 * np.log10(effective / 2e-3) ** 2 + noise(s)
                 + 0.001 * np.sin(5 * s + p["adapter.r"]) + alpha_gain_at_best * (p["adapter.alpha_over_r"] == 2)}
     return grid("alpha_lr", {"adapter.r": [4, 64], "adapter.alpha_over_r": [1, 2],
-                             "optimizer.lr": [3e-4, 1e-3, 3e-3]}, nll)
+                             "optimizer.lr": list(lrs)}, nll)
+
+
+ALPHA_AT_BEST = "alpha = 2r vs alpha = r, each at its best lr: held-out NLL, r={}"
 
 
 def test_alpha_is_judged_at_each_alphas_best_lr(tmp_path):
     # At one fixed lr (3e-4) alpha = 2r always looks better (its effective lr is nearer the
     # optimum); at each alpha's best lr only a real gain remains, whichever its sign.
-    label = "alpha = 2r vs alpha = r, each at its best lr: held-out NLL, r={}"
     for gain, verdict in ((0.0, report.INCONCLUSIVE), (-0.02, report.REPRODUCED), (0.02, report.CONTRADICTED)):
         frame = frame_of(tmp_path / str(gain), ("alpha_lr", alpha_lr_records(gain)))
         parts = by_label(report.evaluate_finding("F7", frame)[2])
         for r in (4, 64):
-            assert parts[label.format(r)].verdict == verdict, (gain, parts[label.format(r)].rule)
-        pairs = parts[label.format(4)].pairs
+            assert parts[ALPHA_AT_BEST.format(r)].verdict == verdict, (gain, parts[ALPHA_AT_BEST.format(r)].rule)
+        pairs = parts[ALPHA_AT_BEST.format(4)].pairs
         assert "reference at its best lr=0.003" in pairs and "other at its best lr=0.001" in pairs
+
+
+def test_a_best_lr_at_the_grids_edge_withholds_the_verdict_it_could_overturn(tmp_path):
+    # Without 1e-2, alpha = r's best is 3e-3, the grid's top: it might do better beyond, so a
+    # win of alpha = 2r is not reproduced; a loss of alpha = 2r (at an inside best lr) still
+    # contradicts, since alpha = r doing better could only widen it.
+    for gain, verdict in ((-0.02, report.INCONCLUSIVE), (0.02, report.CONTRADICTED)):
+        frame = frame_of(tmp_path / str(gain), ("alpha_lr", alpha_lr_records(gain, lrs=(3e-4, 1e-3, 3e-3))))
+        part = by_label(report.evaluate_finding("F7", frame)[2])[ALPHA_AT_BEST.format(4)]
+        assert part.verdict == verdict, part.rule
+    assert part.withheld == {report.REPRODUCED: "the reference's best lr is its grid's high edge, so "
+                                                "it may do better beyond it"}
+    frame = frame_of(tmp_path / "edge", ("alpha_lr", alpha_lr_records(-0.02, lrs=(3e-4, 1e-3, 3e-3))))
+    part = by_label(report.evaluate_finding("F7", frame)[2])[ALPHA_AT_BEST.format(4)]
+    assert part.rule.startswith("inconclusive: the test alone says reproduced, but the reference's best lr")
 
 
 def test_dora_sensitivity_and_fewer_parameters(tmp_path):

@@ -34,7 +34,7 @@ PLANNED = {"rank_alpha": (18, 1), "rank_lr": (9, 1), "targets": (4, 2), "optimiz
            "qlora": (5, 2), "epochs": (8, 2), "seeds": (4, 1), "dora": (6, 2), "full_vs_lora": (12, 3),
            "data_mix": (3, 1), "memory_7b": (10, 2), "runtime_7b": (3, 1),
            "lr_rank": (28, 2), "targets_matched": (12, 2), "lora_variants": (6, 3),
-           "alpha_lr": (12, 1)}
+           "alpha_lr": (16, 1)}
 
 
 def sweep_cli(args: list[str], sweep_dir: Path, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -80,6 +80,12 @@ RULES_TEXT = [
     "reproduces). Repeats that spread by more than half the margin make it inconclusive. Memory "
     "is the training-phase peak; older records only have the whole-process peak (it includes "
     "scoring), and parts measured on it say so.",
+    "Each at its best learning rate (F7's alpha_lr, F9, F14): each arm runs at the level of its "
+    "grid with the lowest mean held-out NLL, chosen on the same seeds it is then compared on. "
+    "An arm whose best level is its grid's first or last (a diverged level counts as part of "
+    "the grid) might do better beyond it, so the verdict its doing better would overturn is "
+    "withheld (inconclusive, with the reason): on held-out NLL, a reproduced when the reference "
+    "arm is at an edge and a contradicted when the compared arm is; on any other metric, both.",
     "Best learning rate (F13): an arm's lr* is the argmin over the lr grid of the seed-mean "
     "held-out NLL, refined by the parabola in log10(lr) through the minimum and its neighbours "
     "when interior; a diverged run counts as worse than any finished one. Intervals are paired "

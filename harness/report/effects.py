@@ -48,6 +48,7 @@ from .measured import (
     signed,
     tested,
     unit,
+    withhold_at_edges,
 )
 from .parts import (
     ESTIMATE_GIB,
@@ -82,6 +83,7 @@ def measure_contrast(runs, part: Contrast, sweep, seed_stds, within: Pins = ()) 
         result.reference += f" [{name(part.reference_metric)}]"
     result.pairs = [f"seed {s}: {signed(v)}" for s, v in pair.d.items()] + pair.notes
     tested(result, pair.d.values, part.expect, part.margin)
+    withhold_at_edges(result, part, pair.edges)
     sigma = pooled_sigma(pair.reference, pair.other)
     source = ""
     if sigma is None and seed_stds.get(part.metric):

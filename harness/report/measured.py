@@ -42,6 +42,9 @@ class PartResult:
     pairs: list[str] = field(default_factory=list)
     test: stats.Test | None = None
     claim_text: str = ""
+    # A verdict the measurement cannot support, with why (an arm at the edge of its grid):
+    # {"reproduced" or "contradicted": reason}; the decision then reads inconclusive.
+    withheld: dict[str, str] = field(default_factory=dict)
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -118,6 +121,19 @@ def arm_rows(runs: pd.DataFrame, pins: Pins, metric: str,
     return rows[levels_of(rows, best_of) == best], f"{best_of.split('.')[-1]}={best}"
 
 
+def grid_edge(runs: pd.DataFrame, pins: Pins, axis: str, best_rows: pd.DataFrame) -> str:
+    """Where the arm's best level of ``axis`` (that of ``best_rows``) lies in the arm's grid:
+    ``"low edge"``, ``"high edge"``, ``"only level"`` or ``""`` (inside). The grid is every level
+    the arm ran, whatever the run's status, so a best level next to a diverged one is inside."""
+    grid = sorted(set(levels_of(select(runs, pins), axis)) - {"-"}, key=level_sort_key)
+    best = set(levels_of(best_rows, axis))
+    if len(grid) < 2:
+        return "only level"
+    if grid[0] in best:
+        return "low edge"
+    return "high edge" if grid[-1] in best else ""
+
+
 def keyed(rows: pd.DataFrame, rest: list[str], metric: str) -> pd.Series:
     """``metric`` by (levels of ``rest``..., seed), averaged over duplicates."""
     keys = pd.DataFrame({a: levels_of(rows, a) for a in rest}, index=rows.index)
@@ -146,6 +162,7 @@ class Paired:
     other: pd.Series
     notes: list[str]
     reference_rows: pd.DataFrame
+    edges: dict[str, str] = field(default_factory=dict)  # arm -> where its best level lies
 
 
 def paired(runs: pd.DataFrame, part: Contrast, within: Pins = ()) -> Paired | str:
@@ -154,8 +171,9 @@ def paired(runs: pd.DataFrame, part: Contrast, within: Pins = ()) -> Paired | st
     used |= {a for a in (part.best_of, part.per) if a}
     rest = [a for a in axes(runs) if a not in used]
     ref_metric = part.reference_metric or part.metric
-    ref, ref_note = arm_rows(runs, part.reference + part.within + within, ref_metric, part.best_of)
-    oth, oth_note = arm_rows(runs, part.other + part.within + within, part.metric, part.best_of)
+    ref_pins, oth_pins = part.reference + part.within + within, part.other + part.within + within
+    ref, ref_note = arm_rows(runs, ref_pins, ref_metric, part.best_of)
+    oth, oth_note = arm_rows(runs, oth_pins, part.metric, part.best_of)
     missing = [pins_text(p) for p, rows in ((part.reference, ref), (part.other, oth)) if rows.empty]
     if missing:
         pinned = f" ({pins_text(part.within + within)})" if part.within or within else ""
@@ -168,7 +186,30 @@ def paired(runs: pd.DataFrame, part: Contrast, within: Pins = ()) -> Paired | st
     d = (joined["o"] - joined["r"]).groupby(level=SEED).mean()
     d = d.reindex(sorted(d.index, key=level_sort_key))
     notes = [f"{which} at its best {n}" for which, n in (("reference", ref_note), ("other", oth_note)) if n]
-    return Paired(d, r, o, notes, ref)
+    edges = {} if part.best_of is None else {
+        which: grid_edge(runs, pins, part.best_of, rows)
+        for which, pins, rows in (("reference", ref_pins, ref), ("other", oth_pins, oth))}
+    return Paired(d, r, o, notes, ref, edges)
+
+
+def withhold_at_edges(result: PartResult, part: Contrast, edges: dict[str, str]) -> None:
+    """An arm put at its best level that lies at its grid's edge might do better beyond it, so
+    the verdict that its doing better would overturn is withheld. On held-out NLL (lower is
+    better, and the level that minimises it was chosen) that is one verdict per arm; on any
+    other metric, or an equivalence, both."""
+    axis = (part.best_of or "").split(".")[-1]
+    for arm, edge in edges.items():
+        if not edge:
+            continue
+        reason = f"the {arm}'s best {axis} is its grid's {edge}, so it may do better beyond it"
+        if part.metric != NLL or part.expect == "same":
+            overturned = (stats.REPRODUCED, stats.CONTRADICTED)
+        else:  # "lower": the other arm claimed better; "higher": claimed worse
+            better_claimed = part.expect == "lower"
+            overturned = ((stats.REPRODUCED,) if (arm == "reference") == better_claimed
+                          else (stats.CONTRADICTED,))
+        for verdict in overturned:
+            result.withheld.setdefault(verdict, reason)
 
 
 def effect_sizes(result: PartResult, effect: float, sigma: float | None, gain: float | None,

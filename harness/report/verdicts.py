@@ -50,6 +50,10 @@ def finalize(results: list[PartResult]) -> int:
         result.rule = (f"{verdict}: {result.test.name}; the claim's p {p_for:.3g}, the opposite's "
                        f"{p_against:.3g} ({adjusted}, each rejected at {stats.ALPHA:g}){size}; "
                        f"{result.claim_text}")
+        if verdict in result.withheld:
+            result.verdict = stats.INCONCLUSIVE
+            result.rule = (f"{stats.INCONCLUSIVE}: the test alone says {verdict}, but "
+                           f"{result.withheld[verdict]}; {result.rule.split(': ', 1)[1]}")
     return len(family)
 
 
