@@ -20,8 +20,9 @@ import pytest
 # What makes a test end-to-end: a run (CLI or in process), a sweep, a pack, scoring with lm-eval,
 # building a model, a notebook, or any child process.
 HEAVY = frozenset({
-    "run_cli", "sweep_cli", "train_in_process", "run_training", "run_sweep", "run_pack", "main", "build_model",
-    "load_model", "score", "score_base", "evaluate_run", "NotebookClient", "Popen", "run_bench", "bench",
+    "run_cli", "sweep_cli", "train_in_process", "run_training", "run_sweep", "run_pack", "train_pack", "main",
+    "build_model", "load_model", "score", "score_base", "evaluate_run", "NotebookClient", "Popen", "run_bench",
+    "bench",
 })
 
 
