@@ -44,6 +44,7 @@ CLOSED_SETS = {
     "data.overlong": "drop truncate", "adapter.kind": "lora dora vera full",
     "adapter.init": "default gaussian pissa olora loftq eva corda", "quant.mode": "none int8 nf4 fp4",
     "trainer.precision": "auto bf16-true bf16-mixed 16-mixed 32-true", "trainer.accelerator": "auto cpu gpu cuda",
+    "trainer.strategy": "auto ddp fsdp",
     "trainer.compile_mode": "default reduce-overhead max-autotune max-autotune-no-cudagraphs",
     "eval.name": "none local probes raschka custom", "logger.name": "wandb csv tensorboard mlflow none",
     "logger.mode": "auto offline online", "fault.kind": "none oom nan crash kill disk_full",
