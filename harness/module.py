@@ -302,11 +302,12 @@ RESUME_NEUTRAL_KEYS = ("logger", "eval", "fault", "dry_run", "sweep", "data.num_
                        "trainer.oom_retry", "optimizer.requires")
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """A nested config as ``{dotted key: value}`` (lists and empty mappings are values)."""
     out = {}
     for key, value in config.items():
         if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flat_config(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -333,7 +334,7 @@ def schema_defaults() -> dict:
     from .schema import RunConfig
 
     config = OmegaConf.structured(RunConfig)
-    return _flatten({k: OmegaConf.to_container(config[k], enum_to_str=True) for k in config  # closed sets as strings
+    return flat_config({k: OmegaConf.to_container(config[k], enum_to_str=True) for k in config  # closed sets as strings
                      if not OmegaConf.is_missing(config, k) and OmegaConf.is_config(config[k])})
 
 
@@ -341,7 +342,7 @@ def resume_config_changes(saved: dict, current: dict) -> dict:
     """``{key: {"checkpoint": old, "run": new}}`` for every key that changes what training
     computes (not in :data:`RESUME_NEUTRAL_KEYS`) and differs between a checkpoint's config
     and this run's."""
-    old, new = _flatten(saved), _flatten(current)
+    old, new = flat_config(saved), flat_config(current)
     defaults = schema_defaults()
     changes = {}
     for key in sorted(set(old) | set(new)):

@@ -156,10 +156,14 @@ def add_looped(layer, x: torch.Tensor, result: torch.Tensor, route: Route) -> No
     """One trial's term on its rows, as peft computes a single adapter:
     ``B(A(dropout(x))) * scaling``, over its own width (dropout draws the mask it draws alone)."""
     lora_A, lora_B = layer.lora_A[route.name], layer.lora_B[route.name]
-    narrow = route.width is not None and x.dim() == 3 and route.width < x.shape[1]
-    index = (slice(route.start, route.stop), slice(0, route.width)) if narrow else slice(route.start, route.stop)
+    index = (slice(route.start, route.stop), slice(0, route.width)) if _narrower(route, x) else slice(route.start, route.stop)
     sub = _dropout(layer, route, layer._cast_input_dtype(x[index], lora_A.weight.dtype))
     result[index] += lora_B(lora_A(sub)) * layer.scaling[route.name]
+
+
+def _narrower(route: Route, x: torch.Tensor) -> bool:
+    """Whether the trial's sequences are narrower than the stack's (``x``: [rows, width, ...])."""
+    return route.width is not None and x.dim() == 3 and route.width < x.shape[1]
 
 
 def _drops(layer, route: Route) -> bool:
@@ -219,8 +223,7 @@ def _dropout_padded(layer, route: Route, sub: torch.Tensor) -> torch.Tensor | No
     """The trial's dropped-out rows at the stack's width (None: it draws no dropout here)."""
     if not _drops(layer, route):
         return None
-    narrow = route.width is not None and sub.dim() == 3 and route.width < sub.shape[1]
-    if not narrow:
+    if not _narrower(route, sub):
         return _dropout(layer, route, sub[route.start:route.stop])
     dropped = _dropout(layer, route, sub[route.start:route.stop, :route.width])
     return torch.nn.functional.pad(dropped, (0, 0, 0, sub.shape[1] - route.width))

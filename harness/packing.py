@@ -117,11 +117,11 @@ def unpackable_reason(run: RunConfig) -> str | None:
 def pack_key(resolved: dict) -> str:
     """Trials with equal keys can share a pack: the resolved config less :data:`PACK_FREE_KEYS`
     (the seed kept for a randomly initialised base)."""
-    from .module import _flatten
+    from .module import flat_config
 
     random_base = (resolved.get("model") or {}).get("init") == "random"
     free = tuple(k for k in PACK_FREE_KEYS if not (k == "seed" and random_base))
-    kept = {k: v for k, v in _flatten(resolved).items()
+    kept = {k: v for k, v in flat_config(resolved).items()
             if not any(k == f or k.startswith(f + ".") for f in free)}
     return json.dumps(kept, sort_keys=True, default=str)
 

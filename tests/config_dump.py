@@ -23,6 +23,7 @@ from pathlib import Path
 
 from harness.compose import compose
 from harness.errors import ConfigError
+from harness.module import flat_config
 from harness.paths import CONF_DIR
 
 GOLDEN = Path(__file__).parent / "golden" / "config_options.json"
@@ -141,22 +142,11 @@ def dump() -> dict[str, dict]:
     return configs
 
 
-def flat(tree: dict, prefix: str = "") -> dict:
-    """A resolved config as ``{dotted key: value}`` (lists and empty mappings are values)."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def option_summary() -> dict[str, dict]:
     """The default run's resolved config (flat), and for each option and bad value what differs from
     it (a key it lacks as ``<absent>``) or its error line; as JSON holds it."""
     entries = option_entries()
-    base = flat(entries["default"]["resolved"])
+    base = flat_config(entries["default"]["resolved"])
     summary = {"default": base}
     for name, got in entries.items():
         if name == "default":
@@ -164,7 +154,7 @@ def option_summary() -> dict[str, dict]:
         if "error" in got:
             summary[name] = {"error": got["error"]}
             continue
-        mine = flat(got["resolved"])
+        mine = flat_config(got["resolved"])
         summary[name] = {key: mine.get(key, ABSENT) for key in sorted(set(mine) | set(base))
                          if mine.get(key, ABSENT) != base.get(key, ABSENT)}
     return json.loads(json.dumps(summary))
