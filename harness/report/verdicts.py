@@ -42,18 +42,16 @@ def finalize(results: list[PartResult]) -> int:
     for result, p_for, p_against in decided:
         verdict, p_for, p_against = stats.decide(result.test, p_for, p_against)
         adjusted = f"Holm over {len(family)}" if result.group is not None else "unadjusted, context"
-        result.verdict = verdict
         result.p = f"{p_for:.3g} for / {p_against:.3g} against ({adjusted})"
         size = "" if "TOST" in result.test.name or "chi-square" in result.test.name else (
             "; the effect meets the declared size" if result.test.size_ok
             else "; the effect falls short of the declared size")
-        result.rule = (f"{verdict}: {result.test.name}; the claim's p {p_for:.3g}, the opposite's "
-                       f"{p_against:.3g} ({adjusted}, each rejected at {stats.ALPHA:g}){size}; "
-                       f"{result.claim_text}")
+        why = (f"{result.test.name}; the claim's p {p_for:.3g}, the opposite's {p_against:.3g} "
+               f"({adjusted}, each rejected at {stats.ALPHA:g}){size}; {result.claim_text}")
         if verdict in result.withheld:
-            result.verdict = stats.INCONCLUSIVE
-            result.rule = (f"{stats.INCONCLUSIVE}: the test alone says {verdict}, but "
-                           f"{result.withheld[verdict]}; {result.rule.split(': ', 1)[1]}")
+            why = f"the test alone says {verdict}, but {result.withheld[verdict]}; {why}"
+            verdict = stats.INCONCLUSIVE
+        result.verdict, result.rule = verdict, f"{verdict}: {why}"
     return len(family)
 
 
