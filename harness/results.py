@@ -13,6 +13,8 @@ from typing import Any
 from .errors import RecordError
 from .record import RECORD_NAME, STATUSES, RunRecord
 
+PARAMS_ORDER = "sweep.params_order"  # derived column: a sweep run's axes in its sweep's order (JSON list)
+
 # Per-step curves stay in the records; a table row keeps their summaries.
 CURVES = ("train_losses", "val_losses")
 
@@ -69,13 +71,18 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 
 def load_records(*paths: str | Path):
     """A DataFrame with one row per run record found under ``paths``, sorted by sweep trial
-    and seed where the runs belong to a sweep. ``record_path`` says where each row came from."""
+    and seed where the runs belong to a sweep. ``record_path`` says where each row came from;
+    ``sweep.params_order`` (JSON) lists a sweep run's axes in its sweep's order."""
     import pandas as pd
 
     rows = []
     for path in find_records(*paths):
-        row = flatten(load_record(path).to_json())
+        record = load_record(path).to_json()
+        row = flatten(record)
         row["record_path"] = str(path)
+        params = (record.get("sweep") or {}).get("params")
+        if isinstance(params, dict):  # the sweep's own axis order (the frame's columns mix sweeps)
+            row[PARAMS_ORDER] = json.dumps(list(params))
         rows.append(row)
     frame = pd.DataFrame(rows)
     sort = [c for c in ("sweep.trial", "sweep.seed", "record_path") if c in frame.columns]

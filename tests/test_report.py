@@ -234,6 +234,16 @@ def test_f2_combines_memory_time_and_quality_across_sweeps(tmp_path):
     assert any(p.verdict == report.NOT_MEASURED and "memory_7b" in p.rule for p in parts)
 
 
+def test_each_sweeps_axes_keep_its_own_order_whatever_else_is_loaded(tmp_path):
+    from harness.report.frame import axes, sweep_runs
+
+    # The loader's columns mix sweeps: optimizer.lr first seen in "a" comes before "b"'s method.
+    frame = frame_of(tmp_path, ("a", grid("a", {"adapter.r": [4], "optimizer.lr": [1e-3]}, lambda p, s: {})),
+                     ("b", grid("b", {"method": ["full", "lora"], "optimizer.lr": [1e-3, 3e-3]}, lambda p, s: {})))
+    assert axes(sweep_runs(frame, "a")) == ["adapter.r", "optimizer.lr"]
+    assert axes(sweep_runs(frame, "b")) == ["method", "optimizer.lr"]
+
+
 def test_holm_adjustment():
     from harness.report.stats import holm
 

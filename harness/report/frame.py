@@ -7,10 +7,13 @@ peak with its fallback, decimal GB, the run's seed), so older records and new on
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
+
+from ..results import PARAMS_ORDER
 
 PARAM = "sweep.params."
 SEED = "run_seed"  # derived: the run's seed (sweep.seed, else the record's seed)
@@ -109,8 +112,13 @@ def sweep_runs(frame: pd.DataFrame, name: str) -> pd.DataFrame:
 def axes(runs: pd.DataFrame) -> list[str]:
     """The swept axes of these runs (``sweep.params.`` keys), the seed axis excluded: runs that
     differ only in seed are repeats of one configuration."""
-    return [c[len(PARAM):] for c in runs.columns
-            if c.startswith(PARAM) and c != PARAM + "seed" and runs[c].notna().any()]
+    names = [c[len(PARAM):] for c in runs.columns
+             if c.startswith(PARAM) and c != PARAM + "seed" and runs[c].notna().any()]
+    orders = runs[PARAMS_ORDER].dropna() if PARAMS_ORDER in runs.columns else ()
+    if len(orders):  # the sweep's own order: the frame's column order depends on the other sweeps loaded
+        order = json.loads(orders.iloc[0])
+        names.sort(key=lambda a: order.index(a) if a in order else len(order))
+    return names
 
 
 def ok_runs(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
