@@ -69,7 +69,7 @@ def test_packed_trials_equal_the_same_trials_run_alone(precision, tiny_pretraine
         assert wa.keys() == wp.keys(), i
         for key in wa:
             assert wp[key].dtype == wa[key].dtype, key
-            torch.testing.assert_close(wp[key].float(), wa[key].float(), atol=weight_atol, rtol=0, msg=f"trial {i}: {key}")
+            torch.testing.assert_close(wp[key].float(), wa[key].float(), atol=weight_atol, rtol=0, msg=lambda m, i=i, key=key: f"trial {i}: {key}: {m}")
         assert p["trainable_params"] == a["trainable_params"] and p["total_params"] == a["total_params"]
         # The record says it was packed, with whom, and whose memory and runtime it holds.
         assert p["packed"] is True and p["pack_members"] == [str(tmp_path / f"pack{j}") for j in range(3)]
@@ -143,7 +143,7 @@ def test_the_batched_lora_layer_equals_the_loop_and_is_the_path_taken(rows, widt
     assert batched[1].keys() == looped[1].keys()
     for name, grad in looped[1].items():
         assert grad is not None and grad.abs().sum() > 0, name  # every trial's own parameters learn
-        torch.testing.assert_close(batched[1][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(batched[1][name], grad, atol=1e-6, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
     layers = 2 * 7 + 2  # per decoder layer: two all_linear trials (7 linears each) and one q,v trial
     n_layers = 2  # the tiny model's decoder layers
     assert looped[2] == {BATCHED: 0, LOOPED: layers * n_layers}
@@ -196,7 +196,7 @@ def test_batched_packs_equal_the_same_trials_run_alone(tiny_pretrained, chat_fil
             wa, wp = adapter_weights(a), adapter_weights(p)
             assert wa.keys() == wp.keys()
             for key in wa:
-                torch.testing.assert_close(wp[key], wa[key], atol=WEIGHT_ATOL, rtol=0, msg=f"{path} trial {i}: {key}")
+                torch.testing.assert_close(wp[key], wa[key], atol=WEIGHT_ATOL, rtol=0, msg=lambda m, path=path, i=i, key=key: f"{path} trial {i}: {key}: {m}")
     # The record says which path computed the pack's LoRA terms.
     assert packs["batched"][0]["pack_lora_looped_terms"] == 0 < packs["batched"][0]["pack_lora_batched_terms"]
     assert packs["looped"][0]["pack_lora_batched_terms"] == 0 < packs["looped"][0]["pack_lora_looped_terms"]
@@ -385,7 +385,7 @@ def test_packed_trials_equal_their_alone_runs_on_the_embedded_model(chat_file, t
         assert p["val_losses"] == pytest.approx(a["val_losses"], abs=VAL_ATOL)
         wa, wp = adapter_weights(a), adapter_weights(p)
         for key in wa:
-            torch.testing.assert_close(wp[key], wa[key], atol=WEIGHT_ATOL, rtol=0, msg=key)
+            torch.testing.assert_close(wp[key], wa[key], atol=WEIGHT_ATOL, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_packs_are_cut_to_the_pack_size_and_the_memory_budget():
