@@ -88,7 +88,10 @@ class SweepConfig:
     where the sweep measures runtime (each run keeps its GPU) or packs trials. retry_failed: on
     this invocation, run the trials that failed (status ``failed``, e.g. a bug since fixed; not
     ``oom``, ``diverged`` or ``skipped``, which are results) again from the start in their
-    folders; the failed records are kept there as ``record.failed-<trial>.json``.
+    folders; the failed records are kept there as ``record.failed-<trial>.json``. start_within
+    (seconds): start no trial (or pack) later than this after the driver started; the running
+    ones finish, the rest wait for the same command again. For a machine lent for a fixed time:
+    its limit minus the longest trial, so that no trial is stopped halfway and its training lost.
     """
 
     name: str = MISSING
@@ -119,6 +122,7 @@ class SweepConfig:
     pack_size: int = 8
     seeds_together: str = "false"
     retry_failed: bool = False
+    start_within: float | None = None
 
     def __post_init__(self) -> None:
         # pack and seeds_together stay strings, not a Choice: they take YAML booleans (pack: true),
@@ -128,6 +132,8 @@ class SweepConfig:
         one_of(self.seeds_together, "sweep.seeds_together", ("auto", "true", "false"))
         one_of(self.pack, "sweep.pack", ("auto", "true", "false"))
         require(self.pack_size > 0, "sweep.pack_size", f"must be > 0, got {self.pack_size}")
+        require(self.start_within is None or self.start_within > 0, "sweep.start_within",
+                f"must be > 0 seconds or null, got {self.start_within}")
         self.sampler = choice(self.sampler, "sweep.sampler", Sampler)
         self.pruner = choice(self.pruner, "sweep.pruner", Pruner)
         self.launcher = choice(self.launcher, "sweep.launcher", Launcher)

@@ -190,6 +190,8 @@ class Driver(WorkerLoop, PackedTrials):
         self.errors: list[BaseException] = []
         self.yielded = 0  # duplicate trials since the last trial that ran (all workers)
         self.done: list[threading.Event] = []  # one per worker, set when it ends
+        self.started = time.monotonic()  # sweep.start_within counts from here
+        self.window_closed = False  # sweep.start_within has passed (workers start nothing more)
         # A trial's seeds run side by side (sweep.seeds_together), except where runtime is
         # measured (each run keeps its GPU to itself) or packs take the seeds instead.
         wanted = plan.cfg.seeds_together == "true" or (plan.cfg.seeds_together == "auto" and any(slots)
@@ -455,5 +457,8 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
         raise driver.errors[0]
     final = study_lib.with_retry(lambda: study_lib.progress(study, plan.planned, by_point=plan.grid is not None),
                                  "checking the study", cfg.storage_retry_seconds)
+    if driver.window_closed and not final.finished:
+        log.warning("sweep.start_within=%gs: stopped starting trials, %d configuration(s) not run yet; run the same "
+                    "command again to resume", cfg.start_within, final.planned - final.done)
     return 0 if final.finished else 1
 

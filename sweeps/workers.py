@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from functools import partial
 
 import optuna
@@ -62,7 +63,7 @@ def gpu_slots(workers: int | None, trials_per_gpu: int, exclusive: bool) -> list
 class WorkerLoop:
     """The loop of each of the driver's worker threads. Mixed into :class:`sweeps.driver.Driver`,
     whose attributes it uses: ``plan``, ``study``, ``stop``, ``lock``, ``ask_lock``, ``bar``,
-    ``errors``, ``yielded``, ``done``, and its ways to run trials (``run_trial``, and
+    ``errors``, ``yielded``, ``done``, ``started``, ``window_closed``, and its ways to run trials (``run_trial``, and
     ``run_packed`` of :class:`sweeps.packed.PackedTrials`)."""
 
     def worker(self, slot: str | None) -> None:
@@ -79,6 +80,8 @@ class WorkerLoop:
         wait = self.plan.cfg.storage_retry_seconds
         try:
             while not self.stop.is_set():
+                if self.start_window_closed():
+                    return
                 p = retry(self._poll, "polling the study", wait)
                 self._show(p)
                 if p.finished:
@@ -100,6 +103,18 @@ class WorkerLoop:
         except BaseException as exc:  # surfaced by the main thread
             self.errors.append(exc)
             self.stop.set()
+
+    def start_window_closed(self) -> bool:
+        """Whether ``sweep.start_within`` seconds have passed since the driver started: then this
+        worker starts nothing more (said once per driver)."""
+        limit = self.plan.cfg.start_within
+        if limit is None or time.monotonic() - self.started < limit:
+            return False
+        with self.lock:
+            if not self.window_closed:
+                self.window_closed = True
+                log.info("sweep.start_within=%gs has passed: no more trials start; the running ones finish", limit)
+        return True
 
     def _ask(self) -> tuple[optuna.Trial, dict] | None:
         """A new trial and its params, marked running; None when its configuration was taken."""

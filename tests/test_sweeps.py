@@ -136,6 +136,8 @@ def test_storage_passwords_are_not_shown():
 def test_sweep_config_rejects_bad_values():
     with pytest.raises(ValueError, match="sweep.n_trials: is required with sampler=tpe"):
         SweepConfig(name="x", space={"a": [1]}, objectives=[{"metric": "m"}], sampler="tpe")
+    with pytest.raises(ValueError, match="sweep.start_within: must be > 0 seconds or null, got 0"):
+        SweepConfig(name="x", space={"a": [1]}, objectives=[{"metric": "m"}], start_within=0)
 
 
 # -- running: each trial is a real subprocess run of the tiny model ---------------------------
@@ -191,6 +193,20 @@ def test_random_sampler_with_seeds_and_pruning_reports(chat_file, tmp_path):
         assert summary["n"] == 2 and summary["mean"] == pytest.approx(per_seed.mean())
         assert summary["std"] == pytest.approx(per_seed.std())
         assert trial.intermediate_values  # val losses reported while training, for the pruner
+
+
+def test_start_within_lets_running_trials_finish_and_starts_no_more(chat_file, tmp_path):
+    # A tiny trial's process runs far longer than 2 s, so the window closes while the first one
+    # trains: it finishes, the second never starts, and the same command resumes it.
+    sweep_dir = tmp_path / "window"
+    args = ["+sweep=custom", "+sweep.space.seed=[1,2]", "sweep.workers=1", *tiny(chat_file)]
+    first = sweep_cli([*args, "sweep.start_within=2"], sweep_dir)
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "sweep.start_within=2s: stopped starting trials, 1 configuration(s) not run yet" in first.stderr
+    assert list(results(sweep_dir)["status"]) == ["ok"]
+    again = sweep_cli(args, sweep_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert list(results(sweep_dir)["status"]) == ["ok", "ok"]
 
 
 def test_submitit_launcher_runs_trials_as_jobs(chat_file, tmp_path):
