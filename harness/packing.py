@@ -178,8 +178,8 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
     try:
         model, router = build_pack(members, shared, started)
         for m in members:
-            if m.run.eval.tasks:
-                m.record["eval_base"] = score_pack_base(model, m, shared, peaks)
+            if m.run.eval.tasks and (base := score_pack_base(model, m, shared, peaks)) is not None:
+                m.record["eval_base"] = base
         fit_pack(model, router, members, shared, peaks, clock)
         for m in members:
             if m.record["status"] != "failed" or m.active:
@@ -314,11 +314,13 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
     return model, router
 
 
-def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict:
+def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict | None:
     """The member's base scores (:func:`harness.scoring.base_scores`, cached), its adapter the
-    identity before training."""
+    identity before training; None where it is not scored in-process."""
     if evaluate.HELDOUT_TASK in m.run.eval.tasks:
         evaluate.write_heldout(shared.splits["test"], shared.tokenizer, m.run_dir / evaluate.HELDOUT_FILE)
+    if not scoring.scores_in_process(m.run):
+        return None
     model.set_adapter(m.name)
     with peaks.phase("eval"):
         return scoring.base_scores(model, shared.tokenizer, m.run, shared.precision, shared.device, m.run_dir)
@@ -400,7 +402,7 @@ def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: me
             model.set_adapter(m.name)
             with peaks.phase("eval"):
                 m.record.update(scoring.score_trained(model, tokenizer, m.run, precision, device, m.run_dir,
-                                                      m.record["eval_base"], m.record["adapter_path"]))
+                                                      m.record.get("eval_base"), m.record["adapter_path"]))
             m.record["eval_seconds"] = time.perf_counter() - eval_started
         m.record["status"] = "ok"
     except USER_ERRORS:

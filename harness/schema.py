@@ -300,6 +300,10 @@ class EvalConfig:
     batch_size, each only when the user did not set that key (limit: only when it is null);
     null leaves it alone, ``trainer.cpu_sizing=false`` turns them off. Scores keep lm-eval's
     standard errors, which grow as 1/sqrt(limit). Only eval=local sets them.
+    quantized_context: a quantized adapter is scored merged into the 16-bit base (``eval``, the
+    study's protocol) and, as context, in-process on the quantized base it trained on
+    (``eval_quantized``, against ``eval_base_quantized``); false skips the context scoring
+    (bitsandbytes int8 scores at about 45 requests per second, so it took minutes).
     """
 
     name: EvalName = EvalName.none
@@ -310,6 +314,7 @@ class EvalConfig:
     cpu_tasks: list[str] | None = None
     cpu_limit: int | None = None
     cpu_batch_size: int | None = None
+    quantized_context: bool = True
 
     def __post_init__(self) -> None:
         self.name = choice(self.name, "eval.name", EvalName)

@@ -58,6 +58,12 @@ def scores_merged(run: RunConfig) -> bool:
             and run.trainer.save_weights)
 
 
+def scores_in_process(run: RunConfig) -> bool:
+    """Whether the model is scored in-process, where it trained (and its base before training):
+    always, but for a merged-scored quantized adapter with ``eval.quantized_context=false``."""
+    return not scores_merged(run) or run.eval.quantized_context
+
+
 def score_merged_16bit(adapter_dir: Path, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path) -> dict:
     """The study's protocol for a quantized adapter: ``eval_base`` of the unquantized base and
     ``eval`` of the adapter merged into it (the weights ``harness.export`` writes)."""
@@ -75,16 +81,19 @@ def score_merged_16bit(adapter_dir: Path, tokenizer, run: RunConfig, precision: 
     return out
 
 
-def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path, eval_base: dict,
+def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path, eval_base: dict | None,
                   adapter_path: str | None) -> dict:
     """The trained model's scores and their deltas from the base (``eval_base``); a quantized
     adapter (saved in ``adapter_path``) is also scored merged into the 16-bit base, which then
     becomes ``eval`` (see the module's docstring)."""
-    scores = score_run(model, tokenizer, run, device, run_dir)
     if not scores_merged(run):
+        scores = score_run(model, tokenizer, run, device, run_dir)
         return {"eval": scores, "eval_protocol": IN_PROCESS, "eval_delta": evaluate.deltas(scores, eval_base)}
-    out = {"eval_quantized": scores, "eval_base_quantized": eval_base,
-           "eval_quantized_delta": evaluate.deltas(scores, eval_base), "eval_protocol": MERGED_16BIT}
+    out = {"eval_protocol": MERGED_16BIT}
+    if scores_in_process(run):
+        scores = score_run(model, tokenizer, run, device, run_dir)
+        out.update(eval_quantized=scores, eval_base_quantized=eval_base,
+                   eval_quantized_delta=evaluate.deltas(scores, eval_base))
     out.update(score_merged_16bit(Path(adapter_path), tokenizer, run, precision, device, run_dir))
     out["eval_delta"] = evaluate.deltas(out["eval"], out["eval_base"])
     return out

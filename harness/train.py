@@ -210,7 +210,9 @@ def run_training(run: RunConfig, resolved_config: dict, run_dir: Path, warmup_st
         module, datamodule, trainer = build_loop(p, run_dir, model, measure_cb, loggers)
         record["setup_seconds"] = time.perf_counter() - started  # data, estimate, model, adapter
         if p.run.eval.tasks and p.rank == 0:
-            record["eval_base"] = score_base(model, p, run_dir, peaks)
+            base = score_base(model, p, run_dir, peaks)
+            if base is not None:
+                record["eval_base"] = base
         fit(trainer, module, datamodule, p, record)
         model = gather(trainer, model, p, peaks, measure_cb, record)
         if p.rank != 0:
@@ -358,16 +360,20 @@ def build_loop(p: Prepared, run_dir: Path, model, measure_cb: measure.MeasureCal
     return module, datamodule, trainer
 
 
-def score_base(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks) -> dict:
+def score_base(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks) -> dict | None:
     """The base model's scores (:func:`harness.scoring.base_scores`, cached), before training:
-    the adapter is then the identity (LoRA B = 0), so this model is the base."""
+    the adapter is then the identity (LoRA B = 0), so this model is the base. None where the
+    model is not scored in-process (:func:`harness.scoring.scores_in_process`)."""
     if evaluate.HELDOUT_TASK in p.run.eval.tasks:
         evaluate.write_heldout(p.splits["test"], p.tokenizer, run_dir / evaluate.HELDOUT_FILE)
-    speed.eager_blocks(model, p.cuda_graphs)  # forward-only: see eager_blocks
-    with peaks.phase("eval"):
-        scores = scoring.base_scores(model, p.tokenizer, p.run, p.precision, p.device, run_dir)
-    speed.eager_blocks(model, False)
-    # lm-eval reseeds the global RNGs; reseed so training does not depend on the cache.
+    scores = None
+    if scoring.scores_in_process(p.run):
+        speed.eager_blocks(model, p.cuda_graphs)  # forward-only: see eager_blocks
+        with peaks.phase("eval"):
+            scores = scoring.base_scores(model, p.tokenizer, p.run, p.precision, p.device, run_dir)
+        speed.eager_blocks(model, False)
+    # lm-eval reseeds the global RNGs; reseed so training depends neither on the cache nor on
+    # whether the base was scored here.
     L.seed_everything(p.run.seed, workers=True, verbose=False)
     return scores
 
@@ -411,7 +417,7 @@ def save_and_score(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks,
         speed.eager_blocks(model, p.cuda_graphs)
         with peaks.phase("eval"):
             record.update(scoring.score_trained(model, p.tokenizer, run, p.precision, p.device, run_dir,
-                                                record["eval_base"], record["adapter_path"]))
+                                                record.get("eval_base"), record["adapter_path"]))
         record["eval_seconds"] = time.perf_counter() - eval_started
 
 

@@ -99,6 +99,22 @@ def test_qlora_is_scored_merged_into_the_16bit_base_like_the_study(chat_file, tm
     assert nll(scores) == pytest.approx(nll(record["eval"]), abs=1e-4)
 
 
+def test_quantized_context_false_scores_only_the_merged_model(chat_file, tmp_path, tiny_pretrained):
+    pytest.importorskip("bitsandbytes")
+    overrides = tiny(chat_file, "quant=nf4", "trainer.precision=32-true", "optimizer.lr=0.01", "eval=custom",
+                     "eval.tasks=[harness_heldout]", base=tiny_pretrained)
+    both = train_in_process(overrides, tmp_path / "both")
+    merged_only = train_in_process([*overrides, "eval.quantized_context=false"], tmp_path / "merged")
+    assert both["status"] == merged_only["status"] == "ok", merged_only.get("error")
+    assert merged_only["eval_protocol"] == "merged_16bit"
+    for key in ("eval_quantized", "eval_base_quantized", "eval_quantized_delta"):
+        assert key in both and key not in merged_only, key
+    # The study's scores are the same either way (the context scoring changes no RNG of training).
+    for key in ("eval", "eval_base", "eval_delta"):
+        assert merged_only[key] == both[key], key
+    assert merged_only["train_losses"] == both["train_losses"]
+
+
 def test_unquantized_runs_are_scored_in_process(chat_file, tmp_path):
     record = train_in_process(tiny(chat_file, "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4"), tmp_path)
     assert record["status"] == "ok"
