@@ -316,6 +316,37 @@ def test_a_best_lr_at_the_grids_edge_withholds_the_verdict_it_could_overturn(tmp
     assert part.rule.startswith("inconclusive: the test alone says reproduced, but the reference's best lr")
 
 
+def test_a_sweep_extended_by_a_study_of_its_own_is_judged_on_both(tmp_path):
+    # LoRA q,v's best lr lies above full_vs_lora's grid: alone, the grid's top (1e-3) is its best
+    # and the learning verdict is withheld; a second study of the same sweep over 3e-3 and 1e-2
+    # (its own sweep dir) puts the best inside, and the report reads the two as one sweep.
+    best = {"full": 1e-4, "lora_qv": 3e-3, "lora_all_r64": 3e-3}
+
+    def nll(p, s):
+        return {"nll": 1.4 - 0.1 * (p["method"] == "full") + noise(s)
+                + 0.05 * abs(np.log10(p["optimizer.lr"] / best[p["method"]]))}
+
+    base = grid("full_vs_lora", {"method": list(best), "optimizer.lr": [2e-5, 1e-4, 3e-4, 1e-3]}, nll)
+    top = grid("full_vs_lora", {"method": ["lora_qv", "lora_all_r64"], "optimizer.lr": [3e-3, 1e-2]}, nll)
+    for record in top:
+        record["sweep"]["trial"] += 100
+    label = "full vs LoRA q,v (each at its best lr): held-out NLL"
+    write_sweep(tmp_path, "full_vs_lora", base, space={"method": list(best), "optimizer.lr": [2e-5, 1e-4, 3e-4, 1e-3]})
+    alone = by_label(report.evaluate_finding("F9", load_records(tmp_path))[2])[label]
+    assert alone.verdict == report.INCONCLUSIVE and "grid's high edge" in alone.rule
+    extension = write_sweep(tmp_path, "full_vs_lora_lr_top", top)
+    (extension / "sweep.json").write_text(json.dumps({"name": "full_vs_lora", "study": "full_vs_lora_lr_top",
+                                                      "space": {"method": ["lora_qv", "lora_all_r64"],
+                                                                "optimizer.lr": [3e-3, 1e-2]},
+                                                      "sampler": "grid", "planned": 4}))
+    both = by_label(report.evaluate_finding("F9", load_records(tmp_path))[2])[label]
+    assert both.verdict == report.REPRODUCED, both.rule
+    assert "reference at its best lr=0.003" in both.pairs
+    from harness.report.document import sweep_specs
+
+    assert sweep_specs([tmp_path / "full_vs_lora", extension])["full_vs_lora"]["planned"] == 12 + 4
+
+
 def test_dora_sensitivity_and_fewer_parameters(tmp_path):
     spread = {"lora": 0.03, "dora": 0.005}
     records = grid("dora", {"adapter": ["lora", "dora"], "adapter.r": [4, 8, 32]},

@@ -116,16 +116,26 @@ PART_HEAD = ["part", "published", "reference", "compared", "Δ", "CI", "Δ/σ_se
 
 
 def sweep_specs(paths: list[Path]) -> dict[str, dict]:
-    """Each sweep's plan file under the given dirs, by sweep name (what was planned)."""
-    specs = {}
+    """Each sweep's plan file under the given dirs, by sweep name (what was planned). A sweep
+    extended by a study of its own (the same sweep over new levels, e.g. a higher lr) has a plan
+    file per study: the first one's space, and ``planned`` summed over the studies."""
+    specs: dict[str, dict] = {}
+    studies: dict[str, set] = {}
     for path in paths:
         for spec_file in sorted(path.rglob(PLAN_NAME)) if path.is_dir() else []:
             try:
                 spec = json.loads(spec_file.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            if isinstance(spec, dict) and spec.get("name"):
-                specs.setdefault(spec["name"], spec)
+            if not isinstance(spec, dict) or not spec.get("name"):
+                continue
+            name, study = spec["name"], spec.get("study")
+            if name not in specs:
+                specs[name], studies[name] = dict(spec), {study}
+            elif study not in studies[name] and isinstance(spec.get("planned"), int) and \
+                    isinstance(specs[name].get("planned"), int):
+                studies[name].add(study)
+                specs[name]["planned"] += spec["planned"]
     return specs
 
 
