@@ -32,15 +32,22 @@ def score_run(model, tokenizer, run: RunConfig, device: str, run_dir: Path) -> d
                           num_fewshot=e.num_fewshot, limit=e.limit, heldout_path=heldout if heldout.is_file() else None)
 
 
-def base_scores(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path) -> dict:
-    """Scores of the untrained ``model``, cached per (model, quant, precision, tasks, settings)."""
+def base_cache_key(run: RunConfig, precision: str, device: str) -> tuple[str, dict]:
+    """The base scores' cache key and the fields it hashes: (model, quant, precision, tasks,
+    settings, and the data where the held-out task scores the run's own test split)."""
+    # eval.quantized_context says which models are scored, not how: the base's scores are the same.
+    eval_key = {k: v for k, v in dataclasses.asdict(run.eval).items() if k != "quantized_context"}
     key_fields = {"model": dataclasses.asdict(run.model), "quant": dataclasses.asdict(run.quant),
-                  "eval": dataclasses.asdict(run.eval), "precision": precision,
+                  "eval": eval_key, "precision": precision,
                   "device": device, "seed": run.seed if run.model.init == "random" else None,
                   "tasks_version": evaluate.TASKS_VERSION,
-                  # The held-out task scores the run's own test split, which the data config fixes.
                   "data": dataclasses.asdict(run.data) if evaluate.HELDOUT_TASK in run.eval.tasks else None}
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:20], key_fields
+
+
+def base_scores(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path) -> dict:
+    """Scores of the untrained ``model``, cached per :func:`base_cache_key`."""
+    key, key_fields = base_cache_key(run, precision, device)
     path = cache_dir() / "eval_base" / f"{key}.json"
     if path.is_file():
         log.info("base scores from cache %s", path)

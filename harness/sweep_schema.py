@@ -89,9 +89,12 @@ class SweepConfig:
     this invocation, run the trials that failed (status ``failed``, e.g. a bug since fixed; not
     ``oom``, ``diverged`` or ``skipped``, which are results) again from the start in their
     folders; the failed records are kept there as ``record.failed-<trial>.json``. start_within
-    (seconds): start no trial (or pack) later than this after the driver started; the running
-    ones finish, the rest wait for the same command again. For a machine lent for a fixed time:
-    its limit minus the longest trial, so that no trial is stopped halfway and its training lost.
+    (seconds): start no run or pack later than this after the driver started its workers (the
+    sweep planned and its study open, seconds after the command); the running ones finish, the
+    rest wait for the same command again. For a machine lent for a fixed time: its limit minus
+    the planning and the longest run or pack, so that none is stopped halfway and its training
+    lost. With seeds one after another, each seed's run is checked (a trial may stop between
+    seeds); with the submitit launcher it bounds when jobs are submitted, not when they start.
     """
 
     name: str = MISSING

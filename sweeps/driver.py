@@ -190,7 +190,7 @@ class Driver(WorkerLoop, PackedTrials):
         self.errors: list[BaseException] = []
         self.yielded = 0  # duplicate trials since the last trial that ran (all workers)
         self.done: list[threading.Event] = []  # one per worker, set when it ends
-        self.started = time.monotonic()  # sweep.start_within counts from here
+        self.started = time.monotonic()  # sweep.start_within counts from here: planned, the study open
         self.window_closed = False  # sweep.start_within has passed (workers start nothing more)
         # A trial's seeds run side by side (sweep.seeds_together), except where runtime is
         # measured (each run keeps its GPU to itself) or packs take the seeds instead.
@@ -235,12 +235,18 @@ class Driver(WorkerLoop, PackedTrials):
         if self.seeds_together:
             # Every seed's run at once, each its own process on this worker's GPU: a GPU that
             # one small run leaves mostly idle holds the trial's seeds side by side.
-            records = run_side_by_side(run_seed, plan.seeds, f"trial-{trial.number}")
+            if self.may_start():
+                records = run_side_by_side(run_seed, plan.seeds, f"trial-{trial.number}")
         else:
             for seed in plan.seeds:
-                records.append(run_seed(seed))
-                if records[-1]["status"] in ("pruned", "interrupted") or self.stop.is_set():
+                if not self.may_start():
                     break
+                records.append(run_seed(seed))
+                if records[-1]["status"] in ("pruned", "interrupted"):
+                    break
+        if not records:  # stopping, or sweep.start_within passed, before its first run: not a data point
+            records = [RunRecord(status="interrupted", run_dir=str(seed_dir(plan.seeds[0])),
+                                 error="the sweep driver started no more runs (stopping, or sweep.start_within passed)")]
         study_lib.with_retry(lambda: self.tell(trial, records), f"recording trial {trial.number}",
                              plan.cfg.storage_retry_seconds)
 
@@ -458,7 +464,7 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
     final = study_lib.with_retry(lambda: study_lib.progress(study, plan.planned, by_point=plan.grid is not None),
                                  "checking the study", cfg.storage_retry_seconds)
     if driver.window_closed and not final.finished:
-        log.warning("sweep.start_within=%gs: stopped starting trials, %d configuration(s) not run yet; run the same "
+        log.warning("sweep.start_within=%gs: stopped starting runs, %d configuration(s) not done yet; run the same "
                     "command again to resume", cfg.start_within, final.planned - final.done)
     return 0 if final.finished else 1
 

@@ -120,10 +120,10 @@ class PackedTrials:
             for chunk in pack_chunks(members, plan.pack_size, plan.cfg.gpu_memory_budget):
                 if len(chunk) == 1:
                     alone.extend(chunk)
-                elif not self.stop.is_set():
+                elif self.may_start():
                     self.run_pack(chunk, slot, also)
         for entry in alone:
-            if not self.stop.is_set():
+            if self.may_start():
                 entry.record = self.run_one(entry.trial, entry.params, entry.seed, entry.overrides, entry.run_dir, slot,
                                             also)
         for trial, _ in batch:
@@ -168,7 +168,11 @@ class PackedTrials:
                 (e.run_dir / RECORD_NAME).replace(e.run_dir / PACK_OOM_RECORD)
             half = len(chunk) // 2
             for part in (chunk[:half], chunk[half:]):
-                if len(part) == 1:
+                if not self.may_start():  # not run again now: the next command runs it
+                    for e in part:
+                        e.record = RunRecord(status="interrupted", run_dir=str(e.run_dir),
+                                             error="its pack ran out of memory; the sweep driver started no more runs")
+                elif len(part) == 1:
                     e = part[0]
                     e.record = self.run_one(e.trial, e.params, e.seed, e.overrides, e.run_dir, slot, also)
                 else:

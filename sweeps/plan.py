@@ -156,6 +156,9 @@ def check_inputs(run: RunConfig, cfg: SweepConfig) -> None:
             if parts[1] not in run.eval.tasks:
                 raise ConfigError(f"sweep.objectives: {objective.metric!r} needs task {parts[1]} in eval.tasks "
                                   f"(the runs score: {', '.join(run.eval.tasks) or 'nothing, eval=none'})")
+        if parts[0].startswith(("eval_quantized", "eval_base_quantized")) and not run.eval.quantized_context:
+            raise ConfigError(f"sweep.objectives: {objective.metric!r} is not scored with eval.quantized_context=false "
+                              "(the runs score only the adapter merged into the 16-bit base: eval.TASK.METRIC)")
     if cfg.pruner != "none" and run.trainer.val_every_n_steps is None:
         raise ConfigError("sweep.pruner: pruning needs intermediate val losses; set trainer.val_every_n_steps")
     data.load_examples(run.data)

@@ -46,7 +46,7 @@ def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | 
     Optuna state when the study is given. Returns the path, or None when there is no record."""
     import pandas as pd
 
-    from harness.results import load_records
+    from harness.results import PARAMS_ORDER, load_records
 
     trials_dir = sweep_dir / "trials"
     lost = lost_records(study, sweep_dir) if study is not None else []
@@ -54,6 +54,7 @@ def write_results(sweep_dir: Path, study: optuna.Study | None = None) -> Path | 
     if not has_records and not lost:
         return None
     frame = load_records(trials_dir) if has_records else pd.DataFrame()
+    frame = frame.drop(columns=[PARAMS_ORDER], errors="ignore")  # the loader's, for the report: no record field
     if lost:  # a finished trial whose record is gone keeps its row, saying so
         frame = pd.concat([frame, pd.DataFrame(lost)], ignore_index=True)
     if study is not None and "sweep.trial" in frame.columns:

@@ -104,16 +104,24 @@ class WorkerLoop:
             self.errors.append(exc)
             self.stop.set()
 
+    def may_start(self) -> bool:
+        """Whether a run may start now: the driver is not stopping and ``sweep.start_within`` has
+        not passed. Checked before every run or pack a worker starts (a trial's next seed, the
+        next pack of a batch, the re-runs drawn while filling a pack, the halves of a pack out of
+        memory), so that none starts after the window."""
+        return not self.stop.is_set() and not self.start_window_closed()
+
     def start_window_closed(self) -> bool:
-        """Whether ``sweep.start_within`` seconds have passed since the driver started: then this
-        worker starts nothing more (said once per driver)."""
+        """Whether ``sweep.start_within`` seconds have passed since the driver started its workers
+        (the sweep planned and its study open): then this worker starts nothing more (said once
+        per driver)."""
         limit = self.plan.cfg.start_within
         if limit is None or time.monotonic() - self.started < limit:
             return False
         with self.lock:
             if not self.window_closed:
                 self.window_closed = True
-                log.info("sweep.start_within=%gs has passed: no more trials start; the running ones finish", limit)
+                log.info("sweep.start_within=%gs has passed: no more runs start; the running ones finish", limit)
         return True
 
     def _ask(self) -> tuple[optuna.Trial, dict] | None:

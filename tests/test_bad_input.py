@@ -168,6 +168,10 @@ CASES = [
                                  "sweep.objectives=[{metric:val_los_last,direction:minimize}]"],
      "sweep.objectives: 'val_los_last' is not a metric of a run record; did you mean val_loss_last?"),
     ("malformed space", ["+sweep=custom", "+sweep.space.adapter.r={low:8}"], "sweep.space.adapter.r: expected a list of values"),
+    ("objective not scored without the quantized context", ["+sweep=custom", "+sweep.space.adapter.r=[8]", "quant=nf4",
+                                                            "eval=probes", "eval.quantized_context=false",
+                                                            "sweep.objectives=[{metric:eval_quantized.harness_heldout.token_nll,direction:minimize}]"],
+     "sweep.objectives: 'eval_quantized.harness_heldout.token_nll' is not scored with eval.quantized_context=false"),
     # Storage and the file system: the URL (password masked) or the path, and what to do; before any trial.
     ("storage server down", [*SWEEP, "sweep.storage=postgresql://harness:secret@127.0.0.1:1/sweeps"],
      "sweep.storage=postgresql://harness:***@127.0.0.1:1/sweeps: cannot reach the database server"),

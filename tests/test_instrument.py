@@ -113,6 +113,13 @@ def test_quantized_context_false_scores_only_the_merged_model(chat_file, tmp_pat
     for key in ("eval", "eval_base", "eval_delta"):
         assert merged_only[key] == both[key], key
     assert merged_only["train_losses"] == both["train_losses"]
+    # Which models are scored is no part of the base scores' cache key: the cache keeps serving.
+    from harness.scoring import base_cache_key
+    from tests.helpers import compose_run
+
+    keys = {base_cache_key(compose_run([*overrides, f"eval.quantized_context={v}"]), "32-true", "cpu")[0]
+            for v in ("true", "false")}
+    assert len(keys) == 1
 
 
 def test_unquantized_runs_are_scored_in_process(chat_file, tmp_path):

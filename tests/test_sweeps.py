@@ -196,17 +196,23 @@ def test_random_sampler_with_seeds_and_pruning_reports(chat_file, tmp_path):
 
 
 def test_start_within_lets_running_trials_finish_and_starts_no_more(chat_file, tmp_path):
-    # A tiny trial's process runs far longer than 2 s, so the window closes while the first one
-    # trains: it finishes, the second never starts, and the same command resumes it.
+    # The window (2 s from the command's start) closes while the first run trains (a tiny run's
+    # process alone takes longer): it finishes; neither its trial's second seed (seeds run one
+    # after another here) nor the second trial starts; the same command runs both, keeping the
+    # first seed's record.
     sweep_dir = tmp_path / "window"
-    args = ["+sweep=custom", "+sweep.space.seed=[1,2]", "sweep.workers=1", *tiny(chat_file)]
+    args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", "sweep.workers=1", *tiny(chat_file)]
     first = sweep_cli([*args, "sweep.start_within=2"], sweep_dir)
     assert first.returncode == 1, first.stderr[-3000:]
-    assert "sweep.start_within=2s: stopped starting trials, 1 configuration(s) not run yet" in first.stderr
+    assert "sweep.start_within=2s: stopped starting runs, 2 configuration(s) not done yet" in first.stderr
     assert list(results(sweep_dir)["status"]) == ["ok"]
+    kept = next(sweep_dir.glob("trials/*/seed_1/record.json"))
+    written = kept.stat().st_mtime_ns
     again = sweep_cli(args, sweep_dir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert list(results(sweep_dir)["status"]) == ["ok", "ok"]
+    table = results(sweep_dir)
+    assert list(table["status"]) == ["ok"] * 4 and "sweep.params_order" not in table.columns
+    assert kept.stat().st_mtime_ns == written  # the seed that had run was not run again
 
 
 def test_submitit_launcher_runs_trials_as_jobs(chat_file, tmp_path):
