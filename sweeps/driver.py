@@ -178,6 +178,7 @@ class Driver(WorkerLoop, PackedTrials):
     (:class:`sweeps.packed.PackedTrials`)."""
 
     trial_record = staticmethod(trial_record)  # the record of an ended trial process, for packs too
+    left_no_record = staticmethod(left_no_record)  # the driver's record of a run that never ran, for packs too
 
     def __init__(self, plan: SweepPlan, study: optuna.Study, launcher, slots: list[str | None]):
         self.plan, self.study, self.launcher, self.slots = plan, study, launcher, slots

@@ -79,7 +79,8 @@ class PackedTrials:
     """The driver's packed trials. Mixed into :class:`sweeps.driver.Driver`, whose attributes it
     uses: ``plan``, ``study``, ``launcher``, ``slots``, ``stop``, and its methods for one run
     (``sweep_fields``, ``skip_if_over_budget``, ``run_one``, ``wandb_name``), for the record of an
-    ended process (``trial_record``: the one it wrote, or the driver's where it left none) and
+    ended process (``trial_record``: the one it wrote, or the driver's where it left none) or of
+    one that never ran (``left_no_record``), for whether a run may start (``may_start``) and
     for telling the study (``tell``)."""
 
     def run_packed(self, batch: list[tuple[optuna.Trial, dict]], slot: str | None, waiting: list | None = None) -> None:
@@ -99,6 +100,11 @@ class PackedTrials:
             for seed in plan.seeds:
                 entry = PackEntry(trial, params, seed, overrides + ([f"seed={seed}"] if seed is not None else []),
                                   trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}")
+                if "trial_dir" in trial.user_attrs:  # a re-run: the seeds that ended keep their records
+                    entry.record = self.finished_record(entry.run_dir)
+                    if entry.record is not None:
+                        runs.append(entry)
+                        continue
                 entry.run_dir.mkdir(parents=True, exist_ok=True)
                 entry.run, entry.resolved = compose(entry.overrides)
                 entry.sweep = self.sweep_fields(trial, params, seed, entry.run, slot).to_json()
@@ -170,8 +176,10 @@ class PackedTrials:
             for part in (chunk[:half], chunk[half:]):
                 if not self.may_start():  # not run again now: the next command runs it
                     for e in part:
-                        e.record = RunRecord(status="interrupted", run_dir=str(e.run_dir),
-                                             error="its pack ran out of memory; the sweep driver started no more runs")
+                        record = RunRecord(status="interrupted", config=e.resolved, run_dir=str(e.run_dir), seed=e.run.seed,
+                                           error="its pack ran out of memory, and the sweep driver started no more runs")
+                        record.sweep, record.pack_log = e.sweep, str(log_path)
+                        e.record = self.left_no_record(e.run_dir, record)
                 elif len(part) == 1:
                     e = part[0]
                     e.record = self.run_one(e.trial, e.params, e.seed, e.overrides, e.run_dir, slot, also)

@@ -93,7 +93,7 @@ class WorkerLoop:
                 got = self._ask()
                 if got is None:
                     continue
-                if self.plan.pack and "trial_dir" not in got[0].user_attrs:
+                if self.plan.pack and self.packable(got[0]):
                     batch, reruns = self._fill_pack(got)
                     self.run_packed(batch, slot, waiting=[t for t, _ in reruns])
                     for rerun in reruns:
@@ -143,10 +143,26 @@ class WorkerLoop:
         self.yielded = 0
         return trial, params
 
+    def packable(self, trial: optuna.Trial) -> bool:
+        """Whether a trial can join a pack: a fresh one, or the re-run of a lost or interrupted one
+        that left no checkpoint to resume from (a packed run leaves none; its seeds that ended
+        keep their records, :meth:`sweeps.packed.PackedTrials.run_packed`). Not a failed trial
+        run again from the start (``sweep.retry_failed``), which sets its failed seeds aside."""
+        attrs = trial.user_attrs
+        if "trial_dir" not in attrs:
+            return True
+        if attrs.get("fresh"):
+            return False
+        from harness.train import CHECKPOINT_DIR
+
+        trial_dir = self.plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
+        dirs = [trial_dir] if len(self.plan.seeds) == 1 else [trial_dir / f"seed_{s}" for s in self.plan.seeds]
+        return not any(any((d / CHECKPOINT_DIR).glob("*.ckpt")) for d in dirs)
+
     def _fill_pack(self, first: tuple[optuna.Trial, dict]) -> tuple[list, list]:
-        """``first`` and as many more fresh trials as fit a pack (``sweep.pack_size`` runs, each
-        trial one run per seed), and the re-runs of interrupted trials drawn meanwhile: those run
-        alone after the pack, from their checkpoints."""
+        """``first`` and as many more packable trials (:meth:`packable`) as fit a pack
+        (``sweep.pack_size`` runs, each trial one run per seed), and a re-run drawn meanwhile
+        that must resume from its checkpoint: it runs alone after the pack."""
         batch, reruns = [first], []
         per_trial = len(self.plan.seeds)
         while (len(batch) + 1) * per_trial <= self.plan.pack_size and not self.stop.is_set():
@@ -156,7 +172,7 @@ class WorkerLoop:
             got = self._ask()
             if got is None:
                 continue
-            if "trial_dir" in got[0].user_attrs:
+            if not self.packable(got[0]):
                 reruns.append(got)
                 break
             batch.append(got)

@@ -368,6 +368,28 @@ def test_a_pack_out_of_memory_splits_and_its_trials_run_again(tiny_pretrained, c
     assert sorted((sweep_dir / "trials").glob("*/pack_oom_record.json")), "no pack ran out of memory"
 
 
+def test_interrupted_packed_trials_run_again_in_a_pack(tiny_pretrained, chat_file, tmp_path):
+    import pandas as pd
+
+    from tests.helpers import run_cli
+
+    # The pack starts within 10 s (sweep.start_within) and runs out of memory after them (its
+    # process alone takes longer to start), so its halves do not
+    # start: both trials are interrupted. They left no checkpoint, so the same command (without
+    # the fault) packs them again, all four runs in one process.
+    sweep_dir = tmp_path / "again"
+    args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", "sweep.pack=true", "sweep.workers=1",
+            *tiny(chat_file, size=16, base=tiny_pretrained), f"hydra.sweep.dir={sweep_dir}"]
+    first = run_cli([*args, "fault.kind=oom", "fault.at_step=1", "sweep.start_within=10"], timeout=900)
+    assert first.returncode == 1 and (sweep_dir / "results.csv").is_file(), first.stderr[-3000:]
+    assert set(pd.read_csv(sweep_dir / "results.csv")["status"]) == {"interrupted"}
+    again = run_cli(args, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = pd.read_csv(sweep_dir / "results.csv")
+    assert len(table) == 4 and set(table["status"]) == {"ok"}, table[["status", "error"]]
+    assert table["packed"].all() and (table["pack_size"] == 4).all()
+
+
 @pytest.mark.slow
 def test_packed_trials_equal_their_alone_runs_on_the_embedded_model(chat_file, tmp_path):
     base = ["model=smollm2_135m", "data=sharegpt_file", f"data.path={chat_file}", "data.train_size=8",
