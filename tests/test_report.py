@@ -494,6 +494,9 @@ def test_a_misspelt_claim_level_fails_sweep_planning_with_one_error_line():
                       objectives=[{"metric": "train_seconds"}])
     with pytest.raises(ConfigError, match="needs quant=fp4"):
         check_sweep_claims(cfg)
+    # A study of another name extends the sweep over some levels; its own-named study has the rest.
+    check_sweep_claims(SweepConfig(name="qlora", study_name="qlora_more", space=dict(cfg.space),
+                                   objectives=[{"metric": "train_seconds"}]))
 
 
 # --- (f) the CLI on several sweeps --------------------------------------------------------------
