@@ -298,7 +298,7 @@ class Driver(WorkerLoop, PackedTrials):
         env["WANDB_NAME"] = self.wandb_name(trial, seed)
         # The trial's identity, what its record says of the sweep (harness.trial.stamp), and the
         # callbacks it runs: the pruner's reporter when the study prunes (sweeps.pruning, imported
-        # by the trial; the driver stays free of Lightning).
+        # by the trial, not by the driver).
         pruning = [{"_target_": "sweeps.pruning.PruningReporter", "storage": plan.storage_url,
                     "study_name": plan.study_name, "trial_id": trial._trial_id}] if plan.cfg.pruner != "none" else []
         env[TRIAL_ENV] = json.dumps({"callbacks": pruning, "sweep": sweep, "log": str(log_path.resolve())}, default=str)

@@ -130,8 +130,12 @@ class PackedTrials:
                     self.run_pack(chunk, slot, also)
         for entry in alone:
             if self.may_start():
-                entry.record = self.run_one(entry.trial, entry.params, entry.seed, entry.overrides, entry.run_dir, slot,
-                                            also)
+                # A re-run's run alone takes over its folder as Driver.run_trial's does (the folder
+                # holds its interrupted record, which only a resuming run may replace).
+                rerun = "trial_dir" in entry.trial.user_attrs and not entry.trial.user_attrs.get("fresh")
+                entry.record = self.run_one(entry.trial, entry.params, entry.seed,
+                                            entry.overrides + (["trainer.resume=auto"] if rerun else []),
+                                            entry.run_dir, slot, also)
         for trial, _ in batch:
             records = [e.record for e in runs if e.trial is trial and e.record is not None]
             if not records:  # the driver stopped before any of its runs started: not a data point

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 
 from harness.compose import compose
+from harness.paths import CONF_DIR
 from harness.schema import ConfigError, RunConfig, SweepConfig
 from harness.sweep_schema import RUNTIME_METRICS
 
@@ -95,15 +96,31 @@ def packs(cfg: SweepConfig, axes: list[Axis], base: list[str], exclusive: bool) 
 
 def check_sweep_claims(cfg: SweepConfig) -> None:
     """The findings report's claims about this sweep name axes and levels of its full design
-    (not the smoke subset): a renamed label fails here, not as a silent 'not measured'. Not
-    for a study of another name (``sweep.study_name``): that extends the sweep over levels the
-    report reads with its own-named study's, which holds the rest."""
+    (not the smoke subset): a renamed label fails here, not as a silent 'not measured'.
+
+    A study of another name (``sweep.study_name``) of a named sweep may run part of its design
+    or extend it (new levels, e.g. a higher lr), read by the report with the own-named study's
+    records: its claims are checked on the named sweep's own design, and each axis it sweeps must
+    be one of that design's axes, with its labels where the axis is a choice."""
     from harness.report.claims import check_claims
 
-    if cfg.study_name not in (None, cfg.name):
-        return
+    space = parse_space(dict(cfg.space))
+    design = CONF_DIR / "sweep" / f"{cfg.name}.yaml"
+    if cfg.study_name not in (None, cfg.name) and design.is_file():
+        from omegaconf import OmegaConf
+
+        own = {a.key: a for a in parse_space(dict(OmegaConf.to_container(OmegaConf.load(design)).get("space") or {}))}
+        for axis in space:
+            if axis.key not in own:
+                raise ConfigError(f"sweep.space.{axis.key}: not an axis of sweep {cfg.name} ({', '.join(own)}); "
+                                  f"study {cfg.study_name} extends that sweep, so it sweeps its axes")
+            unknown = sorted(set(axis.bundles) - set(own[axis.key].bundles))
+            if unknown:
+                raise ConfigError(f"sweep.space.{axis.key}: {', '.join(unknown)} is not a choice of sweep {cfg.name} "
+                                  f"({', '.join(own[axis.key].bundles)})")
+        space = list(own.values())
     try:
-        check_claims(cfg.name, {a.key: list(a.values) for a in parse_space(dict(cfg.space))})
+        check_claims(cfg.name, {a.key: list(a.values) for a in space})
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

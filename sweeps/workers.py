@@ -147,17 +147,19 @@ class WorkerLoop:
         """Whether a trial can join a pack: a fresh one, or the re-run of a lost or interrupted one
         that left no checkpoint to resume from (a packed run leaves none; its seeds that ended
         keep their records, :meth:`sweeps.packed.PackedTrials.run_packed`). Not a failed trial
-        run again from the start (``sweep.retry_failed``), which sets its failed seeds aside."""
+        run again from the start (``sweep.retry_failed``), which sets its failed seeds aside, nor
+        one whose pack ran out of memory (a pack of the same size would again)."""
+        from .packed import PACK_OOM_RECORD
+
         attrs = trial.user_attrs
         if "trial_dir" not in attrs:
             return True
         if attrs.get("fresh"):
             return False
-        from harness.train import CHECKPOINT_DIR
-
         trial_dir = self.plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
         dirs = [trial_dir] if len(self.plan.seeds) == 1 else [trial_dir / f"seed_{s}" for s in self.plan.seeds]
-        return not any(any((d / CHECKPOINT_DIR).glob("*.ckpt")) for d in dirs)
+        # "checkpoints": harness.train.CHECKPOINT_DIR, where trainer.resume=auto looks
+        return not any(any((d / "checkpoints").glob("*.ckpt")) or (d / PACK_OOM_RECORD).is_file() for d in dirs)
 
     def _fill_pack(self, first: tuple[optuna.Trial, dict]) -> tuple[list, list]:
         """``first`` and as many more packable trials (:meth:`packable`) as fit a pack

@@ -369,15 +369,48 @@ def test_a_pack_out_of_memory_splits_and_its_trials_run_again(tiny_pretrained, c
 
 
 def test_interrupted_packed_trials_run_again_in_a_pack(tiny_pretrained, chat_file, tmp_path):
+    import os
+    import signal
+    import time
+
+    import pandas as pd
+
+    from tests.helpers import run_cli
+
+    # Ctrl-C while the pack trains: its runs are interrupted and leave no checkpoint, so the same
+    # command packs them again, all four runs in one process.
+    sweep_dir = tmp_path / "again"
+    args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", "sweep.pack=true", "sweep.workers=1",
+            *tiny(chat_file, size=16, base=tiny_pretrained), "trainer.max_steps=60", f"hydra.sweep.dir={sweep_dir}"]
+    driver = subprocess.Popen([sys.executable, "-m", "harness.run", *args], cwd=REPO_ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    deadline = time.monotonic() + 300
+    while not any("splits:" in p.read_text() for p in sweep_dir.glob("packs/*/pack.log")):  # the pack has its data
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()[-3000:]
+        time.sleep(0.2)
+    time.sleep(1.0)
+    driver.send_signal(signal.SIGINT)
+    out = driver.communicate(timeout=300)[0]
+    assert driver.returncode != 0, out[-3000:]
+    stopped = [json.loads(p.read_text())["status"] for p in sweep_dir.glob("trials/*/seed_*/record.json")]
+    assert stopped == ["interrupted"] * 4, out[-3000:]
+    again = run_cli(args, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = pd.read_csv(sweep_dir / "results.csv")
+    assert len(table) == 4 and set(table["status"]) == {"ok"}, table[["status", "error"]]
+    assert table["packed"].all() and (table["pack_size"] == 4).all()
+
+
+def test_trials_of_a_pack_out_of_memory_run_again_alone(tiny_pretrained, chat_file, tmp_path):
     import pandas as pd
 
     from tests.helpers import run_cli
 
     # The pack starts within 10 s (sweep.start_within) and runs out of memory after them (its
-    # process alone takes longer to start), so its halves do not
-    # start: both trials are interrupted. They left no checkpoint, so the same command (without
-    # the fault) packs them again, all four runs in one process.
-    sweep_dir = tmp_path / "again"
+    # process alone takes longer to start), so its halves do not start. On the next command the
+    # trials run alone (a pack of that size would run out of memory again), each run resuming
+    # in its folder (which holds the driver's interrupted record).
+    sweep_dir = tmp_path / "oom_again"
     args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", "sweep.pack=true", "sweep.workers=1",
             *tiny(chat_file, size=16, base=tiny_pretrained), f"hydra.sweep.dir={sweep_dir}"]
     first = run_cli([*args, "fault.kind=oom", "fault.at_step=1", "sweep.start_within=10"], timeout=900)
@@ -387,7 +420,7 @@ def test_interrupted_packed_trials_run_again_in_a_pack(tiny_pretrained, chat_fil
     assert again.returncode == 0, again.stderr[-3000:]
     table = pd.read_csv(sweep_dir / "results.csv")
     assert len(table) == 4 and set(table["status"]) == {"ok"}, table[["status", "error"]]
-    assert table["packed"].all() and (table["pack_size"] == 4).all()
+    assert "packed" not in table.columns or not table["packed"].fillna(False).astype(bool).any()
 
 
 @pytest.mark.slow

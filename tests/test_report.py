@@ -494,9 +494,16 @@ def test_a_misspelt_claim_level_fails_sweep_planning_with_one_error_line():
                       objectives=[{"metric": "train_seconds"}])
     with pytest.raises(ConfigError, match="needs quant=fp4"):
         check_sweep_claims(cfg)
-    # A study of another name extends the sweep over some levels; its own-named study has the rest.
-    check_sweep_claims(SweepConfig(name="qlora", study_name="qlora_more", space=dict(cfg.space),
-                                   objectives=[{"metric": "train_seconds"}]))
+    # A study of another name runs part of the named sweep's design (or extends it): its claims
+    # are checked on that design, and it may sweep only that design's axes and choices.
+    part = {"quant": {"choices": {"nf4": ["quant=nf4"]}}}
+    check_sweep_claims(SweepConfig(name="qlora", study_name="qlora_more", space=part, objectives=[{"metric": "m"}]))
+    extended = {"method": {"choices": {"lora_qv": ["adapter=lora"]}}, "optimizer.lr": [3e-3, 1e-2]}
+    check_sweep_claims(SweepConfig(name="full_vs_lora", study_name="more", space=extended, objectives=[{"metric": "m"}]))
+    for bad, says in (({"quant": {"choices": {"nf3": ["quant=nf4"]}}}, "sweep.space.quant: nf3 is not a choice of sweep qlora"),
+                      ({"adapter.r": [8]}, "sweep.space.adapter.r: not an axis of sweep qlora")):
+        with pytest.raises(ConfigError, match=says):
+            check_sweep_claims(SweepConfig(name="qlora", study_name="qlora_more", space=bad, objectives=[{"metric": "m"}]))
 
 
 # --- (f) the CLI on several sweeps --------------------------------------------------------------
