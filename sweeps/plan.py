@@ -112,8 +112,9 @@ def check_sweep_claims(cfg: SweepConfig) -> None:
         own = {a.key: a for a in parse_space(dict(OmegaConf.to_container(OmegaConf.load(design)).get("space") or {}))}
         for axis in space:
             if axis.key not in own:
-                raise ConfigError(f"sweep.space.{axis.key}: not an axis of sweep {cfg.name} ({', '.join(own)}); "
-                                  f"study {cfg.study_name} extends that sweep, so it sweeps its axes")
+                raise ConfigError(f"sweep.space.{axis.key}: not an axis of sweep {cfg.name} ({', '.join(own)}); a study "
+                                  f"of another name ({cfg.study_name}) runs part of that sweep or new levels of its axes "
+                                  "(a new axis: a sweep of its own, e.g. +sweep=custom)")
             unknown = sorted(set(axis.bundles) - set(own[axis.key].bundles))
             if unknown:
                 raise ConfigError(f"sweep.space.{axis.key}: {', '.join(unknown)} is not a choice of sweep {cfg.name} "
