@@ -110,6 +110,9 @@ def check_sweep_claims(cfg: SweepConfig) -> None:
         from omegaconf import OmegaConf
 
         own = {a.key: a for a in parse_space(dict(OmegaConf.to_container(OmegaConf.load(design)).get("space") or {}))}
+    else:
+        own = {}
+    if own:  # a named sweep's design (custom has none: its space is the command line's)
         for axis in space:
             if axis.key not in own:
                 raise ConfigError(f"sweep.space.{axis.key}: not an axis of sweep {cfg.name} ({', '.join(own)}); a study "

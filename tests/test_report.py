@@ -498,6 +498,7 @@ def test_a_misspelt_claim_level_fails_sweep_planning_with_one_error_line():
     # are checked on that design, and it may sweep only that design's axes and choices.
     part = {"quant": {"choices": {"nf4": ["quant=nf4"]}}}
     check_sweep_claims(SweepConfig(name="qlora", study_name="qlora_more", space=part, objectives=[{"metric": "m"}]))
+    check_sweep_claims(SweepConfig(name="custom", study_name="mine", space={"seed": [1, 2]}, objectives=[{"metric": "m"}]))
     extended = {"method": {"choices": {"lora_qv": ["adapter=lora"]}}, "optimizer.lr": [3e-3, 1e-2]}
     check_sweep_claims(SweepConfig(name="full_vs_lora", study_name="more", space=extended, objectives=[{"metric": "m"}]))
     for bad, says in (({"quant": {"choices": {"nf3": ["quant=nf4"]}}}, "sweep.space.quant: nf3 is not a choice of sweep qlora"),
