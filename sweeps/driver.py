@@ -211,11 +211,10 @@ class Driver(WorkerLoop, PackedTrials):
         rerun = "trial_dir" in trial.user_attrs
         # A failed trial run again (sweep.retry_failed) starts over: only ok seeds are kept.
         fresh = bool(trial.user_attrs.get("fresh"))
-        trial_dir = plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
         overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
 
         def seed_dir(seed) -> Path:
-            return trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}"
+            return plan.run_dir(trial, seed)
 
         if fresh:  # every failed seed set aside before any runs: a later re-run never keeps one
             for seed in plan.seeds:

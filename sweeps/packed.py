@@ -95,11 +95,10 @@ class PackedTrials:
         plan = self.plan
         runs, alone, groups = [], [], {}
         for trial, params in batch:
-            trial_dir = plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
             overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
             for seed in plan.seeds:
                 entry = PackEntry(trial, params, seed, overrides + ([f"seed={seed}"] if seed is not None else []),
-                                  trial_dir if len(plan.seeds) == 1 else trial_dir / f"seed_{seed}")
+                                  plan.run_dir(trial, seed))
                 if "trial_dir" in trial.user_attrs:  # a re-run: the seeds that ended keep their records
                     entry.record = self.finished_record(entry.run_dir)
                     if entry.record is not None:

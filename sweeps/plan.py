@@ -19,6 +19,7 @@ from harness.paths import CONF_DIR
 from harness.schema import ConfigError, RunConfig, SweepConfig
 from harness.sweep_schema import RUNTIME_METRICS
 
+from . import study as study_lib
 from .space import Axis, grid_space, merge_overrides, override_key, parse_space
 
 log = logging.getLogger("harness.sweep")
@@ -50,6 +51,12 @@ class SweepPlan:
     slots: list[str | None] = field(default_factory=list)  # CUDA_VISIBLE_DEVICES per worker
     pack: bool = False  # compatible trials train together (harness.packing), up to pack_size runs
     pack_size: int = 1
+
+    def run_dir(self, trial: optuna.Trial, seed) -> Path:
+        """Where a trial's run for ``seed`` runs: its folder under ``trials/`` (for a re-run, the
+        folder of the trial it re-runs), and ``seed_<seed>/`` in it where the sweep has seeds."""
+        trial_dir = self.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
+        return trial_dir if len(self.seeds) == 1 else trial_dir / f"seed_{seed}"
 
     @property
     def directions(self) -> list[str]:
@@ -105,13 +112,7 @@ def check_sweep_claims(cfg: SweepConfig) -> None:
     from harness.report.claims import check_claims
 
     space = parse_space(dict(cfg.space))
-    design = CONF_DIR / "sweep" / f"{cfg.name}.yaml"
-    if cfg.study_name not in (None, cfg.name) and design.is_file():
-        from omegaconf import OmegaConf
-
-        own = {a.key: a for a in parse_space(dict(OmegaConf.to_container(OmegaConf.load(design)).get("space") or {}))}
-    else:
-        own = {}
+    own = named_design(cfg.name) if cfg.study_name not in (None, cfg.name) else {}
     if own:  # a named sweep's design (custom has none: its space is the command line's)
         for axis in space:
             if axis.key not in own:
@@ -127,6 +128,16 @@ def check_sweep_claims(cfg: SweepConfig) -> None:
         check_claims(cfg.name, {a.key: list(a.values) for a in space})
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def named_design(name: str) -> dict[str, Axis]:
+    """The axes of the named sweep's own YAML (conf/sweep/NAME.yaml), by key; none without one."""
+    from omegaconf import OmegaConf
+
+    design = CONF_DIR / "sweep" / f"{name}.yaml"
+    if not design.is_file():
+        return {}
+    return {a.key: a for a in parse_space(dict(OmegaConf.to_container(OmegaConf.load(design)).get("space") or {}))}
 
 
 def dedupe_by_effect(axis: Axis, base: list[str]) -> Axis:

@@ -156,8 +156,7 @@ class WorkerLoop:
             return True
         if attrs.get("fresh"):
             return False
-        trial_dir = self.plan.sweep_dir / "trials" / study_lib.trial_dir_name(trial)
-        dirs = [trial_dir] if len(self.plan.seeds) == 1 else [trial_dir / f"seed_{s}" for s in self.plan.seeds]
+        dirs = [self.plan.run_dir(trial, seed) for seed in self.plan.seeds]
         # "checkpoints": harness.train.CHECKPOINT_DIR, where trainer.resume=auto looks
         return not any(any((d / "checkpoints").glob("*.ckpt")) or (d / PACK_OOM_RECORD).is_file() for d in dirs)
 
