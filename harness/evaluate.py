@@ -66,10 +66,12 @@ def check_tasks(tasks: list[str]) -> None:
 
 
 def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 16, num_fewshot: int | None = None,
-          limit: int | None = None, heldout_path: Path | None = None) -> dict:
+          limit: int | None = None, heldout_path: Path | None = None, make_lm=None) -> dict:
     """Score ``model`` on lm-eval ``tasks``; returns ``{task: {metric: {"value", "stderr"}}}``.
 
     ``heldout_path``: the run's test split (see :func:`write_heldout`), needed by harness_heldout.
+    ``make_lm``: the lm-eval model wrapper, given HFLM's keyword arguments (HFLM unless set; a
+    pack's trials: :class:`harness.pack_scoring.PackLM`).
     """
     import torch
     from lm_eval import simple_evaluate
@@ -96,7 +98,7 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
         # (adapter.targets=all); the weights are tied as loaded already, so skip the re-tie.
         model.tie_weights = lambda *args, **kwargs: None
         try:
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+            lm = (make_lm or HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
         finally:
             del model.tie_weights
         # lm-eval prints progress notes to stdout; keep stdout for the caller's results.

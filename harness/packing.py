@@ -42,6 +42,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -76,6 +77,10 @@ log = logging.getLogger(__name__)
 
 ADAPTER_PREFIX = "trial"
 PACK_MEASURES = "pack"  # the record's memory and runtime fields are the whole pack's
+# How a pack's trials are scored after training (the A/B switch of this process's packs): each
+# trial's lm-eval requests served for all of them at once (harness.pack_scoring), or one trial
+# after another.
+PACK_EVAL_ENV, JOINT, ALONE = "HARNESS_PACK_EVAL", "joint", "alone"
 PACK_FAULTS = ("none", "oom", "nan")  # fault injection a pack does: the whole pack's OOM, one trial's NaN
 # Keys of a resolved config that may differ between the trials of one pack (a prefix covers the
 # keys under it); every other key must be equal. ``seed`` is added back for a random base.
@@ -132,6 +137,7 @@ def check_pack(members: list[Member]) -> None:
     if not members:
         raise ConfigError("pack: no trials")
     lora_path()  # a bad HARNESS_PACK_LORA is a user error, before any weights load
+    pack_eval()  # and a bad HARNESS_PACK_EVAL
     for m in members:
         why = unpackable_reason(m.run)
         if why:
@@ -181,10 +187,10 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             if m.run.eval.tasks and (base := score_pack_base(model, m, shared, peaks)) is not None:
                 m.record["eval_base"] = base
         fit_pack(model, router, members, shared, peaks, clock)
+        joint = joint_scores(router, members)
         for m in members:
-            if m.record["status"] != "failed" or m.active:
-                continue  # diverged in the loop
-            _finish_member(m, model, router, shared, peaks)
+            if trained(m):
+                _finish_member(m, model, router, shared, peaks, joint)
         if STOP.signum is not None:  # stopped between packed steps: the unfinished trials start over
             stopped = RunInterrupted(STOP.signum)
             for m in members:
@@ -387,8 +393,35 @@ def log_member(m: Member) -> None:
 
 
 
-def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: measure.PhasePeaks) -> None:
-    """After training: the trial's last validation, its adapter saved, its scores."""
+def trained(m: Member) -> bool:
+    """Whether the trial trained to its end (not diverged, not stopped) and is not finished yet."""
+    return m.record["status"] == "failed" and not m.active
+
+
+def pack_eval() -> str:
+    """How :data:`PACK_EVAL_ENV` says the packs of this process score their trials (:data:`JOINT`
+    unless set)."""
+    path = os.environ.get(PACK_EVAL_ENV) or JOINT
+    if path not in (JOINT, ALONE):
+        raise ConfigError(f"{PACK_EVAL_ENV}={path}: choose {JOINT} or {ALONE}")
+    return path
+
+
+def joint_scores(router: Router, members: list[Member]):
+    """The trials scored together (:mod:`harness.pack_scoring`): two or more that trained to
+    their end and score in-process on a 16-bit base; None where fewer do, or where
+    :data:`PACK_EVAL_ENV` says ``alone``."""
+    names = [m.name for m in members if trained(m) and m.run.eval.tasks and not scoring.scores_merged(m.run)]
+    if pack_eval() == ALONE or len(names) < 2:
+        return None
+    from .pack_scoring import JointScores
+
+    return JointScores(router, names)
+
+
+def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: measure.PhasePeaks, joint=None) -> None:
+    """After training: the trial's last validation, its adapter saved, its scores (with the
+    other trials of ``joint``, a :class:`harness.pack_scoring.JointScores`, where it is one)."""
     from .train import outcome
 
     splits, tokenizer, precision, device = shared.splits, shared.tokenizer, shared.precision, shared.device
@@ -400,9 +433,12 @@ def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: me
         if m.run.eval.tasks:
             eval_started = time.perf_counter()
             model.set_adapter(m.name)
+            together = joint is not None and m.name in joint.names
             with peaks.phase("eval"):
                 m.record.update(scoring.score_trained(model, tokenizer, m.run, precision, device, m.run_dir,
-                                                      m.record.get("eval_base"), m.record["adapter_path"]))
+                                                      m.record.get("eval_base"), m.record["adapter_path"],
+                                                      joint.lm(m.name) if together else None))
+            m.record["pack_eval"] = JOINT if together else ALONE
             m.record["eval_seconds"] = time.perf_counter() - eval_started
         m.record["status"] = "ok"
     except USER_ERRORS:

@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 MERGED_16BIT, IN_PROCESS = "merged_16bit", "in_process"
 
 
-def score_run(model, tokenizer, run: RunConfig, device: str, run_dir: Path) -> dict:
-    """lm-eval scores of the model as it is now, for the run's eval settings."""
+def score_run(model, tokenizer, run: RunConfig, device: str, run_dir: Path, make_lm=None) -> dict:
+    """lm-eval scores of the model as it is now, for the run's eval settings (``make_lm``: see
+    :func:`harness.evaluate.score`)."""
     e = run.eval
     heldout = run_dir / evaluate.HELDOUT_FILE
     return evaluate.score(model, tokenizer, e.tasks, device=device, batch_size=e.batch_size,
-                          num_fewshot=e.num_fewshot, limit=e.limit, heldout_path=heldout if heldout.is_file() else None)
+                          num_fewshot=e.num_fewshot, limit=e.limit, heldout_path=heldout if heldout.is_file() else None,
+                          make_lm=make_lm)
 
 
 def base_cache_key(run: RunConfig, precision: str, device: str) -> tuple[str, dict]:
@@ -89,16 +91,17 @@ def score_merged_16bit(adapter_dir: Path, tokenizer, run: RunConfig, precision: 
 
 
 def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path, eval_base: dict | None,
-                  adapter_path: str | None) -> dict:
+                  adapter_path: str | None, make_lm=None) -> dict:
     """The trained model's scores and their deltas from the base (``eval_base``); a quantized
     adapter (saved in ``adapter_path``) is also scored merged into the 16-bit base, which then
-    becomes ``eval`` (see the module's docstring)."""
+    becomes ``eval`` (see the module's docstring). ``make_lm`` scores the model in-process where
+    it trained (:func:`harness.evaluate.score`)."""
     if not scores_merged(run):
-        scores = score_run(model, tokenizer, run, device, run_dir)
+        scores = score_run(model, tokenizer, run, device, run_dir, make_lm)
         return {"eval": scores, "eval_protocol": IN_PROCESS, "eval_delta": evaluate.deltas(scores, eval_base)}
     out = {"eval_protocol": MERGED_16BIT}
     if scores_in_process(run):
-        scores = score_run(model, tokenizer, run, device, run_dir)
+        scores = score_run(model, tokenizer, run, device, run_dir, make_lm)
         out.update(eval_quantized=scores, eval_base_quantized=eval_base,
                    eval_quantized_delta=evaluate.deltas(scores, eval_base))
     out.update(score_merged_16bit(Path(adapter_path), tokenizer, run, precision, device, run_dir))

@@ -205,6 +205,52 @@ def test_batched_packs_equal_the_same_trials_run_alone(tiny_pretrained, chat_fil
         check_pack([Member(*compose_member(base), run_dir=tmp_path / "x")])
 
 
+SCORED = ["eval=custom", "eval.tasks=[harness_heldout,harness_agreement,harness_add1d]", "eval.limit=6"]
+
+
+def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, chat_file, tmp_path, monkeypatch):
+    """harness.pack_scoring: one stacked forward per batch of requests serves every trial, and
+    each trial's scores are the ones it gets scored alone on the pack's model (HFLM, its adapter
+    active); the likelihood task, a two-choice task and one-token answers. Measured on CPU
+    (2026-12-04): equal bit for bit, fp32 and bf16-true; the bound leaves room for other BLAS."""
+    from lm_eval.models.huggingface import HFLM
+
+    from harness import pack_scoring
+
+    calls, joints = [0], []
+    model_call = HFLM._model_call
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return model_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_model_call", counted)
+    joint_init = pack_scoring.JointScores.__init__
+    monkeypatch.setattr(pack_scoring.JointScores, "__init__", lambda self, *a: (joints.append(self), joint_init(self, *a))[1])
+    base = tiny(chat_file, size=16, base=tiny_pretrained) + SCORED
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))  # the base is scored by the first pack only
+    packs, forwards = {}, {}
+    for path in ("joint", "alone"):
+        monkeypatch.setenv("HARNESS_PACK_EVAL", path)
+        calls[0] = 0
+        packs[path] = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / path / str(i))
+                                  for i, t in enumerate(BATCHED_TRIALS)])
+        forwards[path] = calls[0]
+    for alone, joint in zip(packs["alone"], packs["joint"], strict=True):
+        assert alone["status"] == joint["status"] == "ok", joint.get("error")
+        assert (alone["pack_eval"], joint["pack_eval"]) == ("alone", "joint")
+        assert joint["eval"].keys() == alone["eval"].keys() == {"harness_heldout", "harness_agreement", "harness_add1d"}
+        for task, metrics in alone["eval"].items():
+            for metric, value in metrics.items():
+                assert joint["eval"][task][metric]["value"] == pytest.approx(value["value"], rel=1e-5, abs=1e-6), (task, metric)
+    # Three trials scored for the forwards of one: the joint pack's model calls are the stacked ones.
+    assert len(joints) == 1 and joints[0].names == ["trial0", "trial1", "trial2"]
+    assert joints[0].forwards > 0 and forwards["alone"] == 3 * joints[0].forwards
+    monkeypatch.setenv("HARNESS_PACK_EVAL", "stacked")
+    with pytest.raises(ConfigError, match="HARNESS_PACK_EVAL=stacked: choose joint or alone"):
+        check_pack([Member(*compose_member(base), run_dir=tmp_path / "x")])
+
+
 def test_which_trials_are_compatible(tiny_pretrained, chat_file):
     base = tiny(chat_file, size=16, base=tiny_pretrained)
     key = pack_key(compose_member(base)[1])

@@ -1,0 +1,123 @@
+"""Scoring a pack's trials together: one stacked forward serves every trial's adapter.
+
+After a pack trains, each trial is scored by lm-eval as it would be alone
+(:func:`harness.evaluate.score`), one trial after another. The trials of a pack share their
+data, hence their held-out split, so trials that score the same tasks send lm-eval the same
+loglikelihood requests. :class:`PackLM` is lm-eval's HFLM whose loglikelihood, asked by the
+first of them, runs each batch of requests once for all of them, stacked: trial k's copy of the
+batch goes to trial k's adapter (:mod:`harness.packed_lora`), and the other trials' results are
+kept (:class:`JointScores`) until lm-eval asks for them in their own turn. Everything else about
+scoring (building the tasks, metrics, aggregation, standard errors) is lm-eval's, per trial.
+
+Per request the arithmetic is HFLM's ``_loglikelihood_tokens``: the same ordering and batches
+(its Collator, with the one-token-continuation cache), left truncation, right padding, log-softmax
+and greedy match; a trial's results differ from its scores alone only by the float rounding of
+the batched LoRA term. Why: a 135M model's forward on a GPU is bound by host overhead (about the
+same time whatever the rows, docs/benchmarks.md), so K trials cost about one trial's forwards.
+Requests of other kinds (``generate_until``, and a seq2seq model) are HFLM's own, on the trial's
+adapter alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# The helpers as HFLM's module imports them (their home moved between lm-eval releases).
+from lm_eval.models.huggingface import HFLM, Collator, pad_and_concat
+
+from .packed_lora import Route, Router
+
+
+class JointScores:
+    """The loglikelihood results of the pack's trials ``names`` (adapters of one model, routed by
+    ``router``), computed for all of them at once, per batch size and request list."""
+
+    def __init__(self, router: Router, names: list[str]):
+        self.router = router
+        self.names = list(names)
+        self.results: dict[tuple, list[list[tuple[float, bool]]]] = {}
+        self.forwards = 0  # stacked forward passes run
+
+    def lm(self, name: str):
+        """A factory of the :class:`PackLM` of trial ``name`` (HFLM's keyword arguments)."""
+        return lambda **kwargs: PackLM(joint=self, name=name, **kwargs)
+
+
+def _sort_key(request: tuple) -> tuple:
+    """HFLM's order: longest first (its ``_collate``)."""
+    tokens = request[1] + request[2]
+    return -len(tokens), tuple(tokens)
+
+
+def _context_key(request: tuple) -> list[int]:
+    """HFLM's group of one-token continuations: context plus all but the last continuation token."""
+    return request[-2] + request[-1][:-1]
+
+
+class PackLM(HFLM):
+    """HFLM for trial ``name`` of a pack whose loglikelihood requests are answered for every
+    trial of ``joint`` at once (see the module's docstring)."""
+
+    def __init__(self, *, joint: JointScores, name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.joint = joint
+        self.index = joint.names.index(name)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        if self.backend != "causal" or not isinstance(self.batch_size, int):
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        key = (self.batch_size, tuple((tuple(context), tuple(continuation)) for _, context, continuation in requests))
+        if key not in self.joint.results:
+            self.joint.results[key] = self._every_trial(requests)
+        return self.joint.results[key][self.index]
+
+    def _every_trial(self, requests) -> list[list[tuple[float, bool]]]:
+        """Each trial's ``(log-likelihood, greedy)`` per request, in the requests' order."""
+        group_by = "contexts" if self.logits_cache else None
+        orders = [Collator(requests, sort_fn=_sort_key, group_by=group_by, group_fn=_context_key)
+                  for _ in self.joint.names]
+        answers: list[list] = [[] for _ in orders]
+        for chunks in zip(*(order.get_batched(n=self.batch_size) for order in orders), strict=True):
+            inputs, lengths = self._inputs(chunks[0])
+            logits = self._stacked_call(inputs)
+            rows = inputs.shape[0]
+            for k, (order, chunk) in enumerate(zip(orders, chunks, strict=True)):
+                trial = F.log_softmax(logits[k * rows:(k + 1) * rows], dim=-1, dtype=self.softmax_dtype)
+                answers[k] += self._answers(order, chunk, trial, lengths)
+        return [order.get_original(found) for order, found in zip(orders, answers, strict=True)]
+
+    def _inputs(self, chunk) -> tuple[torch.Tensor, list[int]]:
+        """HFLM's causal inputs of a chunk: context and continuation cut from the left to the
+        model's length, the last token dropped, padded on the right; and each one's length."""
+        inputs = []
+        for _, context, continuation in chunk:
+            assert context and continuation and len(continuation) <= self.max_length  # as HFLM asserts
+            inputs.append(torch.tensor((context + continuation)[-(self.max_length + 1):][:-1], dtype=torch.long,
+                                       device=self.device))
+        lengths = [len(i) for i in inputs]
+        return pad_and_concat(max(lengths), inputs, padding_side="right"), lengths
+
+    def _stacked_call(self, inputs: torch.Tensor) -> torch.Tensor:
+        """One forward of one copy of ``inputs`` per trial, copy k on trial k's adapter."""
+        rows = inputs.shape[0]
+        routes = [Route(name, k * rows, (k + 1) * rows) for k, name in enumerate(self.joint.names)]
+        with self.joint.router.route(routes):
+            logits = self._model_call(inputs.repeat(len(routes), 1))
+        self.joint.forwards += 1
+        return logits
+
+    def _answers(self, order: Collator, chunk, logits: torch.Tensor, lengths: list[int]) -> list[tuple[float, bool]]:
+        """HFLM's per-request answers of one trial's log-probabilities: the continuation's summed
+        log-likelihood and whether it is the greedy continuation (the grouped one-token
+        continuations of a context included, as ``order`` returns them)."""
+        found = []
+        for (request, context, continuation), row, length in zip(chunk, logits, lengths, strict=True):
+            row = self._select_cont_toks(row, contlen=len(continuation), inplen=length).unsqueeze(0)
+            greedy = row.argmax(dim=-1)
+            for _, tokens, cached in order.get_cache(req_str=request, cxt_toks=context, cont_toks=continuation,
+                                                     logits=row):
+                tokens = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(0)
+                match = (greedy[:, -tokens.shape[1]:] == tokens).all()
+                found.append((float(torch.gather(cached, 2, tokens.unsqueeze(-1)).sum()), bool(match)))
+        return found
