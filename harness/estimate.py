@@ -119,7 +119,9 @@ def _lora_saved_bytes(in_features: int, out_features: int, run: RunConfig, act: 
     if adapter.dropout > 0 and not _dropout_recomputed(run):
         saved += in_features * (act + 1)  # dropped-out input copy + its 1-byte mask
     if adapter.kind == "dora":
-        saved += out_features * act  # base output, rescaled by the magnitude vector
+        # The base output and the LoRA output, each scaled by the magnitude vector, which trains
+        # (a GPU peak missed by 14% with the first alone, docs/benchmarks.md, issue 18).
+        saved += 2 * out_features * act
     return saved
 
 
@@ -137,7 +139,8 @@ def activation_bytes(config, run: RunConfig) -> int:
     Per decoder layer and token (elements, at the compute dtype): the two RMSNorm inputs
     (2 x hidden), SDPA's q, k, v (after RoPE) and output (hidden + 2 x kv_dim + hidden), the
     MLP's gate, up, SiLU and product (4 x intermediate); plus per LoRA-targeted linear its
-    dropout copy and rank-r intermediate. A frozen linear without LoRA saves no input; full
+    dropout copy and rank-r intermediate. A frozen 16-bit or 4-bit linear without LoRA saves
+    no input (a bitsandbytes int8 one saves it, counted where the code says why); full
     fine-tuning, and LoRA whose inputs are not dropped out (dropout 0, or recomputed), also
     save the norm outputs that feed q/k/v and gate/up, once each however many adapters read
     them (the inputs of o_proj and down_proj are already counted). After the last layer: the
@@ -156,11 +159,20 @@ def activation_bytes(config, run: RunConfig) -> int:
     targets = set() if full else set(run.adapter.target_modules)
 
     layer = (2 * hidden + q_dim + 2 * kv_dim + q_dim + 4 * config.intermediate_size) * act
+    norm_outputs = [{"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"}]
+    counted_norms = 0
     if full:
         layer += 2 * hidden * act
     elif run.adapter.dropout == 0 or _dropout_recomputed(run):
-        norm_outputs = [{"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"}]
-        layer += sum(hidden * act for readers in norm_outputs if readers & targets)
+        counted_norms = sum(1 for readers in norm_outputs if readers & targets)
+        layer += counted_norms * hidden * act
+    if run.quant.mode == "int8" and not full:
+        # bitsandbytes' int8 matmul (MatMul8bitLt) keeps its input for backward, where a frozen
+        # 16-bit or 4-bit linear keeps none: both norm outputs (those not counted above), the
+        # attention output as o_proj reads it (a contiguous copy) and down_proj's input. Measured
+        # (docs/benchmarks.md, issue 18): the int8 peak exceeds nf4's at the same shape by this
+        # much within 0.1 GiB on the 7B shape and 0.04 GiB on the 135M one.
+        layer += ((len(norm_outputs) - counted_norms) * hidden + q_dim + config.intermediate_size) * act
     layer += sum(_lora_saved_bytes(*shapes[t], run, act) for t in targets & (shapes.keys() - {"lm_head"}))
 
     head = hidden * act + (hidden * act if _fused_loss(run) else vocab * (act + 4))
@@ -169,6 +181,8 @@ def activation_bytes(config, run: RunConfig) -> int:
     elif "lm_head" in targets:
         head += _lora_saved_bytes(*shapes["lm_head"], run, act)
 
+    if precision.endswith("-mixed"):
+        layer, head = _mixed_extra(layer, head, hidden, act, full)
     layers = config.num_hidden_layers
     if run.trainer.gradient_checkpointing:
         body = layers * hidden * act + layer
@@ -178,6 +192,44 @@ def activation_bytes(config, run: RunConfig) -> int:
     return tokens * (body + head)
 
 
+def _mixed_extra(layer: int, head: int, hidden: int, act: int, full: bool) -> tuple[int, int]:
+    """Per token, a layer's and the head's saved bytes under autocast (``*-mixed``): the fp32
+    base makes the residual stream fp32, so the norm inputs are saved in fp32; in full
+    fine-tuning the norms' fp32 outputs are saved too (their weights train), and each linear
+    reading them (q, k, v; gate, up; lm_head) saves its own half-precision cast of its input."""
+    layer += 2 * hidden * (4 - act)
+    head += hidden * (4 - act)
+    if full:  # the 2 norm outputs counted at the compute dtype, now fp32; the 5 + 1 casts besides
+        layer += 2 * hidden * (4 - act) + 5 * hidden * act
+        head += hidden * (4 - act) + hidden * act
+    return layer, head
+
+
+def autocast_copy_bytes(base: nn.Module, run: RunConfig, precision: str, trainable: int) -> int:
+    """``*-mixed``: autocast runs each Linear on a half-precision copy of its weight and keeps
+    the copy until backward (saved by the matmul, or cached where the weight trains): 2 bytes
+    per weight of every Linear not quantized (the output head, the adapters'; ``trainable``:
+    the adapters' weights, 0 for full fine-tuning). ``base``: the model before adapters. Checked
+    on CPU with saved-tensor hooks (2026-12-04): the copies the 135M model saves are these bytes."""
+    if not precision.endswith("-mixed"):
+        return 0
+    head = base.get_output_embeddings()
+    linear = sum(m.weight.numel() for m in base.modules()
+                 if isinstance(m, nn.Linear) and (run.quant.mode == "none" or m is head))
+    return 2 * (linear + trainable)
+
+
+def loss_backward_bytes(config, run: RunConfig) -> int:
+    """The peak's part that is no saved tensor: as backward starts, the loss's backward holds two
+    fp32 gradients of the logits at once (nll_loss's and log_softmax's), while every activation
+    is still saved; none with liger's fused loss (no logits). Measured (docs/benchmarks.md,
+    issue 18): without it the estimate missed the peak by 0.2-0.3 GiB on the 7B shape (32k
+    vocabulary, 1,454 tokens) and 0.78 GiB on the 135M one (49k vocabulary, 2,048 tokens)."""
+    if _fused_loss(run):
+        return 0
+    return run.trainer.micro_batch_size * run.data.max_seq_len * config.vocab_size * 8
+
+
 def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untracked) -> list[str]:
     quant = run.quant
     notes = [
@@ -185,7 +237,8 @@ def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untrack
         f"gradients and optimizer states {_dtype_name(trainable)}, activations {_dtype_name(act)}",
     ]
     if quant.mode == "int8":
-        notes.append("int8: 1 byte/param + fp32 scale per row for every Linear except lm_head")
+        notes.append("int8: 1 byte/param + fp32 scale per row for every Linear except lm_head; each int8 "
+                     "Linear keeps its input for backward (bitsandbytes MatMul8bitLt)")
     elif quant.mode != "none":
         absmax = "1-byte absmax per 64 values + fp32 per 256 blocks (double quant)" if quant.double_quant \
             else "fp32 absmax per 64 values"
@@ -200,7 +253,8 @@ def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untrack
         f"activations: Llama-style block, {run.model.attn_implementation} attention without a "
         f"stored s x s score matrix, every sequence {run.data.max_seq_len} tokens, micro-batch "
         f"{run.trainer.micro_batch_size}; saved tensors only (elementwise temporaries, fp32 "
-        "norm upcasts and backward scratch not counted)"
+        "norm upcasts and backward scratch not counted, but for the loss's backward: two fp32 "
+        "gradients of the logits)"
     )
     if untracked:
         notes.append(f"activations of adapters on {', '.join(sorted(untracked))} not counted (not a Llama linear)")
@@ -251,6 +305,7 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=frozen_dtype, trust_remote_code=run.model.trust_remote_code)
         weights = weight_bytes(model, run.quant)
+        autocast_base = autocast_copy_bytes(model, run, precision, 0)  # peft wraps the model in place
         # Every init has the default's shapes (EVA at rho 1); the data-driven ones need no data here.
         model = apply_adapter(model, counting_config(run.adapter), run.trainer.gradient_checkpointing)
     trainable, total = count_parameters(model)
@@ -264,6 +319,8 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
         states = 0  # no momentum buffer
     optimizer = trainable * states * (state_bytes or param_bytes)
     activations = activation_bytes(config, run)
+    loss_backward = loss_backward_bytes(config, run)
+    autocast_copies = autocast_base + (0 if full or autocast_base == 0 else 2 * trainable)
     untracked = set() if full else set(run.adapter.target_modules) - _layer_shapes(config).keys()
 
     # FSDP: each device holds 1/N of the weights, gradients and states, plus the whole blocks
@@ -276,7 +333,7 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
         block = sum(p.numel() * _nbytes(p.dtype) for p in blocks[0].parameters()) if blocks else 0
         gathered_blocks = block * (3 if full else 2)
 
-    total_bytes = weights + adapter + gradients + optimizer + activations + gathered_blocks
+    total_bytes = weights + adapter + gradients + optimizer + activations + loss_backward + autocast_copies + gathered_blocks
     return {
         "trainable_params": trainable,
         "total_params": total,
@@ -288,6 +345,8 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
             "gradients_bytes": gradients,
             "optimizer_state_bytes": optimizer,
             "activations_bytes": activations,
+            "loss_backward_bytes": loss_backward,
+            "autocast_copies_bytes": autocast_copies,
             "gathered_blocks_bytes": gathered_blocks,
             "total_bytes": total_bytes,
             "total_gib": round(total_bytes / GIB, 3),

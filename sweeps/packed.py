@@ -49,15 +49,16 @@ class PackEntry:
 
 def pack_chunks(entries: list, size: int, budget_gib: float | None = None) -> list[list]:
     """Compatible runs cut into packs of at most ``size`` runs and, with a memory budget, of at
-    most ``budget_gib`` by the dry-run estimates: the frozen base counted once, each run's
-    adapter, gradients, optimizer state and activations added (each run's ``estimate``). Each
-    run's ``pack_estimate_gib`` is set to its pack's estimate."""
+    most ``budget_gib`` by the dry-run estimates: the frozen base (and, in ``*-mixed``, autocast's
+    half-precision copies of it) counted once, each run's adapter, gradients, optimizer state,
+    activations and loss backward added (each run's ``estimate``). Each run's
+    ``pack_estimate_gib`` is set to its pack's estimate."""
     chunks: list[list] = []
     current: list = []
     held = 0
     for entry in entries:
         est = entry.estimate
-        own = 0 if est is None else est["total_bytes"] - est["weights_bytes"]
+        own = 0 if est is None else est["total_bytes"] - est["weights_bytes"] - est.get("autocast_copies_bytes", 0)
         full = False
         if current:
             full = len(current) >= size or (budget_gib is not None and est is not None

@@ -48,7 +48,7 @@ def test_trainable_params_match_the_reference_study(overrides, expected):
     json.dumps(est)  # JSON-able as printed by dry_run
     mem = est["memory_estimate"]
     parts = ("weights_bytes", "adapter_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes",
-             "gathered_blocks_bytes")
+             "loss_backward_bytes", "gathered_blocks_bytes")
     assert mem["total_bytes"] == sum(mem[p] for p in parts)
     assert mem["total_gb"] == pytest.approx(mem["total_bytes"] / 1e9, abs=1e-3)
     assert mem["assumptions"] and all(isinstance(a, str) for a in mem["assumptions"])
@@ -141,3 +141,58 @@ def test_resolve_precision():
         assert resolve_precision("auto", "cuda") == "bf16-true"
     # An estimate states the precision it resolved.
     assert estimate("model=tiny", "trainer.precision=auto")["precision"] == cpu_auto
+
+
+# -- against the GPU: every measured peak in the committed records ---------------------------------
+
+def _measured_shapes() -> dict[str, tuple]:
+    """Each distinct shape of the committed GPU records trained alone (a packed run's peak is its
+    pack's): its config, its largest measured training peak (allocated), and where it came from."""
+    import tarfile
+
+    from harness.paths import REPO_ROOT
+
+    shapes: dict[str, tuple] = {}
+    for archive in sorted((REPO_ROOT / "docs" / "findings" / "records").glob("*.tgz")):
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                if not member.name.endswith("record.json"):
+                    continue
+                record = json.loads(tar.extractfile(member).read())
+                peak = record.get("train_peak_gpu_allocated_gib")
+                if not peak or record.get("packed"):
+                    continue
+                config = record["config"]
+                key = json.dumps({k: config[k] for k in ("model", "quant", "adapter", "trainer", "optimizer")}
+                                 | {"seq": config["data"]["max_seq_len"]}, sort_keys=True, default=str)
+                old = shapes.get(key)
+                shapes[key] = (config, max(peak, old[1]) if old else peak, f"{archive.stem}/{member.name}")
+    return shapes
+
+
+def _run_of(config: dict):
+    """The typed config of a record (:func:`harness.export.run_config_from_record`); records older
+    than the optimizer's ``target`` get their optimizer group's other keys."""
+    from harness.compose import compose
+    from harness.export import run_config_from_record
+
+    if "target" not in config["optimizer"]:
+        resolved = compose([f"optimizer={config['optimizer']['name']}"])[1]
+        config = {**config, "optimizer": {**resolved["optimizer"], **config["optimizer"]}}
+    return run_config_from_record({"config": config})
+
+
+def test_the_estimate_is_within_5_percent_of_every_measured_gpu_peak():
+    """Issue 18's goal on the peaks the H200 measured (docs/findings/records): LoRA, DoRA, full
+    fine-tuning in bf16-true and bf16-mixed, nf4, fp4, int8, ranks 2-256, targets qv to all, the
+    135M and 7B shapes. The estimate's terms for int8, DoRA, autocast and the loss's backward
+    came from these misses (2026-12-04: the records' own estimates were 15% under on the 7B int8
+    run and 20-37% under on every 135M shape; today's are all within 2.8%)."""
+    shapes = _measured_shapes()
+    assert len(shapes) >= 12
+    misses = []
+    for config, peak, source in shapes.values():
+        estimate = estimate_run(_run_of(config), "cuda")["memory_estimate"]["total_gib"]
+        if abs(estimate - peak) > 0.05 * peak:
+            misses.append(f"{source}: estimate {estimate} GiB, measured {peak} GiB")
+    assert not misses, misses
