@@ -46,12 +46,26 @@ CONFIGS: dict[str, tuple[list[str], int]] = {
     "7b_qlora_qv_mb1": (["model=llama2_7b", "adapter.targets=qv", "quant=nf4"], 1),
     "7b_qlora_all_r256_mb1": (["model=llama2_7b", "adapter.targets=all_linear", "quant=nf4", "adapter.r=256",
                                "adapter.alpha=512"], 1),
+    # Issue 18's estimate shapes besides (with --paths harness): double quant, int8, lm_head
+    # adapted, full fine-tuning, DoRA, mixed precision, compile on, a long sequence.
+    "7b_qlora_all_dq_mb1": (["model=llama2_7b", "adapter.targets=all_linear", "quant=nf4", "quant.double_quant=true"], 1),
+    "7b_int8_qv_mb1": (["model=llama2_7b", "adapter.targets=qv", "quant=int8"], 1),
+    "7b_lora_lm_head_mb1": (["model=llama2_7b", "adapter.targets=all"], 1),
+    "7b_full_bf16_mb1": (["model=llama2_7b", "adapter=full", "trainer.precision=bf16-true"], 1),
+    "135m_lora_all_compiled": (["model=smollm2_135m", "adapter.targets=all_linear", "trainer.compile=true",
+                                "trainer.compile_mode=reduce-overhead", "trainer.recompute_lora_dropout=true"], 8),
+    "135m_lora_all_seq2048": (["model=smollm2_135m", "adapter.targets=all_linear", "data.max_seq_len=2048"], 2),
+    "135m_dora_all": (["model=smollm2_135m", "adapter=dora", "adapter.targets=all_linear"], 8),
+    "135m_full_mixed": (["model=smollm2_135m", "adapter=full", "trainer.precision=bf16-mixed"], 8),
+    "135m_int8_qv": (["model=smollm2_135m", "adapter.targets=qv", "quant=int8"], 8),
     # CPU-sized, for the tests.
     "tiny_lora_all": (["model=tiny", "adapter.targets=all_linear"], 2),
 }
 DEFAULT_CONFIGS = ["7b_lora_all", "7b_qlora_all", "135m_lora_all"]
-ESTIMATE_CONFIGS = ["7b_lora_qv", "7b_lora_all", "7b_qlora_all", "7b_lora_qv_mb1", "7b_lora_all_r256",
-                    "7b_qlora_qv_mb1", "7b_qlora_all_r256_mb1"]
+# 13 shapes for one call (issue 18: "at least 12 shapes in one bench call"), eager unless named.
+ESTIMATE_CONFIGS = ["7b_lora_qv", "7b_lora_all", "7b_qlora_all", "7b_qlora_all_dq_mb1", "7b_int8_qv_mb1",
+                    "7b_lora_lm_head_mb1", "7b_full_bf16_mb1", "135m_lora_all", "135m_lora_all_compiled",
+                    "135m_lora_all_seq2048", "135m_dora_all", "135m_full_mixed", "135m_int8_qv"]
 PATHS = ("reference", "harness")
 # The harness's speed switches the bench turns on by default (each a trainer.* key; see README).
 # liger_kernels is left out: with compile on it was slower on an H100 (docs/benchmarks.md).
@@ -83,7 +97,7 @@ def synthetic_data(path: Path, n: int, seed: int = 0) -> Path:
     import random
 
     rng = random.Random(seed)
-    rows = [{"instruction": " ".join(rng.choices(WORDS, k=8)), "input": "", "output": " ".join(rng.choices(WORDS, k=1500))}
+    rows = [{"instruction": " ".join(rng.choices(WORDS, k=8)), "input": "", "output": " ".join(rng.choices(WORDS, k=2100))}
             for _ in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -107,8 +121,10 @@ def bench_tokenizer(folder: Path) -> Path:
 def bench_overrides(name: str, seq: int, steps: int, data_path: Path, tokenizer: Path) -> list[str]:
     """The run config both paths build from: random init, no eval, no logger, no accumulation."""
     shared, micro_batch = CONFIGS[name]
+    own_seq = any(o.startswith("data.max_seq_len=") for o in shared)  # a shape of its own length
     return [*shared, "model.init=random", f"model.tokenizer={tokenizer}",
-            "data=alpaca_file", f"data.path={data_path}", f"data.max_seq_len={seq}", "data.overlong=truncate",
+            "data=alpaca_file", f"data.path={data_path}", *([] if own_seq else [f"data.max_seq_len={seq}"]),
+            "data.overlong=truncate",
             "data.train_on_prompt=true", f"data.train_size={micro_batch * steps}", "data.val_size=0", "data.test_size=0",
             f"trainer.micro_batch_size={micro_batch}", f"trainer.global_batch_size={micro_batch}",
             f"trainer.max_steps={steps}", "trainer.val_every_n_steps=null", "eval=none", "logger=none"]

@@ -40,6 +40,31 @@ def test_bench_refuses_an_unknown_configuration(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+def test_every_bench_configuration_composes_and_the_estimate_set_covers_issue_18(tmp_path):
+    """A GPU call of ``--configs estimate`` must not die on a typo; the set holds the shapes the
+    memory-estimate goal names: double quant, int8, lm_head adapted, full fine-tuning, DoRA,
+    mixed precision, compile on and off, a long sequence; 12 or more."""
+    from harness.bench import (
+        CONFIGS,
+        ESTIMATE_CONFIGS,
+        bench_overrides,
+        bench_tokenizer,
+        synthetic_data,
+    )
+    from harness.compose import compose
+
+    tokenizer, data = bench_tokenizer(tmp_path / "tok"), synthetic_data(tmp_path / "d.jsonl", 2)
+    runs = {name: compose(bench_overrides(name, 512, 2, data, tokenizer))[0] for name in CONFIGS}
+    shapes = [runs[name] for name in ESTIMATE_CONFIGS]
+    assert len(set(ESTIMATE_CONFIGS)) >= 12
+    assert any(r.quant.double_quant for r in shapes) and any(r.quant.mode == "int8" for r in shapes)
+    assert any("lm_head" in r.adapter.target_modules for r in shapes if r.adapter.kind != "full")
+    assert {r.adapter.kind for r in shapes} == {"lora", "dora", "full"}
+    assert {r.trainer.compile for r in shapes} == {True, False}
+    assert any(r.trainer.precision == "bf16-mixed" for r in shapes)
+    assert max(r.data.max_seq_len for r in shapes) == 2048
+    assert runs["135m_lora_all"].data.max_seq_len == 512
+
 
 def test_sweep_throughput_times_plain_trials_against_a_harness_sweep(tmp_path):
     out = tmp_path / "sweep.json"
