@@ -3,6 +3,8 @@
     python -m harness.pack_bench                       # the tiny model, on this machine's device
     python -m harness.pack_bench --model smollm2_135m --trials 6 --micro-batch 8 --seq 512 \\
         --precision bf16-true --out pack_bench.json    # the 135M shape of the packed sweeps, on a GPU
+    python -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true \
+        --score harness_agreement harness_capitals harness_add1d harness_arith_2ds   # scoring, alone vs joint
 
 Builds the base (random init: speed does not depend on the weights) with K LoRA adapters as a
 pack builds them (:func:`harness.packed_lora.add_adapters`; ranks from ``--ranks`` in turn, alpha
@@ -13,6 +15,8 @@ micro-batch, as the trial alone: K of them one after another is what the pack re
 ``model`` times the whole model; ``layer`` one adapted linear alone (the first ``q_proj``), where
 the LoRA terms are all that differs. No optimizer step: each trial's is its own either way. The
 paths take turns ``--repeats`` times; each row holds the median. Prints a table, writes ``--out``.
+With ``--score TASK ...`` it times scoring instead (:func:`bench_scoring`): the K adapters scored
+one after another against together (:mod:`harness.pack_scoring`).
 """
 
 from __future__ import annotations
@@ -123,6 +127,59 @@ def bench(args) -> dict:
             "rows": rows, "speedups": speedups}
 
 
+def bench_scoring(args) -> dict:
+    """The pack's K adapters scored by lm-eval on ``args.score`` tasks, one after another (each
+    alone, as ``HARNESS_PACK_EVAL=alone``) and together (:mod:`harness.pack_scoring`), the two
+    ways in turn ``args.repeats`` times. The adapters' B weights are drawn (not peft's zeros),
+    so each trial scores differently; the rows say how far the two ways' scores differ. The
+    tokenizer is the bench's word tokenizer (no embedded model needed): the requests are the
+    tasks', their token counts not the real tokenizer's."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from . import evaluate
+    from .bench import bench_tokenizer
+    from .pack_scoring import JointScores
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, router, names = build(args, args.trials, device)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = AutoTokenizer.from_pretrained(bench_tokenizer(Path(folder)))
+
+    def score(name: str, joint: JointScores | None) -> dict:
+        model.set_adapter(name)
+        return evaluate.score(model, tokenizer, args.score, device=device, batch_size=args.eval_batch_size,
+                              limit=args.limit, make_lm=joint.lm(name) if joint else None)
+
+    ways = {"alone": lambda: [score(n, None) for n in names],
+            "joint": lambda: (lambda j: [score(n, j) for n in names])(JointScores(router, names))}
+    score(names[0], None)  # lm-eval's imports and task index, outside the timing
+    seconds: dict[str, list[float]] = {way: [] for way in ways}
+    scores = {}
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(args.repeats):
+        for way, run in ways.items():
+            sync()
+            started = time.perf_counter()
+            scores[way] = run()
+            sync()
+            seconds[way].append(time.perf_counter() - started)
+    differ = max(abs(a[task][metric]["value"] - j[task][metric]["value"])
+                 for a, j in zip(scores["alone"], scores["joint"], strict=True)
+                 for task in a for metric in a[task] if a[task][metric]["value"] is not None)
+    alone, joint = statistics.median(seconds["alone"]), statistics.median(seconds["joint"])
+    return {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+            "torch": torch.__version__, "settings": {k: v for k, v in vars(args).items() if k != "out"},
+            "seconds": seconds, "alone_seconds": round(alone, 3), "joint_seconds": round(joint, 3),
+            "joint_speedup": round(alone / joint, 3), "largest_score_difference": differ}
+
+
 def table(result: dict) -> str:
     lines = ["| scope | path | trials | ms per pass (median) | tokens/s | LoRA terms batched / looped |",
              "|---|---|---|---|---|---|"]
@@ -150,13 +207,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed passes per repeat")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--score", nargs="+", metavar="TASK",
+                        help="time scoring instead: the K adapters on these lm-eval tasks, alone and together")
+    parser.add_argument("--limit", type=int, help="with --score: documents per task")
+    parser.add_argument("--eval-batch-size", type=int, default=16, help="with --score (as eval.batch_size)")
     parser.add_argument("--out", type=Path, default=Path("pack_bench.json"))
     args = parser.parse_args(argv)
     if args.trials < 2 or args.steps < 1 or args.warmup < 0 or args.repeats < 1 or min(args.ranks) < 1:
         parser.error("--trials must be >= 2, --steps, --repeats and --ranks >= 1, --warmup >= 0")
-    result = bench(args)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(table(result))
+    if args.score:
+        from . import evaluate
+
+        if evaluate.HELDOUT_TASK in args.score:
+            parser.error(f"--score: {evaluate.HELDOUT_TASK} scores a run's own test split; choose other tasks")
+        result = bench_scoring(args)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"alone {result['alone_seconds']} s, joint {result['joint_seconds']} s: {result['joint_speedup']}x "
+              f"for {args.trials} trials; largest score difference {result['largest_score_difference']:.3g}")
+    else:
+        result = bench(args)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(table(result))
     print(f"[pack_bench] {result['device']}; wrote {args.out}", file=sys.stderr)
     return 0
 
