@@ -147,7 +147,7 @@ def activation_bytes(config, run: RunConfig) -> int:
     final norm input and the logits (compute dtype plus an fp32 copy for the loss), or with
     liger's fused loss the input gradient it computes in forward instead of the logits. With
     gradient checkpointing only each layer's input is kept, plus one layer's activations while
-    it is recomputed.
+    it is recomputed. QDoRA with dropout also keeps dequantized weights (not per token).
     """
     precision = run.trainer.precision
     act = _nbytes(compute_dtype(precision))
@@ -169,9 +169,10 @@ def activation_bytes(config, run: RunConfig) -> int:
     if run.quant.mode == "int8" and not full:
         # bitsandbytes' int8 matmul (MatMul8bitLt) keeps its input for backward, where a frozen
         # 16-bit or 4-bit linear keeps none: both norm outputs (those not counted above), the
-        # attention output as o_proj reads it (a contiguous copy) and down_proj's input. Measured
-        # (docs/benchmarks.md, issue 18): the int8 peak exceeds nf4's at the same shape by this
-        # much within 0.1 GiB on the 7B shape and 0.04 GiB on the 135M one.
+        # attention output as o_proj reads it (a contiguous copy) and down_proj's input. The last
+        # is calibrated, not derived (the four intermediate-size tensors above already hold it):
+        # with it the int8 peak's excess over nf4's is right within 0.1 GiB on the 7B shape it
+        # came from and 0.04 GiB on the 135M one (docs/benchmarks.md, issue 18).
         layer += ((len(norm_outputs) - counted_norms) * hidden + q_dim + config.intermediate_size) * act
     layer += sum(_lora_saved_bytes(*shapes[t], run, act) for t in targets & (shapes.keys() - {"lm_head"}))
 
@@ -189,7 +190,7 @@ def activation_bytes(config, run: RunConfig) -> int:
     else:
         body = layers * layer
     tokens = run.trainer.micro_batch_size * run.data.max_seq_len
-    return tokens * (body + head)
+    return tokens * (body + head) + _dora_dequantized_bytes(config, run, act)
 
 
 def _mixed_extra(layer: int, head: int, hidden: int, act: int, full: bool) -> tuple[int, int]:
@@ -205,18 +206,33 @@ def _mixed_extra(layer: int, head: int, hidden: int, act: int, full: bool) -> tu
     return layer, head
 
 
-def autocast_copy_bytes(base: nn.Module, run: RunConfig, precision: str, trainable: int) -> int:
-    """``*-mixed``: autocast runs each Linear on a half-precision copy of its weight and keeps
-    the copy until backward (saved by the matmul, or cached where the weight trains): 2 bytes
-    per weight of every Linear not quantized (the output head, the adapters'; ``trainable``:
-    the adapters' weights, 0 for full fine-tuning). ``base``: the model before adapters. Checked
-    on CPU with saved-tensor hooks (2026-12-04): the copies the 135M model saves are these bytes."""
+def autocast_copy_bytes(base: nn.Module, run: RunConfig, precision: str) -> int:
+    """``*-mixed``: autocast runs each Linear on a half-precision copy of its weight, and the
+    matmul keeps the copy for backward: 2 bytes per weight of every Linear of ``base`` (the model
+    before adapters) not quantized. With gradient checkpointing the decoder layers' copies are
+    made again in backward, one layer at a time; the output head's is kept. (Checked on CPU with
+    saved-tensor hooks, 2026-12-04: the 135M model keeps these bytes, less layer 0's q, k and v
+    copies in LoRA, whose input needs no gradient.)"""
     if not precision.endswith("-mixed"):
         return 0
     head = base.get_output_embeddings()
-    linear = sum(m.weight.numel() for m in base.modules()
-                 if isinstance(m, nn.Linear) and (run.quant.mode == "none" or m is head))
-    return 2 * (linear + trainable)
+    body = sum(m.weight.numel() for m in base.modules()
+               if isinstance(m, nn.Linear) and m is not head and run.quant.mode == "none")
+    if run.trainer.gradient_checkpointing:
+        body //= len(decoder_blocks(base)) or 1
+    return 2 * (body + (head.weight.numel() if isinstance(head, nn.Linear) else 0))
+
+
+def _dora_dequantized_bytes(config, run: RunConfig, act: int) -> int:
+    """QDoRA with dropout: peft's DoRA layer computes the base output again from its dropped-out
+    input and the dequantized weight, which autograd keeps for backward: in x out per
+    DoRA-targeted quantized linear of each layer (one layer with gradient checkpointing)."""
+    adapter = run.adapter
+    if adapter.kind != "dora" or run.quant.mode == "none" or adapter.dropout == 0:
+        return 0
+    shapes = _layer_shapes(config)
+    per_layer = sum(i * o for name, (i, o) in shapes.items() if name in adapter.target_modules and name != "lm_head")
+    return per_layer * act * (1 if run.trainer.gradient_checkpointing else config.num_hidden_layers)
 
 
 def loss_backward_bytes(config, run: RunConfig) -> int:
@@ -305,7 +321,7 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=frozen_dtype, trust_remote_code=run.model.trust_remote_code)
         weights = weight_bytes(model, run.quant)
-        autocast_base = autocast_copy_bytes(model, run, precision, 0)  # peft wraps the model in place
+        autocast_copies = autocast_copy_bytes(model, run, precision)  # before peft wraps the model in place
         # Every init has the default's shapes (EVA at rho 1); the data-driven ones need no data here.
         model = apply_adapter(model, counting_config(run.adapter), run.trainer.gradient_checkpointing)
     trainable, total = count_parameters(model)
@@ -320,7 +336,10 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     optimizer = trainable * states * (state_bytes or param_bytes)
     activations = activation_bytes(config, run)
     loss_backward = loss_backward_bytes(config, run)
-    autocast_copies = autocast_base + (0 if full or autocast_base == 0 else 2 * trainable)
+    # The adapters' own half-precision copies (not shared in a pack, unlike the base's).
+    adapter_copies = 0 if full or not precision.endswith("-mixed") else 2 * trainable
+    if adapter_copies and run.trainer.gradient_checkpointing:
+        adapter_copies //= config.num_hidden_layers
     untracked = set() if full else set(run.adapter.target_modules) - _layer_shapes(config).keys()
 
     # FSDP: each device holds 1/N of the weights, gradients and states, plus the whole blocks
@@ -333,7 +352,8 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
         block = sum(p.numel() * _nbytes(p.dtype) for p in blocks[0].parameters()) if blocks else 0
         gathered_blocks = block * (3 if full else 2)
 
-    total_bytes = weights + adapter + gradients + optimizer + activations + loss_backward + autocast_copies + gathered_blocks
+    total_bytes = (weights + adapter + gradients + optimizer + activations + loss_backward + autocast_copies
+                   + adapter_copies + gathered_blocks)
     return {
         "trainable_params": trainable,
         "total_params": total,
@@ -347,6 +367,7 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
             "activations_bytes": activations,
             "loss_backward_bytes": loss_backward,
             "autocast_copies_bytes": autocast_copies,
+            "adapter_autocast_copies_bytes": adapter_copies,
             "gathered_blocks_bytes": gathered_blocks,
             "total_bytes": total_bytes,
             "total_gib": round(total_bytes / GIB, 3),

@@ -11,9 +11,13 @@ scoring (building the tasks, metrics, aggregation, standard errors) is lm-eval's
 
 Per request the arithmetic is HFLM's ``_loglikelihood_tokens``: the same ordering and batches
 (its Collator, with the one-token-continuation cache), left truncation, right padding, log-softmax
-and greedy match; a trial's results differ from its scores alone only by the float rounding of
-the batched LoRA term. Why: a 135M model's forward on a GPU is bound by host overhead (about the
-same time whatever the rows, docs/benchmarks.md), so K trials cost about one trial's forwards.
+and greedy match. On CPU a trial's results equal its results alone bit for bit
+(tests/test_packing.py); on a GPU the matmuls and attention over K times the rows, and the
+batched LoRA term, may round differently (a greedy match can flip on a near tie). Why: a 135M
+model's forward on a GPU is bound by host overhead (about the same time whatever the rows,
+docs/benchmarks.md), so K trials cost about one trial's forwards. Only trials with equal eval
+settings are scored together (:func:`harness.packing.joint_scores`). A joint pass that runs out
+of memory (it holds K trials' logits) leaves every trial from then on to be scored alone.
 Requests of other kinds (``generate_until``, and a seq2seq model) are HFLM's own, on the trial's
 adapter alone.
 """
@@ -38,6 +42,8 @@ class JointScores:
         self.names = list(names)
         self.results: dict[tuple, list[list[tuple[float, bool]]]] = {}
         self.forwards = 0  # stacked forward passes run
+        self.served: set[str] = set()  # the trials that got results from a joint pass
+        self.out_of_memory = False  # a joint pass ran out of memory: every trial from then on alone
 
     def lm(self, name: str):
         """A factory of the :class:`PackLM` of trial ``name`` (HFLM's keyword arguments)."""
@@ -65,12 +71,20 @@ class PackLM(HFLM):
         self.index = joint.names.index(name)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-        if self.backend != "causal" or not isinstance(self.batch_size, int):
+        joint = self.joint
+        if self.backend != "causal" or not isinstance(self.batch_size, int) or joint.out_of_memory:
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         key = (self.batch_size, tuple((tuple(context), tuple(continuation)) for _, context, continuation in requests))
-        if key not in self.joint.results:
-            self.joint.results[key] = self._every_trial(requests)
-        return self.joint.results[key][self.index]
+        if key not in joint.results:
+            try:
+                joint.results[key] = self._every_trial(requests)
+            except torch.cuda.OutOfMemoryError:
+                # K copies of a batch need K times its memory (the logits above all): score alone.
+                joint.out_of_memory = True
+                torch.cuda.empty_cache()
+                return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        joint.served.add(joint.names[self.index])
+        return joint.results[key][self.index]
 
     def _every_trial(self, requests) -> list[list[tuple[float, bool]]]:
         """Each trial's ``(log-likelihood, greedy)`` per request, in the requests' order."""

@@ -39,6 +39,7 @@ own record, which holds its sweep trial's part (``trial``: ``sweep``, ``log``,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -407,21 +408,30 @@ def pack_eval() -> str:
     return path
 
 
-def joint_scores(router: Router, members: list[Member]):
-    """The trials scored together (:mod:`harness.pack_scoring`): two or more that trained to
-    their end and score in-process on a 16-bit base; None where fewer do, or where
-    :data:`PACK_EVAL_ENV` says ``alone``."""
-    names = [m.name for m in members if trained(m) and m.run.eval.tasks and not scoring.scores_merged(m.run)]
-    if pack_eval() == ALONE or len(names) < 2:
-        return None
+def joint_scores(router: Router, members: list[Member]) -> dict:
+    """The trials scored together (:mod:`harness.pack_scoring`), by name: groups of two or more
+    with equal eval settings (hence the same lm-eval requests) that trained to their end and
+    score in-process on a 16-bit base; none where :data:`PACK_EVAL_ENV` says ``alone``."""
+    if pack_eval() == ALONE:
+        return {}
     from .pack_scoring import JointScores
 
-    return JointScores(router, names)
+    groups: dict[str, list[str]] = {}
+    for m in members:
+        if trained(m) and m.run.eval.tasks and not scoring.scores_merged(m.run):
+            groups.setdefault(json.dumps(dataclasses.asdict(m.run.eval), sort_keys=True, default=str), []).append(m.name)
+    joint = {}
+    for names in groups.values():
+        if len(names) > 1:
+            shared = JointScores(router, names)
+            joint.update(dict.fromkeys(names, shared))
+    return joint
 
 
-def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: measure.PhasePeaks, joint=None) -> None:
+def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: measure.PhasePeaks,
+                   joint: dict | None = None) -> None:
     """After training: the trial's last validation, its adapter saved, its scores (with the
-    other trials of ``joint``, a :class:`harness.pack_scoring.JointScores`, where it is one)."""
+    other trials of its :class:`harness.pack_scoring.JointScores` in ``joint``, where it has one)."""
     from .train import outcome
 
     splits, tokenizer, precision, device = shared.splits, shared.tokenizer, shared.precision, shared.device
@@ -433,12 +443,12 @@ def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: me
         if m.run.eval.tasks:
             eval_started = time.perf_counter()
             model.set_adapter(m.name)
-            together = joint is not None and m.name in joint.names
+            shared_scores = (joint or {}).get(m.name)
             with peaks.phase("eval"):
                 m.record.update(scoring.score_trained(model, tokenizer, m.run, precision, device, m.run_dir,
                                                       m.record.get("eval_base"), m.record["adapter_path"],
-                                                      joint.lm(m.name) if together else None))
-            m.record["pack_eval"] = JOINT if together else ALONE
+                                                      shared_scores.lm(m.name) if shared_scores else None))
+            m.record["pack_eval"] = JOINT if shared_scores and m.name in shared_scores.served else ALONE
             m.record["eval_seconds"] = time.perf_counter() - eval_started
         m.record["status"] = "ok"
     except USER_ERRORS:

@@ -58,7 +58,7 @@ def pack_chunks(entries: list, size: int, budget_gib: float | None = None) -> li
     held = 0
     for entry in entries:
         est = entry.estimate
-        own = 0 if est is None else est["total_bytes"] - est["weights_bytes"] - est.get("autocast_copies_bytes", 0)
+        own = 0 if est is None else est["total_bytes"] - est["weights_bytes"] - est.get("autocast_copies_bytes", 0)  # the base's
         full = False
         if current:
             full = len(current) >= size or (budget_gib is not None and est is not None

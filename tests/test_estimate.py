@@ -48,7 +48,7 @@ def test_trainable_params_match_the_reference_study(overrides, expected):
     json.dumps(est)  # JSON-able as printed by dry_run
     mem = est["memory_estimate"]
     parts = ("weights_bytes", "adapter_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes",
-             "loss_backward_bytes", "gathered_blocks_bytes")
+             "loss_backward_bytes", "autocast_copies_bytes", "adapter_autocast_copies_bytes", "gathered_blocks_bytes")
     assert mem["total_bytes"] == sum(mem[p] for p in parts)
     assert mem["total_gb"] == pytest.approx(mem["total_bytes"] / 1e9, abs=1e-3)
     assert mem["assumptions"] and all(isinstance(a, str) for a in mem["assumptions"])
@@ -97,6 +97,24 @@ def test_activations_scale_with_micro_batch_and_shrink_with_checkpointing():
     assert checkpointed < one / 4
     no_dropout = memory(*LLAMA_7B, "adapter.dropout=0")["activations_bytes"]
     assert no_dropout < one
+
+
+def test_autocast_copies_and_qdora_dequantized_weights():
+    """bf16-mixed keeps a bf16 copy of each Linear weight for backward (with gradient
+    checkpointing: the head's and one layer's); QDoRA with dropout keeps each dequantized weight."""
+    per_layer = 4 * 4096 * 4096 + 3 * 4096 * 11008  # q, k, v, o; gate, up, down
+    head = 4096 * 32000
+    mixed = memory(*LLAMA_7B, "trainer.precision=bf16-mixed")
+    assert mixed["autocast_copies_bytes"] == 2 * (32 * per_layer + head)
+    assert mixed["adapter_autocast_copies_bytes"] == 2 * 4_194_304  # q,v r=8
+    checkpointed = memory(*LLAMA_7B, "trainer.precision=bf16-mixed", "trainer.gradient_checkpointing=true")
+    assert checkpointed["autocast_copies_bytes"] == 2 * (per_layer + head)
+    assert memory(*LLAMA_7B)["autocast_copies_bytes"] == 0
+    assert memory(*LLAMA_7B, "trainer.precision=bf16-mixed", "quant=nf4")["autocast_copies_bytes"] == 2 * head
+    qdora = ("adapter=dora", "adapter.targets=all_linear", "quant=nf4")
+    dropped, kept = memory(*LLAMA_7B, *qdora)["activations_bytes"], memory(*LLAMA_7B, *qdora, "adapter.dropout=0")["activations_bytes"]
+    assert dropped - kept >= 32 * per_layer * 2  # bf16 dequantized weights, besides the dropout copies
+    assert memory(*LLAMA_7B, "adapter=dora", "adapter.targets=all_linear")["activations_bytes"] < dropped - 32 * per_layer
 
 
 def test_full_finetuning_costs_about_16_bytes_per_param():

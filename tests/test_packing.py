@@ -217,14 +217,23 @@ def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, cha
 
     from harness import pack_scoring
 
-    calls, joints = [0], []
-    model_call = HFLM._model_call
+    calls, joints, answers = [0], [], {"alone": [], "joint": []}
+    model_call, alone_answers, joint_answers = HFLM._model_call, HFLM._loglikelihood_tokens, pack_scoring.PackLM._loglikelihood_tokens
 
     def counted(self, *args, **kwargs):
         calls[0] += 1
         return model_call(self, *args, **kwargs)
 
+    def kept(way, answer):
+        def wrapper(self, requests, *args, **kwargs):
+            got = answer(self, requests, *args, **kwargs)
+            answers[way].append(([r[1:] for r in requests], got))
+            return got
+        return wrapper
+
     monkeypatch.setattr(HFLM, "_model_call", counted)
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", kept("alone", alone_answers))
+    monkeypatch.setattr(pack_scoring.PackLM, "_loglikelihood_tokens", kept("joint", joint_answers))
     joint_init = pack_scoring.JointScores.__init__
     monkeypatch.setattr(pack_scoring.JointScores, "__init__", lambda self, *a: (joints.append(self), joint_init(self, *a))[1])
     base = tiny(chat_file, size=16, base=tiny_pretrained) + SCORED
@@ -243,12 +252,35 @@ def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, cha
         for task, metrics in alone["eval"].items():
             for metric, value in metrics.items():
                 assert joint["eval"][task][metric]["value"] == pytest.approx(value["value"], rel=1e-5, abs=1e-6), (task, metric)
+    # Request by request (a swap inside a task would leave its mean alone): the joint pack's three
+    # trials, in order, answered as the alone pack's (its last three calls; the first scored the base).
+    assert len(answers["joint"]) == 3 and answers["joint"] == answers["alone"][-3:]
     # Three trials scored for the forwards of one: the joint pack's model calls are the stacked ones.
     assert len(joints) == 1 and joints[0].names == ["trial0", "trial1", "trial2"]
     assert joints[0].forwards > 0 and forwards["alone"] == 3 * joints[0].forwards
     monkeypatch.setenv("HARNESS_PACK_EVAL", "stacked")
     with pytest.raises(ConfigError, match="HARNESS_PACK_EVAL=stacked: choose joint or alone"):
         check_pack([Member(*compose_member(base), run_dir=tmp_path / "x")])
+
+
+def test_only_trials_of_equal_eval_settings_score_together_and_out_of_memory_scores_alone(
+        tiny_pretrained, chat_file, tmp_path, monkeypatch):
+    """A trial scoring other documents (``eval.limit``) is scored alone, not stacked with the
+    others; a joint pass out of memory leaves each trial to be scored alone, with its scores."""
+    from harness import pack_scoring
+
+    base = tiny(chat_file, size=16, base=tiny_pretrained) + SCORED
+    trials = [[*t, *extra] for t, extra in zip(BATCHED_TRIALS, ([], [], ["eval.limit=3"]), strict=True)]
+    grouped = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / "a" / str(i)) for i, t in enumerate(trials)])
+    assert [r["pack_eval"] for r in grouped] == ["joint", "joint", "alone"]
+
+    def out_of_memory(self, requests):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(pack_scoring.PackLM, "_every_trial", out_of_memory)
+    alone = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / "b" / str(i)) for i, t in enumerate(trials)])
+    assert [r["status"] for r in alone] == ["ok"] * 3 and [r["pack_eval"] for r in alone] == ["alone"] * 3
+    assert [r["eval"] for r in alone] == [r["eval"] for r in grouped]  # CPU: bit for bit
 
 
 def test_which_trials_are_compatible(tiny_pretrained, chat_file):
@@ -507,6 +539,10 @@ def test_packs_are_cut_to_the_pack_size_and_the_memory_budget():
     chunks = pack_chunks(runs, size=8, budget_gib=7)
     assert [len(c) for c in chunks] == [2, 2, 1]
     assert [c[0].pack_estimate_gib for c in chunks] == [6.0, 7.0, 5.0]
+    # bf16-mixed: autocast's copies of the base weights are the base's too, counted once.
+    mixed = [SimpleNamespace(estimate={"weights_bytes": 4 * gib, "autocast_copies_bytes": 2 * gib,
+                                       "total_bytes": 7 * gib}, pack_estimate_gib=None) for _ in range(3)]
+    assert pack_chunks(mixed, size=8, budget_gib=100)[0][0].pack_estimate_gib == 4 + 2 + 3 * 1
 
 
 def test_the_pack_bench_times_both_paths_and_says_which_ran(tmp_path):
