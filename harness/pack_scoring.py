@@ -79,8 +79,10 @@ class PackLM(HFLM):
             try:
                 joint.results[key] = self._every_trial(requests)
             except torch.cuda.OutOfMemoryError:
-                # K copies of a batch need K times its memory (the logits above all): score alone.
+                # K copies of a batch need K times its memory (the logits above all): score alone,
+                # once the handler has let go of the pass's tensors.
                 joint.out_of_memory = True
+            if joint.out_of_memory:
                 torch.cuda.empty_cache()
                 return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         joint.served.add(joint.names[self.index])
