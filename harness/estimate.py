@@ -209,8 +209,9 @@ def _mixed_extra(layer: int, head: int, hidden: int, act: int, full: bool) -> tu
 def autocast_copy_bytes(base: nn.Module, run: RunConfig, precision: str) -> int:
     """``*-mixed``: autocast runs each Linear on a half-precision copy of its weight, and the
     matmul keeps the copy for backward: 2 bytes per weight of every Linear of ``base`` (the model
-    before adapters) not quantized. With gradient checkpointing the decoder layers' copies are
-    made again in backward, one layer at a time; the output head's is kept. (Checked on CPU with
+    before adapters) not quantized. With gradient checkpointing the frozen layers' copies are
+    made again in backward, one layer at a time, the output head's kept; weights that train
+    (full fine-tuning) stay in autocast's cache until the forward ends. (Checked on CPU with
     saved-tensor hooks, 2026-12-04: the 135M model keeps these bytes, less layer 0's q, k and v
     copies in LoRA, whose input needs no gradient.)"""
     if not precision.endswith("-mixed"):
@@ -218,7 +219,7 @@ def autocast_copy_bytes(base: nn.Module, run: RunConfig, precision: str) -> int:
     head = base.get_output_embeddings()
     body = sum(m.weight.numel() for m in base.modules()
                if isinstance(m, nn.Linear) and m is not head and run.quant.mode == "none")
-    if run.trainer.gradient_checkpointing:
+    if run.trainer.gradient_checkpointing and run.adapter.kind != "full":
         body //= len(decoder_blocks(base)) or 1
     return 2 * (body + (head.weight.numel() if isinstance(head, nn.Linear) else 0))
 
