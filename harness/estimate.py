@@ -147,7 +147,8 @@ def activation_bytes(config, run: RunConfig) -> int:
     final norm input and the logits (compute dtype plus an fp32 copy for the loss), or with
     liger's fused loss the input gradient it computes in forward instead of the logits. With
     gradient checkpointing only each layer's input is kept, plus one layer's activations while
-    it is recomputed. QDoRA with dropout also keeps dequantized weights (not per token).
+    it is recomputed. DoRA with dropout on a quantized or ``*-mixed`` base also keeps a copy of
+    each targeted weight (not per token).
     """
     precision = run.trainer.precision
     act = _nbytes(compute_dtype(precision))
@@ -190,7 +191,7 @@ def activation_bytes(config, run: RunConfig) -> int:
     else:
         body = layers * layer
     tokens = run.trainer.micro_batch_size * run.data.max_seq_len
-    return tokens * (body + head) + _dora_dequantized_bytes(config, run, act)
+    return tokens * (body + head) + _dora_weight_copies_bytes(config, run, act)
 
 
 def _mixed_extra(layer: int, head: int, hidden: int, act: int, full: bool) -> tuple[int, int]:
@@ -224,16 +225,22 @@ def autocast_copy_bytes(base: nn.Module, run: RunConfig, precision: str) -> int:
     return 2 * (body + (head.weight.numel() if isinstance(head, nn.Linear) else 0))
 
 
-def _dora_dequantized_bytes(config, run: RunConfig, act: int) -> int:
-    """QDoRA with dropout: peft's DoRA layer computes the base output again from its dropped-out
-    input and the dequantized weight, which autograd keeps for backward: in x out per
-    DoRA-targeted quantized linear of each layer (one layer with gradient checkpointing)."""
+def _dora_weight_copies_bytes(config, run: RunConfig, act: int) -> int:
+    """DoRA with dropout: peft's DoRA layer computes the base output again from its dropped-out
+    input and ``weight.to(x.dtype)``, and autograd keeps the weight it used for backward. That is
+    a copy (in x out per DoRA-targeted linear of each layer, one layer with gradient
+    checkpointing) where the weight is quantized (dequantized, at the compute dtype) or fp32
+    under ``*-mixed`` (autocast's bf16 cast, not cached for a frozen weight); the parameter itself
+    otherwise."""
     adapter = run.adapter
-    if adapter.kind != "dora" or run.quant.mode == "none" or adapter.dropout == 0:
+    mixed = run.trainer.precision.endswith("-mixed")
+    if adapter.kind != "dora" or adapter.dropout == 0 or (run.quant.mode == "none" and not mixed):
         return 0
     shapes = _layer_shapes(config)
     per_layer = sum(i * o for name, (i, o) in shapes.items() if name in adapter.target_modules and name != "lm_head")
-    return per_layer * act * (1 if run.trainer.gradient_checkpointing else config.num_hidden_layers)
+    layers = 1 if run.trainer.gradient_checkpointing else config.num_hidden_layers
+    head = shapes["lm_head"][0] * shapes["lm_head"][1] if mixed and "lm_head" in adapter.target_modules else 0
+    return (per_layer * layers + head) * act
 
 
 def loss_backward_bytes(config, run: RunConfig) -> int:
@@ -337,10 +344,9 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     optimizer = trainable * states * (state_bytes or param_bytes)
     activations = activation_bytes(config, run)
     loss_backward = loss_backward_bytes(config, run)
-    # The adapters' own half-precision copies (not shared in a pack, unlike the base's).
+    # The adapters' own half-precision copies (not shared in a pack, unlike the base's), cached
+    # by autocast (they train) until the forward ends, gradient checkpointing or not.
     adapter_copies = 0 if full or not precision.endswith("-mixed") else 2 * trainable
-    if adapter_copies and run.trainer.gradient_checkpointing:
-        adapter_copies //= config.num_hidden_layers
     untracked = set() if full else set(run.adapter.target_modules) - _layer_shapes(config).keys()
 
     # FSDP: each device holds 1/N of the weights, gradients and states, plus the whole blocks

@@ -43,6 +43,7 @@ class JointScores:
         self.results: dict[tuple, list[list[tuple[float, bool]]]] = {}
         self.forwards = 0  # stacked forward passes run
         self.served: set[str] = set()  # the trials that got results from a joint pass
+        self.alone: set[str] = set()  # the trials that had requests answered alone (after out of memory)
         self.out_of_memory = False  # a joint pass ran out of memory: every trial from then on alone
 
     def lm(self, name: str):
@@ -73,6 +74,7 @@ class PackLM(HFLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         joint = self.joint
         if self.backend != "causal" or not isinstance(self.batch_size, int) or joint.out_of_memory:
+            joint.alone.add(joint.names[self.index])
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         key = (self.batch_size, tuple((tuple(context), tuple(continuation)) for _, context, continuation in requests))
         if key not in joint.results:
@@ -84,6 +86,7 @@ class PackLM(HFLM):
                 joint.out_of_memory = True
             if joint.out_of_memory:
                 torch.cuda.empty_cache()
+                joint.alone.add(joint.names[self.index])
                 return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         joint.served.add(joint.names[self.index])
         return joint.results[key][self.index]

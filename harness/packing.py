@@ -448,7 +448,8 @@ def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: me
                 m.record.update(scoring.score_trained(model, tokenizer, m.run, precision, device, m.run_dir,
                                                       m.record.get("eval_base"), m.record["adapter_path"],
                                                       shared_scores.lm(m.name) if shared_scores else None))
-            m.record["pack_eval"] = JOINT if shared_scores and m.name in shared_scores.served else ALONE
+            together = shared_scores and m.name in shared_scores.served and m.name not in shared_scores.alone
+            m.record["pack_eval"] = JOINT if together else ALONE
             m.record["eval_seconds"] = time.perf_counter() - eval_started
         m.record["status"] = "ok"
     except USER_ERRORS:

@@ -123,7 +123,8 @@ class RunRecord(MutableMapping):
     pack_adapter: str = _field()
     pack_measures: str = _field()
     # joint: scored with the pack's other trials, one stacked forward per batch of requests
-    # (harness.pack_scoring; the first of them holds the forwards' time in eval_seconds); alone
+    # (harness.pack_scoring; the first of them holds the forwards' time in eval_seconds); alone:
+    # some or all of its requests answered on its own
     pack_eval: str = _field()
     trainable_params: int = _field()
     total_params: int = _field()
