@@ -218,8 +218,8 @@ def autocast_copy_bytes(base: nn.Module, run: RunConfig, precision: str) -> int:
     if not precision.endswith("-mixed"):
         return 0
     head = base.get_output_embeddings()
-    body = sum(m.weight.numel() for m in base.modules()
-               if isinstance(m, nn.Linear) and m is not head and run.quant.mode == "none")
+    quantized = run.quant.mode != "none"  # every Linear but the head: no copy
+    body = 0 if quantized else sum(m.weight.numel() for m in base.modules() if isinstance(m, nn.Linear) and m is not head)
     if run.trainer.gradient_checkpointing and run.adapter.kind != "full":
         body //= len(decoder_blocks(base)) or 1
     return 2 * (body + (head.weight.numel() if isinstance(head, nn.Linear) else 0))

@@ -157,8 +157,14 @@ def bench_scoring(args) -> dict:
         return evaluate.score(model, tokenizer, args.score, device=device, batch_size=args.eval_batch_size,
                               limit=args.limit, make_lm=joint.lm(name) if joint else None)
 
-    ways = {"alone": lambda: [score(n, None) for n in names],
-            "joint": lambda: (lambda j: [score(n, j) for n in names])(JointScores(router, names))}
+    def alone() -> list[dict]:
+        return [score(n, None) for n in names]
+
+    def joint() -> list[dict]:
+        shared = JointScores(router, names)  # a fresh store each time: every repeat runs its passes
+        return [score(n, shared) for n in names]
+
+    ways = {"alone": alone, "joint": joint}
     score(names[0], None)  # lm-eval's imports and task index, outside the timing
     seconds: dict[str, list[float]] = {way: [] for way in ways}
     scores = {}
@@ -173,11 +179,11 @@ def bench_scoring(args) -> dict:
     differ = max(abs(a[task][metric]["value"] - j[task][metric]["value"])
                  for a, j in zip(scores["alone"], scores["joint"], strict=True)
                  for task in a for metric in a[task] if a[task][metric]["value"] is not None)
-    alone, joint = statistics.median(seconds["alone"]), statistics.median(seconds["joint"])
+    median = {way: statistics.median(times) for way, times in seconds.items()}
     return {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
             "torch": torch.__version__, "settings": {k: v for k, v in vars(args).items() if k != "out"},
-            "seconds": seconds, "alone_seconds": round(alone, 3), "joint_seconds": round(joint, 3),
-            "joint_speedup": round(alone / joint, 3), "largest_score_difference": differ}
+            "seconds": seconds, "alone_seconds": round(median["alone"], 3), "joint_seconds": round(median["joint"], 3),
+            "joint_speedup": round(median["alone"] / median["joint"], 3), "largest_score_difference": differ}
 
 
 def table(result: dict) -> str:
@@ -221,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         if evaluate.HELDOUT_TASK in args.score:
             parser.error(f"--score: {evaluate.HELDOUT_TASK} scores a run's own test split; choose other tasks")
         result = bench_scoring(args)
-        args.out.write_text(json.dumps(result, indent=2))
-        print(f"alone {result['alone_seconds']} s, joint {result['joint_seconds']} s: {result['joint_speedup']}x "
-              f"for {args.trials} trials; largest score difference {result['largest_score_difference']:.3g}")
+        summary = (f"alone {result['alone_seconds']} s, joint {result['joint_seconds']} s: {result['joint_speedup']}x "
+                   f"for {args.trials} trials; largest score difference {result['largest_score_difference']:.3g}")
     else:
         result = bench(args)
-        args.out.write_text(json.dumps(result, indent=2))
-        print(table(result))
+        summary = table(result)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(summary)
     print(f"[pack_bench] {result['device']}; wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -24,6 +24,7 @@ from typing import Any
 from .paths import REPO_ROOT, atomic_write, package_version
 
 RECORD_NAME = "record.json"
+CHECKPOINT_DIR = "checkpoints"  # a run dir's checkpoints, where trainer.resume=auto looks
 PACKAGES = ("torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra-core", "optuna", "lm-eval", "harness")
 
 

@@ -37,7 +37,7 @@ from .module import (
     steps_per_epoch,
 )
 from .paths import MissingPathError
-from .record import RunRecord, Status, git_sha, loss_summary, versions, write_record
+from .record import CHECKPOINT_DIR, RunRecord, Status, git_sha, loss_summary, versions, write_record
 from .schema import ConfigError, RunConfig
 from .signals import STOP, RunInterrupted
 from .trial import PrunedError, stamp, trial_callbacks, trial_info
@@ -145,7 +145,6 @@ def sized_run(run: RunConfig, resolved_config: dict, device: str,
     return run, resolved_config, sized
 
 
-CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAME = "last"
 
 

@@ -35,7 +35,15 @@ from optuna.trial import TrialState
 
 from harness.compose import compose as compose_overrides  # as the CLI composes; tests spy on it
 from harness.paths import atomic_write
-from harness.record import RECORD_NAME, RunRecord, SweepInfo, read_record, read_tail, write_record
+from harness.record import (
+    CHECKPOINT_DIR,
+    RECORD_NAME,
+    RunRecord,
+    SweepInfo,
+    read_record,
+    read_tail,
+    write_record,
+)
 from harness.schema import ConfigError, RunConfig, SweepConfig
 from harness.trial import TRIAL_ENV
 
@@ -116,7 +124,7 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
 def set_aside(run_dir: Path, trial: int) -> None:
     """Keep a failed run's record and checkpoints beside the run that replaces it, out of the
     loader's sight (``record.failed-<trial>.json``, ``checkpoints.failed-<trial>``)."""
-    for name in (RECORD_NAME, "checkpoints"):  # harness.train.CHECKPOINT_DIR
+    for name in (RECORD_NAME, CHECKPOINT_DIR):
         old = run_dir / name
         if old.exists():
             old.replace(run_dir / f"{Path(name).stem}.failed-{trial}{Path(name).suffix}")

@@ -15,6 +15,8 @@ from functools import partial
 import optuna
 from optuna.trial import TrialState
 
+from harness.record import CHECKPOINT_DIR
+
 from . import study as study_lib
 from .space import Axis, point_key
 
@@ -157,8 +159,7 @@ class WorkerLoop:
         if attrs.get("fresh"):
             return False
         dirs = [self.plan.run_dir(trial, seed) for seed in self.plan.seeds]
-        # "checkpoints": harness.train.CHECKPOINT_DIR, where trainer.resume=auto looks
-        return not any(any((d / "checkpoints").glob("*.ckpt")) or (d / PACK_OOM_RECORD).is_file() for d in dirs)
+        return not any(any((d / CHECKPOINT_DIR).glob("*.ckpt")) or (d / PACK_OOM_RECORD).is_file() for d in dirs)
 
     def _fill_pack(self, first: tuple[optuna.Trial, dict]) -> tuple[list, list]:
         """``first`` and as many more packable trials (:meth:`packable`) as fit a pack
