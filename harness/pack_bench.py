@@ -3,7 +3,9 @@
     python -m harness.pack_bench                       # the tiny model, on this machine's device
     python -m harness.pack_bench --model smollm2_135m --trials 6 --micro-batch 8 --seq 512 \\
         --precision bf16-true --out pack_bench.json    # the 135M shape of the packed sweeps, on a GPU
-    python -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true \
+    python -m harness.pack_bench --model smollm2_135m --trials 6 --micro-batch 4 --seq 512 \\
+        --precision bf16-true --compile reduce-overhead --warmup 3  # compiled blocks, CUDA graphs
+    python -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true \\
         --score harness_agreement harness_capitals harness_add1d harness_arith_2ds   # scoring, alone vs joint
 
 Builds the base (random init: speed does not depend on the weights) with K LoRA adapters as a
@@ -15,6 +17,8 @@ micro-batch, as the trial alone: K of them one after another is what the pack re
 ``model`` times the whole model; ``layer`` one adapted linear alone (the first ``q_proj``), where
 the LoRA terms are all that differs. No optimizer step: each trial's is its own either way. The
 paths take turns ``--repeats`` times; each row holds the median. Prints a table, writes ``--out``.
+With ``--compile MODE`` every path runs compiled decoder blocks, as a pack with ``trainer.compile``
+trains (:func:`harness.packing.compile_pack`).
 With ``--score TASK ...`` it times scoring instead (:func:`bench_scoring`): the K adapters scored
 one after another against together (:mod:`harness.pack_scoring`).
 """
@@ -34,6 +38,7 @@ import torch
 from .compose import compose
 from .pack_steps import convert_module, precision_context
 from .packed_lora import BATCHED, LOOPED, Route, TrialRng, add_adapters, attach_router, lora_layers
+from .packing import compile_pack
 
 PATHS = ("solo", LOOPED, BATCHED)
 
@@ -52,13 +57,17 @@ def build(args, k: int, device: str):
     names = [f"trial{i}" for i in range(k)]
     model, _ = add_adapters(base, runs, names, None)
     router = attach_router(model)
-    return convert_module(model, args.precision).to(device), router, names
+    model = convert_module(model, args.precision).to(device)
+    if args.compile:
+        compile_pack(model, k, args.compile)
+    return model, router, names
 
 
 def passes(model, router, names: list[str], args, device: str, scope: str):
     """One timed pass of ``scope`` (``model`` or ``layer``) over one micro-batch per adapter."""
     rows = args.micro_batch * len(names)
-    routes = [Route(name, i * args.micro_batch, (i + 1) * args.micro_batch, TrialRng(i), args.seq)
+    # Compiled blocks draw dropout in the graph, at the stack's width (harness.pack_steps.compiled_routes).
+    routes = [Route(name, i * args.micro_batch, (i + 1) * args.micro_batch, *((None, None) if args.compile else (TrialRng(i), args.seq)))
               for i, name in enumerate(names)]
     generator = torch.Generator().manual_seed(0)
     if scope == "model":
@@ -210,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--precision", default="32-true", help="32-true, bf16-true, bf16-mixed (as trainer.precision)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if there is one")
+    parser.add_argument("--compile", choices=("default", "reduce-overhead"),
+                        help="compile the decoder blocks (as trainer.compile with this compile_mode; warm-up "
+                             "passes compile, so give --warmup 3 or more); LoRA terms are then not counted")
     parser.add_argument("--steps", type=int, default=10, help="timed passes per repeat")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)

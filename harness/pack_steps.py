@@ -22,6 +22,7 @@ from torch import nn
 from .packed_lora import Route, Router, TrialRng
 from .record import RunRecord
 from .schema import RunConfig
+from .speed import own_param_gradients, uses_cuda_graphs
 
 
 @dataclass
@@ -96,8 +97,9 @@ def causal_loss(model, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return base.loss_function(logits=logits, labels=labels, vocab_size=base.config.vocab_size)
 
 
-def _collate(members_batches: list[list[dict]], pad_id: int) -> tuple[dict, list[tuple[int, int, int]]]:
-    """One stacked batch, and each trial's rows and own padded width (as it collates alone)."""
+def _collate(members_batches: list[list[dict]], pad_id: int, pad_to: int | None = None) -> tuple[dict, list[tuple[int, int, int]]]:
+    """One stacked batch (at least ``pad_to`` wide), and each trial's rows and own padded width
+    (as it collates alone)."""
     from .batches import collate
 
     flat = [e for batch in members_batches for e in batch]
@@ -106,7 +108,20 @@ def _collate(members_batches: list[list[dict]], pad_id: int) -> tuple[dict, list
         width = int(math.ceil(max(len(e["input_ids"]) for e in batch) / 8) * 8)
         spans.append((start, start + len(batch), width))
         start += len(batch)
-    return collate(flat, pad_id), spans
+    return collate(flat, pad_id, pad_to), spans
+
+
+def compiled_routes(trainer) -> tuple[bool, bool]:
+    """Whether a pack of this ``trainer`` config trains compiled blocks (``trainer.compile``), and
+    whether they replay CUDA graphs (:func:`harness.speed.uses_cuda_graphs`).
+
+    Compiled, each trial's dropout draws from the global stream inside the graph, at the stack's
+    width: swapping a trial's own stream in (:class:`TrialRng`) is host code that would break
+    every block's graph into pieces. So a compiled pack's masks are not the ones its trials draw
+    alone (nor are a compiled trial's alone: the compiler draws its own); without dropout it
+    equals them to float rounding. Under CUDA graphs every stacked batch is padded to
+    ``data.max_seq_len`` (one shape, one graph), as a compiled trial alone pads its batches."""
+    return trainer.compile, uses_cuda_graphs(trainer)
 
 
 def packed_step(model, router: Router, active: list[Member], pad_id: int, precision: str, device: str,
@@ -122,9 +137,11 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     pairs = [(m, got) for m, got in zip(active, drawn, strict=True) if got is not None]
     if not pairs:
         return 0
-    batch, spans = _collate([got[0] for _, got in pairs], pad_id)
+    compiled, graphs = compiled_routes(pairs[0][0].run.trainer)
+    batch, spans = _collate([got[0] for _, got in pairs], pad_id, pairs[0][0].run.data.max_seq_len if graphs else None)
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    routes = [Route(m.name, s, e, m.rng, w) for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]
+    routes = [Route(m.name, s, e, None, None) if compiled else Route(m.name, s, e, m.rng, w)
+              for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]
     with precision_context(precision, device), router.route(routes):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         # Each trial's rows at the stack's width: its labels past its own width are padding (ignored),
@@ -132,7 +149,11 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
         # be contiguous, which the model's loss (a view) refuses in float32.
         losses = [causal_loss(model, logits[s:e], batch["labels"][s:e]) for s, e, _ in spans]
     total = sum(loss / m.run.trainer.accumulate_grad_batches for (m, _), loss in zip(pairs, losses, strict=True))
+    # Under CUDA graphs a trial's first micro-batch of an accumulation leaves gradients in the
+    # graph's output memory, which the next replay overwrites: those trials get their own copy.
+    first = [p for m, (_, steps) in pairs if graphs and not steps and not m.pending for p in m.params]
     total.backward()
+    own_param_gradients(first)
     for ((m, (examples, steps)), loss) in zip(pairs, losses, strict=True):
         m.pending.append(loss.detach())
         m.tokens += sum(len(e["input_ids"]) for e in examples)

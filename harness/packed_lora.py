@@ -97,7 +97,8 @@ class Route:
 class Router:
     """The routes of the packed forward under way; None: each layer's own peft forward (the
     active adapter on every row: scoring, saving). ``batched``: take the batched path where it
-    applies; ``terms``: the LoRA terms (one trial in one layer's forward) each path computed."""
+    applies; ``terms``: the LoRA terms (one trial in one layer's forward) each path computed, in
+eager forwards (compiled blocks do not count)."""
 
     def __init__(self, batched: bool = True):
         self.routes: list[Route] | None = None
@@ -128,8 +129,9 @@ def routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         add_batched(self, x, result, group)
     for route in looped:
         add_looped(self, x, result, route)
-    router.terms[BATCHED] += len(mine) - len(looped)
-    router.terms[LOOPED] += len(looped)
+    if not torch.compiler.is_compiling():  # a count in a compiled block would be a guard on its value: a recompile per call
+        router.terms[BATCHED] += len(mine) - len(looped)
+        router.terms[LOOPED] += len(looped)
     return result
 
 
@@ -236,10 +238,12 @@ def _interleave(weights: list[torch.Tensor], pads: list[torch.Tensor | None]) ->
 def _constants(layer, names: list[str], weights_a: list[torch.Tensor], weights_b: list[torch.Tensor]):
     """The group's scaling vector ``[trials, 1, 1]`` (float32) and the zero pads that bring each
     trial's rank to the group's largest; made once per layer and group (a host-to-device copy and
-    allocations saved on every later forward)."""
+    allocations saved on every later forward). Inside a compiled block they are made in the
+    graph instead (constants the compiler folds): a tensor the graph made and the layer kept
+    would, under CUDA graphs, live in memory the next replay overwrites."""
     weight = weights_a[0]
     key = (tuple(names), weight.dtype, weight.device)
-    cache = layer.__dict__.setdefault("_pack_constants", {})
+    cache = {} if torch.compiler.is_compiling() else layer.__dict__.setdefault("_pack_constants", {})
     if key not in cache:
         rank = max(w.shape[0] for w in weights_a)
         scales = torch.tensor([float(layer.scaling[name]) for name in names], dtype=torch.float32,

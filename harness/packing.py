@@ -22,7 +22,11 @@ gradient. Each trial keeps its optimizer, scheduler, data order (its seed), clip
 count and dropout random stream (:class:`harness.packed_lora.TrialRng`: the global RNG state is
 swapped per trial around each dropout, so the masks are the ones the trial draws alone). A
 trial that is done (fewer steps, fewer epochs) or diverged leaves the pack; the rest go on
-(:mod:`harness.pack_steps`).
+(:mod:`harness.pack_steps`). With ``trainer.compile`` (the same for every trial of a pack) the
+decoder blocks are compiled once for the pack and run compiled in training only (validation and
+scoring run them eagerly); each trial's dropout then draws inside the graph from the global
+stream (:func:`harness.pack_steps.compiled_routes`), so only without dropout is a compiled
+packed trial its run alone to float rounding.
 
 What a packed trial equals: the same trial run alone by :func:`harness.train.run_training`
 (Lightning), to float rounding (tests/test_packing.py measures it). Its record says
@@ -70,6 +74,7 @@ from .packed_lora import (
 )
 from .record import RunRecord
 from .schema import ConfigError, RunConfig
+from .speed import compile_blocks, eager_blocks
 
 if TYPE_CHECKING:  # harness.train imports Lightning, which the sweep driver (importing pack_key) must not
     from .train import Prepared
@@ -104,7 +109,6 @@ def unpackable_reason(run: RunConfig) -> str | None:
         (getattr(run.adapter, "init", "default") not in ("default", "gaussian"),
          f"adapter.init={getattr(run.adapter, 'init', None)} (it changes the base or needs data)"),
         (t.devices != 1, "trainer.devices > 1"),
-        (t.compile, "trainer.compile"),
         (t.liger_kernels, "trainer.liger_kernels"),
         (t.recompute_lora_dropout, "trainer.recompute_lora_dropout"),
         (t.gradient_checkpointing, "trainer.gradient_checkpointing"),
@@ -301,6 +305,9 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
     router = attach_router(model, batched=lora_path() != LOOPED)
     model = convert_module(model, shared.precision)
     model.train()
+    if first.trainer.compile:
+        compile_pack(model, len(members), first.trainer.compile_mode)
+        eager_blocks(model, True)  # until training: fit_pack turns the compiled blocks on
     trainable_all, total_all = adapters.count_parameters(model)
     train = shared.splits["train"]
     for m, rng in zip(members, after_init, strict=True):
@@ -319,6 +326,16 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
                                   epoch_batches, None if t.max_steps is not None else t.epochs)
         m.record["setup_seconds"] = time.perf_counter() - started
     return model, router
+
+
+def compile_pack(model, trials: int, mode: str) -> None:
+    """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`). A
+    block recompiles whenever the pack's routes change (a trial leaves, an epoch's last
+    micro-batch is shorter), so the recompile limit grows with the pack instead of falling back
+    to eager at torch's default of 8."""
+    compile_blocks(model, mode)
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, 8 + 4 * trials)
 
 
 def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict | None:
@@ -349,11 +366,16 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
     for m in members:
         m.active = True
     before = dict(router.terms)
-    while any(m.active for m in members) and STOP.signum is None:
-        clock.tokens += packed_step(model, router, [m for m in members if m.active], pad_id, shared.precision,
-                                    shared.device, clock.started)
+    eager_blocks(model, False)  # compiled blocks (trainer.compile) run compiled in training only
+    try:
+        while any(m.active for m in members) and STOP.signum is None:
+            clock.tokens += packed_step(model, router, [m for m in members if m.active], pad_id, shared.precision,
+                                        shared.device, clock.started)
+    finally:
+        eager_blocks(model, True)
     clock.ended = time.perf_counter()
-    clock.lora_terms = {path: router.terms[path] - before[path] for path in before}
+    if not members[0].run.trainer.compile:  # compiled blocks do not count their terms
+        clock.lora_terms = {path: router.terms[path] - before[path] for path in before}
     peaks.end("train")
     STOP.defer = False
 

@@ -151,7 +151,12 @@ def eager_blocks(model: nn.Module, eager: bool) -> None:
 def own_gradients(model: nn.Module) -> int:
     """Replace every parameter's ``.grad`` with a copy in memory of its own (one batched copy);
     returns how many were copied."""
-    params = [p for p in model.parameters() if p.grad is not None]
+    return own_param_gradients(model.parameters())
+
+
+def own_param_gradients(params) -> int:
+    """:func:`own_gradients` for these parameters only (a pack: the trials still accumulating)."""
+    params = [p for p in params if p.grad is not None]
     copies = [torch.empty_like(p.grad) for p in params]
     if params:
         torch._foreach_copy_(copies, [p.grad for p in params])

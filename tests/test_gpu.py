@@ -60,6 +60,30 @@ def test_cuda_graphs_keep_the_loss_with_accumulation_and_varying_widths(chat_fil
     assert nll[1] == pytest.approx(nll[0], rel=1e-2)
 
 
+def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_file, tmp_path):
+    # A pack with trainer.compile_mode=reduce-overhead: stacked batches padded to data.max_seq_len,
+    # one trial accumulating (its first micro-batch's gradients copied out of graph memory), one
+    # leaving early (new routes, new graphs); without dropout each trial keeps the eager pack's
+    # losses (bf16 rounding apart). Validation and scoring run the blocks eagerly.
+    from harness.compose import compose
+    from harness.packing import Member, train_pack
+
+    trials = [["adapter.r=4", "optimizer.lr=2e-3", "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4"],
+              ["adapter.r=8", "adapter.targets=all_linear", "trainer.micro_batch_size=1", "trainer.global_batch_size=2"],
+              ["adapter.r=2", "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_steps=3"]]
+    args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0")
+    packs = {}
+    for way, extra in (("eager", []), ("graphs", ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"])):
+        packs[way] = train_pack([Member(*compose([*args, *t, *extra]), run_dir=tmp_path / way / str(i))
+                                 for i, t in enumerate(trials)])
+    for eager, graphs in zip(packs["eager"], packs["graphs"], strict=True):
+        assert eager["status"] == graphs["status"] == "ok", graphs.get("error")
+        assert graphs["train_losses"] == pytest.approx(eager["train_losses"], rel=1e-2)
+        assert graphs["val_loss_last"] == pytest.approx(eager["val_loss_last"], rel=1e-2)
+    nll = [p[0]["eval"]["harness_heldout"]["token_nll"]["value"] for p in packs.values()]
+    assert nll[1] == pytest.approx(nll[0], rel=1e-2)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 @pytest.mark.parametrize("adapter", ["lora", "full"])
