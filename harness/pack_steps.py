@@ -44,6 +44,7 @@ class Member:
     rng: TrialRng | None = None
     batches: object = None
     pending: list = field(default_factory=list)
+    in_flight: tuple | None = None  # (optimizer step, host copy, CUDA event) of its last step's mean loss
     train_losses: list = field(default_factory=list)
     val_losses: list = field(default_factory=list)
     step: int = 0
@@ -132,7 +133,7 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     inject_faults(active)
     drawn = [next(m.batches, None) for m in active]
     for m, got in zip(active, drawn, strict=True):
-        if got is None:  # its epochs are done
+        if got is None and read_loss(m, train_started):  # its epochs are done
             leave(m, train_started)
     pairs = [(m, got) for m, got in zip(active, drawn, strict=True) if got is not None]
     if not pairs:
@@ -159,23 +160,54 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
         m.tokens += sum(len(e["input_ids"]) for e in examples)
         if not steps:
             continue
-        mean = torch.stack(m.pending).mean().item()
+        mean = torch.stack(m.pending).mean()
         m.pending.clear()
-        if not math.isfinite(mean):
-            m.optimizer.zero_grad(set_to_none=True)
-            m.record.update(status="diverged", error=f"training loss became {mean} at optimizer step {m.step}")
-            leave(m, train_started)
+        if not read_loss(m, train_started):  # the previous step's loss was not finite: it left the pack
             continue
-        m.train_losses.append(mean)
+        send_loss(m, mean)
         if m.run.trainer.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(m.params, m.run.trainer.max_grad_norm)
         m.optimizer.step()
         m.scheduler.step()
         m.optimizer.zero_grad(set_to_none=True)
         m.step += 1
-        if m.step >= m.total_steps:
+        if m.step >= m.total_steps and read_loss(m, train_started):
             leave(m, train_started)
     return batch["num_tokens"]
+
+
+def send_loss(m: Member, mean: torch.Tensor) -> None:
+    """The optimizer step's mean loss on its way to the host, without waiting for the GPU; read
+    one optimizer step later (:func:`read_loss`), as a trial alone does
+    (:meth:`harness.module.FineTuneModule.on_before_optimizer_step`): reading it at once would
+    stall the host until the GPU finished the step, and the GPU would idle while the host
+    launched the next one."""
+    if mean.is_cuda:
+        host = mean.to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+    else:
+        host, event = mean, None
+    m.in_flight = (m.step, host, event)
+
+
+def read_loss(m: Member, train_started: float) -> bool:
+    """Append the loss in flight (:func:`send_loss`) to the trial's ``train_losses``; if it is not
+    finite the trial diverged (named by that step, as alone) and leaves the pack: False."""
+    if m.in_flight is None:
+        return True
+    step, host, event = m.in_flight
+    m.in_flight = None
+    if event is not None:
+        event.synchronize()
+    loss = host.item()
+    if math.isfinite(loss):
+        m.train_losses.append(loss)
+        return True
+    m.optimizer.zero_grad(set_to_none=True)
+    m.record.update(status="diverged", error=f"training loss became {loss} at optimizer step {step}")
+    leave(m, train_started)
+    return False
 
 
 def inject_faults(active: list[Member]) -> None:

@@ -60,7 +60,7 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
-from .pack_steps import Member, convert_module, packed_step, trial_batches, validate
+from .pack_steps import Member, convert_module, packed_step, read_loss, trial_batches, validate
 from .packed_lora import (
     BATCHED,
     LOOPED,
@@ -373,6 +373,9 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
                                         shared.device, clock.started)
     finally:
         eager_blocks(model, True)
+    for m in members:  # stopped by a signal: the last step's loss is still in flight
+        if m.active:
+            read_loss(m, clock.started)
     clock.ended = time.perf_counter()
     if not members[0].run.trainer.compile:  # compiled blocks do not count their terms
         clock.lora_terms = {path: router.terms[path] - before[path] for path in before}
