@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.trials < 2 or args.steps < 1 or args.warmup < 0 or args.repeats < 1 or min(args.ranks) < 1:
         parser.error("--trials must be >= 2, --steps, --repeats and --ranks >= 1, --warmup >= 0")
+    if args.score and args.compile:
+        parser.error("--compile times training passes; a pack scores with its blocks eager, so leave it out with --score")
     if args.score:
         from . import evaluate
 

@@ -613,3 +613,7 @@ def test_the_pack_bench_times_scoring_alone_and_together(tmp_path, capsys):
     assert "for 3 trials" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--score", "harness_heldout", "--out", str(out)])
+    assert "scores a run's own test split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a pack scores with eager blocks: no compiled scoring to time
+        main(["--score", "harness_add1d", "--compile", "default", "--out", str(out)])
+    assert "--compile times training passes" in capsys.readouterr().err
