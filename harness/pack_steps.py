@@ -121,7 +121,7 @@ def compiled_routes(trainer) -> tuple[bool, bool]:
     every block's graph into pieces. So a compiled pack's masks are not the ones its trials draw
     alone (nor are a compiled trial's alone: the compiler draws its own); without dropout it
     equals them to float rounding. Under CUDA graphs every stacked batch is padded to
-    ``data.max_seq_len`` (one shape, one graph), as a compiled trial alone pads its batches."""
+    ``data.max_seq_len`` (one width: no graph per width), as a compiled trial alone pads its batches."""
     return trainer.compile, uses_cuda_graphs(trainer)
 
 

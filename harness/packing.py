@@ -23,10 +23,11 @@ count and dropout random stream (:class:`harness.packed_lora.TrialRng`: the glob
 swapped per trial around each dropout, so the masks are the ones the trial draws alone). A
 trial that is done (fewer steps, fewer epochs) or diverged leaves the pack; the rest go on
 (:mod:`harness.pack_steps`). With ``trainer.compile`` (the same for every trial of a pack) the
-decoder blocks are compiled once for the pack and run compiled in training only (validation and
-scoring run them eagerly); each trial's dropout then draws inside the graph from the global
-stream (:func:`harness.pack_steps.compiled_routes`), so only without dropout is a compiled
-packed trial its run alone to float rounding.
+decoder blocks are compiled for the pack (:func:`compile_pack`: a graph per route configuration)
+and run compiled in training only (validation and scoring run them eagerly); each trial's dropout
+then draws inside the graph from the global stream, seeded with the first trial's seed when
+training starts (:func:`harness.pack_steps.compiled_routes`), so only without dropout is a
+compiled packed trial its run alone to float rounding.
 
 What a packed trial equals: the same trial run alone by :func:`harness.train.run_training`
 (Lightning), to float rounding (tests/test_packing.py measures it). Its record says
@@ -164,6 +165,7 @@ class PackClock:
     ended: float | None = None
     tokens: int = 0
     lora_terms: dict | None = None
+    compiled_graphs: int | None = None  # trainer.compile: the graphs its blocks compiled in training
 
     def seconds(self) -> float | None:
         return (self.ended - self.started) if self.started is not None else None
@@ -226,6 +228,9 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             if clock.lora_terms is not None:  # which path computed the pack's LoRA terms in training
                 m.record.update(pack_lora_batched_terms=clock.lora_terms[BATCHED],
                                 pack_lora_looped_terms=clock.lora_terms[LOOPED])
+            if clock.compiled_graphs is not None:  # at the recompile limit: what came after trained eagerly
+                m.record.update(pack_compiled_graphs=clock.compiled_graphs,
+                                pack_recompile_limit=torch._dynamo.config.recompile_limit)
             m.record["tokens_per_s"] = round(clock.tokens / pack_seconds, 2) if pack_seconds else None
             m.record.update(loss_fields(m.train_losses, m.val_losses))
             log_member(m)
@@ -328,14 +333,23 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
     return model, router
 
 
-def compile_pack(model, trials: int, mode: str) -> None:
-    """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`). A
-    block recompiles whenever the pack's routes change (a trial leaves, an epoch's last
-    micro-batch is shorter), so the recompile limit grows with the pack instead of falling back
-    to eager at torch's default of 8."""
+def compile_pack(model, trials: int, mode: str) -> int:
+    """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`); returns
+    the recompile limit set. The blocks share one graph per route configuration: the first
+    block's input (the frozen embeddings' output) is made to require grad in training as every
+    later block's does, which would otherwise guard a graph of its own. A new configuration (a
+    trial leaves, an epoch's last micro-batch is shorter, in default mode a new width) compiles
+    again, so the limit grows with the pack instead of falling back to eager at torch's 8."""
+    model.get_input_embeddings().register_forward_hook(_require_grad_in_training)
     compile_blocks(model, mode)
     config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, 8 + 4 * trials)
+    config.recompile_limit = max(config.recompile_limit, 64 + 8 * trials)
+    return config.recompile_limit
+
+
+def _require_grad_in_training(module, inputs, output):
+    if torch.is_grad_enabled():
+        output.requires_grad_(True)
 
 
 def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict | None:
@@ -353,6 +367,9 @@ def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeak
 def fit_pack(model, router: Router, members: list[Member], shared: Prepared, peaks: measure.PhasePeaks, clock: PackClock) -> None:
     """Every member's first validation, then packed steps until every member has left the pack
     (done or diverged) or a signal came (SIGTERM/SIGINT: the packed step under way finishes)."""
+    from lightning.pytorch import seed_everything
+    from torch._dynamo.utils import counters
+
     from .signals import STOP
 
     pad_id = shared.tokenizer.pad_token_id
@@ -366,6 +383,12 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
     for m in members:
         m.active = True
     before = dict(router.terms)
+    compiled = members[0].run.trainer.compile
+    if compiled:
+        # Compiled blocks draw dropout from the global stream: seed it here, so training does not
+        # depend on what scoring the base did to it (lm-eval reseeds; a cached score does not).
+        seed_everything(members[0].run.seed, workers=True, verbose=False)
+    graphs_before = counters["stats"]["unique_graphs"]
     eager_blocks(model, False)  # compiled blocks (trainer.compile) run compiled in training only
     try:
         while any(m.active for m in members) and STOP.signum is None:
@@ -373,6 +396,11 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
                                         shared.device, clock.started)
     finally:
         eager_blocks(model, True)
+        if compiled:
+            clock.compiled_graphs = counters["stats"]["unique_graphs"] - graphs_before
+            if clock.compiled_graphs >= torch._dynamo.config.recompile_limit:
+                log.warning("pack: its blocks compiled %d graphs, torch's recompile limit; route configurations "
+                            "after that trained eagerly", clock.compiled_graphs)
     for m in members:  # stopped by a signal: the last step's loss is still in flight
         if m.active:
             read_loss(m, clock.started)

@@ -65,6 +65,8 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
     # one trial accumulating (its first micro-batch's gradients copied out of graph memory), one
     # leaving early (new routes, new graphs); without dropout each trial keeps the eager pack's
     # losses (bf16 rounding apart). Validation and scoring run the blocks eagerly.
+    from torch._dynamo.utils import counters
+
     from harness.compose import compose
     from harness.packing import Member, train_pack
 
@@ -74,8 +76,13 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
     args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0")
     packs = {}
     for way, extra in (("eager", []), ("graphs", ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"])):
+        counters.clear()
         packs[way] = train_pack([Member(*compose([*args, *t, *extra]), run_dir=tmp_path / way / str(i))
                                  for i, t in enumerate(trials)])
+    # The graphs replayed: inductor skipped none of them (it would, silently, for a CPU tensor or a
+    # mutated input), and the blocks compiled a graph per route configuration, below the limit.
+    assert counters["inductor"]["cudagraph_skips"] == 0
+    assert 0 < packs["graphs"][0]["pack_compiled_graphs"] < packs["graphs"][0]["pack_recompile_limit"]
     for eager, graphs in zip(packs["eager"], packs["graphs"], strict=True):
         assert eager["status"] == graphs["status"] == "ok", graphs.get("error")
         assert graphs["train_losses"] == pytest.approx(eager["train_losses"], rel=1e-2)
