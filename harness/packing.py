@@ -334,22 +334,15 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
 
 
 def compile_pack(model, trials: int, mode: str) -> int:
-    """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`); returns
-    the recompile limit set. The blocks share one graph per route configuration: the first
-    block's input (the frozen embeddings' output) is made to require grad in training as every
-    later block's does, which would otherwise guard a graph of its own. A new configuration (a
-    trial leaves, an epoch's last micro-batch is shorter, in default mode a new width) compiles
-    again, so the limit grows with the pack instead of falling back to eager at torch's 8."""
-    model.get_input_embeddings().register_forward_hook(_require_grad_in_training)
+    """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`, all of
+    them sharing one graph per route configuration); returns the recompile limit set. A new
+    configuration (a trial leaves, an epoch's last micro-batch is shorter, in default mode a new
+    width) compiles again, so the limit grows with the pack instead of falling back to eager at
+    torch's 8."""
     compile_blocks(model, mode)
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, 64 + 8 * trials)
     return config.recompile_limit
-
-
-def _require_grad_in_training(module, inputs, output):
-    if torch.is_grad_enabled():
-        output.requires_grad_(True)
 
 
 def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict | None:

@@ -124,12 +124,22 @@ def compile_blocks(model: nn.Module, mode: str = "default") -> int:
     The blocks share one compiled graph, so a 30-layer model compiles about as fast as one layer
     (compiling the whole forward took minutes on a 7B model); parameter names, saving, export
     and lm-eval see the plain model. Models without ``_no_split_modules`` compile whole.
+    The first block shares it too: in training its input (a frozen embedding's output) is made
+    to require grad, as every later block's input does, which would otherwise guard a graph of
+    its own (a second compile, and under CUDA graphs a second recording).
     ``mode``: torch.compile's mode. Returns how many modules were compiled.
     """
     blocks = decoder_blocks(model)
+    if blocks and hasattr(model, "get_input_embeddings"):
+        model.get_input_embeddings().register_forward_hook(_require_grad_in_training)
     for block in blocks or [model]:
         block.compile(mode=None if mode == "default" else mode)
     return len(blocks) or 1
+
+
+def _require_grad_in_training(module, inputs, output):
+    if torch.is_grad_enabled() and not output.requires_grad:
+        output.requires_grad_(True)
 
 
 def eager_blocks(model: nn.Module, eager: bool) -> None:

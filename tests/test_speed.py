@@ -129,6 +129,23 @@ def test_compile_compiles_each_decoder_block_in_place():
     assert all(m._compiled_call_impl is None for m in compiled)
     eager_blocks(model, False)
     assert [m for m in model.modules() if m._compiled_call_impl is not None] == compiled
+    # One graph for every block, the first too (its input, the frozen embeddings' output, is made
+    # to require grad in training as the later blocks' inputs do), and the same gradients.
+    from torch._dynamo.utils import counters
+
+    ids = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    grads = []
+    model.eval()  # no dropout: the compiled blocks draw other masks
+    for eager in (True, False):
+        eager_blocks(model, eager)
+        counters.clear()
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5)
 
 
 def test_own_gradients_copies_each_gradient_into_its_own_memory():
