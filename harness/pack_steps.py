@@ -191,6 +191,19 @@ def send_loss(m: Member, mean: torch.Tensor) -> None:
     m.in_flight = (m.step, host, event)
 
 
+def drain_loss(m: Member) -> None:
+    """The loss in flight, if any, appended to ``train_losses`` when finite (training stopped
+    around it: the stop, not the loss, ends the trial)."""
+    if m.in_flight is None:
+        return
+    _, host, event = m.in_flight
+    m.in_flight = None
+    if event is not None:
+        event.synchronize()
+    if math.isfinite(loss := host.item()):
+        m.train_losses.append(loss)
+
+
 def read_loss(m: Member, train_started: float) -> bool:
     """Append the loss in flight (:func:`send_loss`) to the trial's ``train_losses``; if it is not
     finite the trial diverged (named by that step, as alone) and leaves the pack: False."""

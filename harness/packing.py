@@ -61,7 +61,7 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
-from .pack_steps import Member, convert_module, packed_step, read_loss, trial_batches, validate
+from .pack_steps import Member, convert_module, drain_loss, packed_step, trial_batches, validate
 from .packed_lora import (
     BATCHED,
     LOOPED,
@@ -341,7 +341,7 @@ def compile_pack(model, trials: int, mode: str) -> int:
     torch's 8."""
     compile_blocks(model, mode)
     config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, 64 + 8 * trials)
+    config.recompile_limit = max(config.recompile_limit, min(64 + 8 * trials, config.accumulated_recompile_limit))
     return config.recompile_limit
 
 
@@ -389,14 +389,13 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
                                         shared.device, clock.started)
     finally:
         eager_blocks(model, True)
-        if compiled:
+        if compiled:  # this process's new graphs (torch warns itself if a block hits its recompile limit)
             clock.compiled_graphs = counters["stats"]["unique_graphs"] - graphs_before
-            if clock.compiled_graphs >= torch._dynamo.config.recompile_limit:
-                log.warning("pack: its blocks compiled %d graphs, torch's recompile limit; route configurations "
-                            "after that trained eagerly", clock.compiled_graphs)
-    for m in members:  # stopped by a signal: the last step's loss is still in flight
-        if m.active:
-            read_loss(m, clock.started)
+        # Stopped (a signal, out of memory, a crash): each trial's last step loss is still in
+        # flight. Kept when finite, as a run alone keeps it; the stop, not the loss, ends it.
+        for m in members:
+            with contextlib.suppress(Exception):
+                drain_loss(m)
     clock.ended = time.perf_counter()
     if not members[0].run.trainer.compile:  # compiled blocks do not count their terms
         clock.lora_terms = {path: router.terms[path] - before[path] for path in before}

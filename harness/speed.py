@@ -130,16 +130,31 @@ def compile_blocks(model: nn.Module, mode: str = "default") -> int:
     ``mode``: torch.compile's mode. Returns how many modules were compiled.
     """
     blocks = decoder_blocks(model)
-    if blocks and hasattr(model, "get_input_embeddings"):
-        model.get_input_embeddings().register_forward_hook(_require_grad_in_training)
+    embeddings = _input_embeddings(model) if blocks else None
+    if embeddings is not None and not getattr(embeddings, "_harness_requires_grad_hook", False):
+        embeddings.register_forward_hook(_require_grad_in_training)
+        embeddings._harness_requires_grad_hook = True
     for block in blocks or [model]:
         block.compile(mode=None if mode == "default" else mode)
     return len(blocks) or 1
 
 
+def _input_embeddings(model: nn.Module) -> nn.Module | None:
+    try:
+        return model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # a model without the usual layout compiles as before
+        return None
+
+
 def _require_grad_in_training(module, inputs, output):
     if torch.is_grad_enabled() and not output.requires_grad:
         output.requires_grad_(True)
+        # A leaf now: backward would keep its gradient (nothing reads it) until the graph is freed.
+        output.register_post_accumulate_grad_hook(_drop_grad)
+
+
+def _drop_grad(tensor: torch.Tensor) -> None:
+    tensor.grad = None
 
 
 def eager_blocks(model: nn.Module, eager: bool) -> None:
