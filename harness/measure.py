@@ -247,3 +247,24 @@ def throughput(measure: MeasureCallback, total_params: int, trainable_params: in
         out["mfu"] = round(per_token * measure.tokens / seconds / peak_flops, 5)
         out["mfu_peak_flops"] = peak_flops
     return out
+
+
+class LossInFlight:
+    """A step's loss on its way to the host without waiting for the GPU: reading it at once
+    would stall the host until the GPU finished the step, and the GPU would then idle while the
+    host launched the next one (small models are launch-bound). Read it a step later."""
+
+    def __init__(self, step: int, loss: torch.Tensor):
+        self.step = step
+        if loss.is_cuda:
+            self.host = loss.detach().to("cpu", non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host, self.event = loss.detach(), None
+
+    def read(self) -> float:
+        """The loss, once its copy has arrived."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.item()

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from .measure import LossInFlight
 from .models import decoder_blocks
 from .schema import ConfigError, OptimizerConfig, SchedulerConfig
 from .signals import STOP, RunInterrupted
@@ -128,7 +129,7 @@ class FineTuneModule(L.LightningModule):
         self.val_losses: list[float] = []  # one per validation pass
         self._pending: list[torch.Tensor] = []
         # The last optimizer step's mean loss on its way to the host: (step, tensor, CUDA event or None).
-        self._in_flight: tuple[int, torch.Tensor, torch.cuda.Event | None] | None = None
+        self._in_flight: LossInFlight | None = None
         self._last_batch: dict[str, torch.Tensor] | None = None
         self._rng_to_restore: dict | None = None
         self.resumed_at_step: int | None = None
@@ -156,10 +157,8 @@ class FineTuneModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer):
-        # The mean loss of this optimizer step is copied to the host without waiting; the previous
-        # step's copy is read and checked now. Reading this step's loss at once would stall the
-        # host until the GPU finished the step, and the GPU would then idle while the host launched
-        # the next one (small models are launch-bound). Every rank checks at the same step.
+        # The mean loss of this optimizer step goes to the host without waiting (LossInFlight);
+        # the previous step's copy is read and checked now. Every rank checks at the same step.
         if not self._pending:
             return
         loss = torch.stack(self._pending).mean()
@@ -168,26 +167,17 @@ class FineTuneModule(L.LightningModule):
             loss = self.trainer.strategy.reduce(loss, reduce_op="mean")
         self._pending.clear()
         self.record_losses()  # the progress bar shows it (measure.HostMetricsBar)
-        if loss.is_cuda:
-            host = loss.detach().to("cpu", non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        else:
-            host, event = loss.detach(), None
-        self._in_flight = (self.global_step, host, event)
+        self._in_flight = LossInFlight(self.global_step, loss)
 
     def record_losses(self) -> None:
         """Append the loss copied at the last optimizer step, if one is in flight, to
         ``train_losses``; raise :class:`DivergedError` if it is not finite."""
         if self._in_flight is None:
             return
-        step, host, event = self._in_flight
-        self._in_flight = None
-        if event is not None:
-            event.synchronize()
-        loss = host.item()
+        in_flight, self._in_flight = self._in_flight, None
+        loss = in_flight.read()
         if not math.isfinite(loss):
-            raise DivergedError(f"training loss became {loss} at optimizer step {step}")
+            raise DivergedError(f"training loss became {loss} at optimizer step {in_flight.step}")
         self.train_losses.append(loss)
 
     def on_train_end(self):

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .measure import LossInFlight
 from .packed_lora import Route, Router, TrialRng
 from .record import RunRecord
 from .schema import RunConfig
@@ -44,7 +45,7 @@ class Member:
     rng: TrialRng | None = None
     batches: object = None
     pending: list = field(default_factory=list)
-    in_flight: tuple | None = None  # (optimizer step, host copy, CUDA event) of its last step's mean loss
+    in_flight: LossInFlight | None = None  # its last optimizer step's mean loss, on its way to the host
     train_losses: list = field(default_factory=list)
     val_losses: list = field(default_factory=list)
     step: int = 0
@@ -164,7 +165,7 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
         m.pending.clear()
         if not read_loss(m, train_started):  # the previous step's loss was not finite: it left the pack
             continue
-        send_loss(m, mean)
+        m.in_flight = LossInFlight(m.step, mean)
         if m.run.trainer.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(m.params, m.run.trainer.max_grad_norm)
         m.optimizer.step()
@@ -176,49 +177,27 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     return batch["num_tokens"]
 
 
-def send_loss(m: Member, mean: torch.Tensor) -> None:
-    """The optimizer step's mean loss on its way to the host, without waiting for the GPU; read
-    one optimizer step later (:func:`read_loss`), as a trial alone does
-    (:meth:`harness.module.FineTuneModule.on_before_optimizer_step`): reading it at once would
-    stall the host until the GPU finished the step, and the GPU would idle while the host
-    launched the next one."""
-    if mean.is_cuda:
-        host = mean.to("cpu", non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-    else:
-        host, event = mean, None
-    m.in_flight = (m.step, host, event)
-
-
 def drain_loss(m: Member) -> None:
     """The loss in flight, if any, appended to ``train_losses`` when finite (training stopped
     around it: the stop, not the loss, ends the trial)."""
-    if m.in_flight is None:
-        return
-    _, host, event = m.in_flight
-    m.in_flight = None
-    if event is not None:
-        event.synchronize()
-    if math.isfinite(loss := host.item()):
+    in_flight, m.in_flight = m.in_flight, None
+    if in_flight is not None and math.isfinite(loss := in_flight.read()):
         m.train_losses.append(loss)
 
 
 def read_loss(m: Member, train_started: float) -> bool:
-    """Append the loss in flight (:func:`send_loss`) to the trial's ``train_losses``; if it is not
-    finite the trial diverged (named by that step, as alone) and leaves the pack: False."""
-    if m.in_flight is None:
+    """Append the loss in flight (sent one optimizer step earlier, :class:`LossInFlight`, as a
+    trial alone does) to the trial's ``train_losses``; if it is not finite the trial diverged
+    (named by that step, as alone) and leaves the pack: False."""
+    in_flight, m.in_flight = m.in_flight, None
+    if in_flight is None:
         return True
-    step, host, event = m.in_flight
-    m.in_flight = None
-    if event is not None:
-        event.synchronize()
-    loss = host.item()
+    loss = in_flight.read()
     if math.isfinite(loss):
         m.train_losses.append(loss)
         return True
     m.optimizer.zero_grad(set_to_none=True)
-    m.record.update(status="diverged", error=f"training loss became {loss} at optimizer step {step}")
+    m.record.update(status="diverged", error=f"training loss became {loss} at optimizer step {in_flight.step}")
     leave(m, train_started)
     return False
 
