@@ -98,7 +98,7 @@ class Router:
     """The routes of the packed forward under way; None: each layer's own peft forward (the
     active adapter on every row: scoring, saving). ``batched``: take the batched path where it
     applies; ``terms``: the LoRA terms (one trial in one layer's forward) each path computed, in
-eager forwards (compiled blocks do not count)."""
+    eager forwards (compiled blocks do not count)."""
 
     def __init__(self, batched: bool = True):
         self.routes: list[Route] | None = None

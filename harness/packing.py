@@ -228,7 +228,7 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             if clock.lora_terms is not None:  # which path computed the pack's LoRA terms in training
                 m.record.update(pack_lora_batched_terms=clock.lora_terms[BATCHED],
                                 pack_lora_looped_terms=clock.lora_terms[LOOPED])
-            if clock.compiled_graphs is not None:  # at the recompile limit: what came after trained eagerly
+            if clock.compiled_graphs is not None:  # trainer.compile: graphs compiled while it trained, and torch's limit
                 m.record.update(pack_compiled_graphs=clock.compiled_graphs,
                                 pack_recompile_limit=torch._dynamo.config.recompile_limit)
             m.record["tokens_per_s"] = round(clock.tokens / pack_seconds, 2) if pack_seconds else None
@@ -397,7 +397,7 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
             with contextlib.suppress(Exception):
                 drain_loss(m)
     clock.ended = time.perf_counter()
-    if not members[0].run.trainer.compile:  # compiled blocks do not count their terms
+    if not compiled:  # compiled blocks do not count their terms
         clock.lora_terms = {path: router.terms[path] - before[path] for path in before}
     peaks.end("train")
     STOP.defer = False
