@@ -128,7 +128,7 @@ class FineTuneModule(L.LightningModule):
         self.train_losses: list[float] = []  # one per optimizer step (mean over its micro-batches)
         self.val_losses: list[float] = []  # one per validation pass
         self._pending: list[torch.Tensor] = []
-        # The last optimizer step's mean loss on its way to the host: (step, tensor, CUDA event or None).
+        # The last optimizer step's mean loss on its way to the host (read at the next step).
         self._in_flight: LossInFlight | None = None
         self._last_batch: dict[str, torch.Tensor] | None = None
         self._rng_to_restore: dict | None = None

@@ -177,27 +177,29 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     return batch["num_tokens"]
 
 
-def drain_loss(m: Member) -> None:
-    """The loss in flight, if any, appended to ``train_losses`` when finite (training stopped
-    around it: the stop, not the loss, ends the trial)."""
-    in_flight, m.in_flight = m.in_flight, None
-    if in_flight is not None and math.isfinite(loss := in_flight.read()):
-        m.train_losses.append(loss)
-
-
-def read_loss(m: Member, train_started: float) -> bool:
-    """Append the loss in flight (sent one optimizer step earlier, :class:`LossInFlight`, as a
-    trial alone does) to the trial's ``train_losses``; if it is not finite the trial diverged
-    (named by that step, as alone) and leaves the pack: False."""
+def drain_loss(m: Member) -> tuple[int, float] | None:
+    """The loss in flight, if any, appended to ``train_losses`` when finite; one that is not is
+    returned as (optimizer step, loss) and left out (a stopped pack drains: the stop, not the
+    loss, ends the trial)."""
     in_flight, m.in_flight = m.in_flight, None
     if in_flight is None:
-        return True
+        return None
     loss = in_flight.read()
     if math.isfinite(loss):
         m.train_losses.append(loss)
+        return None
+    return in_flight.step, loss
+
+
+def read_loss(m: Member, train_started: float) -> bool:
+    """:func:`drain_loss` in training (the loss was sent one optimizer step earlier, as a trial
+    alone sends it): a loss that is not finite means the trial diverged (named by that step, as
+    alone) and leaves the pack: False."""
+    diverged = drain_loss(m)
+    if diverged is None:
         return True
     m.optimizer.zero_grad(set_to_none=True)
-    m.record.update(status="diverged", error=f"training loss became {loss} at optimizer step {in_flight.step}")
+    m.record.update(status="diverged", error=f"training loss became {diverged[1]} at optimizer step {diverged[0]}")
     leave(m, train_started)
     return False
 

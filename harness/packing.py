@@ -333,16 +333,15 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
     return model, router
 
 
-def compile_pack(model, trials: int, mode: str) -> int:
+def compile_pack(model, trials: int, mode: str) -> None:
     """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`, all of
-    them sharing one graph per route configuration); returns the recompile limit set. A new
+    them sharing one graph per route configuration). A new
     configuration (a trial leaves, an epoch's last micro-batch is shorter, in default mode a new
     width) compiles again, so the limit grows with the pack instead of falling back to eager at
     torch's 8."""
     compile_blocks(model, mode)
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, min(64 + 8 * trials, config.accumulated_recompile_limit))
-    return config.recompile_limit
 
 
 def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict | None:
