@@ -6,10 +6,16 @@ no reload or merge is needed; scores come back as ``{task: {metric: {"value", "s
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import hashlib
+import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import EvalError
@@ -65,6 +71,27 @@ def check_tasks(tasks: list[str]) -> None:
                         "use eval=local for the offline suite")
 
 
+@functools.cache
+def _process_requests_dir() -> Path:
+    """This process's folder for lm-eval's built requests, removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="harness-lm-requests-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def requests_cache(tasks: list[str], num_fewshot: int | None, heldout_path: Path | None) -> Path:
+    """Where lm-eval keeps the requests it built for these tasks (``cache_requests``), in this
+    process. Why: building them (a Jinja template compiled per document) took about two thirds
+    of scoring the probes (CPU profile, 2026-12-05), and a pack scores each of its trials, and
+    its base, on the same requests. lm-eval keys its cache by task name alone, so the folder is
+    keyed by what else decides the requests: the bundled tasks' version and the held-out file."""
+    import lm_eval
+
+    heldout = Path(heldout_path).read_bytes() if heldout_path and HELDOUT_TASK in tasks else b""
+    key = json.dumps([lm_eval.__version__, TASKS_VERSION, sorted(tasks), num_fewshot, hashlib.sha256(heldout).hexdigest()])
+    return _process_requests_dir() / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 16, num_fewshot: int | None = None,
           limit: int | None = None, heldout_path: Path | None = None, make_lm=None) -> dict:
     """Score ``model`` on lm-eval ``tasks``; returns ``{task: {metric: {"value", "stderr"}}}``.
@@ -75,6 +102,7 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
     """
     import torch
     from lm_eval import simple_evaluate
+    from lm_eval.caching import cache as lm_cache
     from lm_eval.models.huggingface import HFLM
 
     check_tasks(tasks)
@@ -104,8 +132,13 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
         # lm-eval prints progress notes to stdout; keep stdout for the caller's results.
         with contextlib.redirect_stdout(sys.stderr):
             manager = task_manager(tasks, {"heldout_path": str(heldout_path)} if heldout_path else None)
+            # With a limit lm-eval builds every document to cache them: cache only full tasks.
+            cached = limit is None
+            if cached:
+                lm_cache.PATH = str(requests_cache(tasks, num_fewshot, heldout_path))
             result = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=num_fewshot,
-                                     limit=limit, log_samples=False, bootstrap_iters=1000, verbosity="ERROR")
+                                     limit=limit, log_samples=False, bootstrap_iters=1000, verbosity="ERROR",
+                                     cache_requests=cached)
     finally:
         model.train(was_training)
     return parse_results(result["results"])

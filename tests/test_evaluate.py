@@ -125,6 +125,38 @@ def test_scoring_forks_no_process_and_still_bootstraps_the_perplexity_stderr(tin
     assert ppl["value"] > 1 and ppl["stderr"] is not None and ppl["stderr"] > 0
 
 
+def test_a_process_builds_a_full_task_s_requests_once_per_held_out_split(tiny_model, tmp_path, monkeypatch):
+    # Building lm-eval's requests was most of scoring's time, and a pack scores its base and each
+    # trial on the same ones: a process builds them once. lm-eval keys its cache by task name, so
+    # a different held-out split (same task name) must be built again, not read from the cache.
+    from lm_eval.api.task import ConfigurableTask
+
+    from harness.evaluate import write_heldout
+
+    model, tokenizer = tiny_model
+    built = []
+    construct = ConfigurableTask.construct_requests
+    monkeypatch.setattr(ConfigurableTask, "construct_requests",
+                        lambda self, *a, **k: built.append(self.config.task) or construct(self, *a, **k))
+
+    def heldout(name: str, answer: str):
+        prompt, ids = tokenizer("Question: how many?\nAnswer:")["input_ids"], tokenizer(answer)["input_ids"]
+        return write_heldout([{"input_ids": prompt + ids, "labels": [-100] * len(prompt) + ids}] * 3,
+                             tokenizer, tmp_path / name / "heldout.jsonl")
+
+    tasks = ["harness_heldout", "harness_add1d"]
+    first = score(model, tokenizer, tasks, device="cpu", heldout_path=heldout("a", " two"))
+    assert set(built) == set(tasks)
+    n = len(built)
+    assert score(model, tokenizer, tasks, device="cpu", heldout_path=tmp_path / "a" / "heldout.jsonl") == first
+    assert len(built) == n  # read from the cache
+    other = score(model, tokenizer, tasks, device="cpu", heldout_path=heldout("b", " seven red apples"))
+    assert built[n:].count("harness_heldout") == 3  # a new split: built again
+    assert other["harness_heldout"] != first["harness_heldout"] and other["harness_add1d"] == first["harness_add1d"]
+    # Uncached (a limit builds only what it scores, and lm-eval caches no partial task): the same.
+    assert score(model, tokenizer, tasks, device="cpu", heldout_path=tmp_path / "b" / "heldout.jsonl", limit=10**6) == other
+
+
 def test_heldout_needs_a_test_split(tiny_model):
     model, tokenizer = tiny_model
     with pytest.raises(EvalError, match="harness_heldout"):
