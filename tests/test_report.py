@@ -628,3 +628,33 @@ def test_a_finding_without_records_names_the_sweep_that_would_test_it():
 
     assert untested_reason("F4") == "F4 (scheduler): its sweep `optimizer_scheduler` is not among the records"
     assert untested_reason("F2").endswith("its sweeps `qlora`, `memory_7b`, `runtime_7b` are not among the records")
+
+
+def test_compare_pairs_runs_by_configuration_and_seed_and_judges_against_the_seed_spread(tmp_path, capsys):
+    # The A/B check of a way of running (issue 23: packed vs alone): one configuration shifted by
+    # a tenth of the seed spread agrees, one shifted by five spreads does not, one configuration
+    # ran on one side only and is named, not compared.
+    from harness.report import compare
+
+    noise = {1: -0.001, 2: 0.0, 3: 0.001}  # seed std 0.001 in every configuration
+    levels = {"adapter.r": [4, 8, 16]}
+    reference = write_sweep(tmp_path / "a", "rank", grid("rank", levels, lambda p, s: {"nll": 1.5 - p["adapter.r"] / 1000 + noise[s]}))
+    shift = {4: 0.0001, 8: 0.005}
+    new = write_sweep(tmp_path / "b", "rank", grid("rank", {"adapter.r": [4, 8, 32]},
+                                                   lambda p, s: {"nll": 1.5 - p["adapter.r"] / 1000 + noise[s] + shift.get(p["adapter.r"], 0)}))
+    table, pooled, only, pairs = compare.compare(load_records(new), load_records(reference), "eval.harness_heldout.token_nll")
+    assert pooled == pytest.approx(0.001)
+    by_rank = table.set_index("sweep.params.adapter.r")
+    assert by_rank.loc[4, "difference"] == pytest.approx(0.0001) and bool(by_rank.loc[4, "within_seed_spread"])
+    assert by_rank.loc[8, "difference"] == pytest.approx(0.005) and not bool(by_rank.loc[8, "within_seed_spread"])
+    assert list(by_rank["seeds"]) == [3, 3] and len(pairs) == 6
+    assert only == {"new": [("32",)], "reference": [("16",)]}
+    assert compare.main([str(new), str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "Agree: 1 of 2 configurations; 6 seed pairs" in out and "Only in new: 32" in out
+    archive = tmp_path / "rank.tgz"  # a committed archive compares as its sweep dir
+    subprocess.run(["tar", "czf", str(archive), "-C", str(reference.parent), reference.name], check=True)
+    assert compare.main([str(new), str(archive)]) == 0
+    assert "Agree: 1 of 2 configurations" in capsys.readouterr().out
+    assert compare.main([str(new), str(reference), "--metric", "eval.nothing"]) == 2
+    assert capsys.readouterr().err.startswith("error: new: no ok run has eval.nothing")
