@@ -7,9 +7,11 @@ memory budget; a pack out of memory splits in two and each half runs again.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +30,9 @@ from .space import merge_overrides, trial_overrides
 log = logging.getLogger("harness.sweep")
 
 PACK_OOM_RECORD = "pack_oom_record.json"  # a run's record from a pack that ran out of memory (then split)
+# Of a GPU's memory, what packs may plan to hold: the rest is each process's CUDA context (about
+# 0.5 GiB), the allocator's slack and compiled graphs' pools, which the estimate leaves out.
+GPU_SHARE_FOR_PACKS = 0.9
 
 
 @dataclass
@@ -76,6 +81,37 @@ def pack_chunks(entries: list, size: int, budget_gib: float | None = None) -> li
     return chunks
 
 
+@functools.cache
+def gpu_memory_gib(gpu: str) -> float | None:
+    """GPU ``gpu``'s total memory by ``nvidia-smi`` (the driver holds no CUDA context), or None."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", gpu],
+                             capture_output=True, text=True, timeout=60)
+        return float(out.stdout.split()[0]) / 1024 if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
+def pack_budget_gib(budget_gib: float | None, slot: str | None, slots: list) -> float | None:
+    """The memory a pack on ``slot`` may plan to hold: ``sweep.gpu_memory_budget`` when set, else
+    its GPU's share for packs divided among the workers on that GPU (six packs of eight 135M runs
+    planned about 180 GiB of an H200's 139). None without a GPU or where it cannot be read."""
+    if budget_gib is not None or slot is None or "," in slot:
+        return budget_gib
+    total = gpu_memory_gib(slot)
+    if total is None:
+        return None
+    budget = round(total * GPU_SHARE_FOR_PACKS / max(1, slots.count(slot)), 1)
+    _log_budget(slot, budget, total, slots.count(slot))
+    return budget
+
+
+@functools.cache
+def _log_budget(slot: str, budget: float, total: float, workers: int) -> None:
+    log.info("packs on GPU %s: up to %.1f GiB each by their dry-run estimates (%.0f%% of its %.1f GiB, %d worker(s) "
+             "on it; sweep.gpu_memory_budget sets it)", slot, budget, 100 * GPU_SHARE_FOR_PACKS, total, workers)
+
+
 class PackedTrials:
     """The driver's packed trials. Mixed into :class:`sweeps.driver.Driver`, whose attributes it
     uses: ``plan``, ``study``, ``launcher``, ``slots``, ``stop``, and its methods for one run
@@ -94,6 +130,7 @@ class PackedTrials:
         from harness.packing import pack_key, unpackable_reason
 
         plan = self.plan
+        budget = pack_budget_gib(plan.cfg.gpu_memory_budget, slot, self.slots)
         runs, alone, groups = [], [], {}
         for trial, params in batch:
             overrides = merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params))
@@ -109,13 +146,14 @@ class PackedTrials:
                 entry.run, entry.resolved = compose(entry.overrides)
                 entry.sweep = self.sweep_fields(trial, params, seed, entry.run, slot).to_json()
                 runs.append(entry)
-                if plan.cfg.gpu_memory_budget is not None:
+                if budget is not None:
                     from harness.estimate import estimate_run
 
                     estimate = estimate_run(entry.run, device="cuda")
                     entry.estimate = estimate["memory_estimate"]
-                    entry.record = self.skip_if_over_budget(entry.run, entry.resolved, entry.run_dir, estimate,
-                                                            sweep=entry.sweep)
+                    if plan.cfg.gpu_memory_budget is not None:  # a run over the user's budget is skipped
+                        entry.record = self.skip_if_over_budget(entry.run, entry.resolved, entry.run_dir, estimate,
+                                                                sweep=entry.sweep)
                 if entry.record is not None:  # skipped, its record written
                     continue
                 if unpackable_reason(entry.run):
@@ -123,7 +161,7 @@ class PackedTrials:
                 else:
                     groups.setdefault(pack_key(entry.resolved), []).append(entry)
         for members in groups.values():
-            for chunk in pack_chunks(members, plan.pack_size, plan.cfg.gpu_memory_budget):
+            for chunk in pack_chunks(members, plan.pack_size, budget):
                 if len(chunk) == 1:
                     alone.extend(chunk)
                 elif self.may_start():

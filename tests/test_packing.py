@@ -5,6 +5,7 @@ terms batched (harness.packed_lora) or looped."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -604,6 +605,28 @@ def test_packs_are_cut_to_the_pack_size_and_the_memory_budget():
     mixed = [SimpleNamespace(estimate={"weights_bytes": 4 * gib, "autocast_copies_bytes": 2 * gib,
                                        "total_bytes": 7 * gib}, pack_estimate_gib=None) for _ in range(3)]
     assert pack_chunks(mixed, size=8, budget_gib=100)[0][0].pack_estimate_gib == 4 + 2 + 3 * 1
+
+
+def test_without_a_budget_packs_share_their_gpu_s_memory_among_its_workers(tmp_path, monkeypatch):
+    # Six workers' packs of eight 135M runs planned about 180 GiB of an H200's 139: without
+    # sweep.gpu_memory_budget, a pack may plan 90% of its GPU's memory over the workers on it.
+    from sweeps import packed
+
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text('#!/bin/sh\ncase "$*" in *"-i 1"*) echo 81559;; *) echo 143771;; esac\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
+    packed.gpu_memory_gib.cache_clear()
+    slots = ["0", "0", "0", "1"]
+    assert packed.pack_budget_gib(None, "0", slots) == round(143771 / 1024 * 0.9 / 3, 1) == 42.1
+    assert packed.pack_budget_gib(None, "1", slots) == round(81559 / 1024 * 0.9, 1)
+    assert packed.pack_budget_gib(12.0, "0", slots) == 12.0  # the user's budget wins
+    assert packed.pack_budget_gib(None, None, [None]) is None  # no GPU: no budget
+    smi.write_text("#!/bin/sh\nexit 9\n")
+    packed.gpu_memory_gib.cache_clear()
+    assert packed.pack_budget_gib(None, "0", slots) is None  # unreadable: packs cut by pack_size alone
+    packed.gpu_memory_gib.cache_clear()
 
 
 def test_the_pack_bench_times_both_paths_and_says_which_ran(tmp_path):
