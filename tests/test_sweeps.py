@@ -321,3 +321,22 @@ def test_concurrent_workers_never_run_one_grid_point_twice(tmp_path):
         t.join()
     points = [tuple(sorted(params.items())) for trial, params in filter(None, taken)]
     assert len(points) == len(set(points)) == plan.planned
+
+
+def test_the_driver_tokenizes_the_data_once_before_its_trials(tmp_path):
+    # Issue 23: the first trials each tokenized the data at once (33 s set-up each in the seeds
+    # sweep, 2 s from the cache). The driver tokenizes it into the cache first: every run reads it.
+    import json
+
+    data = tmp_path / "chat.jsonl"
+    rows = [{"conversations": [{"from": "human", "value": f"What is {a} plus {a}?"},
+                               {"from": "gpt", "value": f"{a} plus {a} is {2 * a}."}]} for a in range(2000)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1]", "sweep.workers=2",
+                      *tiny_run(data, size=16), "trainer.max_steps=1", f"hydra.sweep.dir={sweep_dir}"],
+                     timeout=600, env={"HARNESS_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data tokenized once for the sweep's runs" in result.stderr
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("trials/*/record.json")]
+    assert len(records) == 2 and all(r["data"]["tokenized_from_cache"] is True for r in records)

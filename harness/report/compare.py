@@ -39,17 +39,15 @@ def load(path: Path, work: Path):
 
 def compare(new, reference, metric: str):
     """Per configuration: n paired seeds, each side's mean, the mean paired difference, the
-    reference's seed standard deviation. Returns (table, pooled reference sigma, unpaired keys)."""
+    reference's seed standard deviation. Returns (table, pooled reference seed sigma, the
+    configurations on one side only, the seed pairs)."""
     import pandas as pd
 
     for name, frame in (("new", new), ("reference", reference)):
         if metric not in frame.columns or frame[metric].isna().all():
             raise ValueError(f"{name}: no ok run has {metric}")
     axes = sorted({c for f in (new, reference) for c in f.columns if c.startswith("sweep.params.")} - {"sweep.params_order"})
-    for frame in (new, reference):
-        for axis in axes:
-            if axis not in frame.columns:
-                frame[axis] = None
+    new, reference = (f.assign(**{a: None for a in axes if a not in f.columns}) for f in (new, reference))
     keys = [*axes, SEED]
     pairs = new[[*keys, metric]].merge(reference[[*keys, metric]], on=keys, suffixes=(".new", ".reference"))
     pairs = pairs.dropna(subset=[f"{metric}.new", f"{metric}.reference"])
