@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 from ..results import load_records
+from .measured import pooled_sigma
+from .stats import t_interval
 
 SEED = "sweep.seed"
 
@@ -41,8 +43,6 @@ def compare(new, reference, metric: str):
     """Per configuration: n paired seeds, each side's mean, the mean paired difference, the
     reference's seed standard deviation. Returns (table, pooled reference seed sigma, the
     configurations on one side only, the seed pairs)."""
-    import pandas as pd
-
     for name, frame in (("new", new), ("reference", reference)):
         if metric not in frame.columns or frame[metric].isna().all():
             raise ValueError(f"{name}: no ok run has {metric}")
@@ -52,35 +52,23 @@ def compare(new, reference, metric: str):
     pairs = new[[*keys, metric]].merge(reference[[*keys, metric]], on=keys, suffixes=(".new", ".reference"))
     pairs = pairs.dropna(subset=[f"{metric}.new", f"{metric}.reference"])
     pairs["difference"] = pairs[f"{metric}.new"] - pairs[f"{metric}.reference"]
-    spread = reference.groupby(axes, dropna=False)[metric].agg(["std", "count"])
-    usable = spread[spread["count"] > 1]
-    pooled = math.sqrt(((usable["count"] - 1) * usable["std"] ** 2).sum() / (usable["count"] - 1).sum()) if len(usable) else math.nan
+    pooled = pooled_sigma(reference.set_index([*axes, SEED])[metric]) or math.nan
     table = pairs.groupby(axes, dropna=False).agg(seeds=(SEED, "count"), new=(f"{metric}.new", "mean"),
                                                    reference=(f"{metric}.reference", "mean"),
                                                    difference=("difference", "mean")).reset_index()
-    table = table.merge(spread["std"].rename("reference_seed_std").reset_index(), on=axes, how="left")
+    spread = reference.groupby(axes, dropna=False)[metric].std().rename("reference_seed_std").reset_index()
+    table = table.merge(spread, on=axes, how="left")
     table["within_seed_spread"] = table["difference"].abs() <= pooled
     configs = {name: set(map(tuple, f[axes].astype(str).drop_duplicates().values)) for name, f in
                (("new", new), ("reference", reference))}
     only = {"new": sorted(configs["new"] - configs["reference"]), "reference": sorted(configs["reference"] - configs["new"])}
-    return pd.DataFrame(table), pooled, only, pairs
-
-
-def mean_interval(differences) -> tuple[float, float, float]:
-    """The mean of the paired differences and its 95% t interval."""
-    from scipy import stats
-
-    n = len(differences)
-    mean = float(differences.mean())
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half
+    return table, pooled, only, pairs
 
 
 def render(table, pooled: float, only: dict, pairs, metric: str) -> str:
     agree = int(table["within_seed_spread"].sum())
-    mean, low, high = mean_interval(pairs["difference"])
+    interval = t_interval(pairs["difference"])
+    mean, low, high = interval.mean, interval.low, interval.high
     lines = [f"# {metric}: new vs reference", "",
              f"- Rule: a configuration agrees when |mean seed-paired difference| <= the reference's pooled seed "
              f"standard deviation ({pooled:.4g}).",
