@@ -268,25 +268,40 @@ def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths
     return rows
 
 
+def shape_overrides(name: str, seq: int, steps: int, work: Path) -> list[str]:
+    """The run config of one bench shape, with its tokenizer and data written under ``work``."""
+    tokenizer = bench_tokenizer(work / "tokenizer")
+    data_path = synthetic_data(work / f"{name}.jsonl", CONFIGS[name][1] * steps)
+    return bench_overrides(name, seq, steps, data_path, tokenizer)
+
+
+def plain_trials(name: str, seq: int, steps: int, work: Path, n: int) -> list[dict]:
+    """``n`` plain-loop trials of one shape one after another, each its own process as a plain
+    script is run (issue 23's reference: no scoring): each one's wall seconds, start-up
+    included, and its result (tokens/s, peaks, losses)."""
+    overrides = shape_overrides(name, seq, steps, work)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    trials = []
+    for i in range(n):
+        print(f"[bench] {name}: plain-loop trial {i + 1}/{n} ...", file=sys.stderr, flush=True)
+        result = work / f"reference-{name}-{i}.json"
+        started = time.perf_counter()
+        proc = subprocess.run(one_process("reference", overrides, 1, result), capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"plain-loop trial failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+        trials.append({"wall_seconds": round(time.perf_counter() - started, 1), **json.loads(result.read_text())})
+    return trials
+
+
 def sweep_throughput(name: str, seq: int, steps: int, work: Path, trials: int, trials_per_gpu: int,
                      reference_trials: int, harness_overrides: list[str] | None = None, logs: Path | None = None) -> dict:
     """Trials per hour, wall clock: ``reference_trials`` plain-loop trials one after another (each
     its own process, as a plain script is run) against one harness sweep of ``trials`` trials of
     the same shape and steps (different seeds), ``trials_per_gpu`` at a time."""
-    tokenizer = bench_tokenizer(work / "tokenizer")
-    data_path = synthetic_data(work / f"{name}.jsonl", CONFIGS[name][1] * steps)
-    overrides = bench_overrides(name, seq, steps, data_path, tokenizer)
+    overrides = shape_overrides(name, seq, steps, work)
     harness_overrides = switches_for(name, harness_overrides)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    walls = []
-    for i in range(reference_trials):
-        print(f"[bench] {name}: plain-loop trial {i + 1}/{reference_trials} ...", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        proc = subprocess.run(one_process("reference", overrides, 1, work / f"reference-{i}.json"),
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"plain-loop trial failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
-        walls.append(time.perf_counter() - started)
+    walls = [t["wall_seconds"] for t in plain_trials(name, seq, steps, work, reference_trials)]
     sweep_dir = work / "sweep"
     cmd = [sys.executable, "-m", "harness.run", "+sweep=custom", "sweep.name=bench_throughput",
            f"+sweep.space.seed=[{','.join(str(i) for i in range(trials))}]", f"sweep.trials_per_gpu={trials_per_gpu}",
@@ -371,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials-per-gpu", type=int, default=12,
                         help="with --sweep-trials: the sweep's trials at a time (12 met the 6x goal on an H100 for the 135M shape)")
     parser.add_argument("--reference-trials", type=int, default=2, help="with --sweep-trials: plain-loop trials timed")
+    parser.add_argument("--plain-trials", type=int, default=0,
+                        help="time this many plain-loop trials of each config alone (each its own process, "
+                             "start-up included; the reference of python -m harness.report.throughput --plain-seconds)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--overrides", help=argparse.SUPPRESS)
@@ -391,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.configs:
             print(f"[bench] {name}: harness switches {' '.join(switches_for(name, args.harness_overrides)) or 'none'}",
                   file=sys.stderr)
+        if args.plain_trials:
+            results = {name: plain_trials(name, args.seq, args.steps, Path(work), args.plain_trials) for name in args.configs}
+            args.out.write_text(json.dumps({"plain_trials": results}, indent=2))
+            for name, trials in results.items():
+                print(f"{name}: plain-loop trial wall seconds {' '.join(str(t['wall_seconds']) for t in trials)}")
+            return 0
         if args.sweep_trials:
             results = []
             for name in args.configs:

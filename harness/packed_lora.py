@@ -123,6 +123,10 @@ def routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if routes is None or self.disable_adapters or self.merged:
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x, *args, **kwargs)
+    if four_bit(self):
+        # As peft's 4-bit layer: its terms are added to a copy (bitsandbytes' output is not
+        # modified in place), each rounded to the output's dtype first where autocast is off.
+        result = result.clone()
     mine = [route for route in routes if route.name in self.lora_A]
     groups, looped = batch_groups(self, mine) if router.batched else ([], mine)
     for group in groups:
@@ -160,7 +164,13 @@ def add_looped(layer, x: torch.Tensor, result: torch.Tensor, route: Route) -> No
     lora_A, lora_B = layer.lora_A[route.name], layer.lora_B[route.name]
     index = (slice(route.start, route.stop), slice(0, route.width)) if _narrower(route, x) else slice(route.start, route.stop)
     sub = _dropout(layer, route, layer._cast_input_dtype(x[index], lora_A.weight.dtype))
-    result[index] += lora_B(lora_A(sub)) * layer.scaling[route.name]
+    result[index] += _as_peft_adds(layer, lora_B(lora_A(sub)) * layer.scaling[route.name], result)
+
+
+def _as_peft_adds(layer, term: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+    """The term as peft adds it: a 4-bit layer rounds it to the output's dtype first unless
+    autocast is on; ``lora.Linear`` adds it as it is (rounded once, with the sum)."""
+    return term.to(result.dtype) if four_bit(layer) and not torch.is_autocast_enabled() else term
 
 
 def _narrower(route: Route, x: torch.Tensor) -> bool:
@@ -212,6 +222,7 @@ def add_batched(layer, x: torch.Tensor, result: torch.Tensor, group: list[Route]
     stacked_b = torch.cat(_interleave(weights_b, pads_b), dim=1).view(weights_b[0].shape[0], n, rank).permute(1, 2, 0)
     out = torch.bmm(torch.bmm(inputs, stacked_a.transpose(1, 2)), stacked_b)
     out.mul_(scales)  # peft's `* scaling`: the float scaling per trial, rounded once to out's dtype
+    out = _as_peft_adds(layer, out, result)
     if adjacent and span.start == 0 and span.stop == result.shape[0]:
         result += out.view(result.shape)  # every row: no slice, so autograd copies no gradient of the whole output
     elif adjacent:
@@ -257,14 +268,25 @@ def _constants(layer, names: list[str], weights_a: list[torch.Tensor], weights_b
 
 
 def lora_layers(model: nn.Module) -> list[nn.Module]:
+    """peft's LoRA layers of ``model``: over a 16/32-bit linear, or a bitsandbytes 4-bit one
+    (QLoRA nf4/fp4, :func:`four_bit`); int8 and other bases are refused."""
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    other = [type(m).__name__ for m in layers if not isinstance(m, LoraLinear)]
+    other = [type(m).__name__ for m in layers if not (isinstance(m, LoraLinear) or four_bit(m))]
     if other:
-        raise ConfigError(f"adapter.targets: packed trials adapt linear layers only, not {other[0]}")
+        raise ConfigError(f"adapter.targets: packed trials adapt linear and 4-bit layers only, not {other[0]}")
     return layers
+
+
+def four_bit(layer: nn.Module) -> bool:
+    """Whether ``layer`` is peft's LoRA over a bitsandbytes 4-bit linear (``lora.bnb.Linear4bit``)."""
+    try:
+        from peft.tuners.lora.bnb import Linear4bit
+    except ImportError:  # peft without bitsandbytes has no such class
+        return False
+    return isinstance(layer, Linear4bit)
 
 
 def attach_router(model: nn.Module, batched: bool = True) -> Router:

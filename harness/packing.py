@@ -109,6 +109,7 @@ def unpackable_reason(run: RunConfig) -> str | None:
         (run.adapter.kind != "lora", f"adapter={run.adapter.kind} (packs train LoRA)"),
         (getattr(run.adapter, "init", "default") not in ("default", "gaussian"),
          f"adapter.init={getattr(run.adapter, 'init', None)} (it changes the base or needs data)"),
+        (run.quant.mode == "int8", "quant=int8 (packs train over a 16-bit or 4-bit base)"),
         (t.devices != 1, "trainer.devices > 1"),
         (t.liger_kernels, "trainer.liger_kernels"),
         (t.recompute_lora_dropout, "trainer.recompute_lora_dropout"),

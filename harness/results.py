@@ -47,6 +47,24 @@ def find_records(*paths: str | Path) -> list[Path]:
     return found
 
 
+def extracted(path: str | Path, work: str | Path) -> Path:
+    """A sweep or run dir as given, or the contents of its ``.tgz`` archive unpacked into ``work``:
+    the archive's one top folder (``tar czf NAME.tgz -C outputs/sweeps NAME``), else ``work``."""
+    import tarfile
+
+    path, work = Path(path), Path(work)
+    if not (path.is_file() and path.name.endswith((".tgz", ".tar.gz"))):
+        return path
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(path) as archive:
+            archive.extractall(work, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise FileNotFoundError(f"{path}: not a readable archive ({exc})") from None
+    tops = list(work.iterdir())
+    return tops[0] if len(tops) == 1 and tops[0].is_dir() else work
+
+
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One flat row: nested keys joined with dots; lm-eval ``{value, stderr}`` pairs become
     ``...metric`` and ``...metric.stderr``; lists become JSON strings; curves are dropped."""

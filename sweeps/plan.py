@@ -69,7 +69,7 @@ class SweepPlan:
                 "overrides": self.base_overrides, "seeds": self.seeds, "sampler": self.cfg.sampler,
                 "planned": self.planned}
 
-def systems_reason(cfg: SweepConfig, axes: list[Axis], base: list[str], exclusive: bool) -> str | None:
+def systems_reason(cfg: SweepConfig, axes: list[Axis], exclusive: bool) -> str | None:
     """Why a sweep measures the system (memory, runtime, quantization), whose trials must each
     have the process to themselves; None for a quality sweep."""
     measured = [o.metric for o in cfg.objectives if o.metric.split(".")[-1] in RUNTIME_METRICS
@@ -78,19 +78,21 @@ def systems_reason(cfg: SweepConfig, axes: list[Axis], base: list[str], exclusiv
         return f"its objective {measured[0]} measures the system"
     if exclusive:
         return "its trials keep a GPU to themselves (sweep.exclusive_gpu)"
-    overrides = base + [o for a in axes for b in a.bundles.values() for o in b]
-    if any(a.key.split(".")[0] == "quant" for a in axes) or any(
-            override_key(o).split(".")[0] == "quant" and not o.endswith("=none") for o in overrides):
+    # A quantization the sweep varies is what it measures. One it holds fixed (F4's nf4 base, as
+    # the study ran) is a setting of a quality sweep: its trials pack over the one base (4-bit;
+    # an int8 base runs each trial alone, harness.packing.unpackable_reason).
+    swept = [o for a in axes for b in a.bundles.values() for o in b]
+    if any(a.key.split(".")[0] == "quant" for a in axes) or any(override_key(o).split(".")[0] == "quant" for o in swept):
         return "it measures quantization"
     return None
 
 
-def packs(cfg: SweepConfig, axes: list[Axis], base: list[str], exclusive: bool) -> bool:
+def packs(cfg: SweepConfig, axes: list[Axis], exclusive: bool) -> bool:
     """Whether the sweep trains its compatible trials in packs (``sweep.pack``): ``auto`` for a
     quality sweep without pruning; never for a systems sweep (``true`` there is refused)."""
     if cfg.pack == "false":
         return False
-    why = systems_reason(cfg, axes, base, exclusive)
+    why = systems_reason(cfg, axes, exclusive)
     if cfg.pack == "true":
         if why:
             raise ConfigError(f"sweep.pack=true: sweep {cfg.name} cannot pack: {why}, so each trial runs alone "

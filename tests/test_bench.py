@@ -78,3 +78,16 @@ def test_sweep_throughput_times_plain_trials_against_a_harness_sweep(tmp_path):
     assert row["harness_trials_per_hour"] == pytest.approx(2 * 3600 / row["sweep_seconds"], rel=1e-2)
     assert row["trials_per_hour_harness_over_reference"] == pytest.approx(
         row["harness_trials_per_hour"] / row["reference_trials_per_hour"], rel=2e-2)
+
+
+def test_plain_trials_are_timed_one_process_each(tmp_path):
+    # Issue 23's reference: plain-loop trials timed alone, start-up included, for
+    # python -m harness.report.throughput --plain-seconds.
+    out = tmp_path / "plain.json"
+    result = bench("--configs", "tiny_lora_all", "--seq", "64", "--steps", "3", "--plain-trials", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = json.loads(out.read_text())["plain_trials"]["tiny_lora_all"]
+    assert len(trials) == 2 and trials[0]["losses"] == trials[1]["losses"]  # the same trial twice
+    assert all(t["wall_seconds"] > t["step_seconds"] * 3 and t["tokens_per_s"] > 0 for t in trials)
+    walls = " ".join(str(t["wall_seconds"]) for t in trials)
+    assert f"tiny_lora_all: plain-loop trial wall seconds {walls}" in result.stdout

@@ -91,6 +91,26 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
     assert nll[1] == pytest.approx(nll[0], rel=1e-2)
 
 
+def test_a_qlora_pack_keeps_each_trials_losses_alone(chat_file, tmp_path):
+    # Packs over an nf4 base (F4's optimizer_scheduler): bitsandbytes' CUDA 4-bit matmul once
+    # over the stacked rows, each trial's LoRA term on its own; each trial's losses as alone
+    # (bf16 rounding of the larger matmul apart), and the scored trial merged into 16 bits.
+    from harness.compose import compose
+    from harness.packing import Member, train_pack
+
+    trials = [["adapter.r=4", "optimizer.lr=2e-3", "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4"],
+              ["adapter.r=8", "adapter.targets=all_linear", "optimizer=sgd", "optimizer.lr=0.05"]]
+    args = tiny(chat_file, "trainer.max_steps=4", "quant=nf4")
+    alone = [train_in_process([*args, *t], tmp_path / f"alone{i}") for i, t in enumerate(trials)]
+    packed = train_pack([Member(*compose([*args, *t]), run_dir=tmp_path / f"pack{i}") for i, t in enumerate(trials)])
+    for a, p in zip(alone, packed, strict=True):
+        assert a["status"] == p["status"] == "ok", p.get("error")
+        assert p["packed"] and p["config"]["quant"]["mode"] == "nf4"
+        assert p["train_losses"] == pytest.approx(a["train_losses"], rel=1e-2)
+    nll = [r["eval"]["harness_heldout"]["token_nll"]["value"] for r in (alone[0], packed[0])]
+    assert nll[1] == pytest.approx(nll[0], rel=1e-2)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 @pytest.mark.parametrize("adapter", ["lora", "full"])

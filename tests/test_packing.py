@@ -27,7 +27,7 @@ from tests.helpers import tiny
 # 1e-6. bf16-true (bf16 weights and adapters, as Lightning converts them): losses bit for bit,
 # adapters within 7.3e-4 (one bf16 step at 0.1-0.2; a trial whose micro-batch is narrower than
 # the stack's, looped by the batched path too), val losses within 9e-5. The bounds leave room
-# for other BLAS.
+# for other BLAS. The same bounds hold over an nf4 base (QLoRA packs, 2026-12-05).
 LOSS_RTOL = 1e-6
 VAL_ATOL = 1e-5
 WEIGHT_ATOL = 1e-6
@@ -50,10 +50,10 @@ def adapter_weights(record: dict) -> dict[str, torch.Tensor]:
     return load_file(Path(record["adapter_path"]) / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-true"])
-def test_packed_trials_equal_the_same_trials_run_alone(precision, tiny_pretrained, chat_file, tmp_path):
+@pytest.mark.parametrize(("precision", "quant"), [("32-true", "none"), ("bf16-true", "none"), ("bf16-true", "nf4"), ("32-true", "nf4")])
+def test_packed_trials_equal_the_same_trials_run_alone(precision, quant, tiny_pretrained, chat_file, tmp_path):
     loss_rtol, val_atol, weight_atol = TOLERANCES[precision]
-    base = [*tiny(chat_file, size=16, base=tiny_pretrained), f"trainer.precision={precision}"]
+    base = [*tiny(chat_file, size=16, base=tiny_pretrained), f"trainer.precision={precision}", f"quant={quant}"]
     alone = []
     for i, trial in enumerate(TRIALS):
         run, resolved = compose_member(base + trial)
@@ -63,6 +63,7 @@ def test_packed_trials_equal_the_same_trials_run_alone(precision, tiny_pretraine
     for i, (a, p) in enumerate(zip(alone, packed, strict=True)):
         assert a["status"] == "ok" and p["status"] == "ok", (i, p.get("error"), p.get("traceback"))
         assert p["precision"] == a["precision"] == precision
+        assert p["config"]["quant"]["mode"] == a["config"]["quant"]["mode"] == quant  # nf4: a QLoRA pack
         assert p["train_losses"] == pytest.approx(a["train_losses"], rel=loss_rtol), i
         assert len(p["train_losses"]) == len(a["train_losses"]) == a["planned_steps"]
         assert p["val_losses"] == pytest.approx(a["val_losses"], abs=val_atol), i
@@ -81,6 +82,8 @@ def test_packed_trials_equal_the_same_trials_run_alone(precision, tiny_pretraine
     assert packed[0]["eval"]["harness_heldout"][nll]["value"] == pytest.approx(
         alone[0]["eval"]["harness_heldout"][nll]["value"], abs=100 * val_atol)
     assert packed[0]["eval_base"] == alone[0]["eval_base"]
+    # Over an nf4 base as alone: the study's protocol, the adapter merged into the 16-bit base.
+    assert packed[0]["eval_protocol"] == alone[0]["eval_protocol"] == ("merged_16bit" if quant == "nf4" else "in_process")
     # The short trial left the pack after its 2 steps; the others trained on without it.
     assert packed[2]["optimizer_steps"] == 2 and packed[0]["optimizer_steps"] == 3
     assert packed[2]["trial_train_seconds"] <= packed[0]["trial_train_seconds"]
@@ -348,7 +351,7 @@ def test_which_trials_are_compatible(tiny_pretrained, chat_file):
                  ["scheduler=linear", "eval=custom", "eval.tasks=[harness_heldout]"]):
         assert pack_key(compose_member(base + free)[1]) == key, free
     # ... the base, data and sequence settings may not.
-    for bound in (["data.max_seq_len=64"], ["data.train_size=8"], ["trainer.precision=bf16-true"]):
+    for bound in (["data.max_seq_len=64"], ["data.train_size=8"], ["trainer.precision=bf16-true"], ["quant=nf4"]):
         assert pack_key(compose_member(base + bound)[1]) != key, bound
     # A random base is drawn from the seed: its trials pack only with their own seed.
     random_base = tiny(chat_file, size=16)
@@ -357,6 +360,9 @@ def test_which_trials_are_compatible(tiny_pretrained, chat_file):
     assert "adapter.init=pissa" in unpackable_reason(compose_member(base + ["adapter.init=pissa"])[0])
     assert unpackable_reason(compose_member(base + ["trainer.val_every_n_steps=1"])[0]).startswith("trainer.val_every")
     assert unpackable_reason(compose_member(base)[0]) is None
+    # A 4-bit base packs (QLoRA); bitsandbytes' int8 layers the packed LoRA layer does not serve.
+    assert unpackable_reason(compose_member(base + ["quant=nf4"])[0]) is None
+    assert unpackable_reason(compose_member(base + ["quant=int8"])[0]).startswith("quant=int8")
 
 
 def test_incompatible_trials_are_refused_in_one_line(tiny_pretrained, chat_file, tmp_path):
@@ -388,6 +394,7 @@ def test_a_bad_pack_file_is_one_error_line(tmp_path, capsys):
 @pytest.mark.parametrize(("name", "pack", "packs"), [
     ("rank_alpha", "auto", True), ("seeds", "auto", True), ("targets", "auto", True),
     ("qlora", "auto", False), ("memory_7b", "auto", False), ("runtime_7b", "auto", False),
+    ("optimizer_scheduler", "auto", True),  # a fixed nf4 base, as the study ran: quality, not quantization
     ("rank_alpha", "false", False), ("rank_alpha", "true", True)])
 def test_auto_packs_quality_sweeps_and_never_systems_sweeps(name, pack, packs, tmp_path):
     from sweeps.driver import plan_sweep

@@ -658,3 +658,60 @@ def test_compare_pairs_runs_by_configuration_and_seed_and_judges_against_the_see
     assert "Agree: 1 of 2 configurations" in capsys.readouterr().out
     assert compare.main([str(new), str(reference), "--metric", "eval.nothing"]) == 2
     assert capsys.readouterr().err.startswith("error: new: no ok run has eval.nothing")
+
+
+def _study(sweep_dir: Path, trials: list[tuple]) -> None:
+    """The sweep's optuna.db with trials (state, start, end, status, heartbeat), times as given."""
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{sweep_dir / 'optuna.db'}", study_name=sweep_dir.name)
+    for number, (state, start, end, status, beat) in enumerate(trials):
+        study.add_trial(FrozenTrial(
+            number=number, state=getattr(TrialState, state), value=1.0 if state == "COMPLETE" else None,
+            datetime_start=start, datetime_complete=end, params={}, distributions={}, user_attrs={"status": status},
+            system_attrs={} if beat is None else {"heartbeat": beat.timestamp()}, intermediate_values={}, trial_id=number))
+
+
+def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, capsys):
+    # Issue 19's trials per GPU-hour from a sweep's own study: the union of its trials'
+    # intervals, so the hours between two device calls do not count; a lost trial (failed by the
+    # next driver, hours later) ends at its last heartbeat; two sweeps busy at once say so.
+    from datetime import datetime, timedelta
+
+    from harness.report import throughput
+
+    t0 = datetime(2026, 12, 1, 10, 0, 0)
+
+    def at(minutes: float) -> datetime:
+        return t0 + timedelta(minutes=minutes)
+
+    first = write_sweep(tmp_path, "first", [make_record("first", t, {"adapter.r": 4 * (t + 1)}, seed=s)
+                                            for t in range(3) for s in (1, 2)])
+    _study(first, [("COMPLETE", at(0), at(10), "ok", None),           # call 1: two trials side by side
+                   ("FAIL", at(1), at(300), "lost", at(6)),           # lost at 6 min, reaped in call 2
+                   ("COMPLETE", at(2), at(12), "ok", None),
+                   ("COMPLETE", at(300), at(320), "ok", None),        # call 2, five hours later
+                   ("RUNNING", at(318), None, None, None)])          # never told: no known end
+    second = write_sweep(tmp_path, "second", [make_record("second", 0, {"adapter.r": 8})])
+    _study(second, [("COMPLETE", at(310), at(330), "ok", None)])     # shares 10 minutes with call 2
+
+    rows = throughput.with_shared_time([throughput.sweep_throughput(first, "first"),
+                                        throughput.sweep_throughput(second, "second")])
+    one, two = rows
+    assert one["busy s"] == (12 + 20) * 60 and one["sessions"] == 2 and one["open trials"] == 1
+    assert one["runs ok"] == 6 and one["runs per hour"] == pytest.approx(6 * 3600 / (32 * 60), abs=0.06)
+    assert one["train s"] == 60.0 and one["device"] == "CPU"
+    assert one["shared s"] == two["shared s"] == 10 * 60
+
+    archive = tmp_path / "first.tgz"  # a committed archive reads as its sweep dir
+    subprocess.run(["tar", "czf", str(archive), "-C", str(tmp_path), "first"], check=True)
+    assert throughput.main([str(archive), "--plain-seconds", "30", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "120.0 per hour" in out and "| first " in out
+    assert out.rstrip().endswith(" 0.09 |")  # x plain: 11.2 runs per hour against 120 plain trials
+    (tmp_path / "no_study").mkdir()
+    assert throughput.main([str(tmp_path / "no_study")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no optuna.db" in err

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from ..results import load_records
+from ..results import extracted, load_records
 from .measured import pooled_sigma
 from .stats import t_interval
 
@@ -29,13 +28,7 @@ SEED = "sweep.seed"
 
 def load(path: Path, work: Path):
     """The ok runs of a sweep dir or of its archive (unpacked into ``work``)."""
-    if path.is_file() and path.name.endswith((".tgz", ".tar.gz")):
-        target = work / path.name.split(".")[0]
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(path) as archive:
-            archive.extractall(target, filter="data")
-        path = target
-    frame = load_records(path)
+    frame = load_records(extracted(path, work / path.name.split(".")[0]))
     return frame[frame["status"] == "ok"] if len(frame) else frame
 
 

@@ -1,0 +1,148 @@
+"""Runs per hour of whole sweeps, from their own study and records (issue 19: "trials per
+GPU-hour" per sweep; issue 23: a sweep against the plain loop), not a finding.
+
+    python -m harness.report.throughput SWEEP [SWEEP ...] [--plain-seconds S [S ...]]
+
+SWEEP is a sweep dir or its ``.tgz`` archive. A sweep's **busy time** is the union of its Optuna
+trials' intervals (asked to told), so the hours between the device calls of a resumed sweep do
+not count, nor does the driver's own start before its first trial (planning, tokenizing the
+data). **Runs** are the records with status ok (one per seed). Where two of the sweeps given
+were busy at the same time (two drivers sharing a GPU in one call) the table says how long:
+those hours count for each. With ``--plain-seconds`` (the wall seconds of plain-loop trials,
+each its own process, timed on the same machine start: ``python -m harness.bench
+--plain-trials N``) it adds the ratio of the sweep's runs per hour to plain trials per hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from ..results import extracted, load_records
+
+PHASES = ("startup_seconds", "setup_seconds", "train_seconds", "eval_seconds")
+Interval = tuple[datetime, datetime]
+
+
+def merged(intervals: list[Interval]) -> list[Interval]:
+    """The union of ``intervals`` as disjoint intervals, in time order."""
+    out: list[Interval] = []
+    for start, end in sorted(intervals):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def seconds(intervals: list[Interval]) -> float:
+    return sum((end - start).total_seconds() for start, end in intervals)
+
+
+def overlap(a: list[Interval], b: list[Interval]) -> float:
+    """Seconds in both unions (each a :func:`merged` list)."""
+    return sum(max(0.0, (min(e1, e2) - max(s1, s2)).total_seconds()) for s1, e1 in a for s2, e2 in b)
+
+
+def study_intervals(sweep_dir: Path) -> tuple[list[Interval], int]:
+    """The merged intervals of every study's trials in the sweep dir's ``optuna.db``, and how
+    many trials have no known end (running, or lost without a heartbeat)."""
+    import optuna
+
+    db = sweep_dir / "optuna.db"
+    if not db.is_file():
+        raise FileNotFoundError(f"{sweep_dir}: no optuna.db (a sweep dir, or its archive, has one)")
+    storage = f"sqlite:///{db.resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spans, open_trials = [], 0
+    for name in optuna.get_all_study_names(storage):
+        for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+            end = trial_end(trial)
+            if trial.datetime_start and end:
+                spans.append((trial.datetime_start, end))
+            elif trial.datetime_start:
+                open_trials += 1
+    return merged(spans), open_trials
+
+
+def trial_end(trial) -> datetime | None:
+    """When a trial stopped using the GPU. A trial whose driver was lost is failed by the next
+    driver to start (sweeps.study.reap_stale), hours later: its end is its last heartbeat."""
+    if trial.user_attrs.get("status") == "lost":
+        beat = trial.system_attrs.get("heartbeat")
+        # Optuna's datetimes are the driver's local time, as fromtimestamp gives on that machine.
+        return datetime.fromtimestamp(float(beat)) if beat is not None else None
+    return trial.datetime_complete
+
+
+def sweep_throughput(sweep_dir: Path, label: str) -> dict:
+    """One sweep's busy time, runs and where a run's time went (medians over its ok runs; a
+    packed run's start-up, set-up and training are its pack's)."""
+    intervals, open_trials = study_intervals(sweep_dir)
+    frame = load_records(sweep_dir)
+    if not len(frame):
+        raise FileNotFoundError(f"{sweep_dir}: no run records")
+    ok = frame[frame["status"] == "ok"]
+    busy = seconds(intervals)
+    devices = sorted(set(ok["device.name"].dropna())) if "device.name" in ok.columns else []
+    packed = int((ok["packed"] == True).sum()) if "packed" in ok.columns else 0  # noqa: E712 -- NaN where not packed
+    row = {"sweep": label, "device": ", ".join(devices) or "-", "runs ok": len(ok), "runs": len(frame), "packed": packed,
+           "busy s": round(busy), "sessions": len(intervals), "open trials": open_trials,
+           "runs per hour": round(len(ok) * 3600 / busy, 1) if busy else None, "intervals": intervals}
+    for phase in PHASES:
+        values = ok[phase].dropna() if phase in ok.columns else []
+        row[phase.replace("_seconds", " s")] = round(statistics.median(values), 1) if len(values) else None
+    return row
+
+
+def with_shared_time(rows: list[dict]) -> list[dict]:
+    """Each row's seconds of busy time during which another of the sweeps was busy too."""
+    for row in rows:
+        row["shared s"] = round(sum(overlap(row["intervals"], other["intervals"]) for other in rows if other is not row))
+    return rows
+
+
+def render(rows: list[dict], plain_seconds: list[float]) -> str:
+    import pandas as pd
+
+    plain_per_hour = 3600 / statistics.mean(plain_seconds) if plain_seconds else None
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "intervals"} for r in rows])
+    table = table.astype(object).where(table.notna(), None)  # a phase no run has: "-", not nan
+    lines = ["# Runs per hour of busy time", "",
+             "- Busy time: the union of each sweep's trial intervals in its study (asked to told); gaps between "
+             "device calls and the driver's start before its first trial are not counted.",
+             "- Phases: medians over the ok runs (per run; a packed run's start-up, set-up and training are its pack's).",
+             "- shared s: busy seconds during which another sweep given here was busy too (both count them)."]
+    if plain_per_hour:
+        table["x plain"] = (table["runs per hour"] / plain_per_hour).round(2)
+        lines.append(f"- Plain loop: {len(plain_seconds)} trial(s), mean {statistics.mean(plain_seconds):.1f} s, "
+                     f"{plain_per_hour:.1f} per hour; x plain = runs per hour / that.")
+    return "\n".join([*lines, "", table.to_markdown(index=False, missingval="-")])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.report.throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweeps", nargs="+", type=Path, help="sweep dirs or their .tgz archives")
+    parser.add_argument("--plain-seconds", nargs="+", type=float, default=[],
+                        help="wall seconds of plain-loop trials timed on the same machine start")
+    args = parser.parse_args(argv)
+    if any(s <= 0 for s in args.plain_seconds):
+        print("error: --plain-seconds: each must be > 0", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="harness-throughput-") as work:
+        try:
+            rows = [sweep_throughput(extracted(p, Path(work) / str(i)), p.name.split(".")[0])
+                    for i, p in enumerate(args.sweeps)]
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(render(with_shared_time(rows), args.plain_seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
