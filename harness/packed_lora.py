@@ -123,7 +123,7 @@ def routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if routes is None or self.disable_adapters or self.merged:
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x, *args, **kwargs)
-    if four_bit(self):
+    if self._pack_four_bit:
         # As peft's 4-bit layer: its terms are added to a copy (bitsandbytes' output is not
         # modified in place), each rounded to the output's dtype first where autocast is off.
         result = result.clone()
@@ -170,7 +170,7 @@ def add_looped(layer, x: torch.Tensor, result: torch.Tensor, route: Route) -> No
 def _as_peft_adds(layer, term: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
     """The term as peft adds it: a 4-bit layer rounds it to the output's dtype first unless
     autocast is on; ``lora.Linear`` adds it as it is (rounded once, with the sum)."""
-    return term.to(result.dtype) if four_bit(layer) and not torch.is_autocast_enabled() else term
+    return term.to(result.dtype) if layer._pack_four_bit and not torch.is_autocast_enabled() else term
 
 
 def _narrower(route: Route, x: torch.Tensor) -> bool:
@@ -301,6 +301,7 @@ def attach_router(model: nn.Module, batched: bool = True) -> Router:
         if variants:
             raise ConfigError(f"pack: adapter {variants[0]} is a peft LoRA variant; packed trials train plain LoRA")
         layer._pack_router = router
+        layer._pack_four_bit = four_bit(layer)  # read per forward: a constant, not an import in a compiled block
         layer.forward = types.MethodType(routed_forward, layer)
     return router
 
