@@ -91,18 +91,22 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
     assert nll[1] == pytest.approx(nll[0], rel=1e-2)
 
 
-def test_a_qlora_pack_keeps_each_trials_losses_alone(chat_file, tmp_path):
+@pytest.mark.parametrize("compiled", [[], ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"]],
+                         ids=["eager", "graphs"])
+def test_a_qlora_pack_keeps_each_trials_losses_alone(chat_file, tmp_path, compiled):
     # Packs over an nf4 base (F4's optimizer_scheduler): bitsandbytes' CUDA 4-bit matmul once
     # over the stacked rows, each trial's LoRA term on its own; each trial's losses as alone
     # (bf16 rounding of the larger matmul apart), and the scored trial merged into 16 bits.
+    # Compiled with CUDA graphs too: whether bitsandbytes' kernels replay in a graph.
     from harness.compose import compose
     from harness.packing import Member, train_pack
 
     trials = [["adapter.r=4", "optimizer.lr=2e-3", "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4"],
               ["adapter.r=8", "adapter.targets=all_linear", "optimizer=sgd", "optimizer.lr=0.05"]]
-    args = tiny(chat_file, "trainer.max_steps=4", "quant=nf4")
+    args = tiny(chat_file, "trainer.max_steps=4", "quant=nf4", "adapter.dropout=0")
     alone = [train_in_process([*args, *t], tmp_path / f"alone{i}") for i, t in enumerate(trials)]
-    packed = train_pack([Member(*compose([*args, *t]), run_dir=tmp_path / f"pack{i}") for i, t in enumerate(trials)])
+    packed = train_pack([Member(*compose([*args, *t, *compiled]), run_dir=tmp_path / f"pack{i}")
+                         for i, t in enumerate(trials)])
     for a, p in zip(alone, packed, strict=True):
         assert a["status"] == p["status"] == "ok", p.get("error")
         assert p["packed"] and p["config"]["quant"]["mode"] == "nf4"
