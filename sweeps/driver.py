@@ -424,44 +424,19 @@ def tokenize_data_once(base_overrides: list[str]) -> None:
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
-def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int:
-    """Plan, validate, open the study, run the workers; results.csv and a table at the end.
-
-    Returns 0 when every configuration is done, 1 otherwise (interrupted, or a worker failed).
-    """
-    from tqdm.auto import tqdm
-
-    cfg = run.sweep
-    sweep_dir = sweep_dir.resolve()
-    plan = plan_sweep(cfg, user_overrides, sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    plan.slots = gpu_slots(cfg.workers, plan.trials_per_gpu, plan.exclusive_gpu)
-    storage = study_lib.open_storage(plan.storage_url)
-    sampler = make_sampler(plan)
-    pruner = optuna.pruners.MedianPruner(n_warmup_steps=1) if cfg.pruner == "median" else optuna.pruners.NopPruner()
-    study = study_lib.open_study(storage, plan.study_name, plan.directions, sampler, pruner, plan.signature())
-    atomic_write(sweep_dir / PLAN_NAME, lambda f: json.dump(
+def write_plan(plan: SweepPlan) -> None:
+    """The sweep dir's ``sweep.json``: what the sweep is, its signature, how it runs."""
+    cfg = plan.cfg
+    atomic_write(plan.sweep_dir / PLAN_NAME, lambda f: json.dump(
         {"name": cfg.name, "finding": cfg.finding, "description": cfg.description, "study": plan.study_name,
          "storage": study_lib.redact(plan.storage_url), **plan.signature(), "scale": cfg.scale,
          "exclusive_gpu": plan.exclusive_gpu, "trials_per_gpu": plan.trials_per_gpu, "pack": plan.pack,
          "pack_size": plan.pack_size if plan.pack else None}, f, indent=2, default=str))
-    if plan.exclusive_gpu and cfg.trials_per_gpu > 1:
-        log.info("this sweep measures runtime: trials keep a GPU to themselves (sweep.trials_per_gpu=%d ignored)", cfg.trials_per_gpu)
-    launcher = (SubmititLauncher(cfg.submitit, sweep_dir / "submitit", cfg.heartbeat_seconds) if cfg.launcher == "submitit"
-                else LocalLauncher(cfg.heartbeat_seconds))
-    if cfg.retry_failed:
-        again = study_lib.with_retry(lambda: study_lib.retry_failed(study), "queueing failed trials", cfg.storage_retry_seconds)
-        log.info("sweep.retry_failed: %s", f"trial(s) {', '.join(map(str, again))} run again from the start"
-                 if again else "no failed trial to run again")
-    for row in lost_records(study, sweep_dir):
-        log.warning("trial %d: %s; listed as lost in %s", row["sweep.trial"], row["error"], RESULTS_NAME)
-    driver = Driver(plan, study, launcher, plan.slots)
-    log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s%s", cfg.name, plan.planned,
-             len(plan.seeds), len(driver.slots), plan.study_name, study_lib.redact(plan.storage_url),
-             f"; compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack else "")
-    if cfg.launcher == "local":  # submitit's jobs may not share this host's cache
-        tokenize_data_once(plan.base_overrides)
-    driver.bar = tqdm(total=plan.planned, desc=f"sweep {cfg.name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
+
+
+def run_workers(driver: Driver, launcher) -> None:
+    """One thread per worker slot until all are done; Ctrl-C stops the running trials (within
+    :data:`STOP_GRACE_SECONDS`) and is raised again."""
     threads = [threading.Thread(target=driver.worker, args=(slot,), daemon=True, name=f"worker-{i}")
                for i, slot in enumerate(driver.slots)]
     for thread in threads:
@@ -485,6 +460,43 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
         raise
     finally:
         driver.bar.close()
+
+
+def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int:
+    """Plan, validate, open the study, run the workers; results.csv and a table at the end.
+
+    Returns 0 when every configuration is done, 1 otherwise (interrupted, or a worker failed).
+    """
+    from tqdm.auto import tqdm
+
+    cfg = run.sweep
+    sweep_dir = sweep_dir.resolve()
+    plan = plan_sweep(cfg, user_overrides, sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    plan.slots = gpu_slots(cfg.workers, plan.trials_per_gpu, plan.exclusive_gpu)
+    storage = study_lib.open_storage(plan.storage_url)
+    sampler = make_sampler(plan)
+    pruner = optuna.pruners.MedianPruner(n_warmup_steps=1) if cfg.pruner == "median" else optuna.pruners.NopPruner()
+    study = study_lib.open_study(storage, plan.study_name, plan.directions, sampler, pruner, plan.signature())
+    write_plan(plan)
+    if plan.exclusive_gpu and cfg.trials_per_gpu > 1:
+        log.info("this sweep measures runtime: trials keep a GPU to themselves (sweep.trials_per_gpu=%d ignored)", cfg.trials_per_gpu)
+    launcher = (SubmititLauncher(cfg.submitit, sweep_dir / "submitit", cfg.heartbeat_seconds) if cfg.launcher == "submitit"
+                else LocalLauncher(cfg.heartbeat_seconds))
+    if cfg.retry_failed:
+        again = study_lib.with_retry(lambda: study_lib.retry_failed(study), "queueing failed trials", cfg.storage_retry_seconds)
+        log.info("sweep.retry_failed: %s", f"trial(s) {', '.join(map(str, again))} run again from the start"
+                 if again else "no failed trial to run again")
+    for row in lost_records(study, sweep_dir):
+        log.warning("trial %d: %s; listed as lost in %s", row["sweep.trial"], row["error"], RESULTS_NAME)
+    driver = Driver(plan, study, launcher, plan.slots)
+    log.info("sweep %s: %d configuration(s) x %d seed(s), %d worker(s), study %r in %s%s", cfg.name, plan.planned,
+             len(plan.seeds), len(driver.slots), plan.study_name, study_lib.redact(plan.storage_url),
+             f"; compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack else "")
+    if cfg.launcher == "local":  # submitit's jobs may not share this host's cache
+        tokenize_data_once(plan.base_overrides)
+    driver.bar = tqdm(total=plan.planned, desc=f"sweep {cfg.name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
+    run_workers(driver, launcher)
     if driver.errors and isinstance(driver.errors[0], study_lib.StorageUnavailable):
         raise driver.errors[0]  # no results table from a storage that cannot be read
     path = study_lib.with_retry(lambda: write_results(sweep_dir, study), "writing results.csv", cfg.storage_retry_seconds)
