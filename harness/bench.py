@@ -289,7 +289,7 @@ def plain_trials(name: str, seq: int, steps: int, work: Path, n: int) -> list[di
         proc = subprocess.run(one_process("reference", overrides, 1, result), capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"plain-loop trial failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
-        trials.append({"wall_seconds": round(time.perf_counter() - started, 1), **json.loads(result.read_text())})
+        trials.append({"wall_seconds": time.perf_counter() - started, **json.loads(result.read_text())})
     return trials
 
 
@@ -403,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--configs: unknown {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     if args.steps < 1 or args.warmup < 1 or args.seq < 8:
         parser.error("--steps and --warmup must be >= 1 and --seq >= 8")
+    if args.plain_trials < 0 or args.sweep_trials < 0:
+        parser.error("--plain-trials and --sweep-trials must be >= 0")
+    if args.plain_trials and args.sweep_trials:
+        parser.error("--plain-trials times plain trials alone; --sweep-trials times them against a sweep: give one")
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as work:
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
@@ -413,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             results = {name: plain_trials(name, args.seq, args.steps, Path(work), args.plain_trials) for name in args.configs}
             args.out.write_text(json.dumps({"plain_trials": results}, indent=2))
             for name, trials in results.items():
-                print(f"{name}: plain-loop trial wall seconds {' '.join(str(t['wall_seconds']) for t in trials)}")
+                walls = " ".join(f"{t['wall_seconds']:.1f}" for t in trials)
+                print(f"{name}: plain-loop trial wall seconds {walls}")
             return 0
         if args.sweep_trials:
             results = []

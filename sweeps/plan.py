@@ -87,12 +87,13 @@ def systems_reason(cfg: SweepConfig, axes: list[Axis], exclusive: bool) -> str |
     return None
 
 
-def packs(cfg: SweepConfig, axes: list[Axis], exclusive: bool) -> bool:
+def packs(cfg: SweepConfig, axes: list[Axis], exclusive: bool, runs: list[RunConfig]) -> bool:
     """Whether the sweep trains its compatible trials in packs (``sweep.pack``): ``auto`` for a
-    quality sweep without pruning; never for a systems sweep (``true`` there is refused)."""
+    quality sweep without pruning some of whose ``runs`` (its listed configurations) can pack;
+    never for a systems sweep (``true`` there is refused, as where no run can pack)."""
     if cfg.pack == "false":
         return False
-    why = systems_reason(cfg, axes, exclusive)
+    why = systems_reason(cfg, axes, exclusive) or none_packable(runs)
     if cfg.pack == "true":
         if why:
             raise ConfigError(f"sweep.pack=true: sweep {cfg.name} cannot pack: {why}, so each trial runs alone "
@@ -101,6 +102,15 @@ def packs(cfg: SweepConfig, axes: list[Axis], exclusive: bool) -> bool:
             raise ConfigError("sweep.pack=true: packed trials report no intermediate values; use sweep.pruner=none")
         return True
     return why is None and cfg.pruner == "none"
+
+
+def none_packable(runs: list[RunConfig]) -> str | None:
+    """Why no run of the sweep can train in a pack (an int8 base, DoRA everywhere, ...), or None
+    where some can: packing them would only serialise trials that run alone anyway."""
+    from harness.packing import unpackable_reason
+
+    reasons = [unpackable_reason(run) for run in runs]
+    return f"none of its runs can pack ({reasons[0]})" if reasons and all(reasons) else None
 
 
 def check_sweep_claims(cfg: SweepConfig) -> None:

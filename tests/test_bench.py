@@ -89,5 +89,7 @@ def test_plain_trials_are_timed_one_process_each(tmp_path):
     trials = json.loads(out.read_text())["plain_trials"]["tiny_lora_all"]
     assert len(trials) == 2 and trials[0]["losses"] == trials[1]["losses"]  # the same trial twice
     assert all(t["wall_seconds"] > t["step_seconds"] * 3 and t["tokens_per_s"] > 0 for t in trials)
-    walls = " ".join(str(t["wall_seconds"]) for t in trials)
+    walls = " ".join(f"{t['wall_seconds']:.1f}" for t in trials)
     assert f"tiny_lora_all: plain-loop trial wall seconds {walls}" in result.stdout
+    both = bench("--configs", "tiny_lora_all", "--plain-trials", "1", "--sweep-trials", "2", "--out", str(out))
+    assert both.returncode == 2 and "give one" in both.stderr.strip().splitlines()[-1]

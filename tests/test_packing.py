@@ -668,3 +668,20 @@ def test_the_pack_bench_times_scoring_alone_and_together(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a pack scores with eager blocks: no compiled scoring to time
         main(["--score", "harness_add1d", "--compile", "default", "--out", str(out)])
     assert "--compile times training passes" in capsys.readouterr().err
+
+
+def test_a_sweep_none_of_whose_runs_can_pack_does_not_pack(tmp_path):
+    # A fixed int8 base (packs serve 16-bit and 4-bit bases): auto runs each trial alone, as it
+    # would anyway, without giving up seeds side by side; true is refused in one line.
+    from sweeps.driver import plan_sweep
+    from tests.helpers import compose_run
+
+    for pack, packs in (("auto", True), ("true", True)):
+        run = compose_run(["+sweep=optimizer_scheduler", f"sweep.pack={pack}"])
+        assert plan_sweep(run.sweep, [], tmp_path).pack is packs
+    auto = compose_run(["+sweep=optimizer_scheduler", "sweep.pack=auto"])
+    assert plan_sweep(auto.sweep, ["quant=int8"], tmp_path).pack is False
+    forced = compose_run(["+sweep=optimizer_scheduler", "sweep.pack=true"])
+    with pytest.raises(ConfigError, match=r"sweep.pack=true: sweep optimizer_scheduler cannot pack: none of its runs "
+                                          r"can pack \(quant=int8"):
+        plan_sweep(forced.sweep, ["quant=int8"], tmp_path)

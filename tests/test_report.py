@@ -661,56 +661,59 @@ def test_compare_pairs_runs_by_configuration_and_seed_and_judges_against_the_see
 
 
 def _study(sweep_dir: Path, trials: list[tuple]) -> None:
-    """The sweep's optuna.db with trials (state, start, end, status, heartbeat), times as given."""
+    """The sweep's optuna.db as a driver 9 hours east of UTC writes it: trials (state, start, end,
+    status, last heartbeat), in minutes from 10:00 of its local clock (Optuna's datetimes have no
+    zone); the heartbeats in epoch seconds (sweeps.study.heartbeat), as UTC is."""
+    from datetime import datetime, timedelta, timezone
+
     import optuna
     from optuna.trial import FrozenTrial, TrialState
 
+    local = datetime(2026, 12, 1, 10, 0, 0)
+    utc = datetime(2026, 12, 1, 1, 0, 0, tzinfo=timezone.utc)  # the same instant
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=f"sqlite:///{sweep_dir / 'optuna.db'}", study_name=sweep_dir.name)
     for number, (state, start, end, status, beat) in enumerate(trials):
         study.add_trial(FrozenTrial(
             number=number, state=getattr(TrialState, state), value=1.0 if state == "COMPLETE" else None,
-            datetime_start=start, datetime_complete=end, params={}, distributions={}, user_attrs={"status": status},
-            system_attrs={} if beat is None else {"heartbeat": beat.timestamp()}, intermediate_values={}, trial_id=number))
+            datetime_start=local + timedelta(minutes=start), datetime_complete=None if end is None else local + timedelta(minutes=end),
+            params={}, distributions={}, user_attrs={} if status is None else {"status": status},
+            system_attrs={} if beat is None else {"heartbeat": (utc + timedelta(minutes=beat)).timestamp()},
+            intermediate_values={}, trial_id=number))
 
 
 def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, capsys):
     # Issue 19's trials per GPU-hour from a sweep's own study: the union of its trials'
     # intervals, so the hours between two device calls do not count; a lost trial (failed by the
-    # next driver, hours later) ends at its last heartbeat; two sweeps busy at once say so.
-    from datetime import datetime, timedelta
-
+    # next driver, hours later) and one never reaped end at their last heartbeat, read in the
+    # driver's clock (its zone from the finished trials); two sweeps busy at once say so.
     from harness.report import throughput
-
-    t0 = datetime(2026, 12, 1, 10, 0, 0)
-
-    def at(minutes: float) -> datetime:
-        return t0 + timedelta(minutes=minutes)
 
     first = write_sweep(tmp_path, "first", [make_record("first", t, {"adapter.r": 4 * (t + 1)}, seed=s)
                                             for t in range(3) for s in (1, 2)])
-    _study(first, [("COMPLETE", at(0), at(10), "ok", None),           # call 1: two trials side by side
-                   ("FAIL", at(1), at(300), "lost", at(6)),           # lost at 6 min, reaped in call 2
-                   ("COMPLETE", at(2), at(12), "ok", None),
-                   ("COMPLETE", at(300), at(320), "ok", None),        # call 2, five hours later
-                   ("RUNNING", at(318), None, None, None)])          # never told: no known end
+    _study(first, [("COMPLETE", 0, 10, "ok", 9.8),            # call 1: two trials side by side
+                   ("FAIL", 1, 300, "lost", 6),               # lost at 6 min, reaped in call 2
+                   ("COMPLETE", 2, 12, "ok", 11.9),
+                   ("COMPLETE", 300, 320, "ok", 319.9),       # call 2, five hours later
+                   ("RUNNING", 318, None, None, 325),         # never reaped: its last beat at 325
+                   ("RUNNING", 319, None, None, None)])       # no beat at all: no known end
     second = write_sweep(tmp_path, "second", [make_record("second", 0, {"adapter.r": 8})])
-    _study(second, [("COMPLETE", at(310), at(330), "ok", None)])     # shares 10 minutes with call 2
+    _study(second, [("COMPLETE", 310, 330, "ok", 329.9)])      # shares 15 minutes with call 2
 
     rows = throughput.with_shared_time([throughput.sweep_throughput(first, "first"),
                                         throughput.sweep_throughput(second, "second")])
     one, two = rows
-    assert one["busy s"] == (12 + 20) * 60 and one["sessions"] == 2 and one["open trials"] == 1
-    assert one["runs ok"] == 6 and one["runs per hour"] == pytest.approx(6 * 3600 / (32 * 60), abs=0.06)
+    assert one["busy s"] == (12 + 25) * 60 and one["sessions"] == 2 and one["open trials"] == 1
+    assert one["runs ok"] == 6 and one["runs per hour"] == pytest.approx(6 * 3600 / (37 * 60), abs=0.06)
     assert one["train s"] == 60.0 and one["device"] == "CPU"
-    assert one["shared s"] == two["shared s"] == 10 * 60
+    assert one["shared s"] == two["shared s"] == 15 * 60
 
     archive = tmp_path / "first.tgz"  # a committed archive reads as its sweep dir
     subprocess.run(["tar", "czf", str(archive), "-C", str(tmp_path), "first"], check=True)
     assert throughput.main([str(archive), "--plain-seconds", "30", "30"]) == 0
     out = capsys.readouterr().out
     assert "120.0 per hour" in out and "| first " in out
-    assert out.rstrip().endswith(" 0.09 |")  # x plain: 11.2 runs per hour against 120 plain trials
+    assert out.rstrip().endswith(" 0.08 |")  # x plain: 9.7 runs per hour against 120 plain trials
     (tmp_path / "no_study").mkdir()
     assert throughput.main([str(tmp_path / "no_study")]) == 2
     err = capsys.readouterr().err

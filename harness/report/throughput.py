@@ -19,7 +19,7 @@ import argparse
 import statistics
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..results import extracted, load_records
@@ -50,7 +50,7 @@ def overlap(a: list[Interval], b: list[Interval]) -> float:
 
 def study_intervals(sweep_dir: Path) -> tuple[list[Interval], int]:
     """The merged intervals of every study's trials in the sweep dir's ``optuna.db``, and how
-    many trials have no known end (running, or lost without a heartbeat)."""
+    many trials have no known end (:func:`trial_end`)."""
     import optuna
 
     db = sweep_dir / "optuna.db"
@@ -58,25 +58,48 @@ def study_intervals(sweep_dir: Path) -> tuple[list[Interval], int]:
         raise FileNotFoundError(f"{sweep_dir}: no optuna.db (a sweep dir, or its archive, has one)")
     storage = f"sqlite:///{db.resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = [t for name in optuna.get_all_study_names(storage)
+              for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)]
+    offset = driver_utc_offset(trials)
     spans, open_trials = [], 0
-    for name in optuna.get_all_study_names(storage):
-        for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
-            end = trial_end(trial)
-            if trial.datetime_start and end:
-                spans.append((trial.datetime_start, end))
-            elif trial.datetime_start:
-                open_trials += 1
+    for trial in trials:
+        end = trial_end(trial, offset)
+        if trial.datetime_start and end:
+            spans.append((trial.datetime_start, end))
+        elif trial.datetime_start:
+            open_trials += 1
     return merged(spans), open_trials
 
 
-def trial_end(trial) -> datetime | None:
-    """When a trial stopped using the GPU. A trial whose driver was lost is failed by the next
-    driver to start (sweeps.study.reap_stale), hours later: its end is its last heartbeat."""
-    if trial.user_attrs.get("status") == "lost":
-        beat = trial.system_attrs.get("heartbeat")
-        # Optuna's datetimes are the driver's local time, as fromtimestamp gives on that machine.
-        return datetime.fromtimestamp(float(beat)) if beat is not None else None
-    return trial.datetime_complete
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
+
+
+def driver_utc_offset(trials) -> timedelta | None:
+    """How far the drivers' clock was from UTC. Optuna stamps a trial's start and end in the
+    driver's local time, with no zone; the sweep's heartbeat (sweeps.study.heartbeat) is epoch
+    seconds. A trial that finished had its last beat shortly before its end, so their
+    difference, to the nearest quarter hour, is the zone's offset. None: no such trial."""
+    offsets = [(t.datetime_complete - _utc(float(t.system_attrs["heartbeat"]))).total_seconds() for t in trials
+               if t.datetime_complete and t.system_attrs.get("heartbeat") is not None
+               and t.user_attrs.get("status") != "lost"]
+    return timedelta(minutes=15 * round(statistics.median(offsets) / 900)) if offsets else None
+
+
+def trial_end(trial, offset: timedelta | None) -> datetime | None:
+    """When a trial stopped using the GPU. One its driver lost is failed by the next driver to
+    start (sweeps.study.reap_stale), hours later, and one never reaped is still marked running:
+    each ends at its last heartbeat, in the drivers' clock (``offset``). None where that is
+    unknown, or falls outside the trial's own start and recorded end."""
+    if trial.user_attrs.get("status") != "lost" and trial.datetime_complete:
+        return trial.datetime_complete
+    beat = trial.system_attrs.get("heartbeat")
+    if beat is None or offset is None or trial.datetime_start is None:
+        return None
+    end = _utc(float(beat)) + offset
+    if end < trial.datetime_start or (trial.datetime_complete and end > trial.datetime_complete):
+        return None
+    return end
 
 
 def sweep_throughput(sweep_dir: Path, label: str) -> dict:
