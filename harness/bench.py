@@ -275,11 +275,10 @@ def shape_overrides(name: str, seq: int, steps: int, work: Path) -> list[str]:
     return bench_overrides(name, seq, steps, data_path, tokenizer)
 
 
-def plain_trials(name: str, seq: int, steps: int, work: Path, n: int) -> list[dict]:
-    """``n`` plain-loop trials of one shape one after another, each its own process as a plain
-    script is run (issue 23's reference: no scoring): each one's wall seconds, start-up
-    included, and its result (tokens/s, peaks, losses)."""
-    overrides = shape_overrides(name, seq, steps, work)
+def plain_trials(name: str, overrides: list[str], work: Path, n: int) -> list[dict]:
+    """``n`` plain-loop trials of one shape (its :func:`shape_overrides`) one after another, each
+    its own process as a plain script is run (issue 23's reference: no scoring): each one's wall
+    seconds, start-up included, and its result (tokens/s, peaks, losses)."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     trials = []
     for i in range(n):
@@ -301,7 +300,7 @@ def sweep_throughput(name: str, seq: int, steps: int, work: Path, trials: int, t
     overrides = shape_overrides(name, seq, steps, work)
     harness_overrides = switches_for(name, harness_overrides)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    walls = [t["wall_seconds"] for t in plain_trials(name, seq, steps, work, reference_trials)]
+    walls = [t["wall_seconds"] for t in plain_trials(name, overrides, work, reference_trials)]
     sweep_dir = work / "sweep"
     cmd = [sys.executable, "-m", "harness.run", "+sweep=custom", "sweep.name=bench_throughput",
            f"+sweep.space.seed=[{','.join(str(i) for i in range(trials))}]", f"sweep.trials_per_gpu={trials_per_gpu}",
@@ -414,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {name}: harness switches {' '.join(switches_for(name, args.harness_overrides)) or 'none'}",
                   file=sys.stderr)
         if args.plain_trials:
-            results = {name: plain_trials(name, args.seq, args.steps, Path(work), args.plain_trials) for name in args.configs}
+            results = {name: plain_trials(name, shape_overrides(name, args.seq, args.steps, Path(work)), Path(work),
+                                          args.plain_trials) for name in args.configs}
             args.out.write_text(json.dumps({"plain_trials": results}, indent=2))
             for name, trials in results.items():
                 walls = " ".join(f"{t['wall_seconds']:.1f}" for t in trials)

@@ -112,7 +112,7 @@ def sweep_throughput(sweep_dir: Path, label: str) -> dict:
     ok = frame[frame["status"] == "ok"]
     busy = seconds(intervals)
     devices = sorted(set(ok["device.name"].dropna())) if "device.name" in ok.columns else []
-    packed = int((ok["packed"] == True).sum()) if "packed" in ok.columns else 0  # noqa: E712 -- NaN where not packed
+    packed = int(ok["packed"].eq(True).sum()) if "packed" in ok.columns else 0  # NaN where not packed
     row = {"sweep": label, "device": ", ".join(devices) or "-", "runs ok": len(ok), "runs": len(frame), "packed": packed,
            "busy s": round(busy), "sessions": len(intervals), "open trials": open_trials,
            "runs per hour": round(len(ok) * 3600 / busy, 1) if busy else None, "intervals": intervals}
@@ -125,7 +125,8 @@ def sweep_throughput(sweep_dir: Path, label: str) -> dict:
 def with_shared_time(rows: list[dict]) -> list[dict]:
     """Each row's seconds of busy time during which another of the sweeps was busy too."""
     for row in rows:
-        row["shared s"] = round(sum(overlap(row["intervals"], other["intervals"]) for other in rows if other is not row))
+        others = merged([span for other in rows if other is not row for span in other["intervals"]])
+        row["shared s"] = round(overlap(row["intervals"], others))
     return rows
 
 
