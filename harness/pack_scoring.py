@@ -16,13 +16,18 @@ and greedy match. On CPU a trial's results equal its results alone bit for bit
 batched LoRA term, may round differently (a greedy match can flip on a near tie). Why: a 135M
 model's forward on a GPU is bound by host overhead (about the same time whatever the rows,
 docs/benchmarks.md), so K trials cost about one trial's forwards. Only trials with equal eval
-settings are scored together (:func:`harness.packing.joint_scores`). A joint pass that runs out
-of memory (it holds K trials' logits) leaves every trial from then on to be scored alone.
+settings are scored together (:func:`harness.packing.joint_scores`). A stacked pass that runs out
+of memory (it holds K trials' logits) is run again over half as many trials at a time, and from
+then on passes stack that many (on an 80 GB GPU shared by three packs, seven trials' logits did
+not fit, 2026-12-05); only a pass of one trial out of memory leaves every trial from then on to be
+scored alone.
 Requests of other kinds (``generate_until``, and a seq2seq model) are HFLM's own, on the trial's
 adapter alone.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +36,8 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM, Collator, pad_and_concat
 
 from .packed_lora import Route, Router
+
+log = logging.getLogger(__name__)
 
 
 class JointScores:
@@ -42,6 +49,7 @@ class JointScores:
         self.names = list(names)
         self.results: dict[tuple, list[list[tuple[float, bool]]]] = {}
         self.forwards = 0  # stacked forward passes run
+        self.stack = len(self.names)  # trials per stacked forward; halved by a pass out of memory
         self.served: set[str] = set()  # the trials that got results from a joint pass
         self.alone: set[str] = set()  # the trials that had requests answered alone (after out of memory)
         self.out_of_memory = False  # a joint pass ran out of memory: every trial from then on alone
@@ -99,12 +107,37 @@ class PackLM(HFLM):
         answers: list[list] = [[] for _ in orders]
         for chunks in zip(*(order.get_batched(n=self.batch_size) for order in orders), strict=True):
             inputs, lengths = self._inputs(chunks[0])
-            logits = self._stacked_call(inputs)
-            rows = inputs.shape[0]
-            for k, (order, chunk) in enumerate(zip(orders, chunks, strict=True)):
-                trial = F.log_softmax(logits[k * rows:(k + 1) * rows], dim=-1, dtype=self.softmax_dtype)
-                answers[k] += self._answers(order, chunk, trial, lengths)
+            first = 0
+            while first < len(orders):
+                trials = range(first, min(first + self.joint.stack, len(orders)))
+                found = self._stack_answers(inputs, lengths, trials, orders, chunks)
+                if found is None:  # out of memory: the same trials again, fewer at a time
+                    continue
+                for k, answer in zip(trials, found, strict=True):
+                    answers[k] += answer
+                first = trials.stop
         return [order.get_original(found) for order, found in zip(orders, answers, strict=True)]
+
+    def _stack_answers(self, inputs: torch.Tensor, lengths: list[int], trials: range, orders, chunks) -> list | None:
+        """The answers of ``trials`` (indices into the pack's trials) to one batch, from one
+        forward of a copy of ``inputs`` per trial; None where that ran out of memory and the
+        stack was halved (a stack of one out of memory raises)."""
+        rows = inputs.shape[0]
+        logits = None
+        try:
+            logits = self._stacked_call(inputs, trials)
+        except torch.cuda.OutOfMemoryError:
+            if len(trials) == 1:
+                raise
+        if logits is None:  # out of the handler: the pass's tensors are let go before the cache is emptied
+            self.joint.stack = (len(trials) + 1) // 2
+            log.warning("pack scoring: a stacked pass of %d trials ran out of GPU memory; %d at a time from here",
+                        len(trials), self.joint.stack)
+            torch.cuda.empty_cache()
+            return None
+        return [self._answers(orders[k], chunks[k], F.log_softmax(logits[j * rows:(j + 1) * rows], dim=-1,
+                                                                  dtype=self.softmax_dtype), lengths)
+                for j, k in enumerate(trials)]
 
     def _inputs(self, chunk) -> tuple[torch.Tensor, list[int]]:
         """HFLM's causal inputs of a chunk: context and continuation cut from the left to the
@@ -117,10 +150,11 @@ class PackLM(HFLM):
         lengths = [len(i) for i in inputs]
         return pad_and_concat(max(lengths), inputs, padding_side="right"), lengths
 
-    def _stacked_call(self, inputs: torch.Tensor) -> torch.Tensor:
-        """One forward of one copy of ``inputs`` per trial, copy k on trial k's adapter."""
+    def _stacked_call(self, inputs: torch.Tensor, trials: range) -> torch.Tensor:
+        """One forward of one copy of ``inputs`` per trial of ``trials``, copy j on the adapter of
+        the j-th of them."""
         rows = inputs.shape[0]
-        routes = [Route(name, k * rows, (k + 1) * rows) for k, name in enumerate(self.joint.names)]
+        routes = [Route(self.joint.names[k], j * rows, (j + 1) * rows) for j, k in enumerate(trials)]
         with self.joint.router.route(routes):
             logits = self._model_call(inputs.repeat(len(routes), 1))
         self.joint.forwards += 1

@@ -341,6 +341,36 @@ def test_only_trials_of_equal_eval_settings_score_together_and_out_of_memory_sco
     alone = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / "b" / str(i)) for i, t in enumerate(trials)])
     assert [r["status"] for r in alone] == ["ok"] * 3 and [r["pack_eval"] for r in alone] == ["alone"] * 3
     assert [r["eval"] for r in alone] == [r["eval"] for r in grouped]  # CPU: bit for bit
+    assert "pack_eval_stack" not in alone[0] and grouped[0]["pack_eval_stack"] == 2
+
+
+def test_a_stacked_scoring_pass_out_of_memory_stacks_fewer_trials(tiny_pretrained, chat_file, tmp_path, monkeypatch, caplog):
+    """Three trials whose stacked pass runs out of memory above two trials (injected: a GPU
+    shared by three packs, 2026-12-05) are still scored together, two and then one at a time,
+    each with the scores it gets alone."""
+    from harness import pack_scoring
+
+    base = tiny(chat_file, size=16, base=tiny_pretrained) + SCORED
+    stacked, sizes = pack_scoring.PackLM._stacked_call, []
+
+    def at_most_two(self, inputs, trials):
+        sizes.append(len(trials))
+        if len(trials) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return stacked(self, inputs, trials)
+
+    monkeypatch.setenv("HARNESS_PACK_EVAL", "alone")
+    alone = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / "a" / str(i)) for i, t in enumerate(BATCHED_TRIALS)])
+    monkeypatch.setenv("HARNESS_PACK_EVAL", "joint")
+    monkeypatch.setattr(pack_scoring.PackLM, "_stacked_call", at_most_two)
+    joint = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / "j" / str(i)) for i, t in enumerate(BATCHED_TRIALS)])
+    assert [r["pack_eval"] for r in joint] == ["joint"] * 3 and [r["pack_eval_stack"] for r in joint] == [2] * 3
+    assert sizes[0] == 3 and set(sizes[1:]) == {2, 1}  # one pass of three, then two and one per batch
+    assert "a stacked pass of 3 trials ran out of GPU memory; 2 at a time from here" in caplog.text
+    for a, j in zip(alone, joint, strict=True):
+        for task, metrics in a["eval"].items():
+            for metric, value in metrics.items():
+                assert j["eval"][task][metric]["value"] == pytest.approx(value["value"], rel=1e-5, abs=1e-6), (task, metric)
 
 
 def test_which_trials_are_compatible(tiny_pretrained, chat_file):
