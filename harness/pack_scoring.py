@@ -52,7 +52,7 @@ class JointScores:
         self.stack = len(self.names)  # trials per stacked forward; halved by a pass out of memory
         self.served: set[str] = set()  # the trials that got results from a joint pass
         self.alone: set[str] = set()  # the trials that had requests answered alone (after out of memory)
-        self.out_of_memory = False  # a joint pass ran out of memory: every trial from then on alone
+        self.out_of_memory = False  # a pass of one trial ran out of memory: every trial from then on alone
 
     def lm(self, name: str):
         """A factory of the :class:`PackLM` of trial ``name`` (HFLM's keyword arguments)."""
@@ -111,33 +111,44 @@ class PackLM(HFLM):
             while first < len(orders):
                 trials = range(first, min(first + self.joint.stack, len(orders)))
                 found = self._stack_answers(inputs, lengths, trials, orders, chunks)
-                if found is None:  # out of memory: the same trials again, fewer at a time
-                    continue
-                for k, answer in zip(trials, found, strict=True):
+                for k, answer in zip(trials, found, strict=False):  # fewer after a pass out of memory
                     answers[k] += answer
-                first = trials.stop
+                first += len(found)
         return [order.get_original(found) for order, found in zip(orders, answers, strict=True)]
 
-    def _stack_answers(self, inputs: torch.Tensor, lengths: list[int], trials: range, orders, chunks) -> list | None:
-        """The answers of ``trials`` (indices into the pack's trials) to one batch, from one
-        forward of a copy of ``inputs`` per trial; None where that ran out of memory and the
-        stack was halved (a stack of one out of memory raises)."""
-        rows = inputs.shape[0]
-        logits = None
+    def _stack_answers(self, inputs: torch.Tensor, lengths: list[int], trials: range, orders, chunks) -> list:
+        """The answers to one batch of the first of ``trials`` (indices into the pack's trials)
+        that got them, from one forward of a copy of ``inputs`` per trial: all of them, or where
+        the forward or a trial's log-softmax ran out of memory, those before it, and the stack is
+        halved for the rest. A trial's answers are read (its Collator's cache consumed) only once
+        its log-probabilities are there. Out of memory with a stack of one raises."""
+        rows, found, logits = inputs.shape[0], [], None
         try:
             logits = self._stacked_call(inputs, trials)
         except torch.cuda.OutOfMemoryError:
             if len(trials) == 1:
                 raise
-        if logits is None:  # out of the handler: the pass's tensors are let go before the cache is emptied
-            self.joint.stack = (len(trials) + 1) // 2
-            log.warning("pack scoring: a stacked pass of %d trials ran out of GPU memory; %d at a time from here",
-                        len(trials), self.joint.stack)
-            torch.cuda.empty_cache()
-            return None
-        return [self._answers(orders[k], chunks[k], F.log_softmax(logits[j * rows:(j + 1) * rows], dim=-1,
-                                                                  dtype=self.softmax_dtype), lengths)
-                for j, k in enumerate(trials)]
+        if logits is not None:
+            for j, k in enumerate(trials):
+                logprobs = None
+                try:
+                    logprobs = F.log_softmax(logits[j * rows:(j + 1) * rows], dim=-1, dtype=self.softmax_dtype)
+                except torch.cuda.OutOfMemoryError:
+                    if len(trials) == 1:
+                        raise
+                if logprobs is None:
+                    break
+                found.append(self._answers(orders[k], chunks[k], logprobs, lengths))
+                del logprobs
+            if len(found) == len(trials):
+                return found
+        # Out of the handlers: the pass's tensors are let go before the cache is emptied.
+        del logits
+        self.joint.stack = min(self.joint.stack, (len(trials) + 1) // 2)
+        log.warning("pack scoring: a stacked pass of %d trials ran out of GPU memory; %d at a time from here",
+                    len(trials), self.joint.stack)
+        torch.cuda.empty_cache()
+        return found
 
     def _inputs(self, chunk) -> tuple[torch.Tensor, list[int]]:
         """HFLM's causal inputs of a chunk: context and continuation cut from the left to the

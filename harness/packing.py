@@ -495,7 +495,7 @@ def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: me
                                                       shared_scores.lm(m.name) if shared_scores else None))
             together = shared_scores and m.name in shared_scores.served and m.name not in shared_scores.alone
             m.record["pack_eval"] = JOINT if together else ALONE
-            if together:  # trials per stacked forward (fewer than the group's after a pass out of memory)
+            if together:  # the stack's limit when scoring ended (harness.record.RunRecord.pack_eval_stack)
                 m.record["pack_eval_stack"] = shared_scores.stack
             m.record["eval_seconds"] = time.perf_counter() - eval_started
         m.record["status"] = "ok"

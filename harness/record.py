@@ -127,6 +127,9 @@ class RunRecord(MutableMapping):
     # (harness.pack_scoring; the first of them holds the forwards' time in eval_seconds); alone:
     # some or all of its requests answered on its own
     pack_eval: str = _field()
+    # joint: the most trials one stacked forward held when scoring ended (fewer than the group's
+    # after a pass out of memory; batches before that stacked more)
+    pack_eval_stack: int = _field()
     trainable_params: int = _field()
     total_params: int = _field()
     setup_seconds: float = _field()

@@ -345,13 +345,15 @@ def test_only_trials_of_equal_eval_settings_score_together_and_out_of_memory_sco
 
 
 def test_a_stacked_scoring_pass_out_of_memory_stacks_fewer_trials(tiny_pretrained, chat_file, tmp_path, monkeypatch, caplog):
-    """Three trials whose stacked pass runs out of memory above two trials (injected: a GPU
-    shared by three packs, 2026-12-05) are still scored together, two and then one at a time,
-    each with the scores it gets alone."""
+    """Three trials whose stacked forward runs out of memory above two trials, or whose second
+    log-softmax does once (injected: a GPU shared by three packs, 2026-12-05), are still scored
+    together, fewer at a time, each with the scores it gets alone."""
+    from types import SimpleNamespace
+
     from harness import pack_scoring
 
     base = tiny(chat_file, size=16, base=tiny_pretrained) + SCORED
-    stacked, sizes = pack_scoring.PackLM._stacked_call, []
+    stacked, log_softmax, sizes, softmaxes = pack_scoring.PackLM._stacked_call, pack_scoring.F.log_softmax, [], [0]
 
     def at_most_two(self, inputs, trials):
         sizes.append(len(trials))
@@ -359,18 +361,33 @@ def test_a_stacked_scoring_pass_out_of_memory_stacks_fewer_trials(tiny_pretraine
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return stacked(self, inputs, trials)
 
+    def second_fails_once(*args, **kwargs):
+        softmaxes[0] += 1
+        if softmaxes[0] == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return log_softmax(*args, **kwargs)
+
+    def pack(name: str) -> list[dict]:
+        return train_pack([Member(*compose_member(base + t), run_dir=tmp_path / name / str(i)) for i, t in enumerate(BATCHED_TRIALS)])
+
     monkeypatch.setenv("HARNESS_PACK_EVAL", "alone")
-    alone = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / "a" / str(i)) for i, t in enumerate(BATCHED_TRIALS)])
+    alone = pack("alone")
     monkeypatch.setenv("HARNESS_PACK_EVAL", "joint")
-    monkeypatch.setattr(pack_scoring.PackLM, "_stacked_call", at_most_two)
-    joint = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / "j" / str(i)) for i, t in enumerate(BATCHED_TRIALS)])
-    assert [r["pack_eval"] for r in joint] == ["joint"] * 3 and [r["pack_eval_stack"] for r in joint] == [2] * 3
+    with monkeypatch.context() as patched:
+        patched.setattr(pack_scoring.PackLM, "_stacked_call", at_most_two)
+        forward = pack("forward")
     assert sizes[0] == 3 and set(sizes[1:]) == {2, 1}  # one pass of three, then two and one per batch
-    assert "a stacked pass of 3 trials ran out of GPU memory; 2 at a time from here" in caplog.text
-    for a, j in zip(alone, joint, strict=True):
-        for task, metrics in a["eval"].items():
-            for metric, value in metrics.items():
-                assert j["eval"][task][metric]["value"] == pytest.approx(value["value"], rel=1e-5, abs=1e-6), (task, metric)
+    with monkeypatch.context() as patched:
+        patched.setattr(pack_scoring, "F", SimpleNamespace(log_softmax=second_fails_once))
+        softmax = pack("softmax")
+    assert softmaxes[0] > 3  # the first trial's answers kept, the other two stacked again
+    assert caplog.text.count("a stacked pass of 3 trials ran out of GPU memory; 2 at a time from here") == 2
+    for joint in (forward, softmax):
+        assert [r["pack_eval"] for r in joint] == ["joint"] * 3 and [r["pack_eval_stack"] for r in joint] == [2] * 3
+        for a, j in zip(alone, joint, strict=True):
+            for task, metrics in a["eval"].items():
+                for metric, value in metrics.items():
+                    assert j["eval"][task][metric]["value"] == pytest.approx(value["value"], rel=1e-5, abs=1e-6), (task, metric)
 
 
 def test_which_trials_are_compatible(tiny_pretrained, chat_file):
