@@ -51,7 +51,15 @@ from . import study as study_lib
 from .launch import LocalLauncher, SubmititLauncher
 from .packed import PackedTrials
 from .packed import pack_chunks as pack_chunks  # re-exported: tests import it from here
-from .plan import SweepPlan, check_inputs, check_sweep_claims, dedupe_by_effect, make_sampler, packs
+from .plan import (
+    SweepPlan,
+    check_inputs,
+    check_sweep_claims,
+    dedupe_by_effect,
+    make_sampler,
+    packs,
+    warn_compiled_dropout,
+)
 from .results import RESULTS_NAME, lost_records, metric_value, results_table, write_results
 from .results import relocated as relocated  # re-exported: tests import it from here
 from .space import (
@@ -114,11 +122,14 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
     first = runs[0]
     check_inputs(first, cfg)
     exclusive = cfg.exclusive_gpu if cfg.exclusive_gpu is not None else cfg.measures_runtime
+    packed = packs(cfg, axes, exclusive, runs)
+    if packed:
+        warn_compiled_dropout(runs)
     return SweepPlan(cfg=cfg, axes=axes, base_overrides=base, seeds=seeds, planned=planned, grid=grid,
                      sweep_dir=sweep_dir, storage_url=study_lib.storage_url(cfg.storage, sweep_dir),
                      study_name=cfg.study_name or cfg.name, exclusive_gpu=exclusive,
                      trials_per_gpu=1 if exclusive else cfg.trials_per_gpu,
-                     pack=packs(cfg, axes, exclusive, runs), pack_size=cfg.pack_size)
+                     pack=packed, pack_size=cfg.pack_size)
 
 
 def set_aside(run_dir: Path, trial: int) -> None:

@@ -451,6 +451,24 @@ def test_auto_packs_quality_sweeps_and_never_systems_sweeps(name, pack, packs, t
     assert plan_sweep(run.sweep, [], tmp_path).pack is packs
 
 
+@pytest.mark.parametrize(("overrides", "warned"), [
+    (["trainer.compile=true", "trainer.compile_mode=reduce-overhead"], True),  # rank_alpha's dropout 0.05
+    (["trainer.compile=true", "trainer.compile_mode=reduce-overhead", "adapter.dropout=0"], False),
+    (["trainer.compile=true"], False),  # compiled without CUDA graphs: not what the A/B measured
+    ([], False)])
+def test_packs_compiled_with_cuda_graphs_and_dropout_are_flagged_as_not_for_findings(overrides, warned, tmp_path, caplog):
+    from sweeps.driver import plan_sweep
+    from tests.helpers import compose_run
+
+    run = compose_run(["+sweep=rank_alpha", "sweep.pack=true"])
+    with caplog.at_level("WARNING", logger="harness.sweep"):
+        assert plan_sweep(run.sweep, overrides, tmp_path).pack is True
+    flagged = [r.getMessage() for r in caplog.records if "not findings" in r.getMessage()]
+    assert len(flagged) == warned
+    if warned:
+        assert "trainer.compile_mode=reduce-overhead" in flagged[0] and "adapter.dropout=0" in flagged[0]
+
+
 def test_packing_a_systems_sweep_is_refused_in_one_line(tmp_path):
     from tests.helpers import run_cli
 
