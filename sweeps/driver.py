@@ -58,7 +58,8 @@ from .plan import (
     dedupe_by_effect,
     make_sampler,
     packs,
-    warn_compiled_dropout,
+    systems_reason,
+    warn_compiled_bf16,
 )
 from .results import RESULTS_NAME, lost_records, metric_value, results_table, write_results
 from .results import relocated as relocated  # re-exported: tests import it from here
@@ -123,8 +124,8 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
     check_inputs(first, cfg)
     exclusive = cfg.exclusive_gpu if cfg.exclusive_gpu is not None else cfg.measures_runtime
     packed = packs(cfg, axes, exclusive, runs)
-    if packed:
-        warn_compiled_dropout(runs)
+    if systems_reason(cfg, axes, exclusive) is None:
+        warn_compiled_bf16(runs)
     return SweepPlan(cfg=cfg, axes=axes, base_overrides=base, seeds=seeds, planned=planned, grid=grid,
                      sweep_dir=sweep_dir, storage_url=study_lib.storage_url(cfg.storage, sweep_dir),
                      study_name=cfg.study_name or cfg.name, exclusive_gpu=exclusive,

@@ -1,11 +1,12 @@
 """Dropout inside blocks compiled the harness's way (:func:`harness.speed.compile_blocks`).
 
-Why: on an H100 (docs/benchmarks.md, 2026-12-05 A/B), packs whose blocks were compiled and replayed
-CUDA graphs trained to a held-out NLL outside the seed spread of the same runs eager, by rank,
-and their training loss was lower at every step from the third on; packs eager agreed. Without
-dropout the GPU tests hold compiled packs to the eager losses. So this checks the dropout itself:
-several blocks sharing one compiled graph (as the decoder blocks do), each called on its own
-input in one training step, as many steps as it takes to replay recorded graphs.
+Compiled blocks draw their dropout masks in the graph, not from each trial's own stream
+(docs/sweeps.md), so nothing else checks that those masks are right: the rate, a fresh mask for
+every block and step (the decoder blocks share one compiled graph, and under CUDA graphs its
+replays), and backward on the forward's mask. Several blocks sharing one compiled graph, each
+called on its own input in one training step, as many steps as it takes to replay recorded
+graphs. (Written to test one suspect for the compiled packs' held-out NLL in the 2026-12-05 A/B;
+a CPU check then showed the gap without dropout too: docs/benchmarks.md.)
 """
 
 from __future__ import annotations
