@@ -126,6 +126,26 @@ def test_a_real_effect_is_reproduced_and_the_opposite_contradicted(tmp_path):
     assert quality.verdict == report.CONTRADICTED, quality.rule
 
 
+def test_a_sweep_mixing_compiled_and_eager_bf16_runs_gets_no_verdict(tmp_path):
+    # Compiled and eager blocks round bf16 differently (docs/benchmarks.md, 2026-12-05): a real
+    # effect measured across the two is withheld, and says why; all compiled, it stands.
+    def with_training(records, compiled):
+        for record in records:
+            record["config"]["trainer"] = {"compile": compiled(record)}
+            record["precision"] = "bf16-true"
+        return records
+
+    mixed = with_training(targets_records(-0.05), lambda r: r["sweep"]["params"]["adapter.targets"] == "all")
+    quality = by_label(report.evaluate_finding("F6", frame_of(tmp_path / "a", ("targets", mixed)))[2])[
+        "all layers vs q,v: held-out NLL"]
+    assert quality.verdict == report.INCONCLUSIVE
+    assert "the test alone says reproduced, but its runs mix compiled (3) and eager (9) training" in quality.rule
+    compiled = with_training(targets_records(-0.05), lambda r: True)
+    quality = by_label(report.evaluate_finding("F6", frame_of(tmp_path / "b", ("targets", compiled)))[2])[
+        "all layers vs q,v: held-out NLL"]
+    assert quality.verdict == report.REPRODUCED, quality.rule
+
+
 def test_fewer_than_three_seeds_is_underpowered_and_so_is_the_finding(tmp_path):
     frame = frame_of(tmp_path, ("targets", targets_records(-0.05, seeds=(1, 2))))
     verdict, _, parts = report.evaluate_finding("F6", frame)
