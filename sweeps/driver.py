@@ -123,14 +123,13 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
     first = runs[0]
     check_inputs(first, cfg)
     exclusive = cfg.exclusive_gpu if cfg.exclusive_gpu is not None else cfg.measures_runtime
-    packed = packs(cfg, axes, exclusive, runs)
     if systems_reason(cfg, axes, exclusive) is None:
         warn_compiled_bf16(runs)
     return SweepPlan(cfg=cfg, axes=axes, base_overrides=base, seeds=seeds, planned=planned, grid=grid,
                      sweep_dir=sweep_dir, storage_url=study_lib.storage_url(cfg.storage, sweep_dir),
                      study_name=cfg.study_name or cfg.name, exclusive_gpu=exclusive,
                      trials_per_gpu=1 if exclusive else cfg.trials_per_gpu,
-                     pack=packed, pack_size=cfg.pack_size)
+                     pack=packs(cfg, axes, exclusive, runs), pack_size=cfg.pack_size)
 
 
 def set_aside(run_dir: Path, trial: int) -> None:

@@ -104,20 +104,18 @@ def packs(cfg: SweepConfig, axes: list[Axis], exclusive: bool, runs: list[RunCon
     return why is None and cfg.pruner == "none"
 
 
-def warn_compiled_bf16(runs: list[RunConfig]) -> bool:
-    """Warn (and return True) when a quality sweep's runs train compiled blocks with bf16 weights
+def warn_compiled_bf16(runs: list[RunConfig]) -> None:
+    """Warn when a quality sweep's runs train compiled blocks with bf16 weights
     (``trainer.compile`` at precision ``auto`` or ``bf16-true``). Compiled blocks round
     differently from eager ones (a fused kernel rounds to bf16 once where eager rounds after each
     op): in a same-GPU A/B (docs/benchmarks.md, 2026-12-05) packs compiled with CUDA graphs trained
     to held-out NLLs up to two seed SDs from the same runs eager, and on CPU a compiled pack's
     training loss left the eager one's from the first forward, without dropout too. The committed
     findings ran eager, so compiled runs are for speed, not for comparing with them."""
-    if not any(run.trainer.compile and run.trainer.precision in ("auto", "bf16-true") for run in runs):
-        return False
-    log.warning("trainer.compile=true with bf16 weights: compiled blocks round differently from eager ones, and moved "
-                "the held-out NLL by up to two seed SDs against the same runs eager (docs/benchmarks.md, 2026-12-05); "
-                "use these runs for speed, not to compare with eager runs (the committed findings ran eager)")
-    return True
+    if any(run.trainer.compile and run.trainer.precision in ("auto", "bf16-true") for run in runs):
+        log.warning("trainer.compile=true with bf16 weights: compiled blocks round differently from eager ones, and moved "
+                    "the held-out NLL by up to two seed SDs against the same runs eager (docs/benchmarks.md, 2026-12-05); "
+                    "use these runs for speed, not to compare with eager runs (the committed findings ran eager)")
 
 
 def none_packable(runs: list[RunConfig]) -> str | None:

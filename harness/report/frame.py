@@ -66,6 +66,11 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(np.nan, index=frame.index, dtype=float)
 
 
+def flags(series: pd.Series) -> pd.Series:
+    """A record flag as booleans: True as the records hold it (a bool, or its text once flattened)."""
+    return series.map(lambda v: v is True or v in ("True", "true", 1))
+
+
 def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with the derived columns (idempotent): ``run_seed``, the memory peaks with
     their fallback for older records (``peak_memory_gib``, the whole-process peak including
@@ -80,7 +85,7 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
         seed = seed.fillna(column(frame, fallback))
     frame[SEED] = seed.map(level)
     if "packed" in frame.columns:  # a packed trial's memory and runtime are its pack's: no verdict reads them
-        packed = frame["packed"].map(lambda v: v is True or v in ("True", "true", 1))
+        packed = flags(frame["packed"])
         for name in PACKED_MEASURES:
             if name in frame.columns:
                 frame.loc[packed, name] = np.nan

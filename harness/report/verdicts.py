@@ -18,6 +18,7 @@ from .frame import (
     cells,
     column,
     config_label,
+    flags,
     level_sort_key,
     levels_of,
     normalize,
@@ -111,9 +112,10 @@ def evaluate_finding(finding: str, runs: pd.DataFrame,
             continue
         measured = measure(part, rows, sweep, seed_stds or {})
         mixed = mixed_rounding(rows)
-        for result in measured if mixed else []:
-            for verdict in (stats.REPRODUCED, stats.CONTRADICTED):
-                result.withheld.setdefault(verdict, mixed)
+        if mixed:
+            for result in measured:
+                result.withheld.setdefault(stats.REPRODUCED, mixed)
+                result.withheld.setdefault(stats.CONTRADICTED, mixed)
         results += measured
     family = finalize(results)
     verdict, rule = combine(CLAIMS[finding], results)
@@ -128,7 +130,7 @@ def mixed_rounding(rows: pd.DataFrame) -> str | None:
     ok = ok_runs(rows)
     if "config.trainer.compile" not in ok.columns:
         return None
-    compiled = ok["config.trainer.compile"].map(lambda v: v is True or v in ("True", "true", 1))
+    compiled = flags(ok["config.trainer.compile"])
     bf16 = ok["precision"].eq("bf16-true") if "precision" in ok.columns else pd.Series(False, index=ok.index)
     if not (compiled & bf16).any() or not (~compiled & bf16).any():
         return None
