@@ -29,6 +29,12 @@ def main(run: RunConfig, overrides: list[str], sweep_dir: str) -> NoReturn:
     trial_overrides = [a for a in overrides if not is_hydra_override(a) and not a.lstrip("+~").startswith("sweep")]
     signal.signal(signal.SIGTERM, raise_interrupted)  # preemption: stop as on Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the driver's own, not a run's (STOP)
+    if run.dry_run:  # the plan only: nothing is written, no study opened
+        from .preview import preview_text
+
+        with exit_on_user_error():
+            print(preview_text(run, trial_overrides, Path(sweep_dir).resolve()))
+        sys.exit(0)
     with exit_on_user_error():
         ensure_writable_dir(sweep_dir, "hydra.sweep.dir")  # before the storage, plan.json or any trial folder is written
         open_storage(storage_url(run.sweep.storage, Path(sweep_dir).resolve()))  # a storage that cannot open: one line, first

@@ -58,6 +58,7 @@ from .plan import (
     dedupe_by_effect,
     make_sampler,
     packs,
+    plan_points,
     systems_reason,
     warn_compiled_bf16,
 )
@@ -107,14 +108,11 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
         grid_space(axes)  # raises for ranges
         grid = grid_points(axes)
         planned = min(n_trials, len(grid)) if n_trials else len(grid)
-        probes = grid
     else:
         grid = None
         planned = int(n_trials)
-        probes = [{a.key: a.probe_values()[i % len(a.probe_values())] for a in axes}
-                  for i in range(max(len(a.probe_values()) for a in axes))]
     runs = []
-    for params in probes:
+    for params in plan_points(axes, grid):
         try:
             runs.append(compose_overrides(merge_overrides(base, trial_overrides(axes, params)))[0])
         except ConfigError as exc:

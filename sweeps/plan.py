@@ -69,6 +69,15 @@ class SweepPlan:
                 "overrides": self.base_overrides, "seeds": self.seeds, "sampler": self.cfg.sampler,
                 "planned": self.planned}
 
+def plan_points(axes: list[Axis], grid: list[dict] | None) -> list[dict]:
+    """The configurations a sweep can list before it runs: every grid point, or for a sampler
+    over ranges the points that probe both ends of every range (each axis's probe values in turn)."""
+    if grid is not None:
+        return grid
+    return [{a.key: a.probe_values()[i % len(a.probe_values())] for a in axes}
+            for i in range(max(len(a.probe_values()) for a in axes))]
+
+
 def systems_reason(cfg: SweepConfig, axes: list[Axis], exclusive: bool) -> str | None:
     """Why a sweep measures the system (memory, runtime, quantization), whose trials must each
     have the process to themselves; None for a quality sweep."""

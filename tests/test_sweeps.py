@@ -133,6 +133,20 @@ def test_storage_passwords_are_not_shown():
     assert study_lib.redact("postgresql://user:secret@db.example:5432/optuna").startswith("postgresql://user:***@")
 
 
+def test_a_sweep_dry_run_lists_each_configuration_with_its_estimate_and_writes_nothing(tmp_path):
+    sweep_dir = tmp_path / "rank_lr"
+    result = sweep_cli(["+sweep=rank_lr", "sweep.pack=true", "dry_run=true"], sweep_dir, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not sweep_dir.exists()  # no study, no trial folder: a trial's dry run left a failed record each before
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if "estimate_gib" in line)
+    rows = [line.split() for line in lines[header + 1:header + 10]]
+    assert {(int(r[0]), float(r[1])) for r in rows} == {(r, lr) for r in (4, 16, 64) for lr in (1e-4, 3e-4, 1e-3)}
+    by_rank = {int(r[0]): (int(r[2]), float(r[3])) for r in rows}
+    assert by_rank[4][0] < by_rank[16][0] < by_rank[64][0] and by_rank[4][1] < by_rank[64][1]
+    assert "9 configuration(s) x 3 seed(s) = 27 run(s); compatible trials packed" in result.stdout
+
+
 def test_sweep_config_rejects_bad_values():
     with pytest.raises(ValueError, match="sweep.n_trials: is required with sampler=tpe"):
         SweepConfig(name="x", space={"a": [1]}, objectives=[{"metric": "m"}], sampler="tpe")
