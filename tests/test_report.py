@@ -153,6 +153,16 @@ def test_fewer_than_three_seeds_is_underpowered_and_so_is_the_finding(tmp_path):
     assert verdict == "inconclusive (underpowered)"
 
 
+def test_repeated_equal_values_print_without_a_rounding_spread():
+    from harness.report.document import mean_text
+    from harness.report.frame import std
+
+    assert std([2.7] * 3) == 0.0 and std([0.025] * 3) == 0.0  # numpy alone gives 5.4e-16 and 4.2e-18 here
+    assert std([1.0, 2.0, 3.0]) == 1.0
+    rows = pd.DataFrame({"est": [2.7, 2.7, 2.7]})
+    assert mean_text(rows, "est") == "2.7 ± 0"
+
+
 def test_an_effect_below_the_sesoi_is_not_reproduced(tmp_path):
     frame = frame_of(tmp_path, ("targets", targets_records(-0.004)))  # real but < 0.01 nats
     quality = by_label(report.evaluate_finding("F6", frame)[2])["all layers vs q,v: held-out NLL"]

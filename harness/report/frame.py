@@ -193,8 +193,11 @@ def cells(runs: pd.DataFrame, metric: str | None = None) -> dict[tuple[str, ...]
 
 
 def std(vals: list[float]) -> float:
-    """Sample standard deviation (0 for fewer than 2 values)."""
-    return float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    """Sample standard deviation (0 for fewer than 2 values, and exactly 0 for equal values,
+    where numpy's mean rounds and leaves about 1e-16: a report printed "2.7 ± 5.44e-16")."""
+    if len(vals) < 2 or max(vals) == min(vals):
+        return 0.0
+    return float(np.std(vals, ddof=1))
 
 
 def config_means(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
