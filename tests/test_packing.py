@@ -27,10 +27,16 @@ from tests.helpers import tiny
 # 1e-6. bf16-true (bf16 weights and adapters, as Lightning converts them): losses bit for bit,
 # adapters within 7.3e-4 (one bf16 step at 0.1-0.2; a trial whose micro-batch is narrower than
 # the stack's, looped by the batched path too), val losses within 9e-5. The bounds leave room
-# for other BLAS. The same bounds hold over an nf4 base (QLoRA packs, 2026-12-05).
+# for other BLAS. The same bounds hold over an nf4 base (QLoRA packs, 2026-12-05). On a CPU
+# without AVX-512 (AMD EPYC, AVX2; 2026-12-05) fp32 GEMMs of the stack's row count round
+# differently from the trial's own: losses still within 1e-6, but Adam, which divides each
+# gradient element by its own size, turns that rounding into up to 1.9e-6 in an adapter element
+# whose gradient is near zero (1 of 128 in one matrix). So adapters compare element by element
+# within WEIGHT_ATOL, except at most WEIGHT_OUTLIERS of a matrix's elements within WEIGHT_ATOL_MAX.
 LOSS_RTOL = 1e-6
 VAL_ATOL = 1e-5
 WEIGHT_ATOL = 1e-6
+WEIGHT_ATOL_MAX, WEIGHT_OUTLIERS = 1e-5, 0.01
 TOLERANCES = {"32-true": (LOSS_RTOL, VAL_ATOL, WEIGHT_ATOL), "bf16-true": (1e-4, 5e-4, 2e-3)}
 
 # Three trials that differ in everything a pack lets differ: rank, alpha, rsLoRA, dropout,
@@ -44,6 +50,15 @@ TRIALS = [
     ["adapter.r=2", "adapter.alpha=2", "optimizer.lr=3e-3", "seed=3", "trainer.max_steps=2",
      "trainer.micro_batch_size=1", "trainer.global_batch_size=2"],
 ]
+
+
+def assert_adapter_close(packed: torch.Tensor, alone: torch.Tensor, label: str) -> None:
+    """A packed trial's adapter matrix against the same trial's alone: every element within
+    WEIGHT_ATOL_MAX, and all but WEIGHT_OUTLIERS of them within WEIGHT_ATOL (see above)."""
+    diff = (packed.float() - alone.float()).abs()
+    beyond = (diff > WEIGHT_ATOL).float().mean().item()
+    assert diff.max().item() <= WEIGHT_ATOL_MAX and beyond <= WEIGHT_OUTLIERS, \
+        f"{label}: largest difference {diff.max().item():.3g}, {beyond:.1%} of elements beyond {WEIGHT_ATOL}"
 
 
 def adapter_weights(record: dict) -> dict[str, torch.Tensor]:
@@ -200,7 +215,7 @@ def test_batched_packs_equal_the_same_trials_run_alone(tiny_pretrained, chat_fil
             wa, wp = adapter_weights(a), adapter_weights(p)
             assert wa.keys() == wp.keys()
             for key in wa:
-                torch.testing.assert_close(wp[key], wa[key], atol=WEIGHT_ATOL, rtol=0, msg=lambda m, path=path, i=i, key=key: f"{path} trial {i}: {key}: {m}")
+                assert_adapter_close(wp[key], wa[key], f"{path} trial {i}: {key}")
     # The record says which path computed the pack's LoRA terms.
     assert packs["batched"][0]["pack_lora_looped_terms"] == 0 < packs["batched"][0]["pack_lora_batched_terms"]
     assert packs["looped"][0]["pack_lora_batched_terms"] == 0 < packs["looped"][0]["pack_lora_looped_terms"]
@@ -314,7 +329,11 @@ def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, cha
                 assert joint["eval"][task][metric]["value"] == pytest.approx(value["value"], rel=1e-5, abs=1e-6), (task, metric)
     # Request by request (a swap inside a task would leave its mean alone): the joint pack's three
     # trials, in order, answered as the alone pack's (its last three calls; the first scored the base).
-    assert len(answers["joint"]) == 3 and answers["joint"] == answers["alone"][-3:]
+    assert len(answers["joint"]) == 3
+    for (joint_requests, joint_got), (alone_requests, alone_got) in zip(answers["joint"], answers["alone"][-3:], strict=True):
+        assert joint_requests == alone_requests and [g for _, g in joint_got] == [g for _, g in alone_got]
+        # fp32 rounding of a stacked forward (see WEIGHT_ATOL): equal on AVX-512 CPUs, within 1e-5 on AVX2
+        assert [lp for lp, _ in joint_got] == pytest.approx([lp for lp, _ in alone_got], rel=1e-5, abs=1e-6)
     # Three trials scored for the forwards of one: the joint pack's model calls are the stacked ones.
     assert len(joints) == 1 and joints[0].names == ["trial0", "trial1", "trial2"]
     assert joints[0].forwards > 0 and forwards["alone"] == 3 * joints[0].forwards
@@ -340,7 +359,13 @@ def test_only_trials_of_equal_eval_settings_score_together_and_out_of_memory_sco
     monkeypatch.setattr(pack_scoring.PackLM, "_every_trial", out_of_memory)
     alone = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / "b" / str(i)) for i, t in enumerate(trials)])
     assert [r["status"] for r in alone] == ["ok"] * 3 and [r["pack_eval"] for r in alone] == ["alone"] * 3
-    assert [r["eval"] for r in alone] == [r["eval"] for r in grouped]  # CPU: bit for bit
+    for a, g in zip(alone, grouped, strict=True):  # equal on AVX-512 CPUs; fp32 rounding on AVX2 (see WEIGHT_ATOL)
+        assert a["eval"].keys() == g["eval"].keys()
+        for task, metrics in a["eval"].items():
+            for metric, value in metrics.items():
+                for field in ("value", "stderr"):
+                    expected = value[field] if value[field] is None else pytest.approx(value[field], rel=1e-5, abs=1e-6)
+                    assert g["eval"][task][metric][field] == expected, (task, metric, field)
     assert "pack_eval_stack" not in alone[0] and grouped[0]["pack_eval_stack"] == 2
 
 
