@@ -69,6 +69,7 @@ class SweepPlan:
                 "overrides": self.base_overrides, "seeds": self.seeds, "sampler": self.cfg.sampler,
                 "planned": self.planned}
 
+
 def plan_points(axes: list[Axis], grid: list[dict] | None) -> list[dict]:
     """The configurations a sweep can list before it runs: every grid point, or for a sampler
     over ranges the points that probe both ends of every range (each axis's probe values in turn)."""

@@ -42,7 +42,7 @@ def preview_text(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> 
     listed = "every configuration" if plan.grid is not None else \
         f"the points probing the ends of its ranges (the {plan.cfg.sampler} sampler draws {plan.planned})"
     how = (f"compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack
-           else "one process per run" + (" with the GPU to itself (it measures runtime)" if plan.exclusive_gpu else ""))
+           else "one process per run" + (" with a GPU to itself (sweep.exclusive_gpu: it measures runtime)" if plan.exclusive_gpu else ""))
     lines = [f"sweep {plan.cfg.name} (dry run, {listed}; estimates for a GPU, precision as it resolves there):",
              pd.DataFrame(rows).to_string(index=False),
              f"{plan.planned} configuration(s) x {max(1, len(seeds))} seed(s) = {plan.planned * max(1, len(seeds))} run(s); "
