@@ -127,7 +127,7 @@ def plan_sweep(cfg: SweepConfig, user_overrides: list[str], sweep_dir: Path) -> 
                      sweep_dir=sweep_dir, storage_url=study_lib.storage_url(cfg.storage, sweep_dir),
                      study_name=cfg.study_name or cfg.name, exclusive_gpu=exclusive,
                      trials_per_gpu=1 if exclusive else cfg.trials_per_gpu,
-                     pack=packs(cfg, axes, exclusive, runs), pack_size=cfg.pack_size)
+                     pack=packs(cfg, axes, exclusive, runs), pack_size=cfg.pack_size, listed=runs)
 
 
 def set_aside(run_dir: Path, trial: int) -> None:

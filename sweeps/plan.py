@@ -51,6 +51,7 @@ class SweepPlan:
     slots: list[str | None] = field(default_factory=list)  # CUDA_VISIBLE_DEVICES per worker
     pack: bool = False  # compatible trials train together (harness.packing), up to pack_size runs
     pack_size: int = 1
+    listed: list[RunConfig] = field(default_factory=list)  # the composed run of each point of plan_points, in order
 
     def run_dir(self, trial: optuna.Trial, seed) -> Path:
         """Where a trial's run for ``seed`` runs: its folder under ``trials/`` (for a re-run, the

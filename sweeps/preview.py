@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.compose import compose
 from harness.schema import RunConfig
 
 from .plan import SweepPlan, plan_points
-from .space import merge_overrides, trial_overrides
 
 
 def preview_rows(plan: SweepPlan) -> list[dict]:
@@ -22,8 +20,7 @@ def preview_rows(plan: SweepPlan) -> list[dict]:
     from harness.estimate import estimate_run  # imports torch: after the plan's checks
 
     rows = []
-    for params in plan_points(plan.axes, plan.grid):
-        run = compose(merge_overrides(plan.base_overrides, trial_overrides(plan.axes, params)))[0]
+    for params, run in zip(plan_points(plan.axes, plan.grid), plan.listed, strict=True):
         est = estimate_run(run, device="cuda")
         rows.append({**params, "trainable_params": est["trainable_params"],
                      "estimate_gib": est["memory_estimate"]["total_gib"]})
@@ -38,14 +35,13 @@ def preview_text(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> 
 
     plan = plan_sweep(run.sweep, user_overrides, sweep_dir)
     rows = preview_rows(plan)
-    seeds = [s for s in plan.seeds if s is not None]
     listed = "every configuration" if plan.grid is not None else \
         f"the points probing the ends of its ranges (the {plan.cfg.sampler} sampler draws {plan.planned})"
     how = (f"compatible trials packed, up to {plan.pack_size} runs per process" if plan.pack
            else "one process per run" + (" with a GPU to itself (sweep.exclusive_gpu: it measures runtime)" if plan.exclusive_gpu else ""))
     lines = [f"sweep {plan.cfg.name} (dry run, {listed}; estimates for a GPU, precision as it resolves there):",
              pd.DataFrame(rows).to_string(index=False),
-             f"{plan.planned} configuration(s) x {max(1, len(seeds))} seed(s) = {plan.planned * max(1, len(seeds))} run(s); "
+             f"{plan.planned} configuration(s) x {len(plan.seeds)} seed(s) = {plan.planned * len(plan.seeds)} run(s); "
              f"{how}; largest estimate {max(r['estimate_gib'] for r in rows):.2f} GiB per run",
              f"nothing was written; without dry_run=true it runs in {sweep_dir}"]
     return "\n".join(lines)
