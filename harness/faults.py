@@ -1,4 +1,4 @@
-"""Fault injection (``fault.kind=oom|nan|crash|kill|disk_full``): real failures on demand, so the tests
+"""Fault injection (``fault.kind=oom|nan|crash|kill|disk_full|sigint``): real failures on demand, so the tests
 can check that each one becomes the right record and that a sweep goes on after it."""
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class FaultCallback(L.Callback):
             raise RuntimeError(f"injected crash (fault.kind=crash at step {trainer.global_step})")
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "sigint" and trainer.global_step == self.fault.at_step and not self.injected:
+            os.kill(os.getpid(), signal.SIGINT)
         if kind == "disk_full" and not self.injected:
             # The kernel then fails each write past a few bytes with EFBIG, as a full disk
             # would with ENOSPC; without SIGXFSZ ignored, the first such write kills the process.

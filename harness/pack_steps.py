@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ class Member:
     params: list = field(default_factory=list)
     rng: TrialRng | None = None
     batches: object = None
+    drawn: int = 0  # micro-batches drawn from ``batches`` (a pack state resumes its data order there)
     pending: list = field(default_factory=list)
     in_flight: LossInFlight | None = None  # its last optimizer step's mean loss, on its way to the host
     train_losses: list = field(default_factory=list)
@@ -137,6 +140,8 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
         if got is None and read_loss(m, train_started):  # its epochs are done
             leave(m, train_started)
     pairs = [(m, got) for m, got in zip(active, drawn, strict=True) if got is not None]
+    for m, _ in pairs:
+        m.drawn += 1
     if not pairs:
         return 0
     compiled, graphs = compiled_routes(pairs[0][0].run.trainer)
@@ -207,10 +212,17 @@ def read_loss(m: Member, train_started: float) -> bool:
 def inject_faults(active: list[Member]) -> None:
     """``fault.kind`` in a pack, at the start of the trial's optimizer step ``at_step``: ``oom``
     runs the whole pack out of memory (the driver then splits it); ``nan`` poisons one of the
-    trial's own weights, so its loss alone diverges and it leaves the pack."""
+    trial's own weights, so its loss alone diverges and it leaves the pack; ``sigint`` sends the
+    pack's process SIGINT (as Ctrl-C or a time limit would), at that step only, so the trial
+    resumed after it goes on."""
     for m in active:
         fault = m.run.fault
         if fault.kind == "none" or m.faulted or m.step < fault.at_step:
+            continue
+        if fault.kind == "sigint":
+            if m.step == fault.at_step and not m.pending:
+                m.faulted = True
+                os.kill(os.getpid(), signal.SIGINT)
             continue
         if fault.kind == "oom":
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by fault.kind=oom at step {m.step} of "

@@ -61,6 +61,7 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
+from .pack_state import PACK_STATE, load_state, save_state, state_path
 from .pack_steps import Member, convert_module, drain_loss, packed_step, trial_batches, validate
 from .packed_lora import (
     BATCHED,
@@ -88,7 +89,7 @@ PACK_MEASURES = "pack"  # the record's memory and runtime fields are the whole p
 # trial's lm-eval requests served for all of them at once (harness.pack_scoring), or one trial
 # after another.
 PACK_EVAL_ENV, JOINT, ALONE = "HARNESS_PACK_EVAL", "joint", "alone"
-PACK_FAULTS = ("none", "oom", "nan")  # fault injection a pack does: the whole pack's OOM, one trial's NaN
+PACK_FAULTS = ("none", "oom", "nan", "sigint")  # fault injection a pack does: the whole pack's OOM, one trial's NaN, a signal
 # Keys of a resolved config that may differ between the trials of one pack (a prefix covers the
 # keys under it); every other key must be equal. ``seed`` is added back for a random base.
 PACK_FREE_KEYS = ("adapter.r", "adapter.alpha", "adapter.alpha_over_r", "adapter.dropout", "adapter.rslora",
@@ -120,7 +121,7 @@ def unpackable_reason(run: RunConfig) -> str | None:
         (t.precision == "16-mixed", "trainer.precision=16-mixed (loss scaling)"),
         (run.optimizer.name == "sophia", "optimizer=sophia (Hessian updates)"),
         (run.fault.kind not in PACK_FAULTS or getattr(run.fault, "above_micro_batch_size", None),
-         f"fault.kind={run.fault.kind} (packs inject {' and '.join(PACK_FAULTS[1:])})"),
+         f"fault.kind={run.fault.kind} (packs inject {', '.join(PACK_FAULTS[1:])})"),
         (run.data.num_workers > 0, "data.num_workers > 0"),
     )
     return next((why for bad, why in checks if bad), None)
@@ -195,16 +196,21 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             if m.run.eval.tasks and (base := score_pack_base(model, m, shared, peaks)) is not None:
                 m.record["eval_base"] = base
         fit_pack(model, router, members, shared, peaks, clock)
+        if STOP.signum is not None:
+            for m in members:
+                if m.active:
+                    save_state(m)
         joint = joint_scores(router, members)
         for m in members:
             if trained(m):
                 _finish_member(m, model, router, shared, peaks, joint)
-        if STOP.signum is not None:  # stopped between packed steps: the unfinished trials start over
+        if STOP.signum is not None:  # stopped between packed steps: the unfinished trials resume from their states
             stopped = RunInterrupted(STOP.signum)
             for m in members:
                 if m.active:
-                    m.record.update(status="interrupted", signal=stopped.name, error=f"{stopped} (in a pack)",
-                                    checkpoint=None)
+                    m.record.update(status="interrupted", signal=stopped.name, checkpoint=str(m.run_dir / PACK_STATE),
+                                    error=f"stopped by {stopped.name} at optimizer step {m.step} (in a pack); its "
+                                          f"state is saved in {PACK_STATE}, from which its next pack goes on")
     except USER_ERRORS:
         raise
     except (Exception, RunInterrupted) as exc:  # a signal outside training (setup, scoring): the unfinished stop
@@ -236,6 +242,8 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             m.record.update(loss_fields(m.train_losses, m.val_losses))
             log_member(m)
             stamp_member(m)
+            if m.record["status"] not in ("interrupted", "oom"):  # done with it: a re-run (or a half pack) would go on from it
+                state_path(m).unlink(missing_ok=True)
             write_record(m.run_dir, m.record)
     return [m.record for m in members]
 
@@ -367,8 +375,11 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
 
     pad_id = shared.tokenizer.pad_token_id
     train_mode(model, [m.name for m in members])
-    if shared.splits["val"]:
-        for m in members:
+    for m in members:
+        resumed_at = load_state(m)  # a trial its last pack stopped goes on from there
+        if resumed_at is not None:
+            m.record.update(resumed_from=str(state_path(m)), pack_resumed_at_step=resumed_at)
+        elif shared.splits["val"]:
             m.val_losses.append(validate(model, router, m, shared.splits["val"], pad_id, shared.precision, shared.device))
     STOP.install(defer=True)
     peaks.begin("train")
@@ -387,6 +398,10 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
         while any(m.active for m in members) and STOP.signum is None:
             clock.tokens += packed_step(model, router, [m for m in members if m.active], pad_id, shared.precision,
                                         shared.device, clock.started)
+        # Stopped by a signal: the trials within an optimizer step finish it, so that each
+        # stops where its state saves and resumes exactly (harness.pack_state).
+        while within := [m for m in members if m.active and m.pending]:
+            clock.tokens += packed_step(model, router, within, pad_id, shared.precision, shared.device, clock.started)
     finally:
         eager_blocks(model, True)
         if compiled:  # this process's new graphs (torch warns itself if a block hits its recompile limit)

@@ -25,6 +25,7 @@ from .paths import REPO_ROOT, atomic_write, package_version
 
 RECORD_NAME = "record.json"
 CHECKPOINT_DIR = "checkpoints"  # a run dir's checkpoints, where trainer.resume=auto looks
+PACK_STATE = "pack_state.pt"  # a packed trial's state, saved when its pack stopped (harness.pack_state)
 PACKAGES = ("torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra-core", "optuna", "lm-eval", "harness")
 
 
@@ -130,6 +131,9 @@ class RunRecord(MutableMapping):
     # joint: the most trials one stacked forward held when scoring ended (fewer than the group's
     # after a pass out of memory; batches before that stacked more)
     pack_eval_stack: int = _field()
+    # a packed trial that went on from the state its last pack saved when stopped (harness.pack_state):
+    # the optimizer step it went on from (its record's runtime and tokens are this pack's)
+    pack_resumed_at_step: int = _field()
     trainable_params: int = _field()
     total_params: int = _field()
     setup_seconds: float = _field()

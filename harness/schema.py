@@ -359,7 +359,7 @@ class LoggerConfig:
         self.mode = choice(self.mode, "logger.mode", LoggerMode)
 
 
-FaultKind = closed_set("FaultKind", ("none", "oom", "nan", "crash", "kill", "disk_full"), __name__)
+FaultKind = closed_set("FaultKind", ("none", "oom", "nan", "crash", "kill", "disk_full", "sigint"), __name__)
 
 
 @dataclass
@@ -369,8 +369,10 @@ class FaultConfig:
     kind: ``oom`` raises CUDA's out-of-memory error, ``nan`` poisons a trainable weight so the
     loss becomes NaN, ``crash`` raises an ordinary exception, ``kill`` SIGKILLs the process,
     ``disk_full`` makes the OS refuse every further file write (RLIMIT_FSIZE: checkpoints, logs
-    and the record fail as on a full disk); each at the start of optimizer step ``at_step``
-    (0-based). ``none`` (the default) injects nothing.
+    and the record fail as on a full disk), ``sigint`` sends the process SIGINT (as Ctrl-C or a
+    time limit: the run stops after that step, with its checkpoint); each at the start of
+    optimizer step ``at_step`` (0-based; ``sigint`` at that step only, so a run resumed past it
+    goes on). ``none`` (the default) injects nothing.
     """
 
     # A plain string checked against FaultKind, not a FaultKind field: Hydra reads fault.kind=nan

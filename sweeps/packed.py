@@ -21,7 +21,7 @@ import optuna
 
 from harness.compose import compose
 from harness.paths import atomic_write
-from harness.record import RECORD_NAME, RunRecord
+from harness.record import PACK_STATE, RECORD_NAME, RunRecord
 from harness.schema import RunConfig
 
 from . import study as study_lib
@@ -162,8 +162,8 @@ class PackedTrials:
                     groups.setdefault(pack_key(entry.resolved), []).append(entry)
         for members in groups.values():
             for chunk in pack_chunks(members, plan.pack_size, budget):
-                if len(chunk) == 1:
-                    alone.extend(chunk)
+                if len(chunk) == 1 and not (chunk[0].run_dir / PACK_STATE).is_file():
+                    alone.extend(chunk)  # a run alone, unless it goes on from the state its last pack saved
                 elif self.may_start():
                     self.run_pack(chunk, slot, also)
         for entry in alone:

@@ -147,8 +147,9 @@ class WorkerLoop:
 
     def packable(self, trial: optuna.Trial) -> bool:
         """Whether a trial can join a pack: a fresh one, or the re-run of a lost or interrupted one
-        that left no checkpoint to resume from (a packed run leaves none; its seeds that ended
-        keep their records, :meth:`sweeps.packed.PackedTrials.run_packed`). Not a failed trial
+        that left no checkpoint of a run alone to resume from (a packed run leaves its pack state,
+        which any pack resumes: :mod:`harness.pack_state`; its seeds that ended keep their
+        records, :meth:`sweeps.packed.PackedTrials.run_packed`). Not a failed trial
         run again from the start (``sweep.retry_failed``), which sets its failed seeds aside, nor
         one whose pack ran out of memory (a pack of the same size would again)."""
         from .packed import PACK_OOM_RECORD

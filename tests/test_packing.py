@@ -614,8 +614,9 @@ def test_interrupted_packed_trials_run_again_in_a_pack(tiny_pretrained, chat_fil
 
     from tests.helpers import run_cli
 
-    # Ctrl-C while the pack trains: its runs are interrupted and leave no checkpoint, so the same
-    # command packs them again, all four runs in one process.
+    # Ctrl-C while the pack starts: its runs are interrupted (with no checkpoint of a run alone;
+    # a pack state where training had begun), so the same command packs them again, all four runs
+    # in one process.
     sweep_dir = tmp_path / "again"
     args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", "sweep.pack=true", "sweep.workers=1",
             *tiny(chat_file, size=16, base=tiny_pretrained), "trainer.max_steps=60", f"hydra.sweep.dir={sweep_dir}"]
@@ -636,6 +637,52 @@ def test_interrupted_packed_trials_run_again_in_a_pack(tiny_pretrained, chat_fil
     table = pd.read_csv(sweep_dir / "results.csv")
     assert len(table) == 4 and set(table["status"]) == {"ok"}, table[["status", "error"]]
     assert table["packed"].all() and (table["pack_size"] == 4).all()
+
+
+def test_a_stopped_pack_saves_each_trials_state_and_its_next_pack_goes_on_from_it(tiny_pretrained, chat_file, tmp_path,
+                                                                                    monkeypatch):
+    import signal
+
+    from harness.record import PACK_STATE
+    from harness.signals import STOP
+
+    # Two trials with dropout (each its own stream), one accumulating two micro-batches a step.
+    # A real SIGINT at the start of step 1 (fault.kind=sigint) stops the pack after step 1; the
+    # next pack of the same trials goes on from their saved states and ends where the pack
+    # never stopped ends.
+    base = [*tiny(chat_file, size=16, base=tiny_pretrained), "trainer.max_steps=4", "adapter.dropout=0.1"]
+    trials = [["adapter.r=4", "seed=1"],
+              ["adapter.r=8", "seed=2", "trainer.micro_batch_size=1", "trainer.global_batch_size=2"]]
+    never_stopped = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / f"ref{i}") for i, t in enumerate(trials)])
+    stopping = [["fault.kind=sigint", "fault.at_step=1"], []]
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for name in ("signum", "defer", "installed", "held", "pid"):
+        monkeypatch.setattr(STOP, name, getattr(STOP, name))
+    try:
+        STOP.install()  # as `python -m harness.packing` does: the signal stops the pack at a step's end
+        stopped = train_pack([Member(*compose_member(base + t + f), run_dir=tmp_path / f"pack{i}")
+                              for i, (t, f) in enumerate(zip(trials, stopping, strict=True))])
+        for i, record in enumerate(stopped):
+            assert record["status"] == "interrupted" and record["optimizer_steps"] == 2, (i, record.get("error"))
+            assert record["checkpoint"] == str(tmp_path / f"pack{i}" / PACK_STATE)
+            assert (tmp_path / f"pack{i}" / PACK_STATE).is_file()
+            assert "at optimizer step 2 (in a pack)" in record["error"]
+        STOP.signum = None
+        # The same trials again (the first still carries its fault: it fired at step 1 only).
+        again = train_pack([Member(*compose_member(base + t + f), run_dir=tmp_path / f"pack{i}")
+                            for i, (t, f) in enumerate(zip(trials, stopping, strict=True))])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    for i, (ref, record) in enumerate(zip(never_stopped, again, strict=True)):
+        assert record["status"] == "ok" and record["pack_resumed_at_step"] == 2, (i, record.get("error"))
+        assert record["resumed_from"] == str(tmp_path / f"pack{i}" / PACK_STATE)
+        assert record["train_losses"] == pytest.approx(ref["train_losses"], rel=LOSS_RTOL) and len(ref["train_losses"]) == 4
+        assert record["val_losses"] == pytest.approx(ref["val_losses"], abs=VAL_ATOL)
+        assert record["train_tokens"] == ref["train_tokens"]
+        for key, value in adapter_weights(ref).items():
+            assert_adapter_close(adapter_weights(record)[key], value, f"trial {i}: {key}")
+        assert not (tmp_path / f"pack{i}" / PACK_STATE).exists()  # done with it
 
 
 def test_trials_of_a_pack_out_of_memory_run_again_alone(tiny_pretrained, chat_file, tmp_path):
