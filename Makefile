@@ -34,7 +34,7 @@ run: setup
 # stay on one worker. TEST_WORKERS=0 runs them all in one process, one at a time.
 TEST_WORKERS ?= logical
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 # The fast tier: the unit tests, about 2 minutes on 2 cores. Leaves out the slow and gpu tests and
 # every test that trains, scores or starts a process (tests/tiers.py marks those e2e, from their source).

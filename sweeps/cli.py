@@ -57,7 +57,7 @@ def main(run: RunConfig, overrides: list[str], sweep_dir: str) -> NoReturn:
     except KeyboardInterrupt as exc:
         name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
         print(f"error: sweep interrupted by {name}; finished trials are kept, running ones were stopped (with a "
-              "checkpoint when checkpointing is on) and run again from it: run the same command again to resume",
+              "checkpoint when checkpointing is on; packed ones with their pack states) and run again from it: run the same command again to resume",
               file=sys.stderr)
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
     if code != 0:

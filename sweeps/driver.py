@@ -457,9 +457,11 @@ def run_workers(driver: Driver, launcher) -> None:
     except KeyboardInterrupt:
         driver.stop.set()
         # Running trials stop as on preemption: each at the end of its optimizer step, with a
-        # checkpoint when checkpointing is on, and is queued to run again from it.
+        # checkpoint when checkpointing is on (a packed trial: its pack state), and is queued to
+        # run again from it.
         if launcher.interrupt() if hasattr(launcher, "interrupt") else 0:
-            log.warning("interrupted: stopping the running trials (they checkpoint when checkpointing is on and run "
+            log.warning("interrupted: stopping the running trials (they checkpoint when checkpointing is on, packed ones "
+                        "save their pack states, and run "
                         "again from there when this command is repeated; Ctrl-C again stops at once)")
             # Not Thread.join/is_alive: after a signal interrupted a join, Python 3.11 can report
             # a running thread as stopped. Each worker sets its own event when it ends.
