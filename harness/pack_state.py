@@ -8,8 +8,10 @@ its losses, in ``pack_state.pt`` in its run dir. Its record says ``interrupted``
 as its ``checkpoint``; the sweep driver runs the trial again in the same folder, and whichever
 pack holds it then (its rows, optimizer and stream are its own, so any pack will do) loads the
 state and trains on from that step. Eager, the trial's losses and adapter are then those of the
-trial never stopped (tests/test_packing.py). Compiled packs draw dropout from the global stream,
-so there the resumed trial is another draw of the same computation.
+trial never stopped (tests/test_packing.py). A trial that had trained to its end and is
+stopped while its pack scores saves its state then (:func:`harness.packing.keep_state`), and its
+next pack only validates and scores it. Compiled packs draw dropout from the global stream, so
+there a resumed trial is another draw of the same computation.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ def state_path(m: Member) -> Path:
     return m.run_dir / PACK_STATE
 
 
-def save_state(m: Member) -> Path:
+def save_state(m: Member, val_losses: list | None = None) -> Path:
     """Write the member's state (at an optimizer-step boundary: nothing accumulated) atomically;
-    returns its path."""
+    returns its path. A trial saved at its last step (stopped while it was scored) resumes only
+    to be validated and scored. ``val_losses``: the ones to save, if not all of the member's."""
     if m.pending:
         raise RuntimeError(f"{m.run_dir}: a pack state is saved between optimizer steps, not within one")
     state = {
         "format": FORMAT, "config": m.resolved, "step": m.step, "drawn": m.drawn, "tokens": m.tokens,
-        "faulted": m.faulted, "train_losses": list(m.train_losses), "val_losses": list(m.val_losses),
+        "faulted": m.faulted, "train_losses": list(m.train_losses),
+        "val_losses": list(m.val_losses if val_losses is None else val_losses),
         "params": [p.detach().cpu() for p in m.params],
         "optimizer": m.optimizer.state_dict(), "scheduler": m.scheduler.state_dict(),
         "rng_cpu": m.rng.cpu if m.rng is not None else None,
@@ -96,6 +100,6 @@ def _mismatch(m: Member, state: dict) -> str | None:
     shapes = [tuple(p.shape) for p in m.params], [tuple(t.shape) for t in state["params"]]
     if shapes[0] != shapes[1]:
         return "its adapter's shapes differ"
-    if state["step"] >= m.total_steps:
+    if state["step"] > m.total_steps:
         return f"it is at step {state['step']} of {m.total_steps}"
     return None

@@ -220,6 +220,9 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
         for m in members:
             if m.record["status"] == "failed" and m.record["error"] is None:
                 m.record.update(ended)
+                if ended["status"] == "interrupted" and keep_state(m):
+                    m.record.update(checkpoint=str(state_path(m)), error=f"{exc} (in a pack); its state is saved in "
+                                    f"{PACK_STATE}, from which its next pack goes on at optimizer step {m.step}")
     finally:
         if clock.started is not None and clock.ended is None:
             clock.ended = time.perf_counter()
@@ -246,6 +249,22 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
                 state_path(m).unlink(missing_ok=True)
             write_record(m.run_dir, m.record)
     return [m.record for m in members]
+
+
+def keep_state(m: Member) -> bool:
+    """Whether the member, stopped outside training, has a pack state to go on from: the one
+    it was resumed from (still on disk), or, where it had trained to its end and was stopped
+    while scored, its state saved now (its next pack then only validates and scores it)."""
+    if state_path(m).is_file():
+        return True
+    if m.optimizer is None or m.step < m.total_steps or m.pending:
+        return False
+    try:
+        save_state(m, val_losses=m.val_losses[:1])  # a pack validates before and after training: the latter comes again
+    except Exception as exc:  # noqa: BLE001 - the record says interrupted either way
+        log.warning("%s: pack state not saved: %s: %s", m.run_dir, type(exc).__name__, exc)
+        return False
+    return True
 
 
 def stamp_member(m: Member) -> None:
@@ -385,7 +404,7 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
     peaks.begin("train")
     clock.started = time.perf_counter()
     for m in members:
-        m.active = True
+        m.active = m.step < m.total_steps  # a trial resumed at its end only validates and scores
     before = dict(router.terms)
     compiled = members[0].run.trainer.compile
     if compiled:

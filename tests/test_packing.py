@@ -639,12 +639,41 @@ def test_interrupted_packed_trials_run_again_in_a_pack(tiny_pretrained, chat_fil
     assert table["packed"].all() and (table["pack_size"] == 4).all()
 
 
-def test_a_stopped_pack_saves_each_trials_state_and_its_next_pack_goes_on_from_it(tiny_pretrained, chat_file, tmp_path,
-                                                                                    monkeypatch):
+@pytest.fixture
+def stop_signals(monkeypatch):
+    """This process's stop signals as `python -m harness.packing` installs them (SIGINT/SIGTERM
+    stop a pack at its trials' next optimizer-step boundary); restored afterwards."""
     import signal
 
-    from harness.record import PACK_STATE
     from harness.signals import STOP
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for name in ("signum", "defer", "installed", "held", "pid"):
+        monkeypatch.setattr(STOP, name, getattr(STOP, name))
+    STOP.install()
+    yield STOP
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def assert_resumed_as_never_stopped(never_stopped: list, again: list, tmp_path: Path, at_step: int) -> None:
+    from harness.record import PACK_STATE
+
+    for i, (ref, record) in enumerate(zip(never_stopped, again, strict=True)):
+        assert record["status"] == "ok" and record["pack_resumed_at_step"] == at_step, (i, record.get("error"))
+        assert record["resumed_from"] == str(tmp_path / f"pack{i}" / PACK_STATE)
+        assert record["train_losses"] == pytest.approx(ref["train_losses"], rel=LOSS_RTOL)
+        assert len(record["train_losses"]) == ref["planned_steps"]
+        assert record["val_losses"] == pytest.approx(ref["val_losses"], abs=VAL_ATOL)
+        assert record["train_tokens"] == ref["train_tokens"]
+        for key, value in adapter_weights(ref).items():
+            assert_adapter_close(adapter_weights(record)[key], value, f"trial {i}: {key}")
+        assert not (tmp_path / f"pack{i}" / PACK_STATE).exists()  # done with it
+
+
+def test_a_stopped_pack_saves_each_trials_state_and_its_next_pack_goes_on_from_it(tiny_pretrained, chat_file, tmp_path,
+                                                                                    stop_signals):
+    from harness.record import PACK_STATE
 
     # Two trials with dropout (each its own stream), one accumulating two micro-batches a step.
     # A real SIGINT at the start of step 1 (fault.kind=sigint) stops the pack after step 1; the
@@ -653,36 +682,55 @@ def test_a_stopped_pack_saves_each_trials_state_and_its_next_pack_goes_on_from_i
     base = [*tiny(chat_file, size=16, base=tiny_pretrained), "trainer.max_steps=4", "adapter.dropout=0.1"]
     trials = [["adapter.r=4", "seed=1"],
               ["adapter.r=8", "seed=2", "trainer.micro_batch_size=1", "trainer.global_batch_size=2"]]
-    never_stopped = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / f"ref{i}") for i, t in enumerate(trials)])
     stopping = [["fault.kind=sigint", "fault.at_step=1"], []]
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    for name in ("signum", "defer", "installed", "held", "pid"):
-        monkeypatch.setattr(STOP, name, getattr(STOP, name))
-    try:
-        STOP.install()  # as `python -m harness.packing` does: the signal stops the pack at a step's end
-        stopped = train_pack([Member(*compose_member(base + t + f), run_dir=tmp_path / f"pack{i}")
-                              for i, (t, f) in enumerate(zip(trials, stopping, strict=True))])
-        for i, record in enumerate(stopped):
-            assert record["status"] == "interrupted" and record["optimizer_steps"] == 2, (i, record.get("error"))
-            assert record["checkpoint"] == str(tmp_path / f"pack{i}" / PACK_STATE)
-            assert (tmp_path / f"pack{i}" / PACK_STATE).is_file()
-            assert "at optimizer step 2 (in a pack)" in record["error"]
-        STOP.signum = None
-        # The same trials again (the first still carries its fault: it fired at step 1 only).
-        again = train_pack([Member(*compose_member(base + t + f), run_dir=tmp_path / f"pack{i}")
-                            for i, (t, f) in enumerate(zip(trials, stopping, strict=True))])
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-    for i, (ref, record) in enumerate(zip(never_stopped, again, strict=True)):
-        assert record["status"] == "ok" and record["pack_resumed_at_step"] == 2, (i, record.get("error"))
-        assert record["resumed_from"] == str(tmp_path / f"pack{i}" / PACK_STATE)
-        assert record["train_losses"] == pytest.approx(ref["train_losses"], rel=LOSS_RTOL) and len(ref["train_losses"]) == 4
-        assert record["val_losses"] == pytest.approx(ref["val_losses"], abs=VAL_ATOL)
-        assert record["train_tokens"] == ref["train_tokens"]
-        for key, value in adapter_weights(ref).items():
-            assert_adapter_close(adapter_weights(record)[key], value, f"trial {i}: {key}")
-        assert not (tmp_path / f"pack{i}" / PACK_STATE).exists()  # done with it
+    stop_signals.signum = None
+    never_stopped = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / f"ref{i}") for i, t in enumerate(trials)])
+    stopped = train_pack([Member(*compose_member(base + t + f), run_dir=tmp_path / f"pack{i}")
+                          for i, (t, f) in enumerate(zip(trials, stopping, strict=True))])
+    for i, record in enumerate(stopped):
+        assert record["status"] == "interrupted" and record["optimizer_steps"] == 2, (i, record.get("error"))
+        assert record["checkpoint"] == str(tmp_path / f"pack{i}" / PACK_STATE)
+        assert (tmp_path / f"pack{i}" / PACK_STATE).is_file()
+        assert "at optimizer step 2 (in a pack)" in record["error"]
+    stop_signals.signum = None
+    # The same trials again (the first still carries its fault: it fired at step 1 only).
+    again = train_pack([Member(*compose_member(base + t + f), run_dir=tmp_path / f"pack{i}")
+                        for i, (t, f) in enumerate(zip(trials, stopping, strict=True))])
+    assert_resumed_as_never_stopped(never_stopped, again, tmp_path, at_step=2)
+
+
+def test_a_pack_stopped_while_scoring_keeps_its_trained_trials_and_only_scores_them_next(
+        tiny_pretrained, chat_file, tmp_path, stop_signals, monkeypatch):
+    import signal
+
+    from harness import scoring
+    from harness.record import PACK_STATE
+
+    # SIGINT while the pack scores its first trial: both trials had trained to their end, so
+    # each saves its state; the next pack loads them at their last step, trains nothing, and
+    # validates and scores them as the pack never stopped did.
+    base = [*tiny(chat_file, size=16, base=tiny_pretrained), "adapter.dropout=0.1", "eval=custom",
+            "eval.tasks=[harness_heldout]", "eval.limit=4"]
+    trials = [["adapter.r=4", "seed=1"], ["adapter.r=8", "seed=2"]]
+    never_stopped = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / f"ref{i}") for i, t in enumerate(trials)])
+    score_trained = scoring.score_trained
+
+    def interrupted_scoring(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return score_trained(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "score_trained", interrupted_scoring)
+    stopped = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / f"pack{i}") for i, t in enumerate(trials)])
+    for i, record in enumerate(stopped):
+        assert record["status"] == "interrupted" and record["checkpoint"] == str(tmp_path / f"pack{i}" / PACK_STATE), i
+        assert "from which its next pack goes on at optimizer step 3" in record["error"]
+    monkeypatch.setattr(scoring, "score_trained", score_trained)
+    stop_signals.signum = None
+    again = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / f"pack{i}") for i, t in enumerate(trials)])
+    assert_resumed_as_never_stopped(never_stopped, again, tmp_path, at_step=3)
+    for ref, record in zip(never_stopped, again, strict=True):
+        nll = record["eval"]["harness_heldout"]["token_nll"]["value"]
+        assert nll == pytest.approx(ref["eval"]["harness_heldout"]["token_nll"]["value"], abs=100 * VAL_ATOL)
 
 
 def test_trials_of_a_pack_out_of_memory_run_again_alone(tiny_pretrained, chat_file, tmp_path):
