@@ -9,7 +9,7 @@ as its ``checkpoint``; the sweep driver runs the trial again in the same folder,
 pack holds it then (its rows, optimizer and stream are its own, so any pack will do) loads the
 state and trains on from that step. Eager, the trial's losses and adapter are then those of the
 trial never stopped (tests/test_packing.py). A trial that had trained to its end and is
-stopped while its pack scores saves its state then (:func:`harness.packing.keep_state`), and its
+stopped while its pack scores saves its state then (:func:`keep_state`), and its
 next pack only validates and scores it. Compiled packs draw dropout from the global stream, so
 there a resumed trial is another draw of the same computation.
 """
@@ -103,3 +103,17 @@ def _mismatch(m: Member, state: dict) -> str | None:
     if state["step"] > m.total_steps:
         return f"it is at step {state['step']} of {m.total_steps}"
     return None
+
+
+def keep_state(m: Member) -> bool:
+    """Whether the member, stopped outside training, has a pack state to go on from: where it
+    had trained to its end and was stopped while scored, its state saved now (its next pack then
+    only validates and scores it); otherwise the one it was resumed from, if any (still on disk)."""
+    if m.optimizer is None or m.step < m.total_steps or m.pending:
+        return state_path(m).is_file()
+    try:
+        save_state(m, val_losses=m.val_losses[:1])  # a pack validates before and after training: the latter comes again
+    except Exception as exc:  # noqa: BLE001 - the record says interrupted either way
+        log.warning("%s: pack state not saved: %s: %s", m.run_dir, type(exc).__name__, exc)
+        return False
+    return True

@@ -61,7 +61,7 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
-from .pack_state import PACK_STATE, load_state, save_state, state_path
+from .pack_state import PACK_STATE, keep_state, load_state, save_state, state_path
 from .pack_steps import Member, convert_module, drain_loss, packed_step, trial_batches, validate
 from .packed_lora import (
     BATCHED,
@@ -249,22 +249,6 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
                 state_path(m).unlink(missing_ok=True)
             write_record(m.run_dir, m.record)
     return [m.record for m in members]
-
-
-def keep_state(m: Member) -> bool:
-    """Whether the member, stopped outside training, has a pack state to go on from: the one
-    it was resumed from (still on disk), or, where it had trained to its end and was stopped
-    while scored, its state saved now (its next pack then only validates and scores it)."""
-    if state_path(m).is_file():
-        return True
-    if m.optimizer is None or m.step < m.total_steps or m.pending:
-        return False
-    try:
-        save_state(m, val_losses=m.val_losses[:1])  # a pack validates before and after training: the latter comes again
-    except Exception as exc:  # noqa: BLE001 - the record says interrupted either way
-        log.warning("%s: pack state not saved: %s: %s", m.run_dir, type(exc).__name__, exc)
-        return False
-    return True
 
 
 def stamp_member(m: Member) -> None:
