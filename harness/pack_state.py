@@ -105,15 +105,21 @@ def _mismatch(m: Member, state: dict) -> str | None:
     return None
 
 
+def saved(m: Member, val_losses: list | None = None) -> bool:
+    """:func:`save_state`; False (and a warning why) where it could not be written (a full disk):
+    the trial is then interrupted without a state and starts over."""
+    try:
+        save_state(m, val_losses)
+    except Exception as exc:  # noqa: BLE001 - the record says interrupted either way
+        log.warning("%s: pack state not saved: %s: %s", m.run_dir, type(exc).__name__, exc)
+        return False
+    return True
+
+
 def keep_state(m: Member) -> bool:
     """Whether the member, stopped outside training, has a pack state to go on from: where it
     had trained to its end and was stopped while scored, its state saved now (its next pack then
     only validates and scores it); otherwise the one it was resumed from, if any (still on disk)."""
     if m.optimizer is None or m.step < m.total_steps or m.pending:
         return state_path(m).is_file()
-    try:
-        save_state(m, val_losses=m.val_losses[:1])  # a pack validates before and after training: the latter comes again
-    except Exception as exc:  # noqa: BLE001 - the record says interrupted either way
-        log.warning("%s: pack state not saved: %s: %s", m.run_dir, type(exc).__name__, exc)
-        return False
-    return True
+    return saved(m, val_losses=m.val_losses[:1])  # a pack validates before and after training: the latter comes again

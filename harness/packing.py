@@ -61,7 +61,7 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
-from .pack_state import PACK_STATE, keep_state, load_state, save_state, state_path
+from .pack_state import PACK_STATE, keep_state, load_state, saved, state_path
 from .pack_steps import Member, convert_module, drain_loss, packed_step, trial_batches, validate
 from .packed_lora import (
     BATCHED,
@@ -196,10 +196,7 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             if m.run.eval.tasks and (base := score_pack_base(model, m, shared, peaks)) is not None:
                 m.record["eval_base"] = base
         fit_pack(model, router, members, shared, peaks, clock)
-        if STOP.signum is not None:
-            for m in members:
-                if m.active:
-                    save_state(m)
+        states = {m.name: saved(m) for m in members if m.active and STOP.signum is not None}
         joint = joint_scores(router, members)
         for m in members:
             if trained(m):
@@ -208,9 +205,11 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             stopped = RunInterrupted(STOP.signum)
             for m in members:
                 if m.active:
-                    m.record.update(status="interrupted", signal=stopped.name, checkpoint=str(m.run_dir / PACK_STATE),
-                                    error=f"stopped by {stopped.name} at optimizer step {m.step} (in a pack); its "
-                                          f"state is saved in {PACK_STATE}, from which its next pack goes on")
+                    then = (f"its state is saved in {PACK_STATE}, from which its next pack goes on" if states[m.name]
+                            else "its state could not be saved: it starts over")
+                    m.record.update(status="interrupted", signal=stopped.name,
+                                    checkpoint=str(state_path(m)) if states[m.name] else None,
+                                    error=f"stopped by {stopped.name} at optimizer step {m.step} (in a pack); {then}")
     except USER_ERRORS:
         raise
     except (Exception, RunInterrupted) as exc:  # a signal outside training (setup, scoring): the unfinished stop
