@@ -25,6 +25,7 @@ from .measure import LossInFlight
 from .packed_lora import Route, Router, TrialRng
 from .record import RunRecord
 from .schema import RunConfig
+from .signals import STOP
 from .speed import own_param_gradients, uses_cuda_graphs
 
 
@@ -222,7 +223,8 @@ def inject_faults(active: list[Member]) -> None:
         if fault.kind == "sigint":
             if m.step == fault.at_step and not m.pending:
                 m.faulted = True
-                os.kill(os.getpid(), signal.SIGINT)
+                if STOP.signum is None:  # a stop under way is not signalled again (a second SIGINT stops at once)
+                    os.kill(os.getpid(), signal.SIGINT)
             continue
         if fault.kind == "oom":
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by fault.kind=oom at step {m.step} of "

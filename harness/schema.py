@@ -372,7 +372,8 @@ class FaultConfig:
     and the record fail as on a full disk), ``sigint`` sends the process SIGINT (as Ctrl-C or a
     time limit: the run stops after that step, with its checkpoint); each at the start of
     optimizer step ``at_step`` (0-based; ``sigint`` at that step only, so a run resumed past it
-    goes on). ``none`` (the default) injects nothing.
+    goes on, while one that starts over, without a checkpoint or pack state, is stopped again).
+    ``none`` (the default) injects nothing.
     """
 
     # A plain string checked against FaultKind, not a FaultKind field: Hydra reads fault.kind=nan

@@ -733,6 +733,32 @@ def test_a_pack_stopped_while_scoring_keeps_its_trained_trials_and_only_scores_t
         assert nll == pytest.approx(ref["eval"]["harness_heldout"]["token_nll"]["value"], abs=100 * VAL_ATOL)
 
 
+def test_a_sweep_goes_on_from_the_state_of_a_pack_stopped_by_a_signal(tiny_pretrained, chat_file, tmp_path):
+    import pandas as pd
+
+    from harness.record import PACK_STATE
+    from tests.helpers import run_cli
+
+    # A pack of a 1-step and a 4-step trial. The 4-step one sends its pack SIGINT at step 1
+    # (fault.kind=sigint) after the other has trained: that one is scored and ends ok, the
+    # stopped one saves its state; the driver queues it again in the same command, where it
+    # runs alone as a pack of one (a run alone would start over) and goes on from step 2 (the
+    # fault fires at step 1 only) to its end.
+    sweep_dir = tmp_path / "signalled"
+    args = ["+sweep=custom", "+sweep.space.length.choices={short:['trainer.max_steps=1'],long:['trainer.max_steps=4']}",
+            "sweep.seeds=[1]", "sweep.pack=true", "sweep.workers=1", *tiny(chat_file, size=16, base=tiny_pretrained),
+            "fault.kind=sigint", "fault.at_step=1", f"hydra.sweep.dir={sweep_dir}"]
+    result = run_cli(args, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(sweep_dir / "results.csv").set_index("sweep.params.length")
+    assert set(table["status"]) == {"ok"} and len(table) == 2, table[["status", "error"]]
+    assert table.loc["long", "pack_resumed_at_step"] == 2 and table.loc["long", "optimizer_steps"] == 4
+    assert pd.isna(table.loc["short", "pack_resumed_at_step"]) and table.loc["short", "optimizer_steps"] == 1
+    sizes = sorted(len(json.loads(p.read_text())["members"]) for p in sweep_dir.glob("packs/*/pack.json"))
+    assert sizes == [1, 2]
+    assert not list(sweep_dir.glob(f"trials/*/{PACK_STATE}")) and not list(sweep_dir.glob(f"trials/*/*/{PACK_STATE}"))
+
+
 def test_trials_of_a_pack_out_of_memory_run_again_alone(tiny_pretrained, chat_file, tmp_path):
     import pandas as pd
 
