@@ -132,7 +132,7 @@ class RunRecord(MutableMapping):
     # after a pass out of memory; batches before that stacked more)
     pack_eval_stack: int = _field()
     # a packed trial that went on from the state its last pack saved when stopped (harness.pack_state):
-    # the optimizer step it went on from (its record's runtime and tokens are this pack's)
+    # the optimizer step it went on from (its record's runtime is this pack's; its tokens, all its training's)
     pack_resumed_at_step: int = _field()
     trainable_params: int = _field()
     total_params: int = _field()
