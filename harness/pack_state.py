@@ -78,9 +78,8 @@ def load_state(m: Member) -> int | None:
             param.copy_(saved)
     m.optimizer.load_state_dict(state["optimizer"])
     m.scheduler.load_state_dict(state["scheduler"])
-    if m.rng is not None:
-        m.rng.cpu = state["rng_cpu"] if state["rng_cpu"] is not None else m.rng.cpu
-        m.rng.cuda = state["rng_cuda"] if state["rng_cuda"] is not None else m.rng.cuda
+    if m.rng is not None:  # saved by the same member's build: it had a stream too
+        m.rng.cpu, m.rng.cuda = state["rng_cpu"], state["rng_cuda"]
     for _ in range(state["drawn"]):  # its data order goes on where it stopped
         next(m.batches)
     m.step, m.drawn, m.tokens, m.faulted = state["step"], state["drawn"], state["tokens"], state["faulted"]
@@ -123,3 +122,10 @@ def keep_state(m: Member) -> bool:
     if m.optimizer is None or m.step < m.total_steps or m.pending:
         return state_path(m).is_file()
     return saved(m, val_losses=m.val_losses[:1])  # a pack validates before and after training: the latter comes again
+
+
+def resume_note(m: Member, has_state: bool) -> tuple[str | None, str]:
+    """An interrupted member's record ``checkpoint``, and what its error says of going on."""
+    if not has_state:
+        return None, "its state could not be saved: it starts over"
+    return str(state_path(m)), f"its state is saved in {PACK_STATE}, from which its next pack goes on at optimizer step {m.step}"

@@ -61,7 +61,7 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
-from .pack_state import PACK_STATE, keep_state, load_state, saved, state_path
+from .pack_state import keep_state, load_state, resume_note, saved, state_path
 from .pack_steps import Member, convert_module, drain_loss, packed_step, trial_batches, validate
 from .packed_lora import (
     BATCHED,
@@ -196,20 +196,18 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             if m.run.eval.tasks and (base := score_pack_base(model, m, shared, peaks)) is not None:
                 m.record["eval_base"] = base
         fit_pack(model, router, members, shared, peaks, clock)
-        states = {m.name: saved(m) for m in members if m.active and STOP.signum is not None}
+        # Stopped between packed steps: the unfinished trials save their states before any scoring.
+        unfinished = [m for m in members if m.active] if STOP.signum is not None else []
+        states = {m.name: saved(m) for m in unfinished}
         joint = joint_scores(router, members)
         for m in members:
             if trained(m):
                 _finish_member(m, model, router, shared, peaks, joint)
-        if STOP.signum is not None:  # stopped between packed steps: the unfinished trials resume from their states
-            stopped = RunInterrupted(STOP.signum)
-            for m in members:
-                if m.active:
-                    then = (f"its state is saved in {PACK_STATE}, from which its next pack goes on" if states[m.name]
-                            else "its state could not be saved: it starts over")
-                    m.record.update(status="interrupted", signal=stopped.name,
-                                    checkpoint=str(state_path(m)) if states[m.name] else None,
-                                    error=f"stopped by {stopped.name} at optimizer step {m.step} (in a pack); {then}")
+        for m in unfinished:
+            checkpoint, then = resume_note(m, states[m.name])
+            name = RunInterrupted(STOP.signum).name
+            m.record.update(status="interrupted", signal=name, checkpoint=checkpoint,
+                            error=f"stopped by {name} at optimizer step {m.step} (in a pack); {then}")
     except USER_ERRORS:
         raise
     except (Exception, RunInterrupted) as exc:  # a signal outside training (setup, scoring): the unfinished stop
@@ -220,8 +218,8 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             if m.record["status"] == "failed" and m.record["error"] is None:
                 m.record.update(ended)
                 if ended["status"] == "interrupted" and keep_state(m):
-                    m.record.update(checkpoint=str(state_path(m)), error=f"{exc} (in a pack); its state is saved in "
-                                    f"{PACK_STATE}, from which its next pack goes on at optimizer step {m.step}")
+                    checkpoint, then = resume_note(m, True)
+                    m.record.update(checkpoint=checkpoint, error=f"{exc} (in a pack); {then}")
     finally:
         if clock.started is not None and clock.ended is None:
             clock.ended = time.perf_counter()
