@@ -3,13 +3,16 @@
 Compiled blocks draw their dropout masks in the graph, not from each trial's own stream
 (docs/sweeps.md), so nothing else checks that those masks are right: the rate, a fresh mask for
 every block and step (the decoder blocks share one compiled graph, and under CUDA graphs its
-replays), and backward on the forward's mask. Several blocks sharing one compiled graph, each
-called on its own input in one training step, as many steps as it takes to replay recorded
-graphs. (Written to test one suspect for the compiled packs' held-out NLL in the 2026-12-05 A/B;
-a CPU check then showed the gap without dropout too: docs/benchmarks.md.)
+replays), and backward on the forward's mask. The blocks run as a decoder runs them, a chain,
+each on the last one's output, then one backward, for as many steps as it takes to replay
+recorded graphs. (Calling each block on an input of its own before one backward is not how a
+decoder runs them, and under CUDA graphs it fails: a later call overwrites an earlier call's
+saved outputs; an H100 run of 2026-12-06 found that in this test's first version.)
 """
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import pytest
 import torch
@@ -19,7 +22,7 @@ P = 0.25  # large enough that a rate off by a few points shows over 64k elements
 
 
 class Block(nn.Module):
-    """``x + A(dropout(x))`` with ``A`` the identity: the output minus the input is the mask, scaled."""
+    """``x + A(dropout(x))`` with ``A`` the identity, so ``y = x * (1 + mask / (1 - P))``."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -39,13 +42,21 @@ class Blocks(nn.Module):
         self.layers = nn.ModuleList(Block(width) for _ in range(n))
 
 
+def mask_of(ratio: torch.Tensor) -> torch.Tensor:
+    """The kept entries, from a block's ``output / input`` (or ``grad_in / grad_out``) ratio."""
+    return ((ratio - 1) * (1 - P)).round().bool().cpu()
+
+
 def masks_of_one_step(model: Blocks, rows: int, width: int, device: str) -> tuple[list, list]:
-    """Each block's forward mask (from its output) and backward mask (from its input's gradient)."""
-    inputs = [torch.ones(rows, width, device=device, requires_grad=True) for _ in model.layers]
-    outputs = [block(x) for block, x in zip(model.layers, inputs, strict=True)]
-    forward = [((y.detach() - 1) * (1 - P)).round().bool().cpu() for y in outputs]
-    sum(y.sum() for y in outputs).backward()
-    backward = [((x.grad - 1) * (1 - P)).round().bool().cpu() for x in inputs]
+    """Each block's forward mask (from its output over its input) and backward mask (from the
+    gradient at its input over the gradient at its output), the blocks run as a chain."""
+    hidden = [torch.ones(rows, width, device=device, requires_grad=True)]
+    for block in model.layers:
+        hidden.append(block(hidden[-1]))
+    values = [h.detach().clone() for h in hidden]  # copied before anything runs again
+    forward = [mask_of(out / inp) for inp, out in pairwise(values)]
+    grads = [*torch.autograd.grad(hidden[-1].sum(), hidden[:-1]), torch.ones_like(values[-1])]
+    backward = [mask_of(g_in / g_out) for g_in, g_out in pairwise(grads)]
     return forward, backward
 
 
