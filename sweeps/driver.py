@@ -48,7 +48,7 @@ from harness.schema import ConfigError, RunConfig, SweepConfig
 from harness.trial import TRIAL_ENV
 
 from . import study as study_lib
-from .launch import LocalLauncher, SubmititLauncher
+from .launch import LocalLauncher, SubmititLauncher, run_side_by_side
 from .packed import PackedTrials
 from .packed import pack_chunks as pack_chunks  # re-exported: tests import it from here
 from .plan import (
@@ -387,28 +387,6 @@ class Driver(WorkerLoop, PackedTrials):
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         log.info("trial %d: %s %s", trial.number, status,
                  " ".join(f"{k}={v['mean']:.4g}" for k, v in summary.items()) if summary else (error or ""))
-
-def run_side_by_side(run, seeds: list, name: str) -> list[dict]:
-    """``run(seed)`` for every seed at once, one daemon thread each (so a driver stopping on
-    Ctrl-C never waits for them, as it does not for its workers); the records in seed order."""
-    results: list = [None] * len(seeds)
-
-    def one(i: int, seed) -> None:
-        try:
-            results[i] = run(seed)
-        except BaseException as exc:  # re-raised in the worker below
-            results[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i, seed), daemon=True, name=f"{name}-seed-{seed}")
-               for i, seed in enumerate(seeds)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
 
 
 def tokenize_data_once(base_overrides: list[str]) -> None:

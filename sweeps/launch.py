@@ -25,6 +25,29 @@ def run_command(cmd: list[str], env: dict, cwd: str, log_path: str) -> int:
         return subprocess.run(cmd, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT).returncode
 
 
+def run_side_by_side(run, items: list, name: str) -> list:
+    """``run(item)`` for every item (a seed, a run) at once, one daemon thread each (so a driver
+    stopping on Ctrl-C never waits for them, as it does not for its workers); the results in order."""
+    results: list = [None] * len(items)
+
+    def one(i: int, item) -> None:
+        try:
+            results[i] = run(item)
+        except BaseException as exc:  # re-raised in the worker below
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i, item), daemon=True, name=f"{name}-{i}")
+               for i, item in enumerate(items)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 class LocalLauncher:
     """Each trial a child process; it dies with the driver (see :func:`harness.trial.die_with_parent`)."""
 

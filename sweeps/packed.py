@@ -25,6 +25,7 @@ from harness.record import PACK_STATE, RECORD_NAME, RunRecord
 from harness.schema import RunConfig
 
 from . import study as study_lib
+from .launch import run_side_by_side
 from .space import merge_overrides, trial_overrides
 
 log = logging.getLogger("harness.sweep")
@@ -166,14 +167,7 @@ class PackedTrials:
                     alone.extend(chunk)  # a run alone, unless it goes on from the state its last pack saved
                 elif self.may_start():
                     self.run_pack(chunk, slot, also)
-        for entry in alone:
-            if self.may_start():
-                # A re-run's run alone takes over its folder as Driver.run_trial's does (the folder
-                # holds its interrupted record, which only a resuming run may replace).
-                rerun = "trial_dir" in entry.trial.user_attrs and not entry.trial.user_attrs.get("fresh")
-                entry.record = self.run_one(entry.trial, entry.params, entry.seed,
-                                            entry.overrides + (["trainer.resume=auto"] if rerun else []),
-                                            entry.run_dir, slot, also)
+        self.run_alone(alone, budget, slot, also)
         for trial, _ in batch:
             records = [e.record for e in runs if e.trial is trial and e.record is not None]
             if not records:  # the driver stopped before any of its runs started: not a data point
@@ -181,6 +175,31 @@ class PackedTrials:
                                      "before this run started") for e in runs if e.trial is trial][:1]
             study_lib.with_retry(lambda t=trial, r=records: self.tell(t, r), f"recording trial {trial.number}",
                                  plan.cfg.storage_retry_seconds)
+
+    def run_alone(self, alone: list[PackEntry], budget: float | None, slot: str | None, also: tuple = ()) -> None:
+        """A batch's runs that cannot pack (full fine-tuning, DoRA, ...) or are a pack of one, each
+        its own process: side by side where the worker's pack budget is known and their dry-run
+        estimates together fit it (as a trial's seeds run unpacked, ``sweep.seeds_together``),
+        else one after another. None starts once the driver stops or ``sweep.start_within`` passed."""
+        def run(entry: PackEntry) -> None:
+            if not self.may_start():
+                return
+            # A re-run's run alone takes over its folder as Driver.run_trial's does (the folder
+            # holds its interrupted record, which only a resuming run may replace).
+            rerun = "trial_dir" in entry.trial.user_attrs and not entry.trial.user_attrs.get("fresh")
+            entry.record = self.run_one(entry.trial, entry.params, entry.seed,
+                                        entry.overrides + (["trainer.resume=auto"] if rerun else []),
+                                        entry.run_dir, slot, also)
+
+        estimates = [e.estimate["total_bytes"] for e in alone if e.estimate is not None]
+        if budget is not None and len(alone) > 1 and len(estimates) == len(alone) and sum(estimates) <= budget * 2**30:
+            log.info("%d runs that do not pack (trials %s) run side by side: %.1f GiB by their estimates, within "
+                     "the %.1f GiB this worker's packs may hold", len(alone), sorted({e.trial.number for e in alone}),
+                     sum(estimates) / 2**30, budget)
+            run_side_by_side(run, alone, f"alone-{alone[0].trial.number}")
+        else:
+            for entry in alone:
+                run(entry)
 
     def run_pack(self, chunk: list[PackEntry], slot: str | None, also: tuple = ()) -> None:
         """One pack process; its members' records, which it writes (sweep block included). A pack

@@ -896,3 +896,30 @@ def test_a_sweep_none_of_whose_runs_can_pack_does_not_pack(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep.pack=true: sweep optimizer_scheduler cannot pack: none of its runs "
                                           r"can pack \(quant=int8"):
         plan_sweep(forced.sweep, ["quant=int8"], tmp_path)
+
+
+def test_runs_that_cannot_pack_run_side_by_side_where_the_budget_holds_them(tiny_pretrained, chat_file, tmp_path):
+    import pandas as pd
+
+    from tests.helpers import run_cli
+
+    # A batch of a LoRA trial and a full fine-tuning one, two seeds each: the LoRA seeds pack, the
+    # full fine-tuning seeds cannot (as in lr_rank), and with a memory budget that holds both by
+    # their estimates they run at once, each its own process, rather than one after another.
+    sweep_dir = tmp_path / "mixed"
+    result = run_cli(["+sweep=custom", "+sweep.space.method.choices={lora:['adapter=lora'],full:['adapter=full']}",
+                      "sweep.seeds=[1,2]", "sweep.pack=true", "sweep.workers=1", "sweep.gpu_memory_budget=64",
+                      *tiny(chat_file, size=16, base=tiny_pretrained), f"hydra.sweep.dir={sweep_dir}"], timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(sweep_dir / "results.csv")
+    assert len(table) == 4 and set(table["status"]) == {"ok"}, table[["status", "error"]]
+    full = table[table["sweep.params.method"] == "full"].set_index("sweep.seed")
+    assert not full["packed"].fillna(False).astype(bool).any()
+    assert table[table["sweep.params.method"] == "lora"]["packed"].all()
+    assert "2 runs that do not pack" in result.stderr and "run side by side" in result.stderr
+    # Side by side: each run's process had started (Hydra wrote its config) before the other's
+    # record was written at its end.
+    runs = [Path(full.loc[s, "run_dir"]) for s in (1, 2)]
+    started = [(d / ".hydra" / "config.yaml").stat().st_mtime for d in runs]
+    ended = [(d / "record.json").stat().st_mtime for d in runs]
+    assert started[0] < ended[1] and started[1] < ended[0]
