@@ -212,6 +212,20 @@ def test_f13_a_seed_missing_a_level_is_dropped_not_guessed(tmp_path):
     assert len(spread.pairs) == 4
 
 
+def test_f13_on_a_sweep_run_in_part_is_not_measured_rather_than_inconclusive(tmp_path):
+    # As lr_rank stood on 2026-12-06: two lr levels per arm at most, fewer than a best lr needs.
+    # Nothing was judged, so the finding says so; a part measured beside them makes it inconclusive.
+    records = lr_rank_records({"full": 2e-4, "lora_r4": 2e-3, "lora_r16": 2e-3, "lora_r64": 2e-3})
+    few = [r for r in records if r["sweep"]["params"]["optimizer.lr"] in (3e-4, 1e-3)]
+    verdict, rule, parts = f13(tmp_path, few)
+    assert {p.verdict for p in parts.values()} == {stats.NOT_MEASURED}
+    assert verdict == stats.NOT_MEASURED and "ratio: not measured; rank: not measured" in rule
+    some = [r for r in records if r in few or r["sweep"]["params"]["method"] in ("full", "lora_r4")]
+    verdict, rule, parts = f13(tmp_path / "some", some)
+    assert parts[RATIO.format(4)].verdict == stats.REPRODUCED and parts[RATIO.format(16)].verdict == stats.NOT_MEASURED
+    assert verdict == stats.INCONCLUSIVE, rule
+
+
 # --- F14 and F15 -----------------------------------------------------------------------------
 
 

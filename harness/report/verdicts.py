@@ -58,8 +58,11 @@ def finalize(results: list[PartResult]) -> int:
 
 def group_verdict(verdicts: list[str], how: str) -> str:
     """A group's verdict from its parts': 'all' needs every part reproduced, 'any' one (with none
-    contradicted); a contradicted part contradicts an 'all' group."""
+    contradicted); a contradicted part contradicts an 'all' group; a group none of whose parts
+    was measured is 'not measured'."""
     plain = [v.split(" (")[0] for v in verdicts]
+    if plain and all(v == stats.NOT_MEASURED for v in plain):
+        return stats.NOT_MEASURED
     reproduced = plain.count(stats.REPRODUCED)
     contradicted = plain.count(stats.CONTRADICTED)
     if how == "all":
@@ -79,6 +82,8 @@ def combine(claim: Claim, results: list[PartResult]) -> tuple[str, str]:
                 for g, how in claim.groups}
     if stats.CONTRADICTED in verdicts.values():
         verdict = stats.CONTRADICTED
+    elif verdicts and all(v == stats.NOT_MEASURED for v in verdicts.values()):
+        verdict = stats.NOT_MEASURED  # nothing to judge yet (a sweep partly run), not an inconclusive result
     elif all(v == stats.REPRODUCED for v in verdicts.values()):
         verdict = stats.REPRODUCED
     else:
