@@ -203,9 +203,9 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
         for m in members:
             if trained(m):
                 _finish_member(m, model, router, shared, peaks, joint)
+        name = RunInterrupted(STOP.signum).name if unfinished else None
         for m in unfinished:
             checkpoint, then = resume_note(m, states[m.name])
-            name = RunInterrupted(STOP.signum).name
             m.record.update(status="interrupted", signal=name, checkpoint=checkpoint,
                             error=f"stopped by {name} at optimizer step {m.step} (in a pack); {then}")
     except USER_ERRORS:

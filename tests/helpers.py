@@ -54,3 +54,11 @@ def run_cli(args: list[str], run_dir: Path | None = None, timeout: int = 600,
 
 def read_record(run_dir: Path) -> dict:
     return json.loads((run_dir / "record.json").read_text())
+
+
+def ran_side_by_side(run_dirs: list[Path]) -> bool:
+    """Whether two runs' processes overlapped: each had started (Hydra wrote its config) before
+    the other's record was written at its end."""
+    started = [(d / ".hydra" / "config.yaml").stat().st_mtime for d in run_dirs]
+    ended = [(d / "record.json").stat().st_mtime for d in run_dirs]
+    return started[0] < ended[1] and started[1] < ended[0]

@@ -901,7 +901,7 @@ def test_a_sweep_none_of_whose_runs_can_pack_does_not_pack(tmp_path):
 def test_runs_that_cannot_pack_run_side_by_side_where_the_budget_holds_them(tiny_pretrained, chat_file, tmp_path):
     import pandas as pd
 
-    from tests.helpers import run_cli
+    from tests.helpers import ran_side_by_side, run_cli
 
     # A batch of a LoRA trial and a full fine-tuning one, two seeds each: the LoRA seeds pack, the
     # full fine-tuning seeds cannot (as in lr_rank), and with a memory budget that holds both by
@@ -917,9 +917,4 @@ def test_runs_that_cannot_pack_run_side_by_side_where_the_budget_holds_them(tiny
     assert not full["packed"].fillna(False).astype(bool).any()
     assert table[table["sweep.params.method"] == "lora"]["packed"].all()
     assert "2 runs that do not pack" in result.stderr and "run side by side" in result.stderr
-    # Side by side: each run's process had started (Hydra wrote its config) before the other's
-    # record was written at its end.
-    runs = [Path(full.loc[s, "run_dir"]) for s in (1, 2)]
-    started = [(d / ".hydra" / "config.yaml").stat().st_mtime for d in runs]
-    ended = [(d / "record.json").stat().st_mtime for d in runs]
-    assert started[0] < ended[1] and started[1] < ended[0]
+    assert ran_side_by_side([Path(full.loc[s, "run_dir"]) for s in (1, 2)])

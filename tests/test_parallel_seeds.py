@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.helpers import compose_run, read_record, run_cli
+from tests.helpers import compose_run, ran_side_by_side, read_record, run_cli
 
 
 def test_a_trials_seeds_run_at_once_and_each_keeps_its_record(chat_file, tmp_path):
@@ -22,11 +22,7 @@ def test_a_trials_seeds_run_at_once_and_each_keeps_its_record(chat_file, tmp_pat
     records = [read_record(d) for d in runs]
     assert [r["seed"] for r in records] == list(table["seed"])
     assert all(r["sweep"]["seeds_together"] and r["sweep"]["concurrent_runs"] == 2 for r in records)
-    # Side by side: each run's process had started (Hydra wrote its config) before the other's
-    # record was written at its end.
-    started = [(d / ".hydra" / "config.yaml").stat().st_mtime for d in runs]
-    ended = [(d / "record.json").stat().st_mtime for d in runs]
-    assert started[0] < ended[1] and started[1] < ended[0]
+    assert ran_side_by_side(runs)
     # The same seeds alone, one after another, train the same losses: running together changes nothing.
     alone = tmp_path / "alone"
     result = run_cli(["+sweep=custom", "+sweep.space.optimizer.lr=[1e-3]", "sweep.seeds=[1,2]",
