@@ -3,13 +3,23 @@
 ``local`` runs it as a child process of the driver; ``submitit`` submits it as a SLURM job
 (or, with ``sweep.submitit.cluster=local``, as a local submitit job: the same code path). Both
 call ``beat`` every few seconds while the run is alive, for the study's liveness check.
+
+Without a GPU, ``local`` forks each run from a server process that has already imported the
+harness (the standard library's ``forkserver``, preloaded with :data:`PRELOAD`): a CPU run's
+process otherwise spends about 8 seconds importing torch, lightning, transformers and peft
+before any work (docs/benchmarks.md). On a GPU every run is a fresh ``python -m`` process: CUDA
+must not be touched before a fork, and peft's import of bitsandbytes probes the GPU.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.forkserver
 import os
+import runpy
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,14 +58,113 @@ def run_side_by_side(run, items: list, name: str) -> list:
     return results
 
 
-class LocalLauncher:
-    """Each trial a child process; it dies with the driver (see :func:`harness.trial.die_with_parent`)."""
+# What every run process imports first: torch, lightning, transformers, peft (harness.train),
+# and the pack runner. Importing them once in the fork server is the start-up each run saves.
+PRELOAD = ["harness.train", "harness.packing"]
+PRELOAD_ENV = "HARNESS_PRELOAD"  # "0": every run a fresh process, as on a GPU
 
-    def __init__(self, heartbeat_seconds: float):
+
+def preload_wanted(gpu_slots: list) -> bool:
+    """Whether a local driver forks its runs from a preloaded server: only without GPUs (no
+    slot names a GPU), unless ``HARNESS_PRELOAD=0``."""
+    return all(slot is None for slot in gpu_slots) and os.environ.get(PRELOAD_ENV, "1") != "0"
+
+
+def run_module_here(module: str, args: list[str], env: dict, cwd: str, log_path: str) -> None:
+    """In a process forked from the preloaded server: what ``python -m module args`` with
+    ``env``, ``cwd`` and stdout and stderr appended to ``log_path`` would do. Its exit code is
+    the module's (``SystemExit``), as the process's."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    # The server is this process's parent: it exits when the driver does, and this process then
+    # with it (harness.trial.die_with_parent checks the parent it was told).
+    env = dict(env, **{PARENT_ENV: str(os.getppid())}) if PARENT_ENV in env else env
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    threads = env.get("OMP_NUM_THREADS")
+    if threads:  # OpenMP read the variable when the server loaded torch, not now
+        import torch
+
+        torch.set_num_threads(int(threads))
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+_server_lock = threading.Lock()
+_server = None
+
+
+def preloaded_server():
+    """The forkserver context whose server imports :data:`PRELOAD`. The server starts here, on
+    first use, and imports while the caller goes on (a fork waits until it is done)."""
+    global _server
+    with _server_lock:
+        if _server is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+            # Interpreter-wide settings read at start-up come from the server's environment: the
+            # warning filters each fresh run gets (sweeps.driver gives it PYTHONWARNINGS=ignore).
+            saved = os.environ.get("PYTHONWARNINGS")
+            os.environ.setdefault("PYTHONWARNINGS", "ignore")
+            try:
+                multiprocessing.forkserver.ensure_running()
+            finally:
+                if saved is None:
+                    del os.environ["PYTHONWARNINGS"]
+            _server = context
+        return _server
+
+
+class PreloadedProcess:
+    """A run forked from the preloaded server, with the part of ``subprocess.Popen`` that
+    :class:`LocalLauncher` uses: ``wait``, ``send_signal``, ``kill``."""
+
+    def __init__(self, cmd: list[str], env: dict, cwd: str, log_path: str):
+        module, args = cmd[2], cmd[3:]
+        self.process = preloaded_server().Process(target=run_module_here, args=(module, args, env, cwd, log_path),
+                                                  name=module)
+        self.process.start()
+        self.pid, self.returncode = self.process.pid, None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.process.join(timeout)
+            if self.process.exitcode is None:
+                raise subprocess.TimeoutExpired(self.process.name, timeout)
+            self.returncode = self.process.exitcode
+            self.process.close()  # its pipe to the server, one per run
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class LocalLauncher:
+    """Each trial a child process; it dies with the driver (see :func:`harness.trial.die_with_parent`).
+    With ``preload``, each ``python -m`` run is forked from the preloaded server instead
+    (:class:`PreloadedProcess`; the module docstring says when)."""
+
+    def __init__(self, heartbeat_seconds: float, preload: bool = False):
         self.heartbeat_seconds = heartbeat_seconds
-        self.running: set[subprocess.Popen] = set()
+        self.preload = preload
+        if preload:  # the server imports while the driver plans and tokenizes
+            preloaded_server()
+        self.running: set = set()
         self.lock = threading.Lock()
         self.stopping: int | None = None  # the signal of interrupt(); no trial starts after it
+
+    def start(self, cmd: list[str], env: dict, cwd: str, log_file, log_path: Path):
+        """The run's process: forked from the preloaded server, or a fresh one."""
+        if self.preload and cmd[:2] == [sys.executable, "-m"]:
+            return PreloadedProcess(cmd, env, cwd, str(log_path))
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
 
     def run(self, cmd: list[str], env: dict, cwd: str, log_path: Path, beat: Callable[[], None]) -> int:
         """Run one trial process to its end; its exit code (minus the signal, as Popen gives it,
@@ -65,7 +174,7 @@ class LocalLauncher:
             with self.lock:  # started and listed at once, so interrupt() never misses it
                 if self.stopping is not None:
                     return -self.stopping
-                proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
+                proc = self.start(cmd, env, cwd, log_file, log_path)
                 self.running.add(proc)
             try:
                 while True:

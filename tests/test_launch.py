@@ -1,0 +1,64 @@
+"""The local launcher: a run forked from the preloaded server is the run a fresh process would
+be (arguments, environment, directory, log, exit code, signals), without the imports."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from harness.paths import REPO_ROOT
+from sweeps.launch import LocalLauncher, preload_wanted
+
+pytestmark = pytest.mark.e2e  # each test starts processes (the preloaded server imports the harness)
+
+
+def probe(launcher: LocalLauncher, tmp_path, *args: str, threads: str = "1") -> tuple[int, dict, list[str]]:
+    log = tmp_path / "run.log"
+    log.write_text("before\n")
+    env = {"PROBE": "yes", "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO_ROOT)}
+    code = launcher.run([sys.executable, "-m", "tests.launch_probe", *args], env, str(tmp_path), log, beat=lambda: None)
+    lines = log.read_text().splitlines()
+    return code, json.loads(lines[1]), lines
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_run_sees_its_arguments_environment_directory_and_log_and_exits_with_its_code(preload, tmp_path):
+    code, seen, lines = probe(LocalLauncher(heartbeat_seconds=1.0, preload=preload), tmp_path, "exit", "3")
+    assert code == 3
+    assert seen["argv"] == ["exit", "3"] and seen["probe"] == "yes" and seen["cwd"] == str(tmp_path)
+    assert seen["preloaded"] is preload  # forked from the server that imported the harness, or fresh
+    assert lines[0] == "before" and "to stderr" in lines  # the log appended to, stdout and stderr both
+
+
+def test_a_preloaded_run_gets_the_threads_a_fresh_one_gets(tmp_path):
+    # The server read OMP_NUM_THREADS (this suite sets 1) when it loaded torch; a run's own value
+    # must hold all the same. 2 threads, as a driver gives each of two runs on four cores.
+    fresh = probe(LocalLauncher(heartbeat_seconds=1.0), tmp_path, "exit", "0", threads="2")[1]["threads"]
+    forked = probe(LocalLauncher(heartbeat_seconds=1.0, preload=True), tmp_path, "exit", "0", threads="2")[1]["threads"]
+    assert forked == fresh
+
+
+def test_a_preloaded_run_stops_on_the_drivers_signal(tmp_path):
+    launcher = LocalLauncher(heartbeat_seconds=0.5, preload=True)
+    codes = []
+    runner = threading.Thread(target=lambda: codes.append(probe(launcher, tmp_path, "sleep", "0")[0]))
+    runner.start()
+    log, deadline = tmp_path / "run.log", time.monotonic() + 120
+    while not (log.exists() and "preloaded" in log.read_text()):  # the run has started
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.2)
+    assert launcher.interrupt(signal.SIGTERM) == 1
+    runner.join(30)
+    assert codes == [-signal.SIGTERM]  # as Popen reports a run killed by a signal
+
+
+def test_only_a_driver_without_gpus_preloads(monkeypatch):
+    monkeypatch.delenv("HARNESS_PRELOAD", raising=False)
+    assert preload_wanted([None, None]) and not preload_wanted(["0", "0"])
+    monkeypatch.setenv("HARNESS_PRELOAD", "0")
+    assert not preload_wanted([None])
