@@ -60,7 +60,8 @@ def run_side_by_side(run, items: list, name: str) -> list:
 
 # What every run process imports first: torch, lightning, transformers, peft (harness.train),
 # and the pack runner. Importing them once in the fork server is the start-up each run saves.
-PRELOAD = ["harness.train", "harness.packing"]
+# Last, the server's own signal setting (sweeps.fork_server).
+PRELOAD = ["harness.train", "harness.packing", "sweeps.fork_server"]
 PRELOAD_ENV = "HARNESS_PRELOAD"  # "0": every run a fresh process, as on a GPU
 
 
@@ -74,6 +75,7 @@ def run_module_here(module: str, args: list[str], env: dict, cwd: str, log_path:
     """In a process forked from the preloaded server: what ``python -m module args`` with
     ``env``, ``cwd`` and stdout and stderr appended to ``log_path`` would do. Its exit code is
     the module's (``SystemExit``), as the process's."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server ignores it (sweeps.fork_server)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

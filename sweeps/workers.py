@@ -165,10 +165,14 @@ class WorkerLoop:
     def _fill_pack(self, first: tuple[optuna.Trial, dict]) -> tuple[list, list]:
         """``first`` and as many more packable trials (:meth:`packable`) as fit a pack
         (``sweep.pack_size`` runs, each trial one run per seed), and a re-run drawn meanwhile
-        that must resume from its checkpoint: it runs alone after the pack."""
+        that must resume from its checkpoint: it runs alone after the pack. A trial whose
+        configuration cannot pack (:meth:`trains_in_a_pack`: full fine-tuning, DoRA, ...) runs
+        alone beside the pack and takes none of its room; up to a pack's worth of such runs."""
         batch, reruns = [first], []
-        per_trial = len(self.plan.seeds)
-        while (len(batch) + 1) * per_trial <= self.plan.pack_size and not self.stop.is_set():
+        size, per_trial = self.plan.pack_size, len(self.plan.seeds)
+        packed = per_trial if self.trains_in_a_pack(first[1]) else 0
+        alone = per_trial - packed
+        while packed + per_trial <= size and alone + per_trial <= size and not self.stop.is_set():
             p = study_lib.with_retry(self._poll, "polling the study", self.plan.cfg.storage_retry_seconds)
             if p.to_start == 0 and p.waiting == 0:
                 break
@@ -179,7 +183,21 @@ class WorkerLoop:
                 reruns.append(got)
                 break
             batch.append(got)
+            if self.trains_in_a_pack(got[1]):
+                packed += per_trial
+            else:
+                alone += per_trial
         return batch, reruns
+
+    def trains_in_a_pack(self, params: dict) -> bool:
+        """Whether a configuration's runs can train in a pack (:func:`harness.packing.unpackable_reason`)."""
+        from harness.compose import compose
+        from harness.packing import unpackable_reason
+
+        from .space import merge_overrides, trial_overrides
+
+        run, _ = compose(merge_overrides(self.plan.base_overrides, trial_overrides(self.plan.axes, params)))
+        return unpackable_reason(run) is None
 
     def _suggest(self, trial: optuna.Trial) -> dict:
         return {a.key: suggest(trial, a) for a in self.plan.axes}

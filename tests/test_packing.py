@@ -903,18 +903,21 @@ def test_runs_that_cannot_pack_run_side_by_side_where_the_budget_holds_them(tiny
 
     from tests.helpers import ran_side_by_side, run_cli
 
-    # A batch of a LoRA trial and a full fine-tuning one, two seeds each: the LoRA seeds pack, the
-    # full fine-tuning seeds cannot (as in lr_rank), and with a memory budget that holds both by
-    # their estimates they run at once, each its own process, rather than one after another.
+    # Two LoRA trials and a full fine-tuning one, two seeds each, packs of four runs: the four
+    # LoRA runs share one pack, whichever order the trials come in (the full trial takes none of
+    # its room); the full fine-tuning seeds cannot pack (as in lr_rank), and with a memory budget
+    # that holds both by their estimates they run at once, each its own process.
     sweep_dir = tmp_path / "mixed"
-    result = run_cli(["+sweep=custom", "+sweep.space.method.choices={lora:['adapter=lora'],full:['adapter=full']}",
-                      "sweep.seeds=[1,2]", "sweep.pack=true", "sweep.workers=1", "sweep.gpu_memory_budget=64",
+    methods = "{lora4:['adapter=lora','adapter.r=4'],full:['adapter=full'],lora8:['adapter=lora','adapter.r=8']}"
+    result = run_cli(["+sweep=custom", f"+sweep.space.method.choices={methods}", "sweep.seeds=[1,2]", "sweep.pack=true",
+                      "sweep.pack_size=4", "sweep.workers=1", "sweep.gpu_memory_budget=64",
                       *tiny(chat_file, size=16, base=tiny_pretrained), f"hydra.sweep.dir={sweep_dir}"], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(sweep_dir / "results.csv")
-    assert len(table) == 4 and set(table["status"]) == {"ok"}, table[["status", "error"]]
+    assert len(table) == 6 and set(table["status"]) == {"ok"}, table[["status", "error"]]
     full = table[table["sweep.params.method"] == "full"].set_index("sweep.seed")
     assert not full["packed"].fillna(False).astype(bool).any()
-    assert table[table["sweep.params.method"] == "lora"]["packed"].all()
+    lora = table[table["sweep.params.method"] != "full"]
+    assert lora["packed"].all() and set(lora["pack_size"]) == {4}, lora[["sweep.trial", "pack_size"]]
     assert "2 runs that do not pack" in result.stderr and "run side by side" in result.stderr
     assert ran_side_by_side([Path(full.loc[s, "run_dir"]) for s in (1, 2)])
