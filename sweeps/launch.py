@@ -13,6 +13,7 @@ must not be touched before a fork, and peft's import of bitsandbytes probes the 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -95,29 +96,23 @@ def run_module_here(module: str, args: list[str], env: dict, cwd: str, log_path:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
-_server_lock = threading.Lock()
-_server = None
-
-
+@functools.cache
 def preloaded_server():
     """The forkserver context whose server imports :data:`PRELOAD`. The server starts here, on
-    first use, and imports while the caller goes on (a fork waits until it is done)."""
-    global _server
-    with _server_lock:
-        if _server is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(PRELOAD)
-            # Interpreter-wide settings read at start-up come from the server's environment: the
-            # warning filters each fresh run gets (sweeps.driver gives it PYTHONWARNINGS=ignore).
-            saved = os.environ.get("PYTHONWARNINGS")
-            os.environ.setdefault("PYTHONWARNINGS", "ignore")
-            try:
-                multiprocessing.forkserver.ensure_running()
-            finally:
-                if saved is None:
-                    del os.environ["PYTHONWARNINGS"]
-            _server = context
-        return _server
+    first use (a launcher's, in the driver's main thread), and imports while the caller goes on
+    (a fork waits until it is done)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    # Interpreter-wide settings read at start-up come from the server's environment: the
+    # warning filters each fresh run gets (sweeps.driver gives it PYTHONWARNINGS=ignore).
+    saved = os.environ.get("PYTHONWARNINGS")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONWARNINGS"]
+    return context
 
 
 class PreloadedProcess:
