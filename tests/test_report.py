@@ -600,6 +600,12 @@ def test_cli_writes_the_report_with_every_plot(fixture_sweeps, tmp_path):
     for finding in ("F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "F10", "F11", "F12"):
         assert f"### {finding} " in text
     assert "### F2 qlora: reproduced" in text and "### F11 dora: inconclusive (underpowered)" in text
+    # The summary names the part that decided each verdict, its effect and interval, and its seeds.
+    assert "| verdict | deciding part: effect (interval) | seeds | rule |" in text
+    assert ("| **reproduced** | 2 vs 1 epochs: held-out NLL: +0.05 nats (95% CI +0.05 to +0.05 "
+            "(paired t, n = 3 seeds)) | 3 |") in text
+    assert "| **inconclusive (underpowered)** | DoRA vs LoRA: held-out NLL, r=4: -0.01 nats (1 seeds, no interval) | 1 |" in text
+    assert "fits one GPU: 14.18 GB (largest of 1 run(s)) | none (deterministic rule) |" in text
     assert "| 9 | 1 | quant=fp4_dq | failed | RuntimeError: boom in .../x.py |" in text
     assert "all_linear | oom | CUDA out of memory" in text
     assert "Planned grid points with no record (1" in text and "r=64, alpha_over_r=0.5" in text

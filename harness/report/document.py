@@ -225,6 +225,22 @@ def part_rows(parts: list[PartResult]) -> list[list[str]]:
     return rows
 
 
+def headline(verdict: str, parts: list[PartResult]) -> list[str]:
+    """The summary's effect and seed count: the first tested part whose verdict is the finding's
+    (the one that decided it), else the first tested part. Seeds are per arm; a part judged
+    without seeds (a deterministic memory rule) says so."""
+    tested = [p for p in parts if p.group and p.verdict != stats.NOT_MEASURED]
+    deciding = [p for p in tested if p.verdict == verdict] or tested
+    if not deciding:
+        return ["-", "-"]
+    part = deciding[0]
+    per_seed = sum(pair.startswith("seed ") for pair in part.pairs)
+    n = per_seed or (part.test.interval.n if part.test is not None else 0)
+    effect = part.effect if part.effect != "-" else part.other
+    interval = "" if part.interval == "-" else f" ({part.interval})"
+    return [f"{part.label}: {effect}{interval}", str(n) if n else "none (deterministic rule)"]
+
+
 def untested_reason(finding: str) -> str:
     """Why ``finding`` has no verdict here: the named sweeps that test it are not among the records."""
     needed = [name for name, claims in SWEEP_CLAIMS.items() if finding in claims]
@@ -351,10 +367,11 @@ def build_report(paths: list[str | Path], out: Path | None = None,
 
     blocks = header_blocks(frame, names, specs, notes or []) + [("h", 2, "Summary")]
     if evaluated:
-        blocks.append(("table", ["finding", "claim", "sweeps", "verdict", "rule"],
-                       [[f"{f} {CLAIMS[f].title}", CLAIMS[f].claim,
-                         ", ".join(f"`{s}`" for s in sweeps_of[f]), f"**{v}**", rule]
-                        for f, (v, rule, _) in evaluated.items()]))
+        blocks.append(("table", ["finding", "claim", "sweeps", "verdict", "deciding part: effect (interval)",
+                                 "seeds", "rule"],
+                       [[f"{f} {CLAIMS[f].title}", CLAIMS[f].claim, ", ".join(f"`{s}`" for s in sweeps_of[f]),
+                         f"**{v}**", *headline(v, parts), rule]
+                        for f, (v, rule, parts) in evaluated.items()]))
     else:
         blocks.append(("p", "These sweeps test none of the findings (no named sweep of FINDINGS.md)."))
     untested = [f for f in CLAIMS if f not in evaluated]
