@@ -471,7 +471,7 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
     if plan.exclusive_gpu and cfg.trials_per_gpu > 1:
         log.info("this sweep measures runtime: trials keep a GPU to themselves (sweep.trials_per_gpu=%d ignored)", cfg.trials_per_gpu)
     launcher = (SubmititLauncher(cfg.submitit, sweep_dir / "submitit", cfg.heartbeat_seconds) if cfg.launcher == "submitit"
-                else LocalLauncher(cfg.heartbeat_seconds, preload=preload_wanted(plan.slots)))
+                else LocalLauncher(cfg.heartbeat_seconds, preload=preload_wanted()))
     if cfg.retry_failed:
         again = study_lib.with_retry(lambda: study_lib.retry_failed(study), "queueing failed trials", cfg.storage_retry_seconds)
         log.info("sweep.retry_failed: %s", f"trial(s) {', '.join(map(str, again))} run again from the start"

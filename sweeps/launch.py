@@ -4,11 +4,13 @@
 (or, with ``sweep.submitit.cluster=local``, as a local submitit job: the same code path). Both
 call ``beat`` every few seconds while the run is alive, for the study's liveness check.
 
-Without a GPU, ``local`` forks each run from a server process that has already imported the
-harness (the standard library's ``forkserver``, preloaded with :data:`PRELOAD`): a CPU run's
-process otherwise spends about 8 seconds importing torch, lightning, transformers and peft
-before any work (docs/benchmarks.md). On a GPU every run is a fresh ``python -m`` process: CUDA
-must not be touched before a fork, and peft's import of bitsandbytes probes the GPU.
+``local`` forks each run from a server process that has already imported the harness (the
+standard library's ``forkserver``, preloaded with :data:`PRELOAD`): a run's process otherwise
+spends about 8 seconds (CPU) to 10-13 seconds (the lent GPU machines) importing torch,
+lightning, transformers and peft before any work (docs/benchmarks.md). The server is a fresh
+interpreter, and its imports leave CUDA untouched (lightning sets
+``PYTORCH_NVML_BASED_CUDA_CHECK=1``, so even a GPU probe asks NVML, not the driver), so each
+forked run initializes CUDA itself, under its own ``CUDA_VISIBLE_DEVICES``.
 """
 
 from __future__ import annotations
@@ -63,13 +65,13 @@ def run_side_by_side(run, items: list, name: str) -> list:
 # and the pack runner. Importing them once in the fork server is the start-up each run saves.
 # Last, the server's own signal setting (sweeps.fork_server).
 PRELOAD = ["harness.train", "harness.packing", "sweeps.fork_server"]
-PRELOAD_ENV = "HARNESS_PRELOAD"  # "0": every run a fresh process, as on a GPU
+PRELOAD_ENV = "HARNESS_PRELOAD"  # "0": every run a fresh process
 
 
-def preload_wanted(gpu_slots: list) -> bool:
-    """Whether a local driver forks its runs from a preloaded server: only without GPUs (no
-    slot names a GPU), unless ``HARNESS_PRELOAD=0``."""
-    return all(slot is None for slot in gpu_slots) and os.environ.get(PRELOAD_ENV, "1") != "0"
+def preload_wanted() -> bool:
+    """Whether a local driver forks its runs from a preloaded server: yes, unless
+    ``HARNESS_PRELOAD=0``."""
+    return os.environ.get(PRELOAD_ENV, "1") != "0"
 
 
 def run_module_here(module: str, args: list[str], env: dict, cwd: str, log_path: str) -> None:
@@ -87,10 +89,13 @@ def run_module_here(module: str, args: list[str], env: dict, cwd: str, log_path:
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+    import torch
+
+    if torch.cuda.is_initialized():  # CUDA cannot work in a process forked after it started
+        raise RuntimeError(f"the preloaded server initialized CUDA before this run was forked from it; "
+                           f"run the sweep with {PRELOAD_ENV}=0 (a fresh process per run)")
     threads = env.get("OMP_NUM_THREADS")
     if threads:  # OpenMP read the variable when the server loaded torch, not now
-        import torch
-
         torch.set_num_threads(int(threads))
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from harness.paths import REPO_ROOT
 from sweeps.launch import LocalLauncher, preload_wanted
@@ -17,10 +18,11 @@ from sweeps.launch import LocalLauncher, preload_wanted
 pytestmark = pytest.mark.e2e  # each test starts processes (the preloaded server imports the harness)
 
 
-def probe(launcher: LocalLauncher, tmp_path, *args: str, threads: str = "1") -> tuple[int, dict, list[str]]:
+def probe(launcher: LocalLauncher, tmp_path, *args: str, threads: str = "1",
+          env: dict | None = None) -> tuple[int, dict, list[str]]:
     log = tmp_path / "run.log"
     log.write_text("before\n")
-    env = {"PROBE": "yes", "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO_ROOT)}
+    env = {"PROBE": "yes", "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     code = launcher.run([sys.executable, "-m", "tests.launch_probe", *args], env, str(tmp_path), log, beat=lambda: None)
     lines = log.read_text().splitlines()
     return code, json.loads(lines[1]), lines
@@ -57,8 +59,19 @@ def test_a_preloaded_run_stops_on_the_drivers_signal(tmp_path):
     assert codes == [-signal.SIGTERM]  # as Popen reports a run killed by a signal
 
 
-def test_only_a_driver_without_gpus_preloads(monkeypatch):
+def test_a_driver_preloads_unless_told_not_to(monkeypatch):
     monkeypatch.delenv("HARNESS_PRELOAD", raising=False)
-    assert preload_wanted([None, None]) and not preload_wanted(["0", "0"])
+    assert preload_wanted()
     monkeypatch.setenv("HARNESS_PRELOAD", "0")
-    assert not preload_wanted([None])
+    assert not preload_wanted()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_preloaded_run_uses_the_gpu_it_is_given(tmp_path):
+    # The server imported torch, lightning, transformers, peft and bitsandbytes without touching
+    # CUDA, so the forked run starts CUDA itself, seeing only the GPU of its CUDA_VISIBLE_DEVICES.
+    code, seen, lines = probe(LocalLauncher(heartbeat_seconds=1.0, preload=True), tmp_path, "cuda", "0",
+                              env={"CUDA_VISIBLE_DEVICES": "0"})
+    assert code == 0, "\n".join(lines)
+    assert seen["preloaded"] and json.loads(lines[3]) == {"gpus": 1, "sum": 1024.0 * 1024}
