@@ -48,7 +48,13 @@ from harness.schema import ConfigError, RunConfig, SweepConfig
 from harness.trial import TRIAL_ENV
 
 from . import study as study_lib
-from .launch import LocalLauncher, SubmititLauncher, preload_wanted, run_side_by_side
+from .launch import (
+    LocalLauncher,
+    SubmititLauncher,
+    preload_wanted,
+    run_environment,
+    run_side_by_side,
+)
 from .packed import PackedTrials
 from .packed import pack_chunks as pack_chunks  # re-exported: tests import it from here
 from .plan import (
@@ -308,7 +314,7 @@ class Driver(WorkerLoop, PackedTrials):
             if skipped is not None:
                 return skipped
         log_path = run_dir / "trial.log"
-        env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+        env = run_environment()
         # W&B's own variables: one W&B run per trial, grouped by sweep (logger=wandb).
         env["WANDB_RUN_GROUP"] = plan.cfg.name
         env["WANDB_NAME"] = self.wandb_name(trial, seed)

@@ -68,6 +68,13 @@ PRELOAD = ["harness.train", "harness.packing", "sweeps.fork_server"]
 PRELOAD_ENV = "HARNESS_PRELOAD"  # "0": every run a fresh process
 
 
+def run_environment() -> dict:
+    """The environment a run or pack starts from: the driver's, with warnings off unless the
+    user set ``PYTHONWARNINGS`` (a run's log is for what it did, not its libraries' deprecations).
+    The preloaded server starts from it too: the warning filters are read at interpreter start."""
+    return dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+
+
 def preload_wanted() -> bool:
     """Whether a local driver forks its runs from a preloaded server: yes, unless
     ``HARNESS_PRELOAD=0``."""
@@ -109,9 +116,9 @@ def preloaded_server():
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     # Interpreter-wide settings read at start-up come from the server's environment: the
-    # warning filters each fresh run gets (sweeps.driver gives it PYTHONWARNINGS=ignore).
+    # warning filters of run_environment().
     saved = os.environ.get("PYTHONWARNINGS")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    os.environ["PYTHONWARNINGS"] = run_environment()["PYTHONWARNINGS"]
     try:
         multiprocessing.forkserver.ensure_running()
     finally:

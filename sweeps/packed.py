@@ -25,7 +25,7 @@ from harness.record import PACK_STATE, RECORD_NAME, RunRecord
 from harness.schema import RunConfig
 
 from . import study as study_lib
-from .launch import run_side_by_side
+from .launch import run_environment, run_side_by_side
 from .space import merge_overrides, trial_overrides
 
 log = logging.getLogger("harness.sweep")
@@ -215,7 +215,7 @@ class PackedTrials:
             "trial": {"sweep": e.sweep, "log": str(log_path), "pack_memory_estimate_gib": e.pack_estimate_gib}}
             for e in chunk]}
         atomic_write(pack_dir / "pack.json", lambda f: json.dump(spec, f, indent=2))
-        env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+        env = run_environment()
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         if len(self.slots) > 1:
