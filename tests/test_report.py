@@ -725,7 +725,8 @@ def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, cap
     # driver's clock (its zone from the finished trials); two sweeps busy at once say so.
     from harness.report import throughput
 
-    first = write_sweep(tmp_path, "first", [make_record("first", t, {"adapter.r": 4 * (t + 1)}, seed=s)
+    first = write_sweep(tmp_path, "first", [dict(make_record("first", t, {"adapter.r": 4 * (t + 1)}, seed=s),
+                                                 optimizer_steps=63 * (t + 1))  # runs of 63 to 189 steps
                                             for t in range(3) for s in (1, 2)])
     _study(first, [("COMPLETE", 0, 10, "ok", 9.8),            # call 1: two trials side by side
                    ("FAIL", 1, 300, "lost", 6),               # lost at 6 min, reaped in call 2
@@ -749,7 +750,16 @@ def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, cap
     assert throughput.main([str(archive), "--plain-seconds", "30", "30"]) == 0
     out = capsys.readouterr().out
     assert "120.0 per hour" in out and "| first " in out
-    assert out.rstrip().endswith(" 0.08 |")  # x plain: 9.7 runs per hour against 120 plain trials
+    # x plain: 9.7 runs per hour against 120 plain trials; per step: 756 steps in 37 busy minutes
+    # (1,226 per hour) against 120 x 63 = 7,560; with --plain-steps 126, half that.
+    def last_row(text: str) -> list[str]:
+        return [cell.strip() for cell in text.rstrip().splitlines()[-1].split("|")[1:-1]]
+
+    assert last_row(out)[-2:] == ["0.08", "0.16"] and "1226" in last_row(out)
+    assert throughput.main([str(archive), "--plain-seconds", "30", "--plain-steps", "126"]) == 0
+    assert last_row(capsys.readouterr().out)[-2:] == ["0.08", "0.08"]
+    assert throughput.main([str(archive), "--plain-seconds", "30", "--plain-steps", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --plain-steps")
     (tmp_path / "no_study").mkdir()
     assert throughput.main([str(tmp_path / "no_study")]) == 2
     err = capsys.readouterr().err

@@ -10,7 +10,9 @@ data). **Runs** are the records with status ok (one per seed). Where two of the 
 were busy at the same time (two drivers sharing a GPU in one call) the table says how long:
 those hours count for each. With ``--plain-seconds`` (the wall seconds of plain-loop trials,
 each its own process, timed on the same machine start: ``python -m harness.bench
---plain-trials N``) it adds the ratio of the sweep's runs per hour to plain trials per hour.
+--plain-trials N``) it adds the ratio of the sweep's runs per hour to plain trials per hour, and
+the same ratio counted in optimizer steps (``--plain-steps``, each plain trial's, default 63 as
+in ``--steps 63``): a sweep whose runs train 63 to 500 steps is compared step for step.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ def sweep_throughput(sweep_dir: Path, label: str) -> dict:
     row = {"sweep": label, "device": ", ".join(devices) or "-", "runs ok": len(ok), "runs": len(frame), "packed": packed,
            "busy s": round(busy), "sessions": len(intervals), "open trials": open_trials,
            "runs per hour": round(len(ok) * 3600 / busy, 1) if busy else None, "intervals": intervals}
+    steps = ok["optimizer_steps"].dropna().sum() if "optimizer_steps" in ok.columns else 0
+    row["steps per hour"] = round(steps * 3600 / busy) if busy and steps else None
     for phase in PHASES:
         values = ok[phase].dropna() if phase in ok.columns else []
         row[phase.replace("_seconds", " s")] = round(statistics.median(values), 1) if len(values) else None
@@ -130,7 +134,7 @@ def with_shared_time(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def render(rows: list[dict], plain_seconds: list[float]) -> str:
+def render(rows: list[dict], plain_seconds: list[float], plain_steps: int = 63) -> str:
     import pandas as pd
 
     plain_per_hour = 3600 / statistics.mean(plain_seconds) if plain_seconds else None
@@ -143,8 +147,11 @@ def render(rows: list[dict], plain_seconds: list[float]) -> str:
              "- shared s: busy seconds during which another sweep given here was busy too (both count them)."]
     if plain_per_hour:
         table["x plain"] = (table["runs per hour"] / plain_per_hour).round(2)
-        lines.append(f"- Plain loop: {len(plain_seconds)} trial(s), mean {statistics.mean(plain_seconds):.1f} s, "
-                     f"{plain_per_hour:.1f} per hour; x plain = runs per hour / that.")
+        table["x plain, per step"] = (table["steps per hour"] / (plain_steps * plain_per_hour)).round(2)
+        lines.append(f"- Plain loop: {len(plain_seconds)} trial(s) of {plain_steps} optimizer steps, mean "
+                     f"{statistics.mean(plain_seconds):.1f} s, {plain_per_hour:.1f} per hour; x plain = runs per hour "
+                     "/ that; x plain, per step = optimizer steps per hour / the plain trials' (a step's tokens "
+                     "and adapter size are each sweep's own).")
     return "\n".join([*lines, "", table.to_markdown(index=False, missingval="-")])
 
 
@@ -153,9 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep dirs or their .tgz archives")
     parser.add_argument("--plain-seconds", nargs="+", type=float, default=[],
                         help="wall seconds of plain-loop trials timed on the same machine start")
+    parser.add_argument("--plain-steps", type=int, default=63,
+                        help="optimizer steps of each plain-loop trial (harness.bench --steps; default 63)")
     args = parser.parse_args(argv)
     if any(s <= 0 for s in args.plain_seconds):
         print("error: --plain-seconds: each must be > 0", file=sys.stderr)
+        return 2
+    if args.plain_steps <= 0:
+        print("error: --plain-steps: must be > 0", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="harness-throughput-") as work:
         try:
@@ -164,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    print(render(with_shared_time(rows), args.plain_seconds))
+    print(render(with_shared_time(rows), args.plain_seconds, args.plain_steps))
     return 0
 
 
