@@ -27,6 +27,7 @@ from pathlib import Path
 from ..results import extracted, load_records
 
 PHASES = ("startup_seconds", "setup_seconds", "train_seconds", "eval_seconds")
+PLAIN_STEPS = 63  # optimizer steps of a plain-loop trial, as `python -m harness.bench --steps 63` times it
 Interval = tuple[datetime, datetime]
 
 
@@ -134,7 +135,7 @@ def with_shared_time(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def render(rows: list[dict], plain_seconds: list[float], plain_steps: int = 63) -> str:
+def render(rows: list[dict], plain_seconds: list[float], plain_steps: int = PLAIN_STEPS) -> str:
     import pandas as pd
 
     plain_per_hour = 3600 / statistics.mean(plain_seconds) if plain_seconds else None
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep dirs or their .tgz archives")
     parser.add_argument("--plain-seconds", nargs="+", type=float, default=[],
                         help="wall seconds of plain-loop trials timed on the same machine start")
-    parser.add_argument("--plain-steps", type=int, default=63,
-                        help="optimizer steps of each plain-loop trial (harness.bench --steps; default 63)")
+    parser.add_argument("--plain-steps", type=int, default=PLAIN_STEPS,
+                        help=f"optimizer steps of each plain-loop trial (harness.bench --steps; default {PLAIN_STEPS})")
     args = parser.parse_args(argv)
     if any(s <= 0 for s in args.plain_seconds):
         print("error: --plain-seconds: each must be > 0", file=sys.stderr)
