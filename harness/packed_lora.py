@@ -46,7 +46,13 @@ def lora_path() -> str:
 
 class TrialRng:
     """One trial's stream of the global torch RNG (CPU and CUDA): swapped in around the trial's
-    dropout, so its masks are the ones it draws when trained alone."""
+    dropout, so its masks are the ones it draws when trained alone.
+
+    On CUDA the stream is a generator state of its own, swapped in by reference
+    (``graphsafe_set_state``: two calls per swap, no copy; an H100 pack of six spent 10-20% of
+    an eager pass copying the states in and out as bytes, docs/benchmarks.md); the draws are
+    those of the byte swap, masks and state equal (tests/test_gpu.py). CPU generators swap
+    only by copy (``get_rng_state``/``set_rng_state``)."""
 
     def __init__(self, seed: int | None = None):
         """The stream seeded with ``seed``, or (None) the global RNG's state now."""
@@ -54,22 +60,35 @@ class TrialRng:
         if seed is not None:
             torch.manual_seed(seed)
         self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+        self._cuda = _cuda_generator().clone_state() if torch.cuda.is_available() else None
         if saved is not None:  # seeding a trial's stream leaves the global RNG as it was
             torch.set_rng_state(saved.cpu)
-            if saved.cuda is not None:
+            if saved._cuda is not None:
                 torch.cuda.set_rng_state(saved.cuda)
+
+    @property
+    def cuda(self) -> torch.Tensor | None:
+        """The CUDA stream as ``torch.cuda.get_rng_state`` bytes (a pack state saves these)."""
+        return None if self._cuda is None else self._cuda.get_state()
+
+    @cuda.setter
+    def cuda(self, state: torch.Tensor | None) -> None:
+        if state is None:
+            self._cuda = None
+            return
+        self._cuda = _cuda_generator().clone_state()
+        self._cuda.set_state(state)
 
     @contextlib.contextmanager
     def active(self, device: torch.device):
         if device.type == "cuda":
-            saved = torch.cuda.get_rng_state(device)
-            torch.cuda.set_rng_state(self.cuda, device)
+            generator = _cuda_generator(device)
+            saved = generator.graphsafe_get_state()
+            generator.graphsafe_set_state(self._cuda)  # the trial's draws now advance its own state
             try:
                 yield
             finally:
-                self.cuda = torch.cuda.get_rng_state(device)
-                torch.cuda.set_rng_state(saved, device)
+                generator.graphsafe_set_state(saved)
         else:
             saved = torch.get_rng_state()
             torch.set_rng_state(self.cpu)
@@ -78,6 +97,13 @@ class TrialRng:
             finally:
                 self.cpu = torch.get_rng_state()
                 torch.set_rng_state(saved)
+
+
+def _cuda_generator(device: torch.device | None = None) -> torch.Generator:
+    """The default CUDA generator of ``device`` (None: the current device), CUDA started."""
+    torch.cuda.init()
+    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    return torch.cuda.default_generators[index]
 
 
 @dataclass

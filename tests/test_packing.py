@@ -195,6 +195,35 @@ def test_a_trials_dropout_draws_over_a_contiguous_input():
     assert contiguous == [True] * 4
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+def test_a_trials_stream_draws_the_masks_it_draws_alone_and_resumes_from_its_saved_state(device):
+    """A trial's dropout stream (TrialRng: on CUDA a generator state swapped in by reference)
+    draws the masks of the trial alone, the global RNG seeded with its seed, whatever other
+    trials draw in between; its saved state (the bytes a pack state keeps) goes on from there."""
+    from harness.packed_lora import TrialRng
+
+    dropout = torch.nn.Dropout(0.3)
+    x = torch.ones(4, 16, 24, device=device)
+    torch.manual_seed(7)
+    alone = [dropout(x) for _ in range(4)]
+    torch.manual_seed(123)
+    stream = TrialRng(7)
+    others = torch.rand(8, device=device)
+    packed = []
+    for _ in range(3):
+        with stream.active(x.device):
+            packed.append(dropout(x))
+        torch.rand(1000, device=device)  # other trials' draws move the global stream in between
+    assert all(torch.equal(a, p) for a, p in zip(alone, packed, strict=False))
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(8, device=device), others)  # seeding the stream left the global RNG as it was
+    saved = TrialRng(0)
+    saved.cpu, saved.cuda = stream.cpu, stream.cuda  # as harness.pack_state restores a member
+    with saved.active(x.device):
+        assert torch.equal(dropout(x), alone[3])
+
+
 def test_batched_packs_equal_the_same_trials_run_alone(tiny_pretrained, chat_file, tmp_path, monkeypatch):
     from harness.packed_lora import LORA_PATH_ENV
 
