@@ -75,3 +75,20 @@ def test_a_preloaded_run_uses_the_gpu_it_is_given(tmp_path):
                               env={"CUDA_VISIBLE_DEVICES": "0"})
     assert code == 0, "\n".join(lines)
     assert seen["preloaded"] and json.loads(lines[3]) == {"gpus": 1, "sum": 1024.0 * 1024}
+
+
+def test_a_run_forked_after_cuda_started_stops_and_names_the_fallback(tmp_path):
+    # CUDA cannot work in a child forked after its parent started it. No server here starts CUDA
+    # (test_a_preloaded_run_uses_the_gpu_it_is_given), so the child says CUDA started, as a
+    # server that had would leave it, and the run must stop before the module runs.
+    import subprocess
+
+    log = tmp_path / "run.log"
+    child = ("import torch, sys; torch.cuda.is_initialized = lambda: True; from sweeps.launch import run_module_here; "
+             f"run_module_here('tests.launch_probe', ['exit', '0'], {{'PYTHONPATH': {str(REPO_ROOT)!r}}}, "
+             f"{str(tmp_path)!r}, {str(log)!r})")
+    done = subprocess.run([sys.executable, "-c", child], cwd=REPO_ROOT, timeout=120)
+    text = log.read_text()
+    assert done.returncode != 0
+    assert "initialized CUDA before this run was forked" in text and "HARNESS_PRELOAD=0" in text
+    assert '"argv"' not in text  # the probe module never ran
