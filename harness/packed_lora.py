@@ -237,12 +237,14 @@ def add_batched(layer, x: torch.Tensor, result: torch.Tensor, group: list[Route]
     sub = layer._cast_input_dtype(x, weights_a[0].dtype)
     adjacent = all(route.start == group[0].start + i * rows for i, route in enumerate(group))
     span = slice(group[0].start, group[-1].stop)
-    dropped = [_dropout_padded(layer, route, sub) for route in group]
-    if adjacent and all(d is None for d in dropped):
+    if adjacent and not any(_drops(layer, route) for route in group):
         inputs = sub[span].reshape(n, -1, sub.shape[-1])  # a view of the stack: no copy
     else:
-        inputs = torch.stack([(sub[route.start:route.stop] if d is None else d).reshape(-1, sub.shape[-1])
-                              for route, d in zip(group, dropped, strict=True)])
+        # The trials' rows as one split of the stack: its backward is one concatenation, where a
+        # slice per trial would each write a zero-filled gradient of the whole stack.
+        parts = sub[span].split(rows) if adjacent else [sub[route.start:route.stop] for route in group]
+        inputs = torch.stack([_dropout_padded(layer, route, part).reshape(-1, sub.shape[-1])
+                              for route, part in zip(group, parts, strict=True)])
     scales, pads_a, pads_b, rank = _constants(layer, names, weights_a, weights_b)
     stacked_a = torch.cat(_interleave(weights_a, pads_a)).view(n, rank, -1)
     stacked_b = torch.cat(_interleave(weights_b, pads_b), dim=1).view(weights_b[0].shape[0], n, rank).permute(1, 2, 0)
@@ -258,14 +260,14 @@ def add_batched(layer, x: torch.Tensor, result: torch.Tensor, group: list[Route]
             result[route.start:route.stop] += term.view(result[route.start:route.stop].shape)
 
 
-def _dropout_padded(layer, route: Route, sub: torch.Tensor) -> torch.Tensor | None:
-    """The trial's dropped-out rows at the stack's width (None: it draws no dropout here)."""
+def _dropout_padded(layer, route: Route, rows: torch.Tensor) -> torch.Tensor:
+    """The trial's ``rows`` of the stack, dropped out where it draws dropout, at the stack's width."""
     if not _drops(layer, route):
-        return None
-    if not _narrower(route, sub):
-        return _dropout(layer, route, sub[route.start:route.stop])
-    dropped = _dropout(layer, route, sub[route.start:route.stop, :route.width])
-    return torch.nn.functional.pad(dropped, (0, 0, 0, sub.shape[1] - route.width))
+        return rows
+    if not _narrower(route, rows):
+        return _dropout(layer, route, rows)
+    dropped = _dropout(layer, route, rows[:, :route.width])
+    return torch.nn.functional.pad(dropped, (0, 0, 0, rows.shape[1] - route.width))
 
 
 def _interleave(weights: list[torch.Tensor], pads: list[torch.Tensor | None]) -> list[torch.Tensor]:
