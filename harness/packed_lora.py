@@ -50,9 +50,10 @@ class TrialRng:
 
     On CUDA the stream is a generator state of its own, swapped in by reference
     (``graphsafe_set_state``: two calls per swap, no copy; an H100 pack of six spent 10-20% of
-    an eager pass copying the states in and out as bytes, docs/benchmarks.md); the draws are
-    those of the byte swap, masks and state equal (tests/test_gpu.py). CPU generators swap
-    only by copy (``get_rng_state``/``set_rng_state``)."""
+    an eager pass copying the states in and out as bytes, docs/benchmarks.md); a probe on that
+    H100 drew the byte swap's masks and left the same state, and
+    tests/test_packing.py checks the masks against the trial alone on each device. CPU
+    generators swap only by copy (``get_rng_state``/``set_rng_state``)."""
 
     def __init__(self, seed: int | None = None):
         """The stream seeded with ``seed``, or (None) the global RNG's state now."""
