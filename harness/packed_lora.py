@@ -101,10 +101,13 @@ class TrialRng:
 
 
 def _cuda_generator(device: torch.device | None = None) -> torch.Generator:
-    """The default CUDA generator of ``device`` (None: the current device), CUDA started."""
+    """The default CUDA generator of ``device``, or (None, or no index) of the current device,
+    CUDA started first. A swap passes its tensor's device, which has an index and CUDA started:
+    its per-layer calls skip the start-up check."""
+    if device is not None and device.index is not None:
+        return torch.cuda.default_generators[device.index]
     torch.cuda.init()
-    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
-    return torch.cuda.default_generators[index]
+    return torch.cuda.default_generators[torch.cuda.current_device()]
 
 
 @dataclass
