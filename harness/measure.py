@@ -167,9 +167,16 @@ def _peak_fields(prefix: str, allocated: int, reserved: int) -> dict:
 class PhasePeaks:
     """Peak GPU memory per phase of a run (``train``, ``eval``), and over the whole process.
 
-    ``begin(phase)`` resets CUDA's peak counter (folding what it held into the process peak);
-    ``end(phase)`` keeps the phase's peak (a phase entered twice keeps the larger). On a CPU
-    there is no counter to reset: phases get the process's peak RSS so far, and say so.
+    ``begin(phase)`` folds CUDA's peaks into the process peak, hands the allocator's unused
+    cached blocks back to the GPU and resets the peak counter; ``end(phase)`` keeps the phase's
+    peak (a phase entered twice keeps the larger). On a CPU there is no counter to reset:
+    phases get the process's peak RSS so far, and say so.
+
+    Emptying the cache at a phase's start makes its reserved peak its own, and lets the runs
+    sharing the GPU use what the last phase no longer needs: scoring's batches differ in shape
+    from training's, so training's cache, kept, stayed reserved beside scoring's own (packs of
+    five on an H100: 19 GiB reserved in training, 26 GiB while scoring; docs/benchmarks.md,
+    2026-12-06).
     """
 
     def __init__(self, device: str):
@@ -185,6 +192,7 @@ class PhasePeaks:
     def begin(self, phase: str) -> None:
         if self.gpu:
             self._fold()
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
 
     def end(self, phase: str) -> None:

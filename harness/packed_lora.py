@@ -249,11 +249,11 @@ def add_batched(layer, x: torch.Tensor, result: torch.Tensor, group: list[Route]
         parts = sub[span].split(rows) if adjacent else [sub[route.start:route.stop] for route in group]
         inputs = torch.stack([_dropout_padded(layer, route, part).reshape(-1, sub.shape[-1])
                               for route, part in zip(group, parts, strict=True)])
-    scales, pads_a, pads_b, rank = _constants(layer, names, weights_a, weights_b)
+    pads_a, pads_b, rank = _constants(layer, names, weights_a, weights_b)
     stacked_a = torch.cat(_interleave(weights_a, pads_a)).view(n, rank, -1)
     stacked_b = torch.cat(_interleave(weights_b, pads_b), dim=1).view(weights_b[0].shape[0], n, rank).permute(1, 2, 0)
     out = torch.bmm(torch.bmm(inputs, stacked_a.transpose(1, 2)), stacked_b)
-    out.mul_(scales)  # peft's `* scaling`: the float scaling per trial, rounded once to out's dtype
+    out.mul_(_scales(layer, names, out))  # peft's `* scaling`: the float scaling per trial, rounded once to out's dtype
     out = _as_peft_adds(layer, out, result)
     if adjacent and span.start == 0 and span.stop == result.shape[0]:
         result += out.view(result.shape)  # every row: no slice, so autograd copies no gradient of the whole output
@@ -279,24 +279,47 @@ def _interleave(weights: list[torch.Tensor], pads: list[torch.Tensor | None]) ->
 
 
 def _constants(layer, names: list[str], weights_a: list[torch.Tensor], weights_b: list[torch.Tensor]):
-    """The group's scaling vector ``[trials, 1, 1]`` (float32) and the zero pads that bring each
-    trial's rank to the group's largest; made once per layer and group (a host-to-device copy and
-    allocations saved on every later forward). Inside a compiled block they are made in the
-    graph instead (constants the compiler folds): a tensor the graph made and the layer kept
-    would, under CUDA graphs, live in memory the next replay overwrites."""
+    """The zero pads that bring each trial's rank to the group's largest, and that rank; made
+    once per layer and group (allocations saved on every later forward). Inside a compiled
+    block they are made in the graph instead (constants the compiler folds): a tensor the graph
+    made and the layer kept would, under CUDA graphs, live in memory the next replay overwrites."""
     weight = weights_a[0]
-    key = (tuple(names), weight.dtype, weight.device)
-    cache = {} if torch.compiler.is_compiling() else layer.__dict__.setdefault("_pack_constants", {})
+    cache = _constants_cache(layer)
+    key = ("pads", tuple(names), weight.dtype, weight.device)
     if key not in cache:
         rank = max(w.shape[0] for w in weights_a)
-        scales = torch.tensor([float(layer.scaling[name]) for name in names], dtype=torch.float32,
-                              device=weight.device).view(-1, 1, 1)
         pads_a = [torch.zeros(rank - a.shape[0], a.shape[1], dtype=a.dtype, device=a.device)
                   if a.shape[0] < rank else None for a in weights_a]
         pads_b = [torch.zeros(b.shape[0], rank - b.shape[1], dtype=b.dtype, device=b.device)
                   if b.shape[1] < rank else None for b in weights_b]
-        cache[key] = (scales, pads_a, pads_b, rank)
+        cache[key] = (pads_a, pads_b, rank)
     return cache[key]
+
+
+def _scales(layer, names: list[str], out: torch.Tensor) -> torch.Tensor:
+    """The group's scaling vector ``[trials, 1, 1]`` for the terms ``out``, made once per layer,
+    group and dtype (as :func:`_constants`). In ``out``'s dtype where every trial's scaling is
+    exact in it (alpha/r a power of two, as in most sweeps), float32 otherwise and in a compiled
+    block (whose compiler fuses the product). Either way ``out * scales`` is the float product
+    rounded once to ``out``'s dtype, as peft's ``* scaling`` (a Python float) computes it; in
+    one dtype it is one plain kernel and its backward writes the gradient in that dtype, where
+    a float32 vector makes the backward write a float32 gradient of the whole term and copy it
+    back (on an H100, 2026-12-06: the costliest kernels of an eager pack with ``lm_head``
+    adapted, docs/benchmarks.md)."""
+    cache = _constants_cache(layer)
+    key = ("scales", tuple(names), out.dtype, out.device)
+    if key not in cache:
+        scales = torch.tensor([float(layer.scaling[name]) for name in names], dtype=torch.float32,
+                              device=out.device).view(-1, 1, 1)
+        if not torch.compiler.is_compiling() and torch.equal(scales.to(out.dtype).float(), scales):
+            scales = scales.to(out.dtype)
+        cache[key] = scales
+    return cache[key]
+
+
+def _constants_cache(layer) -> dict:
+    """The layer's cache of its groups' constants; a fresh one each time inside a compiled block."""
+    return {} if torch.compiler.is_compiling() else layer.__dict__.setdefault("_pack_constants", {})
 
 
 def lora_layers(model: nn.Module) -> list[nn.Module]:

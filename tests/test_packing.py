@@ -172,6 +172,57 @@ def test_the_batched_lora_layer_equals_the_loop_and_is_the_path_taken(rows, widt
         assert batched[2] == {BATCHED: 2 * 2 * n_layers, LOOPED: (layers - 4) * n_layers}
 
 
+def scaled_pass(dtype, rslora, monkeypatch=None):
+    """A batched bf16 pass of two trials of a one-linear peft model (alpha/r 2 and 0.5, or
+    rslora's irrational alpha/sqrt(r)): the output, the input's and every LoRA weight's gradient,
+    and the scaling vector the layer kept."""
+    from peft import LoraConfig, get_peft_model
+
+    from harness.packed_lora import Route, TrialRng, attach_router
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(16, 32)).to(dtype)
+    model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["0"], use_rslora=rslora),
+                           adapter_name="t0")
+    model.add_adapter("t1", LoraConfig(r=4, lora_alpha=2, target_modules=["0"], use_rslora=rslora))
+    model.to(dtype)  # peft makes adapters float32; bf16-true runs cast them (harness.packed_lora.add_adapters)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+            param.requires_grad_("lora_" in name)  # peft trains its active adapter only; a pack trains each
+    router = attach_router(model, True)
+    x = torch.randn(4, 5, 16, dtype=dtype, requires_grad=True)
+    with router.route([Route("t0", 0, 2, TrialRng(1), 5), Route("t1", 2, 4, TrialRng(2), 5)]):
+        out = model(x)
+    out.float().square().sum().backward()
+    assert router.terms == {"batched": 2, "looped": 0}  # both trials' terms in one batched pair
+    grads = [x.grad] + [p.grad for n, p in model.named_parameters() if "lora_" in n]
+    kept = [v for k, v in model.base_model.model[0].__dict__.get("_pack_constants", {}).items() if k[0] == "scales"]
+    return out.detach(), grads, kept
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_a_packs_scaling_is_in_the_terms_dtype_where_exact_and_its_values_do_not_change(rslora, monkeypatch):
+    """The batched term's per-trial scaling vector is in the term's dtype where every trial's
+    alpha/r is exact in it, float32 where one is not (rslora's alpha/sqrt(r)); either way the
+    pass equals, bit for bit, the same pass scaled by a float32 vector (what ran until this
+    vector took the term's dtype)."""
+    from harness import packed_lora
+
+    out, grads, kept = scaled_pass(torch.bfloat16, rslora)
+    assert [v.dtype for v in kept] == [torch.float32 if rslora else torch.bfloat16]
+
+    def float32_scales(layer, names, term):
+        return torch.tensor([float(layer.scaling[n]) for n in names], dtype=torch.float32).view(-1, 1, 1)
+
+    monkeypatch.setattr(packed_lora, "_scales", float32_scales)
+    out32, grads32, _ = scaled_pass(torch.bfloat16, rslora)
+    assert torch.equal(out, out32)
+    for grad, grad32 in zip(grads, grads32, strict=True):
+        assert grad is not None and grad.dtype == torch.bfloat16 and torch.equal(grad, grad32)
+
+
 def test_a_trials_dropout_draws_over_a_contiguous_input():
     """CUDA's dropout kernel draws another mask from the same RNG state for a strided input than
     for a contiguous one (seen on an H200; CPU's does not), so each path hands a trial's dropout a
