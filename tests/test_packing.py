@@ -696,10 +696,11 @@ def test_interrupted_packed_trials_run_again_in_a_pack(tiny_pretrained, chat_fil
 
     # Ctrl-C while the pack starts: its runs are interrupted (with no checkpoint of a run alone;
     # a pack state where training had begun), so the same command packs them again, all four runs
-    # in one process.
+    # in one process. 16 steps keep the pack training when the Ctrl-C comes: on 2 cores a packed
+    # step takes about 1 s and the signal lands at step 1 or 2 (2026-12-06).
     sweep_dir = tmp_path / "again"
     args = ["+sweep=custom", "+sweep.space.adapter.r=[4,8]", "sweep.seeds=[1,2]", "sweep.pack=true", "sweep.workers=1",
-            *tiny(chat_file, size=16, base=tiny_pretrained), "trainer.max_steps=60", f"hydra.sweep.dir={sweep_dir}"]
+            *tiny(chat_file, size=16, base=tiny_pretrained), "trainer.max_steps=16", f"hydra.sweep.dir={sweep_dir}"]
     driver = subprocess.Popen([sys.executable, "-m", "harness.run", *args], cwd=REPO_ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     deadline = time.monotonic() + 300
