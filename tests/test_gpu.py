@@ -153,6 +153,27 @@ def test_training_and_scoring_peaks_are_recorded_apart(chat_file, tmp_path):
     assert record["train_peak_memory_gib"] == round(train / 1024**3, 3)
 
 
+def test_a_phase_starts_without_the_cache_the_last_phase_left():
+    # Scoring's reserved peak is its own: the blocks training freed go back to the GPU when the
+    # next phase begins (packs kept 19 GiB of training's cache reserved while scoring, 2026-12-06).
+    from harness.measure import PhasePeaks
+
+    mib = 1024**2
+    torch.cuda.empty_cache()
+    live = torch.cuda.memory_reserved()  # what earlier tests in this process still hold
+    peaks = PhasePeaks("cuda")
+    with peaks.phase("train"):
+        freed = torch.empty(256 * mib, dtype=torch.uint8, device="cuda")
+        del freed
+    assert torch.cuda.memory_reserved() >= live + 256 * mib  # freed, still cached
+    with peaks.phase("eval"):
+        kept = torch.empty(16 * mib, dtype=torch.uint8, device="cuda")
+        del kept
+    fields = peaks.snapshot()
+    assert fields["train_peak_gpu_reserved_bytes"] >= live + 256 * mib
+    assert fields["eval_peak_gpu_reserved_bytes"] < live + 256 * mib, fields
+
+
 def test_full_fine_tuning_keeps_fp32_master_weights_on_the_gpu(chat_file, tmp_path):
     # trainer=smoke pins 32-true; auto is what resolves full fine-tuning to bf16-mixed on a GPU.
     record = train_in_process(tiny(chat_file, "adapter=full", "optimizer.lr=2e-5", "trainer.precision=auto"), tmp_path)

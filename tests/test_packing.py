@@ -172,10 +172,10 @@ def test_the_batched_lora_layer_equals_the_loop_and_is_the_path_taken(rows, widt
         assert batched[2] == {BATCHED: 2 * 2 * n_layers, LOOPED: (layers - 4) * n_layers}
 
 
-def scaled_pass(dtype, rslora, monkeypatch=None):
-    """A batched bf16 pass of two trials of a one-linear peft model (alpha/r 2 and 0.5, or
-    rslora's irrational alpha/sqrt(r)): the output, the input's and every LoRA weight's gradient,
-    and the scaling vector the layer kept."""
+def scaled_pass(dtype, rslora, device="cpu"):
+    """A batched pass of two trials of a one-linear peft model (alpha/r 2 and 0.5, or rslora's
+    irrational alpha/sqrt(r)): the output, the input's and every LoRA weight's gradient, and the
+    scaling vector the layer kept."""
     from peft import LoraConfig, get_peft_model
 
     from harness.packed_lora import Route, TrialRng, attach_router
@@ -185,14 +185,14 @@ def scaled_pass(dtype, rslora, monkeypatch=None):
     model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["0"], use_rslora=rslora),
                            adapter_name="t0")
     model.add_adapter("t1", LoraConfig(r=4, lora_alpha=2, target_modules=["0"], use_rslora=rslora))
-    model.to(dtype)  # peft makes adapters float32; bf16-true runs cast them (harness.packed_lora.add_adapters)
+    model.to(device, dtype)  # peft makes adapters float32; bf16-true runs cast them (harness.packed_lora.add_adapters)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=0.5)
             param.requires_grad_("lora_" in name)  # peft trains its active adapter only; a pack trains each
     router = attach_router(model, True)
-    x = torch.randn(4, 5, 16, dtype=dtype, requires_grad=True)
+    x = torch.randn(4, 5, 16, dtype=dtype).to(device).requires_grad_()
     with router.route([Route("t0", 0, 2, TrialRng(1), 5), Route("t1", 2, 4, TrialRng(2), 5)]):
         out = model(x)
     out.float().square().sum().backward()
@@ -202,22 +202,24 @@ def scaled_pass(dtype, rslora, monkeypatch=None):
     return out.detach(), grads, kept
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
 @pytest.mark.parametrize("rslora", [False, True])
-def test_a_packs_scaling_is_in_the_terms_dtype_where_exact_and_its_values_do_not_change(rslora, monkeypatch):
+def test_a_packs_scaling_is_in_the_terms_dtype_where_exact_and_its_values_do_not_change(rslora, device, monkeypatch):
     """The batched term's per-trial scaling vector is in the term's dtype where every trial's
     alpha/r is exact in it, float32 where one is not (rslora's alpha/sqrt(r)); either way the
     pass equals, bit for bit, the same pass scaled by a float32 vector (what ran until this
     vector took the term's dtype)."""
     from harness import packed_lora
 
-    out, grads, kept = scaled_pass(torch.bfloat16, rslora)
+    out, grads, kept = scaled_pass(torch.bfloat16, rslora, device)
     assert [v.dtype for v in kept] == [torch.float32 if rslora else torch.bfloat16]
 
     def float32_scales(layer, names, term):
-        return torch.tensor([float(layer.scaling[n]) for n in names], dtype=torch.float32).view(-1, 1, 1)
+        return torch.tensor([float(layer.scaling[n]) for n in names], dtype=torch.float32, device=term.device).view(-1, 1, 1)
 
     monkeypatch.setattr(packed_lora, "_scales", float32_scales)
-    out32, grads32, _ = scaled_pass(torch.bfloat16, rslora)
+    out32, grads32, _ = scaled_pass(torch.bfloat16, rslora, device)
     assert torch.equal(out, out32)
     for grad, grad32 in zip(grads, grads32, strict=True):
         assert grad is not None and grad.dtype == torch.bfloat16 and torch.equal(grad, grad32)
