@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# [SWEEP=rank_alpha] [WORKERS=4] [MPS=1] bash sweep.sh LIMIT WITHIN STUDY [OVERRIDES...]
+# [SWEEP=rank_alpha] [WORKERS=4] [PACK=true] [MPS=1] bash sweep.sh LIMIT WITHIN STUDY [OVERRIDES...]
 # Runs (or resumes, from this machine's outputs/ or /tmp/gpu/STUDY.tgz) a named sweep packed eager,
 # stopped with SIGINT after LIMIT seconds, starting nothing after WITHIN; logs GPU use every 5 s
 # into the study dir and archives the dir to $OUT/STUDY.tgz (and /tmp/gpu, to resume).
@@ -16,7 +16,7 @@ if [ "${MPS:-0}" = 1 ]; then  # runs started after the daemon share the GPU thro
   mkdir -p /tmp/mps /tmp/mpslog; pgrep -f nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d
 fi
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$D/smi.$T.csv" & SMI=$!
-timeout --signal=INT "$LIMIT" python3 -m harness.run +sweep=$SWEEP logger=none sweep.pack=true \
+timeout --signal=INT "$LIMIT" python3 -m harness.run +sweep=$SWEEP logger=none sweep.pack=${PACK:-true} \
   sweep.workers=$WORKERS sweep.start_within=$WITHIN sweep.study_name=$STUDY hydra.sweep.dir=$D "$@" \
   > "$D/driver.$T.log" 2>&1
 RC=$?
