@@ -82,6 +82,34 @@ def pack_chunks(entries: list, size: int, budget_gib: float | None = None) -> li
     return chunks
 
 
+def runs_per_pack(estimate: dict | None, size: int, budget_gib: float | None) -> int:
+    """How many runs of one dry-run ``estimate`` a pack holds: ``size`` at most, cut by
+    ``budget_gib`` as :func:`pack_chunks` cuts (at least one)."""
+    if estimate is None or budget_gib is None:
+        return size
+    probes = [PackEntry(None, {}, None, [], Path(), estimate=estimate) for _ in range(size)]
+    return len(pack_chunks(probes, size, budget_gib)[0])
+
+
+def trials_per_batch(runs_per_trial: int, capacity: int, size: int, share: int) -> int:
+    """How many trials a worker takes at once. Where the memory budget holds fewer runs in a pack
+    (``capacity``) than ``sweep.pack_size`` (``size``), the number, up to ``share`` (the worker's
+    share of the trials left), whose runs fill their packs best (fewer trials where two fill
+    alike), so that few runs train in a part-empty pack after their batch's full ones: 4 workers
+    on an H100 held packs of 5 runs, and trials of 3 seeds taken 2 at a time made a pack of 5 and
+    a run alone; 5 at a time make three packs of 5. Otherwise as many trials as ``size`` runs
+    hold. At least one."""
+    if capacity >= size or runs_per_trial <= 0:
+        return max(1, size // max(1, runs_per_trial))
+
+    def fill(trials: int) -> float:
+        runs = trials * runs_per_trial
+        return runs / (-(-runs // capacity) * capacity)
+
+    # ``capacity`` trials always fill whole packs, so no more are needed.
+    return max(range(1, max(1, min(share, capacity)) + 1), key=lambda t: (fill(t), -t))
+
+
 @functools.cache
 def gpu_memory_gib(gpu: str) -> float | None:
     """GPU ``gpu``'s total memory by ``nvidia-smi`` (the driver holds no CUDA context), or None."""

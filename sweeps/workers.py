@@ -6,6 +6,7 @@ trial and its configuration, skip one another worker took, run it alone or in a 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -96,7 +97,7 @@ class WorkerLoop:
                 if got is None:
                     continue
                 if self.plan.pack and self.packable(got[0]):
-                    batch, reruns = self._fill_pack(got)
+                    batch, reruns = self._fill_pack(got, slot, left=p.to_start + p.waiting)
                     self.run_packed(batch, slot, waiting=[t for t, _ in reruns])
                     for rerun in reruns:
                         self.run_trial(*rerun, slot)
@@ -162,17 +163,23 @@ class WorkerLoop:
         dirs = [self.plan.run_dir(trial, seed) for seed in self.plan.seeds]
         return not any(any((d / CHECKPOINT_DIR).glob("*.ckpt")) or (d / PACK_OOM_RECORD).is_file() for d in dirs)
 
-    def _fill_pack(self, first: tuple[optuna.Trial, dict]) -> tuple[list, list]:
+    def _fill_pack(self, first: tuple[optuna.Trial, dict], slot: str | None = None,
+                   left: int | None = None) -> tuple[list, list]:
         """``first`` and as many more packable trials (:meth:`packable`) as fit a pack
-        (``sweep.pack_size`` runs, each trial one run per seed), and a re-run drawn meanwhile
-        that must resume from its checkpoint: it runs alone after the pack. A trial whose
-        configuration cannot pack (:meth:`trains_in_a_pack`: full fine-tuning, DoRA, ...) runs
-        alone beside the pack and takes none of its room; up to a pack's worth of such runs."""
+        (``sweep.pack_size`` runs, each trial one run per seed) or, where the GPU's memory budget
+        holds fewer runs in a pack, as fill their packs best within this worker's share of the
+        ``left`` trials (:meth:`_trials_per_batch`), and a re-run
+        drawn meanwhile that must resume from its checkpoint: it runs alone after the pack. A
+        trial whose configuration cannot pack (:meth:`trains_in_a_pack`: full fine-tuning, DoRA,
+        ...) runs alone beside the pack and takes none of its room; up to a pack's worth of such runs."""
         batch, reruns = [first], []
         size, per_trial = self.plan.pack_size, len(self.plan.seeds)
-        packed = per_trial if self.trains_in_a_pack(first[1]) else 0
+        first_packs = self.trains_in_a_pack(first[1])
+        share = -(-(self.plan.planned if left is None else max(1, left)) // max(1, len(self.slots)))
+        most = self._trials_per_batch(first[1], slot, share) if first_packs else max(1, size // per_trial)
+        packed = per_trial if first_packs else 0
         alone = per_trial - packed
-        while packed + per_trial <= size and alone + per_trial <= size and not self.stop.is_set():
+        while packed < most * per_trial and alone + per_trial <= size and not self.stop.is_set():
             p = study_lib.with_retry(self._poll, "polling the study", self.plan.cfg.storage_retry_seconds)
             if p.to_start == 0 and p.waiting == 0:
                 break
@@ -191,13 +198,33 @@ class WorkerLoop:
 
     def trains_in_a_pack(self, params: dict) -> bool:
         """Whether a configuration's runs can train in a pack (:func:`harness.packing.unpackable_reason`)."""
-        from harness.compose import compose
         from harness.packing import unpackable_reason
+
+        return unpackable_reason(self._compose_trial(params)) is None
+
+    def _trials_per_batch(self, params: dict, slot: str | None, share: int) -> int:
+        """How many trials a worker packs at once, from the dry-run estimate of ``params``'s run
+        against the memory a pack on ``slot`` may hold (:func:`sweeps.packed.trials_per_batch`)."""
+        from harness.estimate import estimate_run
+
+        from .packed import pack_budget_gib, runs_per_pack, trials_per_batch
+
+        plan, per_trial = self.plan, len(self.plan.seeds)
+        budget = pack_budget_gib(plan.cfg.gpu_memory_budget, slot, self.slots)
+        estimate = None if budget is None else estimate_run(self._compose_trial(params), device="cuda")["memory_estimate"]
+        capacity = runs_per_pack(estimate, plan.pack_size, budget)
+        trials = trials_per_batch(per_trial, capacity, plan.pack_size, share)
+        if capacity < plan.pack_size:
+            _log_batch(slot, capacity, plan.pack_size, per_trial)
+        return trials
+
+    def _compose_trial(self, params: dict):
+        from harness.compose import compose
 
         from .space import merge_overrides, trial_overrides
 
         run, _ = compose(merge_overrides(self.plan.base_overrides, trial_overrides(self.plan.axes, params)))
-        return unpackable_reason(run) is None
+        return run
 
     def _suggest(self, trial: optuna.Trial) -> dict:
         return {a.key: suggest(trial, a) for a in self.plan.axes}
@@ -228,6 +255,12 @@ class WorkerLoop:
                 self.bar.n = p.done
                 self.bar.set_postfix(running=p.running, refresh=False)
                 self.bar.refresh()
+
+
+@functools.cache
+def _log_batch(slot: str | None, capacity: int, size: int, per_trial: int) -> None:
+    log.info("packs on GPU %s hold %d runs by their dry-run estimates, fewer than sweep.pack_size=%d: workers take "
+             "trials of %d run(s) in numbers that fill such packs best", slot, capacity, size, per_trial)
 
 
 def suggest(trial: optuna.Trial, axis: Axis):

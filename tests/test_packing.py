@@ -908,6 +908,56 @@ def test_packs_are_cut_to_the_pack_size_and_the_memory_budget():
     assert pack_chunks(mixed, size=8, budget_gib=100)[0][0].pack_estimate_gib == 4 + 2 + 3 * 1
 
 
+def test_a_worker_takes_as_many_trials_as_fill_its_packs():
+    from sweeps.packed import runs_per_pack, trials_per_batch
+
+    gib = 2**30
+    five_gib = {"weights_bytes": 4 * gib, "total_bytes": 5 * gib}  # a 4 GiB base and 1 GiB of the run's own
+    assert runs_per_pack(five_gib, size=8, budget_gib=9) == 5  # base once + 5 x 1
+    assert runs_per_pack(five_gib, size=3, budget_gib=9) == 3  # sweep.pack_size still caps it
+    assert runs_per_pack(five_gib, size=8, budget_gib=4.5) == 1  # over the budget alone: still a pack of one
+    assert runs_per_pack(None, size=8, budget_gib=9) == runs_per_pack(five_gib, size=8, budget_gib=None) == 8
+    # rank_alpha on an H100 (2026-12-06): packs of 5 runs, trials of 3 seeds, 18 trials over 4 workers.
+    # Two trials made a pack of 5 and a run alone; five fill three packs, three fill 9 of 10 places.
+    assert trials_per_batch(3, capacity=5, size=8, share=5) == 5
+    assert trials_per_batch(3, capacity=5, size=8, share=4) == 3
+    assert trials_per_batch(3, capacity=5, size=8, share=2) == 1  # 1 and 2 fill alike: the fewer spread wider
+    assert trials_per_batch(3, capacity=5, size=8, share=1) == 1
+    assert trials_per_batch(3, capacity=2, size=8, share=9) == 2  # 6 runs in three packs of 2
+    assert trials_per_batch(2, capacity=4, size=8, share=9) == 2
+    # Where the budget does not cut a pack below sweep.pack_size, as many trials as its runs hold.
+    assert trials_per_batch(3, capacity=8, size=8, share=1) == 2
+    assert trials_per_batch(3, capacity=8, size=2, share=9) == 1
+
+
+def test_a_budget_that_holds_five_runs_packs_trials_of_three_seeds_with_none_left_alone(tiny_pretrained, chat_file,
+                                                                                           tmp_path):
+    import pandas as pd
+
+    from harness.estimate import estimate_run
+    from tests.helpers import compose_run, run_cli
+
+    # Two trials of three seeds and a budget that holds five of their runs: taken together they
+    # made a pack of five and a run alone after it; one at a time, two packs of three.
+    base = tiny(chat_file, size=16, base=tiny_pretrained)
+    est = estimate_run(compose_run([*base, "trainer.oom_retry=true", "optimizer.lr=1e-3", "seed=1"]),
+                       device="cuda")["memory_estimate"]
+    own = est["total_bytes"] - est["weights_bytes"]
+    budget = (est["total_bytes"] + 4.5 * own) / 2**30
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(["+sweep=custom", "+sweep.space.optimizer.lr=[1e-3,2e-3]", "sweep.seeds=[1,2,3]",
+                      "sweep.pack=true", "sweep.pack_size=8", "sweep.workers=1", f"sweep.gpu_memory_budget={budget:.6f}",
+                      *base, f"hydra.sweep.dir={sweep_dir}"], timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(sweep_dir / "results.csv")
+    assert len(table) == 6 and set(table["status"]) == {"ok"}, table[["status", "error"]]
+    assert table["packed"].fillna(False).astype(bool).all() and set(table["pack_size"]) == {3}, \
+        table[["sweep.trial", "sweep.seed", "packed", "pack_size"]]
+    for _, trial in table.groupby("sweep.trial"):
+        assert trial["pack_log"].nunique() == 1  # each trial's seeds in one pack
+    assert "hold 5 runs by their dry-run estimates, fewer than sweep.pack_size=8" in result.stderr
+
+
 def test_without_a_budget_packs_share_their_gpu_s_memory_among_its_workers(tmp_path, monkeypatch):
     # Six workers' packs of eight 135M runs planned about 180 GiB of an H200's 139: without
     # sweep.gpu_memory_budget, a pack may plan 90% of its GPU's memory over the workers on it.
