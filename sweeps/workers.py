@@ -259,8 +259,9 @@ class WorkerLoop:
 
 @functools.cache
 def _log_batch(slot: str | None, capacity: int, size: int, per_trial: int) -> None:
-    log.info("packs on GPU %s hold %d runs by their dry-run estimates, fewer than sweep.pack_size=%d: workers take "
-             "trials of %d run(s) in numbers that fill such packs best", slot, capacity, size, per_trial)
+    where = f" on GPU {slot}" if slot is not None else ""
+    log.info("packs%s hold %d runs by their dry-run estimates, fewer than sweep.pack_size=%d: workers take trials "
+             "of %d run(s) in numbers that fill such packs best", where, capacity, size, per_trial)
 
 
 def suggest(trial: optuna.Trial, axis: Axis):

@@ -955,7 +955,7 @@ def test_a_budget_that_holds_five_runs_packs_trials_of_three_seeds_with_none_lef
         table[["sweep.trial", "sweep.seed", "packed", "pack_size"]]
     for _, trial in table.groupby("sweep.trial"):
         assert trial["pack_log"].nunique() == 1  # each trial's seeds in one pack
-    assert "hold 5 runs by their dry-run estimates, fewer than sweep.pack_size=8" in result.stderr
+    assert "packs hold 5 runs by their dry-run estimates, fewer than sweep.pack_size=8" in result.stderr
 
 
 def test_without_a_budget_packs_share_their_gpu_s_memory_among_its_workers(tmp_path, monkeypatch):
