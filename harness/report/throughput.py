@@ -117,7 +117,7 @@ def sweep_throughput(sweep_dir: Path, label: str) -> dict:
     devices = sorted(set(ok["device.name"].dropna())) if "device.name" in ok.columns else []
     packed = int(ok["packed"].eq(True).sum()) if "packed" in ok.columns else 0  # NaN where not packed
     row = {"sweep": label, "device": ", ".join(devices) or "-", "runs ok": len(ok), "runs": len(frame), "packed": packed,
-           "busy s": round(busy), "sessions": len(intervals), "open trials": open_trials,
+           "packs": pack_sizes(ok), "busy s": round(busy), "sessions": len(intervals), "open trials": open_trials,
            "runs per hour": round(len(ok) * 3600 / busy, 1) if busy else None, "intervals": intervals}
     steps = ok["optimizer_steps"].dropna().sum() if "optimizer_steps" in ok.columns else 0
     row["steps per hour"] = round(steps * 3600 / busy) if busy and steps else None
@@ -125,6 +125,18 @@ def sweep_throughput(sweep_dir: Path, label: str) -> dict:
         values = ok[phase].dropna() if phase in ok.columns else []
         row[phase.replace("_seconds", " s")] = round(statistics.median(values), 1) if len(values) else None
     return row
+
+
+def pack_sizes(ok) -> str | None:
+    """The packs the ok runs trained in, as ``runs x packs`` from the largest (``5x6 4x4``: six
+    packs of five runs, four of four), each pack counted once by its log; None where none packed.
+    A run that trained alone after its batch's full packs shows as the gap between ``packed`` and
+    ``runs ok``."""
+    if "pack_log" not in ok.columns or "pack_size" not in ok.columns:
+        return None
+    packs = ok.dropna(subset=["pack_log", "pack_size"]).groupby("pack_log")["pack_size"].first()
+    counts = packs.astype(int).value_counts().sort_index(ascending=False)
+    return " ".join(f"{size}x{n}" for size, n in counts.items()) or None
 
 
 def with_shared_time(rows: list[dict]) -> list[dict]:
