@@ -163,8 +163,7 @@ class WorkerLoop:
         dirs = [self.plan.run_dir(trial, seed) for seed in self.plan.seeds]
         return not any(any((d / CHECKPOINT_DIR).glob("*.ckpt")) or (d / PACK_OOM_RECORD).is_file() for d in dirs)
 
-    def _fill_pack(self, first: tuple[optuna.Trial, dict], slot: str | None = None,
-                   left: int | None = None) -> tuple[list, list]:
+    def _fill_pack(self, first: tuple[optuna.Trial, dict], slot: str | None, left: int) -> tuple[list, list]:
         """``first`` and as many more packable trials (:meth:`packable`) as fit a pack
         (``sweep.pack_size`` runs, each trial one run per seed) or, where the GPU's memory budget
         holds fewer runs in a pack, as fill their packs best within this worker's share of the
@@ -174,9 +173,10 @@ class WorkerLoop:
         ...) runs alone beside the pack and takes none of its room; up to a pack's worth of such runs."""
         batch, reruns = [first], []
         size, per_trial = self.plan.pack_size, len(self.plan.seeds)
-        first_packs = self.trains_in_a_pack(first[1])
-        share = -(-(self.plan.planned if left is None else max(1, left)) // max(1, len(self.slots)))
-        most = self._trials_per_batch(first[1], slot, share) if first_packs else max(1, size // per_trial)
+        first_run = self._compose_trial(first[1])
+        first_packs = self._packs(first_run)
+        share = -(-max(1, left) // max(1, len(self.slots)))
+        most = self._trials_per_batch(first_run if first_packs else None, slot, share)
         packed = per_trial if first_packs else 0
         alone = per_trial - packed
         while packed < most * per_trial and alone + per_trial <= size and not self.stop.is_set():
@@ -198,20 +198,25 @@ class WorkerLoop:
 
     def trains_in_a_pack(self, params: dict) -> bool:
         """Whether a configuration's runs can train in a pack (:func:`harness.packing.unpackable_reason`)."""
+        return self._packs(self._compose_trial(params))
+
+    @staticmethod
+    def _packs(run) -> bool:
         from harness.packing import unpackable_reason
 
-        return unpackable_reason(self._compose_trial(params)) is None
+        return unpackable_reason(run) is None
 
-    def _trials_per_batch(self, params: dict, slot: str | None, share: int) -> int:
-        """How many trials a worker packs at once, from the dry-run estimate of ``params``'s run
-        against the memory a pack on ``slot`` may hold (:func:`sweeps.packed.trials_per_batch`)."""
+    def _trials_per_batch(self, run, slot: str | None, share: int) -> int:
+        """How many trials a worker packs at once, from the dry-run estimate of the batch's first
+        ``run`` against the memory a pack on ``slot`` may hold (:func:`sweeps.packed.trials_per_batch`);
+        ``run`` None (it cannot pack): as many as ``sweep.pack_size`` runs hold."""
         from harness.estimate import estimate_run
 
         from .packed import pack_budget_gib, runs_per_pack, trials_per_batch
 
         plan, per_trial = self.plan, len(self.plan.seeds)
         budget = pack_budget_gib(plan.cfg.gpu_memory_budget, slot, self.slots)
-        estimate = None if budget is None else estimate_run(self._compose_trial(params), device="cuda")["memory_estimate"]
+        estimate = None if budget is None or run is None else estimate_run(run, device="cuda")["memory_estimate"]
         capacity = runs_per_pack(estimate, plan.pack_size, budget)
         trials = trials_per_batch(per_trial, capacity, plan.pack_size, share)
         if capacity < plan.pack_size:
