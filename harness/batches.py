@@ -17,16 +17,17 @@ from torch.utils.data import DataLoader
 from .data import IGNORE_INDEX
 
 
-def collate(batch: list[dict], pad_id: int, width: int | None = None) -> dict:
+def collate(batch: list[dict], pad_id: int, widths: tuple[int, ...] = ()) -> dict:
     """Right-pad a batch: input_ids with ``pad_id``, labels with -100, attention_mask 1/0, and
     ``num_tokens`` (an int: the non-padding tokens).
 
     The padded length is the longest sequence rounded up to a multiple of 8 (tensor-core
-    friendly shapes, at most 7 extra columns), or at least ``width`` when given: every batch
-    then has one shape (what CUDA graphs need, see :class:`InstructionDataModule`).
+    friendly shapes, at most 7 extra columns), or, when ``widths`` are given, the smallest of
+    them that holds it: batches then take only those shapes (what CUDA graphs need, see
+    :class:`InstructionDataModule`).
     """
     longest = max(len(e["input_ids"]) for e in batch)
-    width = int(math.ceil(max(longest, width or 0) / 8) * 8)
+    width = min((w for w in widths if w >= longest), default=int(math.ceil(longest / 8) * 8))
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -89,14 +90,14 @@ class InstructionDataModule(L.LightningDataModule):
 
     The training order is shuffled by :class:`ResumableShuffle`, seeded with the run ``seed``,
     so a run's data order is reproducible, also across an interruption and resume.
-    ``pad_to``: pad every batch to this width (``data.max_seq_len`` under CUDA graphs, which
+    ``widths``: the only widths batches take (:func:`harness.speed.batch_widths` under CUDA graphs, which
     record one graph per batch shape; with ``data.packing=true`` little of it is padding).
     """
 
     def __init__(self, splits: dict[str, list[dict]], pad_id: int, micro_batch_size: int, seed: int,
-                 num_workers: int = 0, pad_to: int | None = None):
+                 num_workers: int = 0, widths: tuple[int, ...] = ()):
         super().__init__()
-        self.pad_to = pad_to
+        self.widths = widths
         self.splits = splits
         self.pad_id = pad_id
         self.micro_batch_size = micro_batch_size
@@ -107,7 +108,7 @@ class InstructionDataModule(L.LightningDataModule):
         # Each loader has its own generator: starting an iterator must not draw from the global
         # RNG, which LoRA dropout uses and a resumed run restores to the interrupted run's state.
         kwargs = dict(batch_size=self.micro_batch_size, drop_last=False, num_workers=self.num_workers,
-                      persistent_workers=self.num_workers > 0, collate_fn=functools.partial(collate, pad_id=self.pad_id, width=self.pad_to),
+                      persistent_workers=self.num_workers > 0, collate_fn=functools.partial(collate, pad_id=self.pad_id, widths=self.widths),
                       generator=torch.Generator().manual_seed(self.seed))
         if not shuffle:
             return DataLoader(self.splits[name], **kwargs)

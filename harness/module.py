@@ -286,7 +286,7 @@ class FineTuneModule(L.LightningModule):
 RESUME_NEUTRAL_KEYS = ("logger", "eval", "fault", "dry_run", "sweep", "data.num_workers", "trainer.resume",
                        "trainer.resume_override", "trainer.checkpoint_every_n_steps", "trainer.val_every_n_steps",
                        "trainer.log_every_n_steps", "trainer.save_weights", "trainer.peak_tflops", "trainer.accelerator",
-                       "trainer.compile", "trainer.compile_mode", "trainer.recompute_lora_dropout",
+                       "trainer.compile", "trainer.compile_mode", "trainer.graph_widths", "trainer.recompute_lora_dropout",
                        "trainer.liger_kernels", "trainer.gradient_checkpointing", "trainer.cpu_micro_batch_size",
                        "trainer.cpu_global_batch_size", "trainer.cpu_max_seq_len", "trainer.cpu_val_size",
                        "trainer.oom_retry", "optimizer.requires")

@@ -49,7 +49,8 @@ def build(args, k: int, device: str):
     from . import models
 
     shared = [f"model={args.model}", "model.init=random", f"adapter.targets={args.targets}",
-              f"adapter.dropout={args.dropout}"]
+              f"adapter.dropout={args.dropout}",
+              *(["trainer.compile=true", f"trainer.compile_mode={args.compile}"] if args.compile else [])]
     runs = [compose([*shared, f"adapter.r={r}", f"adapter.alpha={2 * r}", f"seed={i}"])[0]
             for i, r in zip(range(k), itertools.cycle(args.ranks), strict=False)]
     torch.manual_seed(0)
@@ -59,7 +60,7 @@ def build(args, k: int, device: str):
     router = attach_router(model)
     model = convert_module(model, args.precision).to(device)
     if args.compile:
-        compile_pack(model, k, args.compile)
+        compile_pack(model, k, runs[0].trainer)
     return model, router, names
 
 

@@ -26,7 +26,7 @@ from .packed_lora import Route, Router, TrialRng
 from .record import RunRecord
 from .schema import RunConfig
 from .signals import STOP
-from .speed import own_param_gradients, uses_cuda_graphs
+from .speed import batch_widths, own_param_gradients, uses_cuda_graphs
 
 
 @dataclass
@@ -103,9 +103,9 @@ def causal_loss(model, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return base.loss_function(logits=logits, labels=labels, vocab_size=base.config.vocab_size)
 
 
-def _collate(members_batches: list[list[dict]], pad_id: int, pad_to: int | None = None) -> tuple[dict, list[tuple[int, int, int]]]:
-    """One stacked batch (at least ``pad_to`` wide), and each trial's rows and own padded width
-    (as it collates alone)."""
+def _collate(members_batches: list[list[dict]], pad_id: int, widths: tuple[int, ...] = ()) -> tuple[dict, list[tuple[int, int, int]]]:
+    """One stacked batch (padded to one of ``widths`` where given), and each trial's rows and own
+    padded width (as it collates alone)."""
     from .batches import collate
 
     flat = [e for batch in members_batches for e in batch]
@@ -114,7 +114,7 @@ def _collate(members_batches: list[list[dict]], pad_id: int, pad_to: int | None 
         width = int(math.ceil(max(len(e["input_ids"]) for e in batch) / 8) * 8)
         spans.append((start, start + len(batch), width))
         start += len(batch)
-    return collate(flat, pad_id, pad_to), spans
+    return collate(flat, pad_id, widths), spans
 
 
 def compiled_routes(trainer) -> tuple[bool, bool]:
@@ -125,8 +125,9 @@ def compiled_routes(trainer) -> tuple[bool, bool]:
     width: swapping a trial's own stream in (:class:`TrialRng`) is host code that would break
     every block's graph into pieces. So a compiled pack's masks are not the ones its trials draw
     alone (nor are a compiled trial's alone: the compiler draws its own); without dropout it
-    equals them to float rounding. Under CUDA graphs every stacked batch is padded to
-    ``data.max_seq_len`` (one width: no graph per width), as a compiled trial alone pads its batches."""
+    equals them to float rounding. Under CUDA graphs every stacked batch is padded to one of
+    ``trainer.graph_widths`` widths (:func:`harness.speed.batch_widths`), as a compiled trial alone
+    pads its batches."""
     return trainer.compile, uses_cuda_graphs(trainer)
 
 
@@ -146,7 +147,8 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     if not pairs:
         return 0
     compiled, graphs = compiled_routes(pairs[0][0].run.trainer)
-    batch, spans = _collate([got[0] for _, got in pairs], pad_id, pairs[0][0].run.data.max_seq_len if graphs else None)
+    first_run = pairs[0][0].run
+    batch, spans = _collate([got[0] for _, got in pairs], pad_id, batch_widths(first_run.trainer, first_run.data.max_seq_len))
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     routes = [Route(m.name, s, e, None, None) if compiled else Route(m.name, s, e, m.rng, w)
               for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]

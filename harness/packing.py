@@ -320,7 +320,7 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
     model = convert_module(model, shared.precision)
     model.train()
     if first.trainer.compile:
-        compile_pack(model, len(members), first.trainer.compile_mode)
+        compile_pack(model, len(members), first.trainer)
         eager_blocks(model, True)  # until training: fit_pack turns the compiled blocks on
     trainable_all, total_all = adapters.count_parameters(model)
     train = shared.splits["train"]
@@ -342,15 +342,16 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
     return model, router
 
 
-def compile_pack(model, trials: int, mode: str) -> None:
+def compile_pack(model, trials: int, trainer) -> None:
     """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`, all of
     them sharing one graph per route configuration). A new
-    configuration (a trial leaves, an epoch's last micro-batch is shorter, in default mode a new
-    width) compiles again, so the limit grows with the pack instead of falling back to eager at
-    torch's 8."""
-    compile_blocks(model, mode)
+    configuration (a trial leaves, an epoch's last micro-batch is shorter, a new width) compiles
+    again, so the limit grows with the pack and ``trainer.graph_widths`` instead of falling back
+    to eager at torch's 8."""
+    compile_blocks(model, trainer.compile_mode)
     config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, min(64 + 8 * trials, config.accumulated_recompile_limit))
+    wanted = 64 + 8 * trials * trainer.graph_widths
+    config.recompile_limit = max(config.recompile_limit, min(wanted, config.accumulated_recompile_limit))
 
 
 def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict | None:

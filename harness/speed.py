@@ -6,6 +6,7 @@ function of the weights and the batch; ``tests/test_speed.py`` checks that again
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .models import decoder_blocks
 from .schema import AdapterConfig, ConfigError, TrainerConfig
+from .trainer_schema import CUDA_GRAPH_MODES
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +111,21 @@ def recompute_lora_dropout(model: nn.Module) -> int:
 
 # -- trainer.compile -------------------------------------------------------------------------------
 
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
 def uses_cuda_graphs(trainer: TrainerConfig) -> bool:
     """Whether the compiled blocks replay CUDA graphs (``trainer.compile_mode`` of
-    :data:`CUDA_GRAPH_MODES`): batches then keep one width, and forward-only passes run eagerly."""
+    :data:`CUDA_GRAPH_MODES`): batches then take a few widths (:func:`batch_widths`), and
+    forward-only passes run eagerly."""
     return trainer.compile and trainer.compile_mode in CUDA_GRAPH_MODES
+
+
+def batch_widths(trainer: TrainerConfig, max_seq_len: int) -> tuple[int, ...]:
+    """The widths batches are padded to: under CUDA graphs (one graph recorded per shape)
+    ``trainer.graph_widths`` evenly spaced widths up to ``max_seq_len``, each a multiple of 8, a
+    batch taking the smallest that holds it; none otherwise (each batch its own width)."""
+    if not uses_cuda_graphs(trainer):
+        return ()
+    count = trainer.graph_widths
+    return tuple(sorted({int(math.ceil(max_seq_len * k / count / 8) * 8) for k in range(1, count + 1)}))
 
 
 def compile_blocks(model: nn.Module, mode: str = "default") -> int:

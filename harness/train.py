@@ -325,9 +325,9 @@ def build_loop(p: Prepared, run_dir: Path, model, measure_cb: measure.MeasureCal
         speed.compile_blocks(model, t.compile_mode)
     module = FineTuneModule(model, run.optimizer, run.scheduler, p.total_steps, shard=t.strategy == "fsdp")
     module.run_config, module.reapply_hparams = p.resolved, bool(p.resume_overrides)
-    # CUDA graphs record a graph per batch shape: one width keeps it to one.
+    # CUDA graphs record a graph per batch shape: a few widths keep them few.
     datamodule = batches.InstructionDataModule(p.splits, p.tokenizer.pad_token_id, t.micro_batch_size, run.seed,
-                                               run.data.num_workers, pad_to=run.data.max_seq_len if p.cuda_graphs else None)
+                                               run.data.num_workers, widths=speed.batch_widths(t, run.data.max_seq_len))
     # A run shorter than an epoch gets a shorter epoch, so the progress bar shows its real length.
     epoch_batches = min(math.ceil(len(p.splits["train"]) / (t.micro_batch_size * t.devices)),
                         p.total_steps * t.accumulate_grad_batches)

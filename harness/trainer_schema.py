@@ -13,6 +13,8 @@ Accelerator = closed_set("Accelerator", ("auto", "cpu", "gpu", "cuda"), __name__
 Strategy = closed_set("Strategy", ("auto", "ddp", "fsdp"), __name__)
 
 
+# The compile modes whose compiled blocks replay CUDA graphs.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 CompileMode = closed_set("CompileMode", ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                          __name__)
 
@@ -52,8 +54,10 @@ class TrainerConfig:
     compile: torch.compile each decoder block (regional compilation: one compiled graph shared
     by every layer; the first steps pay the compilation). compile_mode: torch.compile's mode.
     ``reduce-overhead`` adds CUDA graphs, for small launch-bound models: every batch is then
-    padded to ``data.max_seq_len`` (one graph per shape), and under gradient accumulation the
-    first micro-batch's gradients are copied out of graph memory (docs/benchmarks.md).
+    padded to one of ``graph_widths`` evenly spaced widths up to ``data.max_seq_len`` (one graph
+    recorded per shape; 1: every batch ``data.max_seq_len`` wide), and under gradient
+    accumulation the first micro-batch's gradients are copied out of graph memory
+    (docs/benchmarks.md).
     liger_kernels: liger-kernel's Triton RMSNorm, SwiGLU, RoPE and fused linear cross-entropy
     (no logits tensor); CUDA only, ``pip install -e ".[speed]"``; the fused loss is left out
     when LoRA adapts lm_head, since it reads the head's base weight.
@@ -97,6 +101,7 @@ class TrainerConfig:
     resume_override: bool = False
     compile: bool = False
     compile_mode: CompileMode = CompileMode.default
+    graph_widths: int = 1
     liger_kernels: bool = False
     recompute_lora_dropout: bool = False
     save_weights: bool = True
@@ -139,6 +144,10 @@ class TrainerConfig:
         self.compile_mode = choice(self.compile_mode, "trainer.compile_mode", CompileMode)
         require(self.compile or self.compile_mode == "default", "trainer.compile_mode",
                  f"{self.compile_mode} takes effect only with trainer.compile=true")
+        require(self.graph_widths > 0, "trainer.graph_widths", f"must be > 0, got {self.graph_widths}")
+        require(self.graph_widths == 1 or (self.compile and self.compile_mode in CUDA_GRAPH_MODES),
+                "trainer.graph_widths", "takes effect only under CUDA graphs: set trainer.compile=true "
+                "trainer.compile_mode=reduce-overhead")
         self.precision = choice(self.precision, "trainer.precision", Precision)
         self.accelerator = choice(self.accelerator, "trainer.accelerator", Accelerator)
         require(self.max_grad_norm is None or self.max_grad_norm > 0, "trainer.max_grad_norm", f"must be > 0 or null, got {self.max_grad_norm}")

@@ -533,10 +533,11 @@ def test_collate():
     assert out["attention_mask"][0].tolist() == [1] * 3 + [0] * 13
     assert out["attention_mask"][1].tolist() == [1] * 10 + [0] * 6
     assert batches.collate([{"input_ids": [1] * 8, "labels": [1] * 8}], pad_id=0)["input_ids"].shape == (1, 8)
-    # A fixed width (CUDA graphs): every batch gets that shape; the token count stays the real one.
-    fixed = batches.collate(batch, pad_id=0, width=64)
+    # Fixed widths (CUDA graphs): a batch takes the smallest that holds it; the token count stays the real one.
+    fixed = batches.collate(batch, pad_id=0, widths=(8, 64, 128))
     assert fixed["input_ids"].shape == (2, 64) and fixed["num_tokens"] == 13
     assert fixed["labels"][1].tolist() == list(range(1, 11)) + [-100] * 54
+    assert batches.collate(batch[:1], pad_id=0, widths=(8, 64, 128))["input_ids"].shape == (1, 8)
 
 
 def test_datamodule_order():

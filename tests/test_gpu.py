@@ -43,16 +43,18 @@ def test_recompute_lora_dropout_keeps_the_loss_on_the_gpu(chat_file, tmp_path):
     assert fast["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-3)
 
 
-def test_cuda_graphs_keep_the_loss_with_accumulation_and_varying_widths(chat_file, tmp_path):
+@pytest.mark.parametrize("widths", [1, 16])
+def test_cuda_graphs_keep_the_loss_with_accumulation_and_varying_widths(chat_file, tmp_path, widths):
     # compile_mode=reduce-overhead replays CUDA graphs. The smoke trainer accumulates 2
     # micro-batches per step (the first one's gradients must not stay in graph-owned memory:
-    # harness.speed.own_gradients), and the chat file's batches differ in width, so graphs are recorded
-    # per shape; the loss must still be the plain path's. Validation and scoring (forward only)
-    # run the blocks eagerly.
+    # harness.speed.own_gradients), and the chat file's batches differ in width: padded to one
+    # width, or each to its own multiple of 8 (16 widths up to 128: a graph recorded per shape); the loss must still be the
+    # plain path's. Validation and scoring (forward only) run the blocks eagerly.
     args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0", "adapter.targets=all_linear",
                 "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4")
     plain = train_in_process(args, tmp_path / "plain")
-    graphs = train_in_process([*args, "trainer.compile=true", "trainer.compile_mode=reduce-overhead"], tmp_path / "graphs")
+    graphs = train_in_process([*args, "trainer.compile=true", "trainer.compile_mode=reduce-overhead",
+                               f"trainer.graph_widths={widths}"], tmp_path / "graphs")
     assert plain["status"] == graphs["status"] == "ok", graphs.get("error")
     assert graphs["train_losses"] == pytest.approx(plain["train_losses"], rel=1e-2)
     assert graphs["val_loss_last"] == pytest.approx(plain["val_loss_last"], rel=1e-2)
@@ -60,8 +62,10 @@ def test_cuda_graphs_keep_the_loss_with_accumulation_and_varying_widths(chat_fil
     assert nll[1] == pytest.approx(nll[0], rel=1e-2)
 
 
-def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_file, tmp_path):
-    # A pack with trainer.compile_mode=reduce-overhead: stacked batches padded to data.max_seq_len,
+@pytest.mark.parametrize("widths", [1, 16])
+def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_file, tmp_path, widths):
+    # A pack with trainer.compile_mode=reduce-overhead: stacked batches padded to data.max_seq_len
+    # (or each to its own multiple of 8: 16 widths up to 128),
     # one trial accumulating (its first micro-batch's gradients copied out of graph memory), one
     # leaving early (new routes, new graphs); without dropout each trial keeps the eager pack's
     # losses (bf16 rounding apart). Validation and scoring run the blocks eagerly.
@@ -75,7 +79,8 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
               ["adapter.r=2", "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_steps=3"]]
     args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0")
     packs = {}
-    for way, extra in (("eager", []), ("graphs", ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"])):
+    graphs = ["trainer.compile=true", "trainer.compile_mode=reduce-overhead", f"trainer.graph_widths={widths}"]
+    for way, extra in (("eager", []), ("graphs", graphs)):
         counters.clear()
         packs[way] = train_pack([Member(*compose([*args, *t, *extra]), run_dir=tmp_path / way / str(i))
                                  for i, t in enumerate(trials)])

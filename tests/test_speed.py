@@ -108,6 +108,22 @@ def test_liger_kernels_need_a_gpu(chat_file, tmp_path):
     assert not (tmp_path / "record.json").exists()
 
 
+def test_cuda_graphs_pad_batches_to_a_few_widths_and_other_modes_to_their_own():
+    from harness.batches import collate
+    from harness.speed import batch_widths
+    from tests.helpers import compose_run
+
+    graphs = ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"]
+    assert batch_widths(compose_run(graphs).trainer, 512) == (512,)  # the default: one graph
+    assert batch_widths(compose_run([*graphs, "trainer.graph_widths=4"]).trainer, 512) == (128, 256, 384, 512)
+    assert batch_widths(compose_run([*graphs, "trainer.graph_widths=3"]).trainer, 500) == (168, 336, 504)  # multiples of 8
+    assert batch_widths(compose_run([*graphs, "trainer.graph_widths=64"]).trainer, 128) == tuple(range(8, 129, 8))
+    assert batch_widths(compose_run(["trainer.compile=true"]).trainer, 512) == ()  # no graphs: each batch its own
+    widths = batch_widths(compose_run([*graphs, "trainer.graph_widths=4"]).trainer, 512)
+    shapes = [collate([{"input_ids": [1] * n, "labels": [1] * n}], 0, widths)["input_ids"].shape[1] for n in (1, 128, 129, 300, 512)]
+    assert shapes == [128, 128, 256, 384, 512]
+
+
 def test_compile_compiles_each_decoder_block_in_place():
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
