@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .models import decoder_blocks
 from .schema import AdapterConfig, ConfigError, TrainerConfig
-from .trainer_schema import CUDA_GRAPH_MODES
+from .trainer_schema import uses_cuda_graphs
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,6 @@ def recompute_lora_dropout(model: nn.Module) -> int:
 
 
 # -- trainer.compile -------------------------------------------------------------------------------
-
-def uses_cuda_graphs(trainer: TrainerConfig) -> bool:
-    """Whether the compiled blocks replay CUDA graphs (``trainer.compile_mode`` of
-    :data:`CUDA_GRAPH_MODES`): batches then take a few widths (:func:`batch_widths`), and
-    forward-only passes run eagerly."""
-    return trainer.compile and trainer.compile_mode in CUDA_GRAPH_MODES
-
 
 def batch_widths(trainer: TrainerConfig, max_seq_len: int) -> tuple[int, ...]:
     """The widths batches are padded to: under CUDA graphs (one graph recorded per shape)

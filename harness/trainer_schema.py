@@ -15,6 +15,15 @@ Strategy = closed_set("Strategy", ("auto", "ddp", "fsdp"), __name__)
 
 # The compile modes whose compiled blocks replay CUDA graphs.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def uses_cuda_graphs(trainer) -> bool:
+    """Whether the compiled blocks replay CUDA graphs (``trainer.compile_mode`` of
+    :data:`CUDA_GRAPH_MODES`): batches then take a few widths (:func:`harness.speed.batch_widths`),
+    and forward-only passes run eagerly."""
+    return trainer.compile and trainer.compile_mode in CUDA_GRAPH_MODES
+
+
 CompileMode = closed_set("CompileMode", ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                          __name__)
 
@@ -145,7 +154,7 @@ class TrainerConfig:
         require(self.compile or self.compile_mode == "default", "trainer.compile_mode",
                  f"{self.compile_mode} takes effect only with trainer.compile=true")
         require(self.graph_widths > 0, "trainer.graph_widths", f"must be > 0, got {self.graph_widths}")
-        require(self.graph_widths == 1 or (self.compile and self.compile_mode in CUDA_GRAPH_MODES),
+        require(self.graph_widths == 1 or uses_cuda_graphs(self),
                 "trainer.graph_widths", "takes effect only under CUDA graphs: set trainer.compile=true "
                 "trainer.compile_mode=reduce-overhead")
         self.precision = choice(self.precision, "trainer.precision", Precision)
