@@ -9,6 +9,9 @@ then times N packed passes (forward, loss, backward) of one micro-batch per tria
 trial-passes per second over all processes (K x N x procs / the slowest process's time).
 Whether MPS ran is up to the shell (``nvidia-cuda-mps-control -d`` before, ``echo quit |
 nvidia-cuda-mps-control`` after); the script records what ``CUDA_MPS_PIPE_DIRECTORY`` said.
+With ``--compile reduce-overhead`` each pack runs compiled blocks with CUDA graphs, as a pack
+with ``trainer.compile`` trains, and each process records its warm-up (compiling and recording
+the graphs) as ``warmup_seconds`` (added 2026-12-07; the default stays eager).
 """
 
 import argparse
@@ -23,19 +26,21 @@ def worker(args, barrier, queue):
 
     from harness.pack_bench import build, passes
     bench_args = argparse.Namespace(model="smollm2_135m", targets="all", dropout=0.05, ranks=[2, 4, 8, 16, 32, 64],
-                                    precision="bf16-true", compile=None, micro_batch=args.micro_batch, seq=args.seq)
+                                    precision="bf16-true", compile=args.compile, micro_batch=args.micro_batch, seq=args.seq)
     model, router, names = build(bench_args, args.trials, "cuda")
     router.batched = True
     one = passes(model, router, names, bench_args, "cuda", "model")
+    warm = time.perf_counter()
     for _ in range(3):
         one()
     torch.cuda.synchronize()
+    warmup_seconds = time.perf_counter() - warm
     barrier.wait()
     started = time.perf_counter()
     for _ in range(args.steps):
         one()
     torch.cuda.synchronize()
-    queue.put({"seconds": time.perf_counter() - started, "max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30})
+    queue.put({"seconds": time.perf_counter() - started, "warmup_seconds": round(warmup_seconds, 1), "max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30})
 
 
 def main():
@@ -45,6 +50,7 @@ def main():
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=384)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--compile", choices=("default", "reduce-overhead"))
     parser.add_argument("--out")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
@@ -59,7 +65,9 @@ def main():
     out = {"settings": vars(args), "mps": bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")), "per_process": results,
            "ms_per_pass_per_process": round(1000 * slowest / args.steps, 1),
            "trial_passes_per_s": round(args.procs * args.trials * args.steps / slowest, 2)}
-    print(json.dumps({k: out[k] for k in ("mps", "ms_per_pass_per_process", "trial_passes_per_s")}), args.procs, "procs")
+    shown = {k: out[k] for k in ("mps", "ms_per_pass_per_process", "trial_passes_per_s")}
+    shown["warmup_seconds_max"] = max(r["warmup_seconds"] for r in results)
+    print(json.dumps(shown), args.procs, "procs", args.seq, "tokens", args.compile or "eager")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)
