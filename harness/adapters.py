@@ -126,12 +126,13 @@ def _data_init(model: nn.Module, cfg: AdapterConfig, config, examples: list[dict
     expects) before wrapping, EVA's incremental SVD of the layer inputs after."""
     from peft import get_peft_model
 
-    from .batches import collate
+    from .batches import collate, model_inputs
 
     device = next(model.parameters()).device
 
     def on_device(batch: dict) -> dict:
-        return {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
+        inputs = {**model_inputs(batch), "labels": batch["labels"]}
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
     if cfg.init == "corda":
         from peft.tuners.lora.corda import preprocess_corda

@@ -19,7 +19,9 @@ from .data import IGNORE_INDEX
 
 def collate(batch: list[dict], pad_id: int, widths: tuple[int, ...] = ()) -> dict:
     """Right-pad a batch: input_ids with ``pad_id``, labels with -100, attention_mask 1/0, and
-    ``num_tokens`` (an int: the non-padding tokens).
+    ``num_tokens`` (an int: the non-padding tokens). Rows of packed examples
+    (:func:`harness.data.pack_examples`) also get ``position_ids``, their padding its own run
+    from 0 (a sequence of its own, which no example attends to).
 
     The padded length is the longest sequence rounded up to a multiple of 8 (tensor-core
     friendly shapes, at most 7 extra columns), or, when ``widths`` are given, the smallest of
@@ -38,7 +40,24 @@ def collate(batch: list[dict], pad_id: int, widths: tuple[int, ...] = ()) -> dic
         attention_mask[row, :n] = 1
     # Counted here, on the host: counting the mask on the GPU would sync every micro-batch.
     num_tokens = sum(len(e["input_ids"]) for e in batch)
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "num_tokens": num_tokens}
+    out = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "num_tokens": num_tokens}
+    if "position_ids" in batch[0]:
+        out["position_ids"] = torch.stack([torch.tensor(e["position_ids"] + list(range(width - len(e["position_ids"]))))
+                                           for e in batch])
+    return out
+
+
+def model_inputs(batch: dict) -> dict:
+    """A training or validation forward's inputs from a collated batch: ``input_ids`` with its
+    ``attention_mask``, or, for packed rows, with their ``position_ids`` and no mask; and
+    ``use_cache=False``. transformers builds the causal mask per example from position ids that
+    restart at 0 only when no 2-D mask and no KV cache are given
+    (``masking_utils.find_packed_sequence_indices``): with either, each packed example would
+    attend to the ones before it in its row. Without packing, no cache saves building one (and,
+    under torch.compile, its per-layer state forces recompiles)."""
+    if "position_ids" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
 
 
 class ResumableShuffle(torch.utils.data.Sampler):

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from .batches import model_inputs
 from .measure import LossInFlight
 from .models import decoder_blocks
 from .schema import ConfigError, OptimizerConfig, SchedulerConfig
@@ -143,10 +144,9 @@ class FineTuneModule(L.LightningModule):
         self.strict_loading = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # use_cache=False: training needs no KV cache; building one costs memory, and under
-        # torch.compile its per-layer state forces recompiles until compilation gives up.
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                          use_cache=False).loss
+        # model_inputs sets use_cache=False: training needs no KV cache; building one costs memory,
+        # and under torch.compile its per-layer state forces recompiles until compilation gives up.
+        return self.model(**model_inputs(batch), labels=batch["labels"]).loss
 
     def training_step(self, batch, batch_idx):
         loss = self(batch)
@@ -194,7 +194,7 @@ class FineTuneModule(L.LightningModule):
         if self.global_step % every != 0 or self._last_batch is None:
             return
         batch = self._last_batch
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = self.model(**model_inputs(batch)).logits
         sampled = torch.distributions.Categorical(logits=logits.float().detach()).sample()
         loss = nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), sampled.view(-1))
         optimizer.zero_grad(set_to_none=True)

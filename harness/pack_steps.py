@@ -136,6 +136,8 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     """One packed micro-step: one micro-batch per active trial, stacked; each trial's loss over
     its own rows; one backward; then each trial whose accumulation is complete steps its own
     optimizer and scheduler. Returns the tokens trained."""
+    from .batches import model_inputs
+
     inject_faults(active)
     drawn = [next(m.batches, None) for m in active]
     for m, got in zip(active, drawn, strict=True):
@@ -153,7 +155,7 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     routes = [Route(m.name, s, e, None, None) if compiled else Route(m.name, s, e, m.rng, w)
               for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]
     with precision_context(precision, device), router.route(routes):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = model(**model_inputs(batch)).logits
         # Each trial's rows at the stack's width: its labels past its own width are padding (ignored),
         # so the loss is the mean over the same tokens; a narrower slice of several rows would not
         # be contiguous, which the model's loss (a view) refuses in float32.
@@ -248,7 +250,7 @@ def leave(m: Member, train_started: float) -> None:
 def validate(model, router: Router, m: Member, val: list[dict], pad_id: int, precision: str, device: str) -> float:
     """The trial's validation loss, as Lightning logs it alone: the mean of its micro-batch
     losses weighted by their sizes, in eval mode."""
-    from .batches import collate
+    from .batches import collate, model_inputs
 
     was_training = model.training
     model.eval()
@@ -260,7 +262,7 @@ def validate(model, router: Router, m: Member, val: list[dict], pad_id: int, pre
             n = batch["input_ids"].shape[0]
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             with precision_context(precision, device), router.route([Route(m.name, 0, n)]):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+                logits = model(**model_inputs(batch)).logits
                 loss = causal_loss(model, logits, batch["labels"])
             total += float(loss) * n
             weight += n

@@ -517,6 +517,45 @@ def test_pack_examples_boundaries():
     rows = data.pack_examples(examples, max_seq_len=7)
     assert [len(r["input_ids"]) for r in rows] == [7, 7, 1]
     assert rows[0]["labels"] == [-100, 7, 7, -100, 7, 7, 7]
+    assert rows[0]["position_ids"] == [0, 1, 2, 0, 1, 2, 3] and rows[2]["position_ids"] == [0]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+def test_packed_examples_get_the_logits_and_the_loss_they_get_alone(device):
+    """A packed row's examples attend only within themselves, at their own positions: each
+    example's logits in its row equal its forward alone (the tiny model, float32; sdpa with the
+    block-diagonal mask), and the packed rows' loss equals the same examples' loss unpacked. The
+    control: with the row's padding mask (what packed rows were given until 2026-12-07) the
+    second example attends to the first."""
+    from harness.models import build_model
+    from tests.helpers import compose_run
+
+    run = compose_run(["model=tiny"])
+    torch.manual_seed(0)
+    model = build_model(run.model, run.quant, "32-true", device).eval()
+    tol = 1e-5 if device == "cpu" else 1e-4  # GPU kernels sum in other orders
+    generator = torch.Generator().manual_seed(0)
+    examples = []
+    for n in (5, 9, 3, 7):
+        ids = torch.randint(3, model.config.vocab_size, (n,), generator=generator).tolist()
+        examples.append({"input_ids": ids, "labels": [-100, -100] + ids[2:]})
+    rows = data.pack_examples(examples, max_seq_len=16)
+    assert [len(r["input_ids"]) for r in rows] == [14, 10]
+    assert rows[0]["position_ids"] == [*range(5), *range(9)] and rows[1]["position_ids"] == [*range(3), *range(7)]
+    packed = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batches.collate(rows, pad_id=0).items()}
+    assert packed["position_ids"][1].tolist() == [*range(3), *range(7), *range(6)]  # the padding: a run of its own
+    assert set(batches.model_inputs(packed)) == {"input_ids", "position_ids", "use_cache"}
+    with torch.no_grad():
+        logits = model(**batches.model_inputs(packed)).logits
+        alone = [model(input_ids=torch.tensor([e["input_ids"]], device=device), use_cache=False).logits[0] for e in examples]
+        for (row, start), example, own in zip([(0, 0), (0, 5), (1, 0), (1, 3)], examples, alone, strict=True):
+            torch.testing.assert_close(logits[row, start:start + len(example["input_ids"])], own, atol=tol, rtol=tol)
+        unpacked = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batches.collate(examples, pad_id=0).items()}
+        torch.testing.assert_close(model(**batches.model_inputs(packed), labels=packed["labels"]).loss,
+                                   model(**batches.model_inputs(unpacked), labels=unpacked["labels"]).loss, atol=tol, rtol=tol)
+        leaky = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], use_cache=False).logits
+    assert (leaky[0, 5:14] - alone[1]).abs().max() > 1e-2
 
 
 # --------------------------------------------------------------------------- batching

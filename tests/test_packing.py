@@ -65,10 +65,15 @@ def adapter_weights(record: dict) -> dict[str, torch.Tensor]:
     return load_file(Path(record["adapter_path"]) / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize(("precision", "quant"), [("32-true", "none"), ("bf16-true", "none"), ("bf16-true", "nf4"), ("32-true", "nf4")])
-def test_packed_trials_equal_the_same_trials_run_alone(precision, quant, tiny_pretrained, chat_file, tmp_path):
+@pytest.mark.parametrize(("precision", "quant", "packing"), [("32-true", "none", False), ("bf16-true", "none", False),
+                                                            ("bf16-true", "nf4", False), ("32-true", "nf4", False),
+                                                            ("32-true", "none", True)])
+def test_packed_trials_equal_the_same_trials_run_alone(precision, quant, packing, tiny_pretrained, chat_file, tmp_path):
+    """``packing``: each trial's rows are packed examples (``data.packing=true``), whose
+    ``position_ids`` the stacked batch keeps."""
     loss_rtol, val_atol, weight_atol = TOLERANCES[precision]
-    base = [*tiny(chat_file, size=16, base=tiny_pretrained), f"trainer.precision={precision}", f"quant={quant}"]
+    base = [*tiny(chat_file, size=16, base=tiny_pretrained), f"trainer.precision={precision}", f"quant={quant}",
+            f"data.packing={str(packing).lower()}"]
     alone = []
     for i, trial in enumerate(TRIALS):
         run, resolved = compose_member(base + trial)

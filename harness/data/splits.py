@@ -52,21 +52,27 @@ def _warn_shared_examples(splits: dict[str, list[dict]]) -> dict[str, int]:
 def pack_examples(examples: list[dict], max_seq_len: int) -> list[dict]:
     """Greedily concatenate examples, in order, into sequences of at most ``max_seq_len``.
 
-    Each example's first label becomes -100: in a packed row that position would otherwise
-    make the previous example's last token predict this example's first token.
+    Each row carries ``position_ids`` that restart at 0 where each example starts: the model
+    then gives every example its own positions and attends only within it (transformers builds
+    the block-diagonal causal mask from them, :func:`harness.batches.model_inputs`), so a packed
+    example's logits are the ones it gets alone. Each example's first label becomes -100: in a
+    packed row that position would otherwise make the previous example's last token predict
+    this example's first token.
     """
     packed: list[dict] = []
     ids: list[int] = []
     labels: list[int] = []
+    positions: list[int] = []
     for example in examples:
         if ids and len(ids) + len(example["input_ids"]) > max_seq_len:
-            packed.append({"input_ids": ids, "labels": labels})
-            ids, labels = [], []
+            packed.append({"input_ids": ids, "labels": labels, "position_ids": positions})
+            ids, labels, positions = [], [], []
         ids.extend(example["input_ids"])
         labels.append(IGNORE_INDEX)
         labels.extend(example["labels"][1:])
+        positions.extend(range(len(example["input_ids"])))
     if ids:
-        packed.append({"input_ids": ids, "labels": labels})
+        packed.append({"input_ids": ids, "labels": labels, "position_ids": positions})
     return packed
 
 
