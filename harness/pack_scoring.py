@@ -174,14 +174,23 @@ class PackLM(HFLM):
     def _answers(self, order: Collator, chunk, logits: torch.Tensor, lengths: list[int]) -> list[tuple[float, bool]]:
         """HFLM's per-request answers of one trial's log-probabilities: the continuation's summed
         log-likelihood and whether it is the greedy continuation (the grouped one-token
-        continuations of a context included, as ``order`` returns them)."""
-        found = []
+        continuations of a context included, as ``order`` returns them).
+
+        The same operations on the same tensors as HFLM's loop, so the same values; but HFLM waits
+        on the device three times a request (its continuation tokens copied in, the sum and the
+        match read out), and on a GPU that other packs are training on each wait is a turn on it.
+        Here a batch's tokens go in with one copy and its answers come out with one."""
+        pending = []  # (continuation tokens, greedy tokens, log-probs) per answer, in lm-eval's order
         for (request, context, continuation), row, length in zip(chunk, logits, lengths, strict=True):
             row = self._select_cont_toks(row, contlen=len(continuation), inplen=length).unsqueeze(0)
             greedy = row.argmax(dim=-1)
-            for _, tokens, cached in order.get_cache(req_str=request, cxt_toks=context, cont_toks=continuation,
-                                                     logits=row):
-                tokens = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(0)
-                match = (greedy[:, -tokens.shape[1]:] == tokens).all()
-                found.append((float(torch.gather(cached, 2, tokens.unsqueeze(-1)).sum()), bool(match)))
-        return found
+            pending += [(tokens, greedy, cached) for _, tokens, cached in
+                        order.get_cache(req_str=request, cxt_toks=context, cont_toks=continuation, logits=row)]
+        flat = torch.tensor([t for tokens, _, _ in pending for t in tokens], dtype=torch.long).to(self.device)
+        sums, matches, start = [], [], 0
+        for tokens, greedy, cached in pending:
+            own = flat[start:start + len(tokens)].unsqueeze(0)
+            start += len(tokens)
+            matches.append((greedy[:, -own.shape[1]:] == own).all())
+            sums.append(torch.gather(cached, 2, own.unsqueeze(-1)).sum())
+        return list(zip(torch.stack(sums).tolist(), torch.stack(matches).tolist(), strict=True))
