@@ -48,14 +48,23 @@ def base_cache_key(run: RunConfig, precision: str, device: str) -> tuple[str, di
 
 
 def base_scores(model, tokenizer, run: RunConfig, precision: str, device: str, run_dir: Path) -> dict:
-    """Scores of the untrained ``model``, cached per :func:`base_cache_key`."""
+    """Scores of the untrained ``model``, cached per :func:`base_cache_key`.
+
+    One process scores a given base at a time (a lock file beside the cache entry, which the
+    system lets go if its holder dies); the others wait and read its scores. Why: a sweep's
+    first packs start together, and each scored the same base, about 30 s apiece on a shared
+    H100, before the first had written it (2026-12-06)."""
+    from filelock import FileLock
+
     key, key_fields = base_cache_key(run, precision, device)
     path = cache_dir() / "eval_base" / f"{key}.json"
-    if path.is_file():
-        log.info("base scores from cache %s", path)
-        return json.loads(path.read_text())["scores"]
-    scores = score_run(model, tokenizer, run, device, run_dir)
-    atomic_write(path, lambda f: json.dump({"key": key_fields, "scores": scores}, f, indent=2, default=str))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_suffix(".lock")):
+        if path.is_file():
+            log.info("base scores from cache %s", path)
+            return json.loads(path.read_text())["scores"]
+        scores = score_run(model, tokenizer, run, device, run_dir)
+        atomic_write(path, lambda f: json.dump({"key": key_fields, "scores": scores}, f, indent=2, default=str))
     return scores
 
 

@@ -289,3 +289,40 @@ def test_base_model_does_the_forgetting_probes_well_above_chance():
             # The subset agrees with the whole task within three standard errors of the difference.
             assert abs(got["value"] - value) < 3 * math.hypot(got["stderr"], stderr), (task, metric, got, value)
     assert scores["harness_agreement"]["margin"]["value"] > 0 and scores["harness_capitals"]["margin"]["value"] > 0
+
+
+def test_callers_scoring_one_base_at_once_score_it_once_and_all_get_its_scores(tiny_model, tmp_path, monkeypatch):
+    """Two callers of ``base_scores`` for the same base at the same time (as a sweep's first
+    packs start together): one scores it, the other waits on the cache entry's lock and reads
+    the scores it wrote. Two threads here: the lock is taken per open file, so they contend for
+    it as two processes do."""
+    import threading
+    import time
+
+    from harness import scoring
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    model, tokenizer = tiny_model
+    run = compose_run(["model=tiny", "eval=local", "eval.tasks=[harness_capitals]", "eval.limit=4"])
+    scored, real = [], scoring.score_run
+
+    def score_run(*args, **kwargs):
+        scored.append(threading.current_thread().name)
+        time.sleep(1)  # holds the lock while the other caller arrives
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "score_run", score_run)
+    together, got = threading.Barrier(2), {}
+
+    def call(name):
+        together.wait()
+        got[name] = scoring.base_scores(model, tokenizer, run, "32-true", "cpu", tmp_path / name)
+
+    threads = [threading.Thread(target=call, args=(name,), name=name) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(scored) == 1, scored
+    assert got["a"] == got["b"] and set(got["a"]) == {"harness_capitals"}
+    assert len(list((tmp_path / "cache" / "eval_base").glob("*.json"))) == 1
