@@ -6,10 +6,16 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_data.py \
   -k "varying_widths or compiled_pack_replays or logits_and_the_loss" 2>&1 | tail -4
 # 2. Scoring six adapters one after another (HFLM's loop: three waits on the GPU a request) against
-#    together (joint scoring, one copy in and one out a batch since 2026-12-07); 2026-12-05 on an
-#    H200: 25.6 s against 24.5 s
-timeout 200 python3 -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true \
-  --score harness_agreement harness_capitals harness_add1d harness_arith_2ds --repeats 2 \
-  --out $OUT/pack_score.json 2>&1 | grep -v Warn | tail -6
-# 3. Does a pack's pass time follow its tokens (eager), and the compiled pack's ceiling
+#    together (joint scoring: one copy in and one out a batch since 2026-12-07), on the idle GPU
+#    (2026-12-05, an H200: 25.6 s against 24.5 s) and while three eager packs train beside it
+#    (as in a sweep, where a pack's scoring took 52-64 s)
+S="python3 -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true --repeats 1
+   --score harness_agreement harness_capitals harness_add1d harness_arith_2ds"
+timeout 150 $S --out $OUT/score_idle.json 2>&1 | grep -v Warn | tail -4
+(date +%s; python3 docs/findings/experiments/mps_packs_2026-12-06.py --procs 3 --steps 180 \
+  --out $OUT/score_beside_packs.json; date +%s) > $OUT/beside.log 2>&1 &
+sleep 25; date +%s
+timeout 170 $S --out $OUT/score_contended.json 2>&1 | grep -v Warn | tail -4
+date +%s; wait; tail -2 $OUT/beside.log
+# 3. Does a pack's pass time follow its tokens (eager)
 bash /tmp/gpu/padding_ab.sh

@@ -3,13 +3,8 @@
 # tokens a row (a stacked batch padded to its longest row: 1.77x the real tokens of rank_alpha's
 # data) and at 272 (the data's mean length: what a batch without padding would hold), one
 # process alone and four at once (as a sweep's workers), with
-# docs/findings/experiments/mps_packs_2026-12-06.py (MPS off). Then the same packs compiled with
-# CUDA graphs (every batch padded to data.max_seq_len = 512 there), one process and four: the
-# compiled pass's ceiling, and what compiling and recording the graphs costs each process.
+# docs/findings/experiments/mps_packs_2026-12-06.py (MPS off).
 X=docs/findings/experiments/mps_packs_2026-12-06.py
 for S in 480 272; do for P in 1 4; do
   timeout 120 python3 $X --procs $P --seq $S --out $OUT/pad_${S}_$P.json 2>&1 | grep -v Warn | tail -1
 done; done
-for P in 1 4; do
-  timeout 240 python3 $X --procs $P --seq 512 --compile reduce-overhead --out $OUT/graphs_512_$P.json 2>&1 | grep -v Warn | tail -1
-done
