@@ -97,13 +97,15 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
     """Score ``model`` on lm-eval ``tasks``; returns ``{task: {metric: {"value", "stderr"}}}``.
 
     ``heldout_path``: the run's test split (see :func:`write_heldout`), needed by harness_heldout.
-    ``make_lm``: the lm-eval model wrapper, given HFLM's keyword arguments (HFLM unless set; a
-    pack's trials: :class:`harness.pack_scoring.PackLM`).
+    ``make_lm``: the lm-eval model wrapper, given HFLM's keyword arguments
+    (:class:`harness.pack_scoring.BatchedLM`, HFLM answering a batch with one wait on the device,
+    unless set; a pack's trials: :class:`harness.pack_scoring.PackLM`).
     """
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.caching import cache as lm_cache
-    from lm_eval.models.huggingface import HFLM
+
+    from .pack_scoring import BatchedLM
 
     check_tasks(tasks)
     if HELDOUT_TASK in tasks and not (heldout_path and Path(heldout_path).is_file()):
@@ -126,7 +128,7 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
         # (adapter.targets=all); the weights are tied as loaded already, so skip the re-tie.
         model.tie_weights = lambda *args, **kwargs: None
         try:
-            lm = (make_lm or HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+            lm = (make_lm or BatchedLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
         finally:
             del model.tie_weights
         # lm-eval prints progress notes to stdout; keep stdout for the caller's results.

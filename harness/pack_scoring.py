@@ -23,6 +23,11 @@ not fit, 2026-12-05); only a pass of one trial out of memory leaves every trial 
 scored alone.
 Requests of other kinds (``generate_until``, and a seq2seq model) are HFLM's own, on the trial's
 adapter alone.
+
+:class:`BatchedLM`, PackLM's base and every run's scorer alone (:func:`harness.evaluate.score`),
+is HFLM with that per-request arithmetic done a batch at a time on the device: one copy of the
+batch's inputs and continuation tokens in and one of its answers out, where HFLM's loop waits on
+the device three times a request.
 """
 
 from __future__ import annotations
@@ -70,7 +75,73 @@ def _context_key(request: tuple) -> list[int]:
     return request[-2] + request[-1][:-1]
 
 
-class PackLM(HFLM):
+class BatchedLM(HFLM):
+    """HFLM whose loglikelihood answers a batch of requests with one copy of their continuation
+    tokens to the device and one copy of the answers back; HFLM's own loop waits on the device
+    three times a request, and on a GPU that other runs are training on each wait is a turn on it.
+    The same batches, order and arithmetic as HFLM's ``_loglikelihood_tokens`` (its Collator, with
+    the one-token-continuation cache; left truncation, right padding, log-softmax, greedy match),
+    so the same answers (tests/test_evaluate.py). Requests of other kinds, a seq2seq model and
+    ``batch_size=auto`` are HFLM's own."""
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        if self.backend != "causal" or not isinstance(self.batch_size, int):
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        order = Collator(requests, sort_fn=_sort_key, group_by="contexts" if self.logits_cache else None,
+                         group_fn=_context_key)
+        found = []
+        for chunk in order.get_batched(n=self.batch_size):
+            inputs, lengths = self._inputs(chunk)
+            logprobs = F.log_softmax(self._model_call(inputs), dim=-1, dtype=self.softmax_dtype)
+            found += self._answers(order, chunk, logprobs, lengths, hook=True)
+            del logprobs
+        return order.get_original(found)
+
+    def _inputs(self, chunk) -> tuple[torch.Tensor, list[int]]:
+        """HFLM's causal inputs of a chunk: context and continuation cut from the left to the
+        model's length, the last token dropped, padded on the right; and each one's length. Built
+        on the host and copied to the device once (HFLM copies each request's, a wait each)."""
+        inputs = []
+        for _, context, continuation in chunk:
+            assert context and continuation and len(continuation) <= self.max_length  # as HFLM asserts
+            inputs.append(torch.tensor((context + continuation)[-(self.max_length + 1):][:-1], dtype=torch.long))
+        lengths = [len(i) for i in inputs]
+        return pad_and_concat(max(lengths), inputs, padding_side="right").to(self.device), lengths
+
+    def _answers(self, order: Collator, chunk, logits: torch.Tensor, lengths: list[int],
+                 hook: bool = False) -> list[tuple[float, bool]]:
+        """HFLM's per-request answers of one trial's log-probabilities: the continuation's summed
+        log-likelihood and whether it is the greedy continuation (the grouped one-token
+        continuations of a context included, as ``order`` returns them).
+
+        The same operations on the same tensors as HFLM's loop, so the same values, with the batch's
+        tokens copied in once and its answers out once (:class:`BatchedLM`). ``hook``: hand each
+        answer to lm-eval's request cache, as HFLM does (a pack's joint answers are the first
+        trial's to hand over)."""
+        pending = []  # (request, continuation tokens, greedy tokens, log-probs) per answer, in lm-eval's order
+        width = max(lengths)
+        for (request, context, continuation), row, length in zip(chunk, logits, lengths, strict=True):
+            # HFLM's context length: the input's, and any virtual tokens the model put before it
+            row = self._select_cont_toks(row, contlen=len(continuation), inplen=length + row.shape[0] - width).unsqueeze(0)
+            greedy = row.argmax(dim=-1)
+            pending += [(request, tokens, greedy, cached) for request, tokens, cached in
+                        order.get_cache(req_str=request, cxt_toks=context, cont_toks=continuation, logits=row)]
+        flat = torch.tensor([t for _, tokens, _, _ in pending for t in tokens], dtype=torch.long).to(self.device)
+        sums, matches, start = [], [], 0
+        for _, tokens, greedy, cached in pending:
+            own = flat[start:start + len(tokens)].unsqueeze(0)
+            start += len(tokens)
+            matches.append((greedy[:, -own.shape[1]:] == own).all())
+            sums.append(torch.gather(cached, 2, own.unsqueeze(-1)).sum())
+        answers = list(zip(torch.stack(sums).tolist(), torch.stack(matches).tolist(), strict=True))
+        if hook:
+            for (request, *_), answer in zip(pending, answers, strict=True):
+                if request is not None:
+                    self.cache_hook.add_partial("loglikelihood", request, answer)
+        return answers
+
+
+class PackLM(BatchedLM):
     """HFLM for trial ``name`` of a pack whose loglikelihood requests are answered for every
     trial of ``joint`` at once (see the module's docstring)."""
 
@@ -150,17 +221,6 @@ class PackLM(HFLM):
         torch.cuda.empty_cache()
         return found
 
-    def _inputs(self, chunk) -> tuple[torch.Tensor, list[int]]:
-        """HFLM's causal inputs of a chunk: context and continuation cut from the left to the
-        model's length, the last token dropped, padded on the right; and each one's length."""
-        inputs = []
-        for _, context, continuation in chunk:
-            assert context and continuation and len(continuation) <= self.max_length  # as HFLM asserts
-            inputs.append(torch.tensor((context + continuation)[-(self.max_length + 1):][:-1], dtype=torch.long,
-                                       device=self.device))
-        lengths = [len(i) for i in inputs]
-        return pad_and_concat(max(lengths), inputs, padding_side="right"), lengths
-
     def _stacked_call(self, inputs: torch.Tensor, trials: range) -> torch.Tensor:
         """One forward of one copy of ``inputs`` per trial of ``trials``, copy j on the adapter of
         the j-th of them."""
@@ -170,27 +230,3 @@ class PackLM(HFLM):
             logits = self._model_call(inputs.repeat(len(routes), 1))
         self.joint.forwards += 1
         return logits
-
-    def _answers(self, order: Collator, chunk, logits: torch.Tensor, lengths: list[int]) -> list[tuple[float, bool]]:
-        """HFLM's per-request answers of one trial's log-probabilities: the continuation's summed
-        log-likelihood and whether it is the greedy continuation (the grouped one-token
-        continuations of a context included, as ``order`` returns them).
-
-        The same operations on the same tensors as HFLM's loop, so the same values; but HFLM waits
-        on the device three times a request (its continuation tokens copied in, the sum and the
-        match read out), and on a GPU that other packs are training on each wait is a turn on it.
-        Here a batch's tokens go in with one copy and its answers come out with one."""
-        pending = []  # (continuation tokens, greedy tokens, log-probs) per answer, in lm-eval's order
-        for (request, context, continuation), row, length in zip(chunk, logits, lengths, strict=True):
-            row = self._select_cont_toks(row, contlen=len(continuation), inplen=length).unsqueeze(0)
-            greedy = row.argmax(dim=-1)
-            pending += [(tokens, greedy, cached) for _, tokens, cached in
-                        order.get_cache(req_str=request, cxt_toks=context, cont_toks=continuation, logits=row)]
-        flat = torch.tensor([t for tokens, _, _ in pending for t in tokens], dtype=torch.long).to(self.device)
-        sums, matches, start = [], [], 0
-        for tokens, greedy, cached in pending:
-            own = flat[start:start + len(tokens)].unsqueeze(0)
-            start += len(tokens)
-            matches.append((greedy[:, -own.shape[1]:] == own).all())
-            sums.append(torch.gather(cached, 2, own.unsqueeze(-1)).sum())
-        return list(zip(torch.stack(sums).tolist(), torch.stack(matches).tolist(), strict=True))

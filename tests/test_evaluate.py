@@ -326,3 +326,34 @@ def test_callers_scoring_one_base_at_once_score_it_once_and_all_get_its_scores(t
     assert len(scored) == 1, scored
     assert got["a"] == got["b"] and set(got["a"]) == {"harness_capitals"}
     assert len(list((tmp_path / "cache" / "eval_base").glob("*.json"))) == 1
+
+
+def test_batched_answers_equal_hflms_request_by_request(tiny_model, tmp_path, monkeypatch):
+    """``BatchedLM`` (a batch's continuation tokens in and answers out in one copy each) answers
+    every loglikelihood request as lm-eval's HFLM does, bit for bit on CPU: multiple-choice tasks
+    (one-token continuations grouped by context) and the held-out likelihood alike."""
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.evaluate import HELDOUT_TASK, write_heldout
+    from harness.pack_scoring import BatchedLM
+
+    model, tokenizer = tiny_model
+    prompt = tokenizer("Question: two?\nAnswer:")["input_ids"]
+    heldout = write_heldout([{"input_ids": prompt + tokenizer(f" {w}")["input_ids"],
+                              "labels": [-100] * len(prompt) + tokenizer(f" {w}")["input_ids"]} for w in ("two", "three x")],
+                            tokenizer, tmp_path / "heldout.jsonl")
+    tasks = ["harness_capitals", "harness_agreement", "harness_add1d", HELDOUT_TASK]
+    answers = {}
+    for cls in (HFLM, BatchedLM):
+        got = answers.setdefault(cls.__name__, [])
+        own = cls.__dict__["_loglikelihood_tokens"]
+        monkeypatch.setattr(cls, "_loglikelihood_tokens",
+                            lambda self, requests, *a, _own=own, _got=got, **k: _got.append(
+                                ([r[1:] for r in requests], _own(self, requests, *a, **k))) or _got[-1][1])
+        scores = score(model, tokenizer, tasks, device="cpu", batch_size=4, limit=6, heldout_path=heldout,
+                       make_lm=cls)
+        answers[cls.__name__ + "_scores"] = scores
+    assert answers["HFLM"] and len(answers["HFLM"]) == len(answers["BatchedLM"])
+    for (requests, expected), (same_requests, got) in zip(answers["HFLM"], answers["BatchedLM"], strict=True):
+        assert same_requests == requests and got == expected
+    assert answers["HFLM_scores"] == answers["BatchedLM_scores"]

@@ -372,15 +372,17 @@ SCORED = ["eval=custom", "eval.tasks=[harness_heldout,harness_agreement,harness_
 
 def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, chat_file, tmp_path, monkeypatch):
     """harness.pack_scoring: one stacked forward per batch of requests serves every trial, and
-    each trial's scores are the ones it gets scored alone on the pack's model (HFLM, its adapter
-    active); the likelihood task, a two-choice task and one-token answers. Measured on CPU
+    each trial's scores are the ones it gets scored alone on the pack's model (BatchedLM, whose
+    answers are HFLM's: tests/test_evaluate.py; its adapter active); the likelihood task, a
+    two-choice task and one-token answers. Measured on CPU
     (2026-12-04): equal bit for bit, fp32 and bf16-true; the bound leaves room for other BLAS."""
     from lm_eval.models.huggingface import HFLM
 
     from harness import pack_scoring
 
     calls, joints, answers = [0], [], {"alone": [], "joint": []}
-    model_call, alone_answers, joint_answers = HFLM._model_call, HFLM._loglikelihood_tokens, pack_scoring.PackLM._loglikelihood_tokens
+    model_call, joint_answers = HFLM._model_call, pack_scoring.PackLM._loglikelihood_tokens
+    alone_answers = pack_scoring.BatchedLM._loglikelihood_tokens
 
     def counted(self, *args, **kwargs):
         calls[0] += 1
@@ -394,7 +396,7 @@ def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, cha
         return wrapper
 
     monkeypatch.setattr(HFLM, "_model_call", counted)
-    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", kept("alone", alone_answers))
+    monkeypatch.setattr(pack_scoring.BatchedLM, "_loglikelihood_tokens", kept("alone", alone_answers))
     monkeypatch.setattr(pack_scoring.PackLM, "_loglikelihood_tokens", kept("joint", joint_answers))
     joint_init = pack_scoring.JointScores.__init__
     monkeypatch.setattr(pack_scoring.JointScores, "__init__", lambda self, *a: (joints.append(self), joint_init(self, *a))[1])
