@@ -6,7 +6,7 @@
     python -m harness.pack_bench --model smollm2_135m --trials 6 --micro-batch 4 --seq 512 \\
         --precision bf16-true --compile reduce-overhead --warmup 3  # compiled blocks, CUDA graphs
     python -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true \\
-        --score harness_agreement harness_capitals harness_add1d harness_arith_2ds   # scoring, alone vs joint
+        --score harness_agreement harness_capitals harness_add1d harness_arith_2ds   # scoring: HFLM, alone, joint
 
 Builds the base (random init: speed does not depend on the weights) with K LoRA adapters as a
 pack builds them (:func:`harness.packed_lora.add_adapters`; ranks from ``--ranks`` in turn, alpha
@@ -20,7 +20,8 @@ paths take turns ``--repeats`` times; each row holds the median. Prints a table,
 With ``--compile MODE`` every path runs compiled decoder blocks, as a pack with ``trainer.compile``
 trains (:func:`harness.packing.compile_pack`).
 With ``--score TASK ...`` it times scoring instead (:func:`bench_scoring`): the K adapters scored
-one after another against together (:mod:`harness.pack_scoring`).
+one after another, by lm-eval's HFLM and as a run alone scores, against together
+(:mod:`harness.pack_scoring`).
 """
 
 from __future__ import annotations
@@ -138,14 +139,18 @@ def bench(args) -> dict:
 
 
 def bench_scoring(args) -> dict:
-    """The pack's K adapters scored by lm-eval on ``args.score`` tasks, one after another (each
-    alone, as ``HARNESS_PACK_EVAL=alone``) and together (:mod:`harness.pack_scoring`), the two
-    ways in turn ``args.repeats`` times. The adapters' B weights are drawn (not peft's zeros),
-    so each trial scores differently; the rows say how far the two ways' scores differ. The
+    """The pack's K adapters scored by lm-eval on ``args.score`` tasks three ways, in turn
+    ``args.repeats`` times: one after another by lm-eval's own HFLM (``hflm``: its loop waits on
+    the device three times a request), one after another as a run alone scores
+    (``alone``, as ``HARNESS_PACK_EVAL=alone``: :class:`harness.pack_scoring.BatchedLM`), and
+    together (``joint``, :mod:`harness.pack_scoring`). The adapters' B weights are drawn (not
+    peft's zeros), so each trial scores differently; the result says how far the ways' scores
+    differ. The
     tokenizer is the bench's word tokenizer (no embedded model needed): the requests are the
     tasks', their token counts not the real tokenizer's."""
     import tempfile
 
+    from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
 
     from . import evaluate
@@ -162,10 +167,13 @@ def bench_scoring(args) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = AutoTokenizer.from_pretrained(bench_tokenizer(Path(folder)))
 
-    def score(name: str, joint: JointScores | None) -> dict:
+    def score(name: str, joint: JointScores | None, make_lm=None) -> dict:
         model.set_adapter(name)
         return evaluate.score(model, tokenizer, args.score, device=device, batch_size=args.eval_batch_size,
-                              limit=args.limit, make_lm=joint.lm(name) if joint else None)
+                              limit=args.limit, make_lm=joint.lm(name) if joint else make_lm)
+
+    def hflm() -> list[dict]:
+        return [score(n, None, HFLM) for n in names]
 
     def alone() -> list[dict]:
         return [score(n, None) for n in names]
@@ -174,7 +182,7 @@ def bench_scoring(args) -> dict:
         shared = JointScores(router, names)  # a fresh store each time: every repeat runs its passes
         return [score(n, shared) for n in names]
 
-    ways = {"alone": alone, "joint": joint}
+    ways = {"hflm": hflm, "alone": alone, "joint": joint}
     score(names[0], None)  # lm-eval's imports and task index, outside the timing
     seconds: dict[str, list[float]] = {way: [] for way in ways}
     scores = {}
@@ -186,14 +194,17 @@ def bench_scoring(args) -> dict:
             scores[way] = run()
             sync()
             seconds[way].append(time.perf_counter() - started)
-    differ = max(abs(a[task][metric]["value"] - j[task][metric]["value"])
-                 for a, j in zip(scores["alone"], scores["joint"], strict=True)
-                 for task in a for metric in a[task] if a[task][metric]["value"] is not None)
+    def differ(way: str) -> float:
+        return max(abs(a[task][metric]["value"] - j[task][metric]["value"])
+                   for a, j in zip(scores["hflm"], scores[way], strict=True)
+                   for task in a for metric in a[task] if a[task][metric]["value"] is not None)
     median = {way: statistics.median(times) for way, times in seconds.items()}
     return {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
             "torch": torch.__version__, "settings": {k: v for k, v in vars(args).items() if k != "out"},
-            "seconds": seconds, "alone_seconds": round(median["alone"], 3), "joint_seconds": round(median["joint"], 3),
-            "joint_speedup": round(median["alone"] / median["joint"], 3), "largest_score_difference": differ}
+            "seconds": seconds, **{f"{way}_seconds": round(median[way], 3) for way in ways},
+            "alone_speedup_over_hflm": round(median["hflm"] / median["alone"], 3),
+            "joint_speedup": round(median["alone"] / median["joint"], 3),
+            "largest_score_difference": {way: differ(way) for way in ("alone", "joint")}}
 
 
 def table(result: dict) -> str:
@@ -227,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--score", nargs="+", metavar="TASK",
-                        help="time scoring instead: the K adapters on these lm-eval tasks, alone and together")
+                        help="time scoring instead: the K adapters on these lm-eval tasks, by HFLM, alone and together")
     parser.add_argument("--limit", type=int, help="with --score: documents per task")
     parser.add_argument("--eval-batch-size", type=int, default=16, help="with --score (as eval.batch_size)")
     parser.add_argument("--out", type=Path, default=Path("pack_bench.json"))
@@ -242,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         if evaluate.HELDOUT_TASK in args.score:
             parser.error(f"--score: {evaluate.HELDOUT_TASK} scores a run's own test split; choose other tasks")
         result = bench_scoring(args)
-        summary = (f"alone {result['alone_seconds']} s, joint {result['joint_seconds']} s: {result['joint_speedup']}x "
-                   f"for {args.trials} trials; largest score difference {result['largest_score_difference']:.3g}")
+        differ = result["largest_score_difference"]
+        summary = (f"hflm {result['hflm_seconds']} s, alone {result['alone_seconds']} s "
+                   f"({result['alone_speedup_over_hflm']}x), joint {result['joint_seconds']} s ({result['joint_speedup']}x "
+                   f"alone) for {args.trials} trials; largest score difference from hflm: alone {differ['alone']:.3g}, "
+                   f"joint {differ['joint']:.3g}")
     else:
         result = bench(args)
         summary = table(result)

@@ -7,7 +7,7 @@ timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py te
   -k "varying_widths or compiled_pack_replays or logits_and_the_loss" 2>&1 | tail -4
 # 2. Scoring six adapters one after another (HFLM's loop: three waits on the GPU a request) against
 #    together (joint scoring: one copy in and one out a batch since 2026-12-07), on the idle GPU
-#    (2026-12-05, an H200: 25.6 s against 24.5 s) and while three eager packs train beside it
+#    (2026-12-05, an H200: 25.6 s against 24.5 s; now also by lm-eval's HFLM, the loop BatchedLM replaced) and while three eager packs train beside it
 #    (as in a sweep, where a pack's scoring took 52-64 s)
 S="python3 -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true --repeats 1
    --score harness_agreement harness_capitals harness_add1d harness_arith_2ds"
