@@ -12,10 +12,10 @@ timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py te
 S="python3 -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true --repeats 1
    --score harness_agreement harness_capitals harness_add1d harness_arith_2ds"
 timeout 150 $S --out $OUT/score_idle.json 2>&1 | grep -v Warn | tail -4
-(date +%s; python3 docs/findings/experiments/mps_packs_2026-12-06.py --procs 3 --steps 180 \
+(date +%s; python3 docs/findings/experiments/mps_packs_2026-12-06.py --procs 3 --steps 250 \
   --out $OUT/score_beside_packs.json; date +%s) > $OUT/beside.log 2>&1 &
 sleep 25; date +%s
-timeout 170 $S --out $OUT/score_contended.json 2>&1 | grep -v Warn | tail -4
+timeout 240 $S --out $OUT/score_contended.json 2>&1 | grep -v Warn | tail -4
 date +%s; wait; tail -2 $OUT/beside.log
 # 3. Does a pack's pass time follow its tokens (eager)
-bash /tmp/gpu/padding_ab.sh
+PROCS=4 bash /tmp/gpu/padding_ab.sh

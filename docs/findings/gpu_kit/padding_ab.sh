@@ -5,6 +5,6 @@
 # process alone and four at once (as a sweep's workers), with
 # docs/findings/experiments/mps_packs_2026-12-06.py (MPS off).
 X=docs/findings/experiments/mps_packs_2026-12-06.py
-for S in 480 272; do for P in 1 4; do
+for S in 480 272; do for P in ${PROCS:-1 4}; do
   timeout 120 python3 $X --procs $P --seq $S --out $OUT/pad_${S}_$P.json 2>&1 | grep -v Warn | tail -1
 done; done
