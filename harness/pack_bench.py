@@ -144,10 +144,9 @@ def bench_scoring(args) -> dict:
     the device three times a request), one after another as a run alone scores
     (``alone``, as ``HARNESS_PACK_EVAL=alone``: :class:`harness.pack_scoring.BatchedLM`), and
     together (``joint``, :mod:`harness.pack_scoring`). The adapters' B weights are drawn (not
-    peft's zeros), so each trial scores differently; the result says how far the ways' scores
-    differ. The
-    tokenizer is the bench's word tokenizer (no embedded model needed): the requests are the
-    tasks', their token counts not the real tokenizer's."""
+    peft's zeros), so each trial scores differently; the result says how far the other ways'
+    scores are from HFLM's. The tokenizer is the bench's word tokenizer (no embedded model
+    needed): the requests are the tasks', their token counts not the real tokenizer's."""
     import tempfile
 
     from lm_eval.models.huggingface import HFLM
@@ -194,6 +193,7 @@ def bench_scoring(args) -> dict:
             scores[way] = run()
             sync()
             seconds[way].append(time.perf_counter() - started)
+
     def differ(way: str) -> float:
         return max(abs(a[task][metric]["value"] - j[task][metric]["value"])
                    for a, j in zip(scores["hflm"], scores[way], strict=True)
