@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 # The helpers as HFLM's module imports them (their home moved between lm-eval releases).
 from lm_eval.models.huggingface import HFLM, Collator, pad_and_concat
+from tqdm import tqdm
 
 from .packed_lora import Route, Router
 
@@ -90,12 +91,19 @@ class BatchedLM(HFLM):
         order = Collator(requests, sort_fn=_sort_key, group_by="contexts" if self.logits_cache else None,
                          group_fn=_context_key)
         found = []
-        for chunk in order.get_batched(n=self.batch_size):
-            inputs, lengths = self._inputs(chunk)
-            logprobs = F.log_softmax(self._model_call(inputs), dim=-1, dtype=self.softmax_dtype)
-            found += self._answers(order, chunk, logprobs, lengths, hook=True)
-            del logprobs
+        with self._progress(requests, disable_tqdm) as bar:
+            for chunk in order.get_batched(n=self.batch_size):
+                inputs, lengths = self._inputs(chunk)
+                logprobs = F.log_softmax(self._model_call(inputs), dim=-1, dtype=self.softmax_dtype)
+                answers = self._answers(order, chunk, logprobs, lengths, hook=True)
+                del logprobs
+                found += answers
+                bar.update(len(answers))
         return order.get_original(found)
+
+    def _progress(self, requests, disable: bool = False) -> tqdm:
+        """HFLM's progress bar over the requests (on stderr)."""
+        return tqdm(total=len(requests), disable=disable or self.rank != 0, desc="Running loglikelihood requests")
 
     def _inputs(self, chunk) -> tuple[torch.Tensor, list[int]]:
         """HFLM's causal inputs of a chunk: context and continuation cut from the left to the
@@ -176,15 +184,17 @@ class PackLM(BatchedLM):
         orders = [Collator(requests, sort_fn=_sort_key, group_by=group_by, group_fn=_context_key)
                   for _ in self.joint.names]
         answers: list[list] = [[] for _ in orders]
-        for chunks in zip(*(order.get_batched(n=self.batch_size) for order in orders), strict=True):
-            inputs, lengths = self._inputs(chunks[0])
-            first = 0
-            while first < len(orders):
-                trials = range(first, min(first + self.joint.stack, len(orders)))
-                found = self._stack_answers(inputs, lengths, trials, orders, chunks)
-                for k, answer in zip(trials, found, strict=False):  # fewer after a pass out of memory
-                    answers[k] += answer
-                first += len(found)
+        with self._progress(requests) as bar:
+            for chunks in zip(*(order.get_batched(n=self.batch_size) for order in orders), strict=True):
+                inputs, lengths = self._inputs(chunks[0])
+                first = 0
+                while first < len(orders):
+                    trials = range(first, min(first + self.joint.stack, len(orders)))
+                    found = self._stack_answers(inputs, lengths, trials, orders, chunks)
+                    for k, answer in zip(trials, found, strict=False):  # fewer after a pass out of memory
+                        answers[k] += answer
+                    first += len(found)
+                bar.update(len(answers[0]) - bar.n)  # the first trial's requests answered so far
         return [order.get_original(found) for order, found in zip(orders, answers, strict=True)]
 
     def _stack_answers(self, inputs: torch.Tensor, lengths: list[int], trials: range, orders, chunks) -> list:
