@@ -133,8 +133,11 @@ def _fused_loss(run: RunConfig) -> bool:
     return run.trainer.liger_kernels and uses_fused_loss(run.adapter)
 
 
-def activation_bytes(config, run: RunConfig) -> int:
+def activation_bytes(config, run: RunConfig, compiled_block: int | None = None) -> int:
     """Saved activations of one micro-batch at full length (the worst case), in bytes.
+
+    ``compiled_block``: what one compiled decoder block keeps for the micro-batch, traced
+    (:func:`harness.compiled_memory.saved_bytes`); it replaces the eager per-layer count below.
 
     Per decoder layer and token (elements, at the compute dtype): the two RMSNorm inputs
     (2 x hidden), SDPA's q, k, v (after RoPE) and output (hidden + 2 x kv_dim + hidden), the
@@ -186,11 +189,13 @@ def activation_bytes(config, run: RunConfig) -> int:
     if precision.endswith("-mixed"):
         layer, head = _mixed_extra(layer, head, hidden, act, full)
     layers = config.num_hidden_layers
+    tokens = run.trainer.micro_batch_size * run.data.max_seq_len
+    if compiled_block is not None:
+        return layers * compiled_block + tokens * head
     if run.trainer.gradient_checkpointing:
         body = layers * hidden * act + layer
     else:
         body = layers * layer
-    tokens = run.trainer.micro_batch_size * run.data.max_seq_len
     return tokens * (body + head) + _dora_weight_copies_bytes(config, run, act)
 
 
@@ -297,6 +302,36 @@ def _assumptions(run: RunConfig, precision: str, frozen, trainable, act, untrack
     return notes
 
 
+def _compiled_block_bytes(model: nn.Module, run: RunConfig, device: str) -> int | None:
+    """A compiled block's saved bytes for one micro-batch, traced on ``model`` (the meta model,
+    converted here to the run's dtype and speed switches, as training converts it); None where
+    blocks are not compiled or not traced. A 4-bit base is traced as its 16-bit shape: neither
+    frozen linear keeps its input (checked against one GPU peak, docs/benchmarks.md)."""
+    from . import compiled_memory, speed
+
+    if compiled_memory.not_traced_reason(run) is not None:
+        return None
+    if run.trainer.precision.endswith("-true"):
+        model.to(torch_dtype(run.trainer.precision))
+    if _dropout_recomputed(run):
+        speed.recompute_lora_dropout(model)
+    model.train()
+    return compiled_memory.saved_bytes(model, run, device)
+
+
+def _compile_notes(run: RunConfig, compiled_block: int | None) -> list[str]:
+    from .compiled_memory import not_traced_reason
+
+    if not run.trainer.compile:
+        return []
+    if compiled_block is not None:
+        tokens = run.trainer.micro_batch_size * run.data.max_seq_len
+        return [f"compiled blocks: saved tensors traced through inductor's partitioner on the meta device, "
+                f"{compiled_block / tokens:,.0f} bytes per token and layer (attention as sdpa runs it with a padding mask)"]
+    reason = not_traced_reason(run) or "the trace failed"
+    return [f"compiled blocks counted as eager ({reason}): an over-estimate (inductor recomputes what eager saves)"]
+
+
 def _init_notes(adapter) -> list[str]:
     """What the parameter count does not know about the adapter's init."""
     if adapter.init == "eva" and float(adapter.init_options.get("rho", 1.0)) != 1.0:
@@ -342,7 +377,8 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     if run.optimizer.target == "torch.optim.SGD" and run.optimizer.momentum == 0:
         states = 0  # no momentum buffer
     optimizer = trainable * states * (state_bytes or param_bytes)
-    activations = activation_bytes(config, run)
+    compiled_block = _compiled_block_bytes(model, run, device)
+    activations = activation_bytes(config, run, compiled_block)
     loss_backward = loss_backward_bytes(config, run)
     # The adapters' own half-precision copies (not shared in a pack, unlike the base's), cached
     # by autocast (they train) until the forward ends, gradient checkpointing or not.
@@ -380,6 +416,6 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
             "total_gib": round(total_bytes / GIB, 3),
             "total_gb": round(total_bytes / 1e9, 3),
             "assumptions": _assumptions(run, precision, frozen_dtype, trainable_dtype, act_dtype, untracked)
-            + _init_notes(run.adapter),
+            + _compile_notes(run, compiled_block) + _init_notes(run.adapter),
         },
     }

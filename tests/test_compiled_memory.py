@@ -1,0 +1,113 @@
+"""The dry-run estimate of compiled blocks (``trainer.compile``): what inductor's partition keeps
+for backward, traced on the meta device (:mod:`harness.compiled_memory`).
+
+The trace is checked against a real compiled block on CPU (the same partitioner and
+decompositions, with AOTAutograd's eager backend: its saved tensors are the ones inductor's
+code would keep), and the estimate against the compiled GPU peaks measured on an H200
+(docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from harness import compiled_memory, speed
+from harness.adapters import apply_adapter, counting_config
+from harness.estimate import estimate_run
+from harness.models import decoder_blocks, load_config
+from tests.helpers import compose_run
+
+TINY = ["model=tiny", "trainer.compile=true", "trainer.precision=bf16-true", "data.max_seq_len=32",
+        "trainer.micro_batch_size=2"]
+
+
+def _model(run, device: str) -> torch.nn.Module:
+    """The run's tiny model with its adapter, in bf16 and training mode, as training builds it."""
+    with torch.device(device):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(load_config(run.model), dtype=torch.bfloat16)
+        model = apply_adapter(model, counting_config(run.adapter), False)
+    model.to(torch.bfloat16)
+    if run.trainer.recompute_lora_dropout:
+        speed.recompute_lora_dropout(model)
+    return model.train()
+
+
+def _saved_by_a_compiled_block(model: torch.nn.Module, batch: int, length: int) -> int:
+    """Bytes the first block's compiled forward saves for backward in a real forward on CPU, with
+    a padding mask: its tensors less the weights, the mask and the rotary tables."""
+    block = decoder_blocks(model)[0]
+    outputs = []
+    block.register_forward_hook(lambda module, args, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+    block.forward = torch.compile(block.forward, backend="aot_eager_decomp_partition", fullgraph=True)
+    mask = torch.ones(batch, 1, length, length, dtype=torch.bool).tril()
+    mask[-1, :, :, length // 2:] = False  # the last row is padded
+    embeds = torch.randn(batch, length, model.config.hidden_size, dtype=torch.bfloat16, requires_grad=True)
+    model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+    node = outputs[0].grad_fn
+    assert type(node).__name__ == "CompiledFunctionBackward"
+    weights = {p.data_ptr() for p in model.parameters()}
+    kept = [t for t in node.saved_tensors
+            if t.data_ptr() not in weights and t is not mask and not (t.dim() == 3 and t.shape[0] == 1)]
+    return sum(t.numel() * t.element_size() for t in kept)
+
+
+def _head_bytes_per_token(run) -> int:
+    """The estimate's head count (not compiled): the final norm's input and the logits in bf16
+    and fp32; the full fine-tune's norm output besides."""
+    config = load_config(run.model)
+    return config.hidden_size * 2 * (2 if run.adapter.kind == "full" else 1) + config.vocab_size * 6
+
+
+@pytest.mark.parametrize("overrides", [
+    ["adapter.targets=all_linear", "trainer.recompute_lora_dropout=true"],
+    ["adapter.targets=all_linear"],  # peft's dropout: its masks and dropped copies are kept
+    ["adapter.targets=all_linear", "adapter.dropout=0"],
+    ["adapter.targets=qv", "trainer.recompute_lora_dropout=true"],
+    ["adapter=full"],
+])
+def test_the_trace_keeps_what_a_compiled_block_keeps(overrides):
+    run = compose_run([*TINY, *overrides])
+    meta = _model(run, "meta")
+    traced = compiled_memory.saved_bytes(meta, run, device="cpu")
+    assert "forward" not in decoder_blocks(meta)[0].__dict__  # the traced block's own forward is back
+    assert traced == _saved_by_a_compiled_block(_model(run, "cpu"), 2, 32)
+    compiled = estimate_run(run, "cpu")["memory_estimate"]
+    assert compiled["activations_bytes"] == 2 * traced + 2 * 32 * _head_bytes_per_token(run)
+    assert any("traced" in note for note in compiled["assumptions"])
+
+
+def test_a_block_dynamo_splits_is_counted_as_eager():
+    """peft's DoRA layer breaks dynamo's graph: the block is several partitions, which one trace
+    does not see, so the estimate keeps the eager count and says so."""
+    run = compose_run([*TINY, "adapter=dora", "adapter.targets=qv"])
+    assert compiled_memory.saved_bytes(_model(run, "meta"), run, device="cpu") is None
+    compiled = estimate_run(run, "cpu")["memory_estimate"]
+    eager = estimate_run(compose_run([*TINY, "adapter=dora", "adapter.targets=qv", "trainer.compile=false"]), "cpu")
+    assert compiled["activations_bytes"] == eager["memory_estimate"]["activations_bytes"]
+    assert any("counted as eager (the trace failed)" in note for note in compiled["assumptions"])
+
+
+def test_blocks_that_are_not_compiled_or_not_traceable_are_not_traced():
+    assert compiled_memory.not_traced_reason(compose_run(["model=tiny"])) == "blocks not compiled"
+    reasons = {o: compiled_memory.not_traced_reason(compose_run([*TINY, o]))
+               for o in ("quant=int8", "trainer.gradient_checkpointing=true", "trainer.precision=bf16-mixed")}
+    assert all(reasons.values()), reasons
+    assert compiled_memory.not_traced_reason(compose_run([*TINY, "quant=nf4"])) is None
+
+
+# Compiled GPU peaks measured on an H200 (docs/benchmarks.md, "Fourth run", 2026-11-24):
+# `python -m harness.bench --configs 7b_lora_all 7b_qlora_all --steps 20`, the harness path with
+# its default switches (regional compile, recomputed LoRA dropout), micro-batch 4 x 512 tokens.
+# The eager count was 1.17x and 1.31x these.
+COMPILED_7B = ["model=llama2_7b", "model.init=random", "trainer.precision=bf16-true", "trainer.micro_batch_size=4",
+               "data.max_seq_len=512", "adapter.targets=all_linear", "trainer.compile=true",
+               "trainer.recompute_lora_dropout=true"]
+
+
+@pytest.mark.parametrize(("quant", "measured_gib"), [("quant=none", 19.25), ("quant=nf4", 10.54)])
+def test_compiled_estimates_meet_the_measured_compiled_peaks(quant, measured_gib):
+    estimate = estimate_run(compose_run([*COMPILED_7B, quant]), "cuda")["memory_estimate"]["total_gib"]
+    assert measured_gib <= estimate <= 1.02 * measured_gib
