@@ -118,6 +118,13 @@ def bench_tokenizer(folder: Path) -> Path:
     return folder
 
 
+def shape_seq(name: str, seq: int) -> int:
+    """The sequence length ``name`` runs at: its own (a shape such as ``135m_lora_all_seq2048``)
+    or the bench's ``seq``."""
+    own = [o.split("=", 1)[1] for o in CONFIGS[name][0] if o.startswith("data.max_seq_len=")]
+    return int(own[-1]) if own else seq
+
+
 def bench_overrides(name: str, seq: int, steps: int, data_path: Path, tokenizer: Path) -> list[str]:
     """The run config both paths build from: random init, no eval, no logger, no accumulation."""
     shared, micro_batch = CONFIGS[name]
@@ -251,7 +258,7 @@ def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths
             proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
             if logs:
                 (logs / f"{name}-{path}.log").write_text(proc.stderr)
-            row = {"config": name, "path": path, "seq": seq, "micro_batch": CONFIGS[name][1], "steps": steps,
+            row = {"config": name, "path": path, "seq": shape_seq(name, seq), "micro_batch": CONFIGS[name][1], "steps": steps,
                    "switches": switches if path == "harness" else [],
                    "process_seconds": round(time.perf_counter() - started, 1)}
             if proc.returncode != 0 or not result.is_file():
@@ -259,7 +266,7 @@ def bench(names: list[str], seq: int, steps: int, warmup: int, work: Path, paths
                 row.update(status="failed", error=tail[:300])
             else:
                 row.update(status="ok", **json.loads(result.read_text()))
-                row["mfu"] = mfu(row, overrides, seq)
+                row["mfu"] = mfu(row, overrides, shape_seq(name, seq))
             rows.append(row)
             print(f"[bench] {name} / {path}: {row['status']} {row.get('tokens_per_s') or row.get('error')} tokens/s, "
                   f"peak {row.get('peak_allocated_gib')} GiB, {row['process_seconds']} s", file=sys.stderr, flush=True)

@@ -49,6 +49,7 @@ def test_every_bench_configuration_composes_and_the_estimate_set_covers_issue_18
         ESTIMATE_CONFIGS,
         bench_overrides,
         bench_tokenizer,
+        shape_seq,
         synthetic_data,
     )
     from harness.compose import compose
@@ -64,6 +65,8 @@ def test_every_bench_configuration_composes_and_the_estimate_set_covers_issue_18
     assert any(r.trainer.precision == "bf16-mixed" for r in shapes)
     assert max(r.data.max_seq_len for r in shapes) == 2048
     assert runs["135m_lora_all"].data.max_seq_len == 512
+    # a row reports the length its shape ran at (the 2,048-token shape's said 512, 2026-12-07)
+    assert all(shape_seq(name, 512) == run.data.max_seq_len for name, run in runs.items())
 
 
 def test_sweep_throughput_times_plain_trials_against_a_harness_sweep(tmp_path):
