@@ -54,6 +54,11 @@ CONFIGS: dict[str, tuple[list[str], int]] = {
     "7b_full_bf16_mb1": (["model=llama2_7b", "adapter=full", "trainer.precision=bf16-true"], 1),
     "135m_lora_all_compiled": (["model=smollm2_135m", "adapter.targets=all_linear", "trainer.compile=true",
                                 "trainer.compile_mode=reduce-overhead", "trainer.recompute_lora_dropout=true"], 8),
+    "7b_lora_qv_compiled": (["model=llama2_7b", "adapter.targets=qv", "trainer.compile=true",
+                             "trainer.recompute_lora_dropout=true"], 4),
+    "7b_qlora_all_dq_mb1_compiled": (["model=llama2_7b", "adapter.targets=all_linear", "quant=nf4",
+                                      "quant.double_quant=true", "trainer.compile=true",
+                                      "trainer.recompute_lora_dropout=true"], 1),
     "135m_lora_all_seq2048": (["model=smollm2_135m", "adapter.targets=all_linear", "data.max_seq_len=2048"], 2),
     "135m_dora_all": (["model=smollm2_135m", "adapter=dora", "adapter.targets=all_linear"], 8),
     "135m_full_mixed": (["model=smollm2_135m", "adapter=full", "trainer.precision=bf16-mixed"], 8),
@@ -62,10 +67,11 @@ CONFIGS: dict[str, tuple[list[str], int]] = {
     "tiny_lora_all": (["model=tiny", "adapter.targets=all_linear"], 2),
 }
 DEFAULT_CONFIGS = ["7b_lora_all", "7b_qlora_all", "135m_lora_all"]
-# 13 shapes for one call (issue 18: "at least 12 shapes in one bench call"), eager unless named.
+# 15 shapes for one call (issue 18: "at least 12 shapes in one bench call"), eager unless named.
 ESTIMATE_CONFIGS = ["7b_lora_qv", "7b_lora_all", "7b_qlora_all", "7b_qlora_all_dq_mb1", "7b_int8_qv_mb1",
-                    "7b_lora_lm_head_mb1", "7b_full_bf16_mb1", "135m_lora_all", "135m_lora_all_compiled",
-                    "135m_lora_all_seq2048", "135m_dora_all", "135m_full_mixed", "135m_int8_qv"]
+                    "7b_lora_lm_head_mb1", "7b_full_bf16_mb1", "7b_lora_qv_compiled", "7b_qlora_all_dq_mb1_compiled",
+                    "135m_lora_all", "135m_lora_all_compiled", "135m_lora_all_seq2048", "135m_dora_all",
+                    "135m_full_mixed", "135m_int8_qv"]
 PATHS = ("reference", "harness")
 # The harness's speed switches the bench turns on by default (each a trainer.* key; see README).
 # liger_kernels is left out: with compile on it was slower on an H100 (docs/benchmarks.md).

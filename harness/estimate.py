@@ -311,12 +311,32 @@ def _compiled_block_bytes(model: nn.Module, run: RunConfig, device: str) -> int 
 
     if compiled_memory.not_traced_reason(run) is not None:
         return None
-    if run.trainer.precision.endswith("-true"):
-        model.to(torch_dtype(run.trainer.precision))
-    if _dropout_recomputed(run):
-        speed.recompute_lora_dropout(model)
-    model.train()
-    return compiled_memory.saved_bytes(model, run, device)
+    key = _trace_key(run, device)
+    if key not in _TRACED:  # a sweep estimates each run: runs differing only in lr, alpha or seed trace once
+        if run.trainer.precision.endswith("-true"):
+            model.to(torch_dtype(run.trainer.precision))
+        if _dropout_recomputed(run):
+            speed.recompute_lora_dropout(model)
+        model.train()
+        _TRACED[key] = compiled_memory.saved_bytes(model, run, device)
+    return _TRACED[key]
+
+
+# Traced compiled blocks' saved bytes by what they depend on (_trace_key): a trace takes seconds.
+_TRACED: dict[str, int | None] = {}
+
+
+def _trace_key(run: RunConfig, device: str) -> str:
+    """What a compiled block's saved tensors depend on: the model, quantization, the adapter's
+    shape (not its alpha, scaling or init), precision, micro-batch, length and speed switches."""
+    import dataclasses
+    import json
+
+    adapter = {k: v for k, v in dataclasses.asdict(run.adapter).items()
+               if k not in ("alpha", "alpha_over_r", "rslora", "init", "init_examples")}
+    t = run.trainer
+    return json.dumps([dataclasses.asdict(run.model), run.quant.mode, adapter, t.precision, t.micro_batch_size,
+                       t.recompute_lora_dropout, run.data.max_seq_len, device], sort_keys=True, default=str)
 
 
 def _compile_notes(run: RunConfig, compiled_block: int | None) -> list[str]:

@@ -137,3 +137,19 @@ def test_a_compiled_packs_estimate_stays_above_its_measured_peak():
     (chunk,) = pack_chunks(entries, 3, budget_gib=80)
     measured = pack[0]["train_peak_gpu_allocated_gib"]
     assert measured <= chunk[0].pack_estimate_gib <= 1.15 * measured
+
+
+def test_runs_that_differ_only_in_what_the_trace_ignores_trace_once(monkeypatch):
+    """A sweep's driver estimates every run; a trace takes seconds, so runs differing in learning
+    rate, alpha or seed reuse one trace, and a run of another rank traces its own."""
+    import harness.estimate as estimate
+
+    traces = []
+    real = compiled_memory.saved_bytes
+    monkeypatch.setattr(compiled_memory, "saved_bytes", lambda *a, **k: traces.append(1) or real(*a, **k))
+    monkeypatch.setattr(estimate, "_TRACED", {})
+    runs = [[*TINY, "adapter.targets=all_linear", *o] for o in
+            ([], ["optimizer.lr=1e-3", "adapter.alpha=64", "seed=7"], ["adapter.r=16"])]
+    totals = [estimate_run(compose_run(o), "cpu")["memory_estimate"]["activations_bytes"] for o in runs]
+    assert len(traces) == 2
+    assert totals[0] == totals[1] < totals[2]
