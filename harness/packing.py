@@ -38,7 +38,8 @@ in training (``HARNESS_PACK_LORA=looped`` in the environment turns the batched p
 ``python -m harness.packing PACK.json`` runs a pack the sweep driver wrote: ``{"members":
 [{"overrides": [...], "run_dir": "...", "trial": {...}}, ...]}``; each member's run dir gets its
 own record, which holds its sweep trial's part (``trial``: ``sweep``, ``log``,
-``pack_memory_estimate_gib``; :func:`stamp_member`).
+``pack_memory_estimate_gib``; :func:`stamp_member`) and, where the driver sized the pack, the
+member's dry-run ``memory_estimate`` (a pack on a GPU records it instead of estimating again).
 """
 
 from __future__ import annotations
@@ -280,7 +281,9 @@ def prepare_pack(members: list[Member], accelerator: str | None, startup_seconds
     for m in members:
         if m.run.eval.tasks:
             evaluate.check_tasks(m.run.eval.tasks)
-        m.record["memory_estimate"] = estimate_run(m.run, device)["memory_estimate"]
+        # The driver's, where it sized the pack on a GPU (a compiled shape's trace costs seconds).
+        driver_estimate = m.trial.get("memory_estimate") if device == "cuda" else None
+        m.record["memory_estimate"] = driver_estimate or estimate_run(m.run, device)["memory_estimate"]
     arch = models.load_config(first.model)
     tokenizer = models.load_tokenizer(first.model)
     models.check_vocab(tokenizer, arch)

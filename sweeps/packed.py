@@ -240,7 +240,8 @@ class PackedTrials:
         # Each member's record is its own to write, sweep block included (harness.packing.stamp_member).
         spec = {"members": [{"overrides": e.overrides, "run_dir": str(e.run_dir.resolve()), "env": {
             "WANDB_RUN_GROUP": plan.cfg.name, "WANDB_NAME": self.wandb_name(e.trial, e.seed)},
-            "trial": {"sweep": e.sweep, "log": str(log_path), "pack_memory_estimate_gib": e.pack_estimate_gib}}
+            "trial": {"sweep": e.sweep, "log": str(log_path), "pack_memory_estimate_gib": e.pack_estimate_gib,
+                      "memory_estimate": e.estimate}}  # the pack need not estimate (or trace) it again
             for e in chunk]}
         atomic_write(pack_dir / "pack.json", lambda f: json.dump(spec, f, indent=2))
         env = run_environment()

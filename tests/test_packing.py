@@ -963,6 +963,10 @@ def test_a_budget_that_holds_five_runs_packs_trials_of_three_seeds_with_none_lef
     for _, trial in table.groupby("sweep.trial"):
         assert trial["pack_log"].nunique() == 1  # each trial's seeds in one pack
     assert "packs hold 5 runs by their dry-run estimates, fewer than sweep.pack_size=8" in result.stderr
+    # each member carries the driver's estimate: a pack on a GPU does not estimate (or trace) it again
+    for spec in sweep_dir.glob("packs/*/pack.json"):
+        members = json.loads(spec.read_text())["members"]
+        assert [m["trial"]["memory_estimate"]["total_bytes"] for m in members] == [est["total_bytes"]] * len(members)
 
 
 def test_without_a_budget_packs_share_their_gpu_s_memory_among_its_workers(tmp_path, monkeypatch):
