@@ -80,10 +80,16 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
     args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0")
     packs = {}
     graphs = ["trainer.compile=true", "trainer.compile_mode=reduce-overhead", f"trainer.graph_widths={widths}"]
+    # The first member carries a driver's estimate (as a sweep's pack file does): recorded as given.
+    given = {"total_bytes": 1, "total_gib": 0.0, "assumptions": ["the driver's"]}
     for way, extra in (("eager", []), ("graphs", graphs)):
         counters.clear()
-        packs[way] = train_pack([Member(*compose([*args, *t, *extra]), run_dir=tmp_path / way / str(i))
+        packs[way] = train_pack([Member(*compose([*args, *t, *extra]), run_dir=tmp_path / way / str(i),
+                                        trial={"memory_estimate": given} if i == 0 else {})
                                  for i, t in enumerate(trials)])
+    assert all(p[0]["memory_estimate"] == given for p in packs.values())
+    # the others estimated in the pack, the compiled ones with their blocks traced
+    assert all(any("traced" in a for a in r["memory_estimate"]["assumptions"]) for r in packs["graphs"][1:])
     # The graphs replayed: inductor skipped none of them (it would, silently, for a CPU tensor or a
     # mutated input), and the blocks compiled a graph per route configuration, below the limit.
     assert counters["inductor"]["cudagraph_skips"] == 0
