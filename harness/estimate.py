@@ -397,8 +397,6 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
     if run.optimizer.target == "torch.optim.SGD" and run.optimizer.momentum == 0:
         states = 0  # no momentum buffer
     optimizer = trainable * states * (state_bytes or param_bytes)
-    compiled_block = _compiled_block_bytes(model, run, device)
-    activations = activation_bytes(config, run, compiled_block)
     loss_backward = loss_backward_bytes(config, run)
     # The adapters' own half-precision copies (not shared in a pack, unlike the base's), cached
     # by autocast (they train) until the forward ends, gradient checkpointing or not.
@@ -415,6 +413,8 @@ def estimate_run(run: RunConfig, device: str | None = None) -> dict:
         block = sum(p.numel() * _nbytes(p.dtype) for p in blocks[0].parameters()) if blocks else 0
         gathered_blocks = block * (3 if full else 2)
 
+    compiled_block = _compiled_block_bytes(model, run, device)  # last: it converts the meta model as training does
+    activations = activation_bytes(config, run, compiled_block)
     total_bytes = (weights + adapter + gradients + optimizer + activations + loss_backward + autocast_copies
                    + adapter_copies + gathered_blocks)
     return {
