@@ -31,7 +31,7 @@ TARGET_PRESETS: dict[str, list[str]] = {
 
 
 ModelInit = closed_set("ModelInit", ("pretrained", "random"), __name__)
-Attention = closed_set("Attention", ("sdpa", "eager", "flash_attention_2"), __name__)
+Attention = closed_set("Attention", ("sdpa", "eager", "flash_attention_2", "flex_attention"), __name__)
 
 
 @dataclass

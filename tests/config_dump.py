@@ -40,7 +40,7 @@ REQUIRED_VALUES = {
 SWEEP_VALUES = {"custom": ["+sweep.space.adapter.r=[8,16]"]}
 # Every value of each closed set, given on the command line (fault.kind=nan reads as a float there).
 CLOSED_SETS = {
-    "model.init": "pretrained random", "model.attn_implementation": "sdpa eager flash_attention_2",
+    "model.init": "pretrained random", "model.attn_implementation": "sdpa eager flash_attention_2 flex_attention",
     "data.format": "alpaca sharegpt", "data.roles": "any strict", "data.template": "alpaca chat",
     "data.overlong": "drop truncate", "adapter.kind": "lora dora vera full",
     "adapter.init": "default gaussian pissa olora loftq eva corda", "quant.mode": "none int8 nf4 fp4",

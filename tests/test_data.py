@@ -558,6 +558,29 @@ def test_packed_examples_get_the_logits_and_the_loss_they_get_alone(device):
     assert (leaky[0, 5:14] - alone[1]).abs().max() > 1e-2
 
 
+def test_packed_rows_under_flex_attention_get_sdpa_s_logits():
+    """``model.attn_implementation=flex_attention``: transformers builds a block mask from the
+    packed rows' position ids (the blocks between examples skipped on a GPU); the logits equal
+    sdpa's with its dense block-diagonal mask, which equal each example alone (above). One
+    packed batch: on CPU flex compiles its kernel per shape (about 20 s)."""
+    from harness.models import build_model
+    from tests.helpers import compose_run
+
+    generator = torch.Generator().manual_seed(0)
+    examples = [{"input_ids": (ids := torch.randint(3, 49152, (n,), generator=generator).tolist()), "labels": ids}
+                for n in (5, 9, 3, 7)]
+    packed = batches.model_inputs(batches.collate(data.pack_examples(examples, max_seq_len=16), pad_id=0))
+    logits = {}
+    for attention in ("sdpa", "flex_attention"):
+        run = compose_run(["model=tiny", f"model.attn_implementation={attention}"])
+        torch.manual_seed(0)
+        model = build_model(run.model, run.quant, "32-true", "cpu").eval()
+        assert model.config._attn_implementation == attention
+        with torch.no_grad():
+            logits[attention] = model(**packed).logits
+    torch.testing.assert_close(logits["flex_attention"], logits["sdpa"], atol=1e-5, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- batching
 
 
