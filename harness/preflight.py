@@ -20,8 +20,8 @@ from .schema import ConfigError, RunConfig
 def preflight(run: RunConfig) -> None:
     """Checks that need the machine, the data file or the architecture, not just the config: each
     is a user error found before any weights load, and before the training stack (Lightning,
-    transformers, peft) is imported, so it costs a second, not ten (flash-attention without its
-    GPU and package, a resume file that is no checkpoint, a device the run cannot have, a data
+    transformers, peft) is imported, so it costs a second, not ten (flash- or flex-attention
+    without a GPU, flash-attention without its package, a resume file that is no checkpoint, a device the run cannot have, a data
     file that is missing or malformed, an adapter rank larger than a layer it adapts)."""
     check_model_folder(run.model)  # a damaged model folder is named before any data or weights load
     check_device(run)
@@ -33,6 +33,12 @@ def preflight(run: RunConfig) -> None:
         if importlib.util.find_spec("flash_attn") is None:
             raise ConfigError("model.attn_implementation=flash_attention_2: the flash-attn package is not installed "
                               "(pip install flash-attn), or use sdpa")
+    if run.model.attn_implementation == "flex_attention":
+        import torch
+
+        if run.trainer.accelerator == "cpu" or not torch.cuda.is_available():
+            raise ConfigError("model.attn_implementation=flex_attention: training needs a CUDA GPU (flex attention "
+                              "has no backward on CPU); use sdpa on this machine")
     resume = run.trainer.resume
     if resume not in (None, "auto"):
         path = Path(resume).expanduser()

@@ -219,6 +219,8 @@ if not torch.cuda.is_available():
     CASES.append(("liger kernels without a GPU", ["trainer.liger_kernels=true"], "trainer.liger_kernels=true: liger-kernel's Triton kernels need a CUDA GPU"))
     CASES.append(("flash-attention without a GPU", ["model.attn_implementation=flash_attention_2"],
                   "model.attn_implementation=flash_attention_2: needs a CUDA GPU"))
+    CASES.append(("flex-attention without a GPU", ["model.attn_implementation=flex_attention"],
+                  "model.attn_implementation=flex_attention: training needs a CUDA GPU"))
 
 
 @pytest.mark.parametrize("overrides,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

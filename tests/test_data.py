@@ -558,27 +558,39 @@ def test_packed_examples_get_the_logits_and_the_loss_they_get_alone(device):
     assert (leaky[0, 5:14] - alone[1]).abs().max() > 1e-2
 
 
-def test_packed_rows_under_flex_attention_get_sdpa_s_logits():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+def test_packed_rows_under_flex_attention_get_sdpa_s_logits(device):
     """``model.attn_implementation=flex_attention``: transformers builds a block mask from the
     packed rows' position ids (the blocks between examples skipped on a GPU); the logits equal
-    sdpa's with its dense block-diagonal mask, which equal each example alone (above). One
-    packed batch: on CPU flex compiles its kernel per shape (about 20 s)."""
+    sdpa's with its dense block-diagonal mask, which equal each example alone (above), and on a
+    GPU so do the loss's gradients (flex has no backward on CPU). One packed batch: on CPU flex
+    compiles its kernel per shape (about 20 s)."""
     from harness.models import build_model
     from tests.helpers import compose_run
 
     generator = torch.Generator().manual_seed(0)
     examples = [{"input_ids": (ids := torch.randint(3, 49152, (n,), generator=generator).tolist()), "labels": ids}
                 for n in (5, 9, 3, 7)]
-    packed = batches.model_inputs(batches.collate(data.pack_examples(examples, max_seq_len=16), pad_id=0))
-    logits = {}
+    packed = batches.collate(data.pack_examples(examples, max_seq_len=16), pad_id=0)
+    packed = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in packed.items()}
+    out = {}
     for attention in ("sdpa", "flex_attention"):
         run = compose_run(["model=tiny", f"model.attn_implementation={attention}"])
         torch.manual_seed(0)
-        model = build_model(run.model, run.quant, "32-true", "cpu").eval()
+        model = build_model(run.model, run.quant, "32-true", device)
         assert model.config._attn_implementation == attention
-        with torch.no_grad():
-            logits[attention] = model(**packed).logits
-    torch.testing.assert_close(logits["flex_attention"], logits["sdpa"], atol=1e-5, rtol=1e-5)
+        with torch.set_grad_enabled(device == "cuda"):
+            result = model(**batches.model_inputs(packed), labels=packed["labels"])
+        grad = None
+        if device == "cuda":
+            result.loss.backward()
+            grad = model.model.layers[0].self_attn.q_proj.weight.grad
+        out[attention] = (result.logits.detach(), grad)
+    tol = 1e-5 if device == "cpu" else 1e-4
+    torch.testing.assert_close(out["flex_attention"][0], out["sdpa"][0], atol=tol, rtol=tol)
+    if device == "cuda":
+        torch.testing.assert_close(out["flex_attention"][1], out["sdpa"][1], atol=tol, rtol=tol)
 
 
 # --------------------------------------------------------------------------- batching
