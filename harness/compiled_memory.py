@@ -77,11 +77,11 @@ def saved_bytes(model: nn.Module, run: RunConfig, device: str = "cuda") -> int |
 def _trace(model: nn.Module, block: nn.Module, batch: int, length: int, device: str) -> int:
     """Run ``model``'s forward on meta tensors with ``block`` compiled by a backend that stops at
     the partition, and sum the partitioned forward's saved tensors."""
-    found: dict = {}
     config = model.config
     hidden = config.hidden_size
     dtype = next(p.dtype for p in block.parameters() if p.dtype.is_floating_point)
     embeds = torch.empty(batch, length, hidden, device="meta", dtype=dtype, requires_grad=True)
+    found: dict = {"input_shape": tuple(embeds.shape)}
     mask = torch.ones(batch, 1, length, length, device="meta", dtype=torch.bool)
     # The backend raises once it has counted, so dynamo caches nothing for the block's forward
     # (trainer.compile compiles it later in the same process). fullgraph: a block dynamo splits
@@ -112,7 +112,7 @@ def _stop_at_partition(found: dict):
         # inductor's partitioner, without the joint-graph passes inductor runs first (pattern
         # rewrites that need a real device; on the meta device they leave a graph it cannot cut)
         forward, _ = min_cut_rematerialization_partition(joint, inputs, num_fwd_outputs=num_fwd_outputs, **kwargs)
-        found["bytes"] = _saved(forward, num_fwd_outputs)
+        found["bytes"] = _saved(forward, num_fwd_outputs, found["input_shape"])
         raise _Partitioned
 
     def backend(graph, example_inputs):
@@ -126,11 +126,12 @@ def _unreachable(graph, example_inputs):
     raise _Partitioned
 
 
-def _saved(forward: torch.fx.GraphModule, num_fwd_outputs: int) -> int:
+def _saved(forward: torch.fx.GraphModule, num_fwd_outputs: int, input_shape: tuple) -> int:
     """Bytes of the tensors the partitioned ``forward`` returns for backward: its outputs past the
-    block's own, less its inputs (weights, mask and rotary tables), except the block's input."""
+    block's own, less its inputs (weights, mask and rotary tables), except the block's input (the
+    placeholder of ``input_shape``: the graph's values carry no ``requires_grad`` to tell it by)."""
     inputs = [n for n in forward.graph.nodes if n.op == "placeholder"]
-    hidden_input = max(inputs, key=lambda n: _bytes(n) if _is_activation(n) else -1)
+    hidden_input = next((n for n in inputs if _shape(n) == input_shape), None)
     output = next(n for n in forward.graph.nodes if n.op == "output").args[0]
     total = 0
     for node in output[num_fwd_outputs:]:
@@ -140,9 +141,9 @@ def _saved(forward: torch.fx.GraphModule, num_fwd_outputs: int) -> int:
     return total
 
 
-def _is_activation(node: torch.fx.Node) -> bool:
+def _shape(node: torch.fx.Node) -> tuple | None:
     value = node.meta.get("val")
-    return isinstance(value, torch.Tensor) and value.dim() == 3 and value.requires_grad
+    return tuple(int(s) for s in value.shape) if isinstance(value, torch.Tensor) else None
 
 
 def _bytes(node: torch.fx.Node) -> int:

@@ -16,29 +16,30 @@ from .models import check_model_folder, hub_reachable, load_config
 from .paths import MissingPathError, is_pypi_path
 from .schema import ConfigError, RunConfig
 
+# Attention implementations a run can use only on a CUDA GPU, and why.
+GPU_ONLY_ATTENTION = {"flash_attention_2": "needs a CUDA GPU",
+                      "flex_attention": "training needs a CUDA GPU (flex attention has no backward on CPU)"}
+
 
 def preflight(run: RunConfig) -> None:
     """Checks that need the machine, the data file or the architecture, not just the config: each
     is a user error found before any weights load, and before the training stack (Lightning,
     transformers, peft) is imported, so it costs a second, not ten (flash- or flex-attention
-    without a GPU, flash-attention without its package, a resume file that is no checkpoint, a device the run cannot have, a data
-    file that is missing or malformed, an adapter rank larger than a layer it adapts)."""
+    without a GPU, flash-attention without its package, a resume file that is no checkpoint, a
+    device the run cannot have, a data file that is missing or malformed, an adapter rank larger
+    than a layer it adapts)."""
     check_model_folder(run.model)  # a damaged model folder is named before any data or weights load
     check_device(run)
-    if run.model.attn_implementation == "flash_attention_2":
+    attention = run.model.attn_implementation
+    if attention in GPU_ONLY_ATTENTION:
         import torch
 
         if run.trainer.accelerator == "cpu" or not torch.cuda.is_available():
-            raise ConfigError("model.attn_implementation=flash_attention_2: needs a CUDA GPU; use sdpa on this machine")
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ConfigError("model.attn_implementation=flash_attention_2: the flash-attn package is not installed "
-                              "(pip install flash-attn), or use sdpa")
-    if run.model.attn_implementation == "flex_attention":
-        import torch
-
-        if run.trainer.accelerator == "cpu" or not torch.cuda.is_available():
-            raise ConfigError("model.attn_implementation=flex_attention: training needs a CUDA GPU (flex attention "
-                              "has no backward on CPU); use sdpa on this machine")
+            raise ConfigError(f"model.attn_implementation={attention}: {GPU_ONLY_ATTENTION[attention]}; "
+                              "use sdpa on this machine")
+    if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError("model.attn_implementation=flash_attention_2: the flash-attn package is not installed "
+                          "(pip install flash-attn), or use sdpa")
     resume = run.trainer.resume
     if resume not in (None, "auto"):
         path = Path(resume).expanduser()
