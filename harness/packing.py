@@ -169,6 +169,10 @@ class PackClock:
     tokens: int = 0
     lora_terms: dict | None = None
     compiled_graphs: int | None = None  # trainer.compile: the graphs its blocks compiled in training
+    # Seconds from the start of training to the end of the pack's first optimizer step (the device
+    # synchronized once, there): with trainer.compile, compiling the blocks and recording their
+    # graphs is most of it, which a later step's share of the training time does not pay.
+    first_step: float | None = None
 
     def seconds(self) -> float | None:
         return (self.ended - self.started) if self.started is not None else None
@@ -233,6 +237,7 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
             m.record["trial_train_seconds"] = (m.left_at - clock.started) if m.left_at and clock.started else None
             m.record["total_seconds"] = time.perf_counter() - started
             m.record["train_tokens"] = m.tokens
+            m.record["pack_first_step_seconds"] = clock.first_step
             if clock.lora_terms is not None:  # which path computed the pack's LoRA terms in training
                 m.record.update(pack_lora_batched_terms=clock.lora_terms[BATCHED],
                                 pack_lora_looped_terms=clock.lora_terms[LOOPED])
@@ -398,10 +403,15 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
         seed_everything(members[0].run.seed, workers=True, verbose=False)
     graphs_before = counters["stats"]["unique_graphs"]
     eager_blocks(model, False)  # compiled blocks (trainer.compile) run compiled in training only
+    steps_before = [m.step for m in members]
     try:
         while any(m.active for m in members) and STOP.signum is None:
             clock.tokens += packed_step(model, router, [m for m in members if m.active], pad_id, shared.precision,
                                         shared.device, clock.started)
+            if clock.first_step is None and any(m.step > s for m, s in zip(members, steps_before, strict=True)):
+                if shared.device == "cuda":
+                    torch.cuda.synchronize()
+                clock.first_step = time.perf_counter() - clock.started
         # Stopped by a signal: the trials within an optimizer step finish it, so that each
         # stops where its state saves and resumes exactly (harness.pack_state).
         while within := [m for m in members if m.active and m.pending]:

@@ -134,6 +134,9 @@ class RunRecord(MutableMapping):
     # a packed trial that went on from the state its last pack saved when stopped (harness.pack_state):
     # the optimizer step it went on from (its record's runtime is this pack's; its tokens, all its training's)
     pack_resumed_at_step: int = _field()
+    # the pack's seconds from the start of training to the end of its first optimizer step (part
+    # of train_seconds; under trainer.compile, most of it compiles the blocks and records graphs)
+    pack_first_step_seconds: float = _field()
     trainable_params: int = _field()
     total_params: int = _field()
     setup_seconds: float = _field()

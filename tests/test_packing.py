@@ -349,6 +349,11 @@ def test_a_compiled_pack_trains_as_the_eager_pack_without_dropout(tiny_pretraine
     # it); the second pack of the process found them compiled.
     assert 0 < graphs[1234] == compiled[1234][0]["pack_compiled_graphs"] <= 3 < compiled[1234][0]["pack_recompile_limit"]
     assert graphs[7] == compiled[7][0]["pack_compiled_graphs"] == 0
+    # The first optimizer step, the pack's warm-up: the first pack compiled its blocks in it, the
+    # second found them compiled.
+    first_steps = {seed: compiled[seed][0]["pack_first_step_seconds"] for seed in compiled}
+    assert 0 < first_steps[7] < first_steps[1234] < compiled[1234][0]["train_seconds"]
+    assert eager[0]["pack_first_step_seconds"] > 0
     for i, (e, c) in enumerate(zip(eager, compiled[1234], strict=True)):
         assert e["status"] == c["status"] == "ok", (i, c.get("error"))
         we, wc = adapter_weights(e), adapter_weights(c)

@@ -726,7 +726,8 @@ def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, cap
     from harness.report import throughput
 
     def packed(t: int, s: int) -> dict:  # trial 0's seeds in one pack, trial 1's in one each, trial 2 alone
-        return {} if t == 2 else {"packed": True, "pack_size": 2 if t == 0 else 1, "pack_log": f"packs/{t}_{s if t else 1}/pack.log"}
+        return {} if t == 2 else {"packed": True, "pack_size": 2 if t == 0 else 1, "pack_log": f"packs/{t}_{s if t else 1}/pack.log",
+                                  "pack_first_step_seconds": 10.0 * (t + s)}
 
     first = write_sweep(tmp_path, "first", [dict(make_record("first", t, {"adapter.r": 4 * (t + 1)}, seed=s),
                                                  optimizer_steps=63 * (t + 1), **packed(t, s))  # runs of 63 to 189 steps
@@ -746,6 +747,7 @@ def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, cap
     assert one["busy s"] == (12 + 25) * 60 and one["sessions"] == 2 and one["open trials"] == 1
     assert one["runs ok"] == 6 and one["runs per hour"] == pytest.approx(6 * 3600 / (37 * 60), abs=0.06)
     assert one["train s"] == 60.0 and one["device"] == "CPU"
+    assert one["first step s"] == 20.0 and two["first step s"] is None  # the packed runs' 10, 20, 20, 30
     assert one["packed"] == 4 and one["packs"] == "2x1 1x2" and two["packs"] is None
     assert one["shared s"] == two["shared s"] == 15 * 60
 

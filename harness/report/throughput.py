@@ -26,7 +26,10 @@ from pathlib import Path
 
 from ..results import extracted, load_records
 
-PHASES = ("startup_seconds", "setup_seconds", "train_seconds", "eval_seconds")
+# Record field -> column: medians over a sweep's ok runs. A packed run's first step (its pack's:
+# compiling and recording graphs under trainer.compile) is part of its train seconds.
+PHASES = {"startup_seconds": "startup s", "setup_seconds": "setup s", "train_seconds": "train s",
+          "pack_first_step_seconds": "first step s", "eval_seconds": "eval s"}
 PLAIN_STEPS = 63  # optimizer steps of a plain-loop trial, as `python -m harness.bench --steps 63` times it
 Interval = tuple[datetime, datetime]
 
@@ -121,9 +124,9 @@ def sweep_throughput(sweep_dir: Path, label: str) -> dict:
            "runs per hour": round(len(ok) * 3600 / busy, 1) if busy else None, "intervals": intervals}
     steps = ok["optimizer_steps"].dropna().sum() if "optimizer_steps" in ok.columns else 0
     row["steps per hour"] = round(steps * 3600 / busy) if busy and steps else None
-    for phase in PHASES:
+    for phase, column in PHASES.items():
         values = ok[phase].dropna() if phase in ok.columns else []
-        row[phase.replace("_seconds", " s")] = round(statistics.median(values), 1) if len(values) else None
+        row[column] = round(statistics.median(values), 1) if len(values) else None
     return row
 
 
