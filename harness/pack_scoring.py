@@ -6,7 +6,8 @@ data, hence their held-out split, so trials that score the same tasks send lm-ev
 loglikelihood requests. :class:`PackLM` is lm-eval's HFLM whose loglikelihood, asked by the
 first of them, runs each batch of requests once for all of them, stacked: trial k's copy of the
 batch goes to trial k's adapter (:mod:`harness.packed_lora`), and the other trials' results are
-kept (:class:`JointScores`) until lm-eval asks for them in their own turn. Everything else about
+kept (:class:`JointScores`) until lm-eval asks for them in their own turn, which it then gets without
+tokenizing the requests again. Everything else about
 scoring (building the tasks, metrics, aggregation, standard errors) is lm-eval's, per trial.
 
 Per request the arithmetic is HFLM's ``_loglikelihood_tokens``: the same ordering and batches
@@ -59,6 +60,9 @@ class JointScores:
         self.served: set[str] = set()  # the trials that got results from a joint pass
         self.alone: set[str] = set()  # the trials that had requests answered alone (after out of memory)
         self.out_of_memory = False  # a pass of one trial ran out of memory: every trial from then on alone
+        # (batch size, the requests' (context, continuation) texts) -> their key in ``results``:
+        # the trials after the first read their answers without tokenizing the requests again
+        self.text_keys: dict[tuple, tuple] = {}
 
     def lm(self, name: str):
         """A factory of the :class:`PackLM` of trial ``name`` (HFLM's keyword arguments)."""
@@ -157,6 +161,23 @@ class PackLM(BatchedLM):
         super().__init__(**kwargs)
         self.joint = joint
         self.index = joint.names.index(name)
+        self._text: tuple | None = None  # the texts of the requests being tokenized (loglikelihood)
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """HFLM's, except that a trial whose requests the joint pass already answered reads its
+        answers without tokenizing the requests again (one trial's tokenizing is a few seconds of
+        host time on the embedded tasks, paid once per pack, not once per trial)."""
+        joint = self.joint
+        text = (self.batch_size, tuple(request.args for request in requests))
+        key = joint.text_keys.get(text)
+        if key is not None and not joint.out_of_memory:
+            joint.served.add(joint.names[self.index])
+            return joint.results[key][self.index]
+        self._text = text
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._text = None
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         joint = self.joint
@@ -175,6 +196,8 @@ class PackLM(BatchedLM):
                 torch.cuda.empty_cache()
                 joint.alone.add(joint.names[self.index])
                 return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        if self._text is not None:
+            joint.text_keys[self._text] = key
         joint.served.add(joint.names[self.index])
         return joint.results[key][self.index]
 

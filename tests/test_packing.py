@@ -385,35 +385,42 @@ def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, cha
 
     from harness import pack_scoring
 
-    calls, joints, answers = [0], [], {"alone": [], "joint": []}
-    model_call, joint_answers = HFLM._model_call, pack_scoring.PackLM._loglikelihood_tokens
-    alone_answers = pack_scoring.BatchedLM._loglikelihood_tokens
+    calls, encoded, joints, answers = [0], [0], [], {"alone": [], "joint": []}
+    model_call, encode_pair = HFLM._model_call, HFLM._encode_pair
+    joint_answers, alone_answers = pack_scoring.PackLM.loglikelihood, pack_scoring.BatchedLM._loglikelihood_tokens
 
     def counted(self, *args, **kwargs):
         calls[0] += 1
         return model_call(self, *args, **kwargs)
 
-    def kept(way, answer):
+    def encode_counted(self, *args, **kwargs):
+        encoded[0] += 1
+        return encode_pair(self, *args, **kwargs)
+
+    def kept(way, answer, texts):
         def wrapper(self, requests, *args, **kwargs):
             got = answer(self, requests, *args, **kwargs)
-            answers[way].append(([r[1:] for r in requests], got))
+            answers[way].append(([texts(r) for r in requests], got))
             return got
         return wrapper
 
     monkeypatch.setattr(HFLM, "_model_call", counted)
-    monkeypatch.setattr(pack_scoring.BatchedLM, "_loglikelihood_tokens", kept("alone", alone_answers))
-    monkeypatch.setattr(pack_scoring.PackLM, "_loglikelihood_tokens", kept("joint", joint_answers))
+    monkeypatch.setattr(HFLM, "_encode_pair", encode_counted)
+    # A trial alone: its tokenized requests' texts; in a joint pack, every trial's requests (the
+    # trials after the first read the joint answers before any tokenizing).
+    monkeypatch.setattr(pack_scoring.BatchedLM, "_loglikelihood_tokens", kept("alone", alone_answers, lambda r: r[0]))
+    monkeypatch.setattr(pack_scoring.PackLM, "loglikelihood", kept("joint", joint_answers, lambda r: r.args))
     joint_init = pack_scoring.JointScores.__init__
     monkeypatch.setattr(pack_scoring.JointScores, "__init__", lambda self, *a: (joints.append(self), joint_init(self, *a))[1])
     base = tiny(chat_file, size=16, base=tiny_pretrained) + SCORED
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))  # the base is scored by the first pack only
-    packs, forwards = {}, {}
+    packs, forwards, encodes = {}, {}, {}
     for path in ("joint", "alone"):
         monkeypatch.setenv("HARNESS_PACK_EVAL", path)
-        calls[0] = 0
+        calls[0] = encoded[0] = 0
         packs[path] = train_pack([Member(*compose_member(base + t), run_dir=tmp_path / path / str(i))
                                   for i, t in enumerate(BATCHED_TRIALS)])
-        forwards[path] = calls[0]
+        forwards[path], encodes[path] = calls[0], encoded[0]
     for alone, joint in zip(packs["alone"], packs["joint"], strict=True):
         assert alone["status"] == joint["status"] == "ok", joint.get("error")
         assert (alone["pack_eval"], joint["pack_eval"]) == ("alone", "joint")
@@ -431,6 +438,10 @@ def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, cha
     # Three trials scored for the forwards of one: the joint pack's model calls are the stacked ones.
     assert len(joints) == 1 and joints[0].names == ["trial0", "trial1", "trial2"]
     assert joints[0].forwards > 0 and forwards["alone"] == 3 * joints[0].forwards
+    # Tokenized once for the three: the joint pack tokenized the base's requests (it scored the
+    # base) and its first trial's; the alone pack, each trial's.
+    requests = len(answers["joint"][0][0])
+    assert encodes == {"joint": 2 * requests, "alone": 3 * requests}
     monkeypatch.setenv("HARNESS_PACK_EVAL", "stacked")
     with pytest.raises(ConfigError, match="HARNESS_PACK_EVAL=stacked: choose joint or alone"):
         check_pack([Member(*compose_member(base), run_dir=tmp_path / "x")])
