@@ -22,24 +22,32 @@ P = 0.25  # large enough that a rate off by a few points shows over 64k elements
 
 
 class Block(nn.Module):
-    """``x + A(dropout(x))`` with ``A`` the identity, so ``y = x * (1 + mask / (1 - P))``."""
+    """``x + A(dropout(x))`` with ``A`` the identity, so ``y = x * (1 + mask / (1 - P))``.
+    ``stacked``: the dropout of a compiled pack's batched group (three trials' rows stacked,
+    :func:`harness.packed_lora._stacked_dropout`) instead of ``nn.Dropout``'s."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, stacked: bool = False):
         super().__init__()
         self.lora_A = nn.Linear(width, width, bias=False)
         nn.init.eye_(self.lora_A.weight)
         self.dropout = nn.Dropout(P)
+        self.stacked = stacked
+        self.lora_dropout = nn.ModuleDict({name: nn.Dropout(P) for name in "abc"})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.lora_A(self.dropout(x))
+        if not self.stacked:
+            return x + self.lora_A(self.dropout(x))
+        from harness.packed_lora import _stacked_dropout
+
+        return x + self.lora_A(_stacked_dropout(self, list("abc"), x.view(3, -1, x.shape[-1])).view_as(x))
 
 
 class Blocks(nn.Module):
     _no_split_modules = ["Block"]  # how harness.models.decoder_blocks finds the repeated blocks
 
-    def __init__(self, n: int, width: int):
+    def __init__(self, n: int, width: int, stacked: bool = False):
         super().__init__()
-        self.layers = nn.ModuleList(Block(width) for _ in range(n))
+        self.layers = nn.ModuleList(Block(width, stacked) for _ in range(n))
 
 
 def mask_of(ratio: torch.Tensor) -> torch.Tensor:
@@ -65,11 +73,12 @@ def masks_of_one_step(model: Blocks, rows: int, width: int, device: str) -> tupl
     pytest.param("cuda", "reduce-overhead", marks=[pytest.mark.gpu, pytest.mark.skipif(
         not torch.cuda.is_available(), reason="needs a CUDA GPU")]),
 ])
-def test_compiled_blocks_draw_fresh_dropout_masks_at_their_rate_and_backward_reuses_them(device, mode):
+@pytest.mark.parametrize("stacked", [False, True], ids=["dropout", "pack_group"])
+def test_compiled_blocks_draw_fresh_dropout_masks_at_their_rate_and_backward_reuses_them(device, mode, stacked):
     from harness.speed import compile_blocks
 
-    rows, width, n = 256, 256, 3
-    model = Blocks(n, width).to(device).train()
+    rows, width, n = 255, 256, 3  # 255 rows: three trials' 85 each in the pack group's stack
+    model = Blocks(n, width, stacked).to(device).train()
     assert compile_blocks(model, mode) == n
     seen = []
     for step in range(4):  # CUDA graphs record on a later call than the first, then replay

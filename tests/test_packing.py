@@ -253,6 +253,44 @@ def test_a_trials_dropout_draws_over_a_contiguous_input():
     assert contiguous == [True] * 4
 
 
+def test_a_compiled_group_draws_its_trials_dropout_in_one_operation():
+    """In a compiled block (routes without trial streams) a batched group's dropout is one draw
+    over the stacked inputs, each trial's rows with its own probability, not one dropout per
+    trial: a pack's compile time grew with its trials' dropouts (harness.packed_lora._stacked_dropout)."""
+    from peft import LoraConfig, get_peft_model
+
+    from harness.packed_lora import Route, _stacked_dropout, attach_router
+
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)), LoraConfig(r=2, target_modules=["0"], lora_dropout=0.5),
+                           adapter_name="t0")
+    model.add_adapter("t1", LoraConfig(r=4, target_modules=["0"], lora_dropout=0.2))
+    model.add_adapter("t2", LoraConfig(r=2, target_modules=["0"], lora_dropout=0.0))
+    model.train()
+    router = attach_router(model, True)
+    graphs = []
+
+    def backend(graph_module, _):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    with router.route([Route(f"t{k}", 2 * k, 2 * k + 2, None, None) for k in range(3)]):
+        torch.compile(model, backend=backend, fullgraph=True)(torch.randn(6, 5, 8))
+    called = [node.target for node in graphs[0].graph.nodes if node.op == "call_function"]
+    assert called.count(torch.rand) == 1 and torch.nn.functional.dropout not in called
+    # Each trial's rows: dropped with its own probability, the rest scaled as nn.Dropout scales
+    # them; gradients through the same mask.
+    layer = model.base_model.model[0]
+    torch.manual_seed(0)
+    inputs = torch.ones(3, 20_000, 8, requires_grad=True)
+    out = _stacked_dropout(layer, ["t0", "t1", "t2"], inputs)
+    out.sum().backward()
+    for k, p in enumerate((0.5, 0.2, 0.0)):
+        kept = out[k] != 0
+        assert abs(1 - kept.float().mean().item() - p) < 0.01, k
+        assert torch.equal(out[k][kept], torch.full_like(out[k][kept], 1 / (1 - p)))
+        assert torch.equal(inputs.grad[k], out[k].detach())
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
 def test_a_trials_stream_draws_the_masks_it_draws_alone_and_resumes_from_its_saved_state(device):
