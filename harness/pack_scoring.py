@@ -60,9 +60,6 @@ class JointScores:
         self.served: set[str] = set()  # the trials that got results from a joint pass
         self.alone: set[str] = set()  # the trials that had requests answered alone (after out of memory)
         self.out_of_memory = False  # a pass of one trial ran out of memory: every trial from then on alone
-        # (batch size, the requests' (context, continuation) texts) -> their key in ``results``:
-        # the trials after the first read their answers without tokenizing the requests again
-        self.text_keys: dict[tuple, tuple] = {}
 
     def lm(self, name: str):
         """A factory of the :class:`PackLM` of trial ``name`` (HFLM's keyword arguments)."""
@@ -161,30 +158,28 @@ class PackLM(BatchedLM):
         super().__init__(**kwargs)
         self.joint = joint
         self.index = joint.names.index(name)
-        self._text: tuple | None = None  # the texts of the requests being tokenized (loglikelihood)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         """HFLM's, except that a trial whose requests the joint pass already answered reads its
         answers without tokenizing the requests again (one trial's tokenizing is a few seconds of
         host time on the embedded tasks, paid once per pack, not once per trial)."""
         joint = self.joint
-        text = (self.batch_size, tuple(request.args for request in requests))
-        key = joint.text_keys.get(text)
-        if key is not None and not joint.out_of_memory:
+        key = (self.batch_size, "texts", tuple(request.args for request in requests))
+        if key in joint.results and not joint.out_of_memory:
             joint.served.add(joint.names[self.index])
             return joint.results[key][self.index]
-        self._text = text
-        try:
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._text = None
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         joint = self.joint
         if self.backend != "causal" or not isinstance(self.batch_size, int) or joint.out_of_memory:
             joint.alone.add(joint.names[self.index])
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        key = (self.batch_size, tuple((tuple(context), tuple(continuation)) for _, context, continuation in requests))
+        # Requests by their texts (what loglikelihood looks up before tokenizing); rolling windows
+        # have none, so by their tokens.
+        texts = [request for request, _, _ in requests]
+        key = ((self.batch_size, "texts", tuple(texts)) if None not in texts else
+               (self.batch_size, "tokens", tuple((tuple(context), tuple(continuation)) for _, context, continuation in requests)))
         if key not in joint.results:
             try:
                 joint.results[key] = self._every_trial(requests)
@@ -196,8 +191,6 @@ class PackLM(BatchedLM):
                 torch.cuda.empty_cache()
                 joint.alone.add(joint.names[self.index])
                 return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        if self._text is not None:
-            joint.text_keys[self._text] = key
         joint.served.add(joint.names[self.index])
         return joint.results[key][self.index]
 

@@ -242,17 +242,17 @@ def add_batched(layer, x: torch.Tensor, result: torch.Tensor, group: list[Route]
     adjacent = all(route.start == group[0].start + i * rows for i, route in enumerate(group))
     span = slice(group[0].start, group[-1].stop)
     drops = any(_drops(layer, route) for route in group)
-    if not drops or _in_graph_dropout(group):
-        inputs = (sub[span].reshape(n, -1, sub.shape[-1]) if adjacent  # a view of the stack: no copy
-                  else torch.stack([sub[route.start:route.stop].reshape(-1, sub.shape[-1]) for route in group]))
-        if drops:
-            inputs = _stacked_dropout(layer, names, inputs)
+    in_graph = _in_graph_dropout(group)
+    if adjacent and (in_graph or not drops):
+        inputs = sub[span].reshape(n, -1, sub.shape[-1])  # a view of the stack: no copy
     else:
         # The trials' rows as one split of the stack: its backward is one concatenation, where a
         # slice per trial would each write a zero-filled gradient of the whole stack.
         parts = sub[span].split(rows) if adjacent else [sub[route.start:route.stop] for route in group]
-        inputs = torch.stack([_dropout_padded(layer, route, part).reshape(-1, sub.shape[-1])
+        inputs = torch.stack([(part if in_graph else _dropout_padded(layer, route, part)).reshape(-1, sub.shape[-1])
                               for route, part in zip(group, parts, strict=True)])
+    if drops and in_graph:
+        inputs = _stacked_dropout(layer, names, inputs)
     pads_a, pads_b, rank = _constants(layer, names, weights_a, weights_b)
     stacked_a = torch.cat(_interleave(weights_a, pads_a)).view(n, rank, -1)
     stacked_b = torch.cat(_interleave(weights_b, pads_b), dim=1).view(weights_b[0].shape[0], n, rank).permute(1, 2, 0)
