@@ -281,10 +281,12 @@ def _stacked_dropout(layer, names: list[str], inputs: torch.Tensor) -> torch.Ten
     trial (a pack's compile time grew with its trials: on CPU, eight trials of the tiny model
     compiled 353 kernels in 33 s with dropout and 257 in 22 s without). Each element is kept with
     probability 1 - p and scaled by 1 / (1 - p), as ``nn.Dropout``; the mask is not the one the
-    trial draws alone, as no mask drawn in a compiled graph is."""
-    probs = [float(layer.lora_dropout[name].p) if isinstance(layer.lora_dropout[name], nn.Dropout) else 0.0
-             for name in names]
-    p = torch.tensor(probs, dtype=torch.float32, device=inputs.device).view(-1, 1, 1)
+    trial draws alone, as no mask drawn in a compiled graph is. The rates are the layer's held
+    table where it has one (:func:`hold_trial_constants`)."""
+    if hasattr(layer, "_pack_dropout"):
+        p = _held(layer, layer._pack_dropout, names).view(-1, 1, 1)
+    else:
+        p = torch.tensor([_rate(layer, name) for name in names], dtype=torch.float32, device=inputs.device).view(-1, 1, 1)
     keep = torch.rand(inputs.shape, dtype=torch.float32, device=inputs.device) >= p
     return (inputs.float() * (keep / (1 - p))).to(inputs.dtype)  # rounded once, as nn.Dropout's kernel
 
@@ -325,12 +327,15 @@ def _scales(layer, names: list[str], out: torch.Tensor) -> torch.Tensor:
     """The group's scaling vector ``[trials, 1, 1]`` for the terms ``out``, made once per layer,
     group and dtype (as :func:`_constants`). In ``out``'s dtype where every trial's scaling is
     exact in it (alpha/r a power of two, as in most sweeps), float32 otherwise and in a compiled
-    block (whose compiler fuses the product). Either way ``out * scales`` is the float product
+    block (whose compiler fuses the product; there the layer's held table,
+    :func:`hold_trial_constants`, so the graph does not fold the values in). Either way ``out * scales`` is the float product
     rounded once to ``out``'s dtype, as peft's ``* scaling`` (a Python float) computes it; in
     one dtype it is one plain kernel and its backward writes the gradient in that dtype, where
     a float32 vector makes the backward write a float32 gradient of the whole term and copy it
     back (on an H100, 2026-12-06: the costliest kernels of an eager pack with ``lm_head``
     adapted, docs/benchmarks.md)."""
+    if torch.compiler.is_compiling() and hasattr(layer, "_pack_scaling"):
+        return _held(layer, layer._pack_scaling, names).view(-1, 1, 1)
     cache = _constants_cache(layer)
     key = ("scales", tuple(names), out.dtype, out.device)
     if key not in cache:
@@ -340,6 +345,37 @@ def _scales(layer, names: list[str], out: torch.Tensor) -> torch.Tensor:
             scales = scales.to(out.dtype)
         cache[key] = scales
     return cache[key]
+
+
+def hold_trial_constants(model: nn.Module) -> None:
+    """Give each LoRA layer of ``model`` its trials' scalings and dropout rates as float32 tensors
+    (one entry per adapter), for compiled blocks: the graph reads them as inputs where it would
+    fold Python floats in as constants. So packs whose trials differ only in alpha or dropout
+    compile the same graph, and a later pack finds it in inductor's on-disk cache (on CPU, a
+    135M pack of five compiled its first pass in 24.6 s, and in 4.6 s from the cache). Plain
+    attributes, which ``.to`` does not move or cast: call it after the model's last move."""
+    for layer in lora_layers(model):
+        names = list(layer.lora_A)
+        device = layer.lora_A[names[0]].weight.device
+        layer._pack_slot = {name: slot for slot, name in enumerate(names)}
+        layer._pack_scaling = torch.tensor([float(layer.scaling[name]) for name in names],
+                                           dtype=torch.float32, device=device)
+        layer._pack_dropout = torch.tensor([_rate(layer, name) for name in names], dtype=torch.float32, device=device)
+
+
+def _held(layer, table: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """The entries of ``names`` in one of the layer's held tables: a slice where their slots run
+    in order (the usual group: every trial of the pack), else a gather."""
+    slots = [layer._pack_slot[name] for name in names]
+    if slots == list(range(slots[0], slots[0] + len(slots))):
+        return table[slots[0]:slots[0] + len(slots)]
+    return table[slots]
+
+
+def _rate(layer, name: str) -> float:
+    """The adapter's dropout probability (0 where it has no dropout)."""
+    dropout = layer.lora_dropout[name]
+    return float(dropout.p) if isinstance(dropout, nn.Dropout) else 0.0
 
 
 def _constants_cache(layer) -> dict:

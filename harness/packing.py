@@ -72,6 +72,7 @@ from .packed_lora import (
     TrialRng,
     add_adapters,
     attach_router,
+    hold_trial_constants,
     lora_path,
     train_mode,
 )
@@ -356,6 +357,7 @@ def compile_pack(model, trials: int, trainer) -> None:
     configuration (a trial leaves, an epoch's last micro-batch is shorter, a new width) compiles
     again, so the limit grows with the pack and ``trainer.graph_widths`` instead of falling back
     to eager at torch's 8."""
+    hold_trial_constants(model)
     compile_blocks(model, trainer.compile_mode)
     config = torch._dynamo.config
     wanted = 64 + 8 * trials * trainer.graph_widths

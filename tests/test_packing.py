@@ -291,6 +291,46 @@ def test_a_compiled_group_draws_its_trials_dropout_in_one_operation():
         assert torch.equal(inputs.grad[k], out[k].detach())
 
 
+def test_packs_whose_trials_differ_in_alpha_and_dropout_compile_the_same_graph():
+    """A compiled block reads its trials' scalings and dropout rates from tensors the layer holds
+    (harness.packed_lora.hold_trial_constants), not as constants folded into the graph: so the
+    next pack of a sweep, its alphas and dropouts other, finds the graph in inductor's on-disk
+    cache instead of compiling again. Its terms are the same as with the values in the graph."""
+    from peft import LoraConfig, get_peft_model
+
+    from harness.packed_lora import Route, attach_router, hold_trial_constants
+
+    def pack(alphas, rates, hold):
+        torch.manual_seed(0)
+        model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)),
+                               LoraConfig(r=2, lora_alpha=alphas[0], target_modules=["0"], lora_dropout=rates[0]),
+                               adapter_name="t0")
+        model.add_adapter("t1", LoraConfig(r=4, lora_alpha=alphas[1], target_modules=["0"], lora_dropout=rates[1]))
+        for name in ("t0", "t1"):
+            torch.nn.init.normal_(model.base_model.model[0].lora_B[name].weight)
+        model.train()
+        router = attach_router(model, True)
+        if hold:
+            hold_trial_constants(model)
+        graphs = []
+
+        def backend(graph_module, _):
+            graphs.append(graph_module)
+            return graph_module.forward
+
+        torch.manual_seed(1)
+        with router.route([Route(f"t{k}", 2 * k, 2 * k + 2, None, None) for k in range(2)]):
+            out = torch.compile(model, backend=backend, fullgraph=True)(torch.ones(4, 5, 8))
+        return graphs[0].code, out
+
+    code, out = pack((2, 8), (0.1, 0.3), hold=True)
+    other_code, _ = pack((16, 3), (0.5, 0.0), hold=True)
+    assert code == other_code
+    folded_code, folded_out = pack((2, 8), (0.1, 0.3), hold=False)
+    assert folded_code != pack((16, 3), (0.5, 0.0), hold=False)[0]  # the values in the graph: another graph
+    assert torch.equal(out, folded_out)
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
 def test_a_trials_stream_draws_the_masks_it_draws_alone_and_resumes_from_its_saved_state(device):
