@@ -34,6 +34,7 @@ the device three times a request.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,17 @@ def _context_key(request: tuple) -> list[int]:
     return request[-2] + request[-1][:-1]
 
 
+@dataclass
+class Answers:
+    """One batch's answers of one trial, on the device until read: per answer its request
+    (None for a grouped one-token continuation's copy, as lm-eval's cache returns it), the
+    continuation's summed log-likelihood and whether it is greedy."""
+
+    requests: list
+    sums: torch.Tensor
+    matches: torch.Tensor
+
+
 class BatchedLM(HFLM):
     """HFLM whose loglikelihood answers a batch of requests with one copy of their continuation
     tokens to the device and one copy of the answers back; HFLM's own loop waits on the device
@@ -91,16 +103,15 @@ class BatchedLM(HFLM):
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         order = Collator(requests, sort_fn=_sort_key, group_by="contexts" if self.logits_cache else None,
                          group_fn=_context_key)
-        found = []
+        parts = []
         with self._progress(requests, disable_tqdm) as bar:
             for chunk in order.get_batched(n=self.batch_size):
                 inputs, lengths = self._inputs(chunk)
                 logprobs = F.log_softmax(self._model_call(inputs), dim=-1, dtype=self.softmax_dtype)
-                answers = self._answers(order, chunk, logprobs, lengths, hook=True)
+                parts.append(self._answers(order, chunk, logprobs, lengths))
                 del logprobs
-                found += answers
-                bar.update(len(answers))
-        return order.get_original(found)
+                bar.update(len(parts[-1].requests))
+        return order.get_original(self._read(parts, hook=True))
 
     def _progress(self, requests, disable: bool = False) -> tqdm:
         """HFLM's progress bar over the requests (on stderr)."""
@@ -115,18 +126,23 @@ class BatchedLM(HFLM):
             assert context and continuation and len(continuation) <= self.max_length  # as HFLM asserts
             inputs.append(torch.tensor((context + continuation)[-(self.max_length + 1):][:-1], dtype=torch.long))
         lengths = [len(i) for i in inputs]
-        return pad_and_concat(max(lengths), inputs, padding_side="right").to(self.device), lengths
+        return self._to_device(pad_and_concat(max(lengths), inputs, padding_side="right")), lengths
 
-    def _answers(self, order: Collator, chunk, logits: torch.Tensor, lengths: list[int],
-                 hook: bool = False) -> list[tuple[float, bool]]:
-        """HFLM's per-request answers of one trial's log-probabilities: the continuation's summed
-        log-likelihood and whether it is the greedy continuation (the grouped one-token
-        continuations of a context included, as ``order`` returns them).
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` on the model's device. To a GPU from pinned memory, without waiting: a plain
+        copy from the host waits for the device's queue to drain first."""
+        if torch.device(self.device).type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def _answers(self, order: Collator, chunk, logits: torch.Tensor, lengths: list[int]) -> Answers:
+        """HFLM's per-request answers of one trial's log-probabilities, left on the device: the
+        continuation's summed log-likelihood and whether it is the greedy continuation (the
+        grouped one-token continuations of a context included, as ``order`` returns them).
 
         The same operations on the same tensors as HFLM's loop, so the same values, with the batch's
-        tokens copied in once and its answers out once (:class:`BatchedLM`). ``hook``: hand each
-        answer to lm-eval's request cache, as HFLM does (a pack's joint answers are the first
-        trial's to hand over)."""
+        tokens copied in once (without waiting); nothing waits on the device until :meth:`_read` copies every
+        batch's answers out at once (on a GPU other runs train on, each wait is a turn on it)."""
         pending = []  # (request, continuation tokens, greedy tokens, log-probs) per answer, in lm-eval's order
         width = max(lengths)
         for (request, context, continuation), row, length in zip(chunk, logits, lengths, strict=True):
@@ -135,16 +151,27 @@ class BatchedLM(HFLM):
             greedy = row.argmax(dim=-1)
             pending += [(request, tokens, greedy, cached) for request, tokens, cached in
                         order.get_cache(req_str=request, cxt_toks=context, cont_toks=continuation, logits=row)]
-        flat = torch.tensor([t for _, tokens, _, _ in pending for t in tokens], dtype=torch.long).to(self.device)
+        flat = self._to_device(torch.tensor([t for _, tokens, _, _ in pending for t in tokens], dtype=torch.long))
         sums, matches, start = [], [], 0
         for _, tokens, greedy, cached in pending:
             own = flat[start:start + len(tokens)].unsqueeze(0)
             start += len(tokens)
             matches.append((greedy[:, -own.shape[1]:] == own).all())
             sums.append(torch.gather(cached, 2, own.unsqueeze(-1)).sum())
-        answers = list(zip(torch.stack(sums).tolist(), torch.stack(matches).tolist(), strict=True))
+        return Answers([request for request, *_ in pending], torch.stack(sums), torch.stack(matches))
+
+    def _read(self, parts: list[Answers], hook: bool = False) -> list[tuple[float, bool]]:
+        """The ``(log-likelihood, greedy)`` answers of ``parts`` (batches' answers on the device),
+        in their order, copied out in one wait. ``hook``: hand each answer to lm-eval's request
+        cache, as HFLM does (a pack's joint answers are the first trial's to hand over)."""
+        if not parts:
+            return []
+        sums = torch.cat([part.sums for part in parts]).tolist()
+        matches = torch.cat([part.matches for part in parts]).tolist()
+        answers = list(zip(sums, matches, strict=True))
         if hook:
-            for (request, *_), answer in zip(pending, answers, strict=True):
+            requests = [request for part in parts for request in part.requests]
+            for request, answer in zip(requests, answers, strict=True):
                 if request is not None:
                     self.cache_hook.add_partial("loglikelihood", request, answer)
         return answers
@@ -199,7 +226,7 @@ class PackLM(BatchedLM):
         group_by = "contexts" if self.logits_cache else None
         orders = [Collator(requests, sort_fn=_sort_key, group_by=group_by, group_fn=_context_key)
                   for _ in self.joint.names]
-        answers: list[list] = [[] for _ in orders]
+        parts: list[list[Answers]] = [[] for _ in orders]
         with self._progress(requests) as bar:
             for chunks in zip(*(order.get_batched(n=self.batch_size) for order in orders), strict=True):
                 inputs, lengths = self._inputs(chunks[0])
@@ -208,10 +235,10 @@ class PackLM(BatchedLM):
                     trials = range(first, min(first + self.joint.stack, len(orders)))
                     found = self._stack_answers(inputs, lengths, trials, orders, chunks)
                     for k, answer in zip(trials, found, strict=False):  # fewer after a pass out of memory
-                        answers[k] += answer
+                        parts[k].append(answer)
                     first += len(found)
-                bar.update(len(answers[0]) - bar.n)  # the first trial's requests answered so far
-        return [order.get_original(found) for order, found in zip(orders, answers, strict=True)]
+                bar.update(sum(len(part.requests) for part in parts[0]) - bar.n)  # the first trial's answered so far
+        return [order.get_original(self._read(found)) for order, found in zip(orders, parts, strict=True)]
 
     def _stack_answers(self, inputs: torch.Tensor, lengths: list[int], trials: range, orders, chunks) -> list:
         """The answers to one batch of the first of ``trials`` (indices into the pack's trials)

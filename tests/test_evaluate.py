@@ -357,3 +357,43 @@ def test_batched_answers_equal_hflms_request_by_request(tiny_model, tmp_path, mo
     for (requests, expected), (same_requests, got) in zip(answers["HFLM"], answers["BatchedLM"], strict=True):
         assert same_requests == requests and got == expected
     assert answers["HFLM_scores"] == answers["BatchedLM_scores"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_batched_scoring_waits_on_the_gpu_once_per_request_list():
+    """``BatchedLM`` copies each batch in without waiting on the device and reads every batch's
+    answers out in one wait: on a GPU that other runs train on, each wait is a turn on it (a
+    pack's scoring took 30-53 s beside three training packs in `rag1`, 2026-12-07). CUDA's sync
+    debug mode warns at each wait; those of harness/pack_scoring.py are counted (the model's own,
+    in transformers, are not its to remove). The answers are those the CPU gives."""
+    import warnings
+
+    import torch
+
+    from harness.models import build_model, load_tokenizer
+    from harness.pack_scoring import BatchedLM
+
+    run = compose_run(["model=tiny"])
+    tokenizer = load_tokenizer(run.model)
+    texts = [("The capital of France is", " Paris"), ("Two and two make", " four"), ("A cat sat on", " the mat"),
+             ("Question: two?\nAnswer:", " two"), ("Question: two?\nAnswer:", " three"), ("Hello", " world again")]
+    requests = [((c, x), tokenizer(c)["input_ids"], tokenizer(x)["input_ids"]) for c, x in texts]
+    answers = {}
+    model = build_model(run.model, run.quant, "32-true", "cpu")
+    for device in ("cpu", "cuda"):
+        model = model.to(device)
+        lm = BatchedLM(pretrained=model, tokenizer=tokenizer, batch_size=2, device=device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if device == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                answers[device] = lm._loglikelihood_tokens(requests, disable_tqdm=True)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        waits = [w for w in caught if w.filename.endswith("pack_scoring.py")]
+    assert len(waits) == 1, [(w.lineno, str(w.message)[:80]) for w in waits]
+    assert len(answers["cuda"]) == len(requests)
+    for (cpu_sum, cpu_greedy), (gpu_sum, gpu_greedy) in zip(answers["cpu"], answers["cuda"], strict=True):
+        assert gpu_sum == pytest.approx(cpu_sum, rel=1e-4, abs=1e-4) and gpu_greedy == cpu_greedy

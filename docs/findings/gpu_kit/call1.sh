@@ -3,7 +3,9 @@
 # packs and the CPU-sized dropout test). Run after `source .gpu/k1/env.sh .gpu/k1`.
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # 1. A compiled pack group's one dropout draw under CUDA graphs (not yet run on a GPU)
+#    and the scorer's one wait on the device per request list (not yet run on a GPU)
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_compiled_dropout.py \
+  tests/test_evaluate.py::test_batched_scoring_waits_on_the_gpu_once_per_request_list \
   > $OUT/gpu_tests_call1.txt 2>&1; tail -3 $OUT/gpu_tests_call1.txt
 # 2. Compiled packs' warm-up and pass, one and four processes, each first with an empty inductor
 #    cache (against 20.8 s / 48.3 s warm-up and 42.80 / 64.21 trial-passes/s, H100, 2026-12-07
