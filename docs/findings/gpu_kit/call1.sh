@@ -9,12 +9,12 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_compiled_
   > $OUT/gpu_tests_call1.txt 2>&1; tail -3 $OUT/gpu_tests_call1.txt
 # 2. Compiled packs' warm-up and pass, one and four processes, each first with an empty inductor
 #    cache (against 20.8 s / 48.3 s warm-up and 42.80 / 64.21 trial-passes/s, H100, 2026-12-07
-#    09:00, before the group's one dropout draw), then again over the cache the first run filled
+#    09:00, before the group's one dropout draw), four processes again over the cache their first run filled
 #    (a later pack of a sweep: its trials' alphas and dropouts are held tensors, not constants).
 X=docs/findings/experiments/mps_packs_2026-12-06.py
-for P in 1 4; do
+for P in 4 1; do
   export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$P
-  for C in cold hot; do
+  for C in cold $([ $P = 4 ] && echo hot); do
     timeout 200 python3 $X --procs $P --seq 512 --compile reduce-overhead --out $OUT/graphs_512_${P}_$C.json 2>&1 \
       | grep -v Warn | tail -1
   done
