@@ -140,9 +140,10 @@ class BatchedLM(HFLM):
         continuation's summed log-likelihood and whether it is the greedy continuation (the
         grouped one-token continuations of a context included, as ``order`` returns them).
 
-        The same operations on the same tensors as HFLM's loop, so the same values, with the batch's
-        tokens copied in once (without waiting); nothing waits on the device until :meth:`_read` copies every
-        batch's answers out at once (on a GPU other runs train on, each wait is a turn on it)."""
+        The same operations on the same tensors as HFLM's loop, so the same values, with the
+        batch's tokens copied in once (without waiting); nothing waits on the device until
+        :meth:`_read` copies every batch's answers out at once (on a GPU other runs train on,
+        each wait is a turn on it)."""
         pending = []  # (request, continuation tokens, greedy tokens, log-probs) per answer, in lm-eval's order
         width = max(lengths)
         for (request, context, continuation), row, length in zip(chunk, logits, lengths, strict=True):
