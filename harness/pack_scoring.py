@@ -27,8 +27,8 @@ adapter alone.
 
 :class:`BatchedLM`, PackLM's base and every run's scorer alone (:func:`harness.evaluate.score`),
 is HFLM with that per-request arithmetic done a batch at a time on the device: one copy of the
-batch's inputs and continuation tokens in and one of its answers out, where HFLM's loop waits on
-the device three times a request.
+batch's inputs and continuation tokens in (without waiting), and the answers of every batch out
+in one copy at the end, where HFLM's loop waits on the device three times a request.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ class Answers:
 
 class BatchedLM(HFLM):
     """HFLM whose loglikelihood answers a batch of requests with one copy of their continuation
-    tokens to the device and one copy of the answers back; HFLM's own loop waits on the device
+    tokens to the device, and a list of requests with one copy of its answers back (one wait on
+    the device for the list); HFLM's own loop waits on the device
     three times a request, and on a GPU that other runs are training on each wait is a turn on it.
     The same batches, order and arithmetic as HFLM's ``_loglikelihood_tokens`` (its Collator, with
     the one-token-continuation cache; left truncation, right padding, log-softmax, greedy match),
