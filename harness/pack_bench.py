@@ -18,7 +18,7 @@ micro-batch, as the trial alone: K of them one after another is what the pack re
 the LoRA terms are all that differs. No optimizer step: each trial's is its own either way. The
 paths take turns ``--repeats`` times; each row holds the median. Prints a table, writes ``--out``.
 With ``--compile MODE`` every path runs compiled decoder blocks, as a pack with ``trainer.compile``
-trains (:func:`harness.packing.compile_pack`).
+trains (:func:`harness.pack_steps.compile_pack`).
 With ``--score TASK ...`` it times scoring instead (:func:`bench_scoring`): the K adapters scored
 one after another, by lm-eval's HFLM and as a run alone scores, against together
 (:mod:`harness.pack_scoring`).
@@ -37,9 +37,8 @@ from pathlib import Path
 import torch
 
 from .compose import compose
-from .pack_steps import convert_module, precision_context
+from .pack_steps import compile_pack, convert_module, precision_context
 from .packed_lora import BATCHED, LOOPED, Route, TrialRng, add_adapters, attach_router, lora_layers
-from .packing import compile_pack
 
 PATHS = ("solo", LOOPED, BATCHED)
 

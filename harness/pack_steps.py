@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from .measure import LossInFlight
-from .packed_lora import Route, Router, TrialRng
+from .packed_lora import Route, Router, TrialRng, hold_trial_constants
 from .record import RunRecord
 from .schema import RunConfig
 from .signals import STOP
-from .speed import batch_widths, own_param_gradients, uses_cuda_graphs
+from .speed import batch_widths, compile_blocks, own_param_gradients, uses_cuda_graphs
 
 
 @dataclass
@@ -129,6 +129,19 @@ def compiled_routes(trainer) -> tuple[bool, bool]:
     ``trainer.graph_widths`` widths (:func:`harness.speed.batch_widths`), as a compiled trial alone
     pads its batches."""
     return trainer.compile, uses_cuda_graphs(trainer)
+
+
+def compile_pack(model, trials: int, trainer) -> None:
+    """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`, all of
+    them sharing one graph per route configuration). A new
+    configuration (a trial leaves, an epoch's last micro-batch is shorter, a new width) compiles
+    again, so the limit grows with the pack and ``trainer.graph_widths`` instead of falling back
+    to eager at torch's 8."""
+    hold_trial_constants(model)
+    compile_blocks(model, trainer.compile_mode)
+    config = torch._dynamo.config
+    wanted = 64 + 8 * trials * trainer.graph_widths
+    config.recompile_limit = max(config.recompile_limit, min(wanted, config.accumulated_recompile_limit))
 
 
 def packed_step(model, router: Router, active: list[Member], pad_id: int, precision: str, device: str,

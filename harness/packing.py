@@ -23,7 +23,7 @@ count and dropout random stream (:class:`harness.packed_lora.TrialRng`: the glob
 swapped per trial around each dropout, so the masks are the ones the trial draws alone). A
 trial that is done (fewer steps, fewer epochs) or diverged leaves the pack; the rest go on
 (:mod:`harness.pack_steps`). With ``trainer.compile`` (the same for every trial of a pack) the
-decoder blocks are compiled for the pack (:func:`compile_pack`: a graph per route configuration)
+decoder blocks are compiled for the pack (:func:`harness.pack_steps.compile_pack`: a graph per route configuration)
 and run compiled in training only (validation and scoring run them eagerly); each trial's dropout
 then draws inside the graph from the global stream, seeded with the first trial's seed when
 training starts (:func:`harness.pack_steps.compiled_routes`), so only without dropout is a
@@ -63,7 +63,15 @@ from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
 from .pack_state import keep_state, load_state, resume_note, saved, state_path
-from .pack_steps import Member, convert_module, drain_loss, packed_step, trial_batches, validate
+from .pack_steps import (
+    Member,
+    compile_pack,
+    convert_module,
+    drain_loss,
+    packed_step,
+    trial_batches,
+    validate,
+)
 from .packed_lora import (
     BATCHED,
     LOOPED,
@@ -72,13 +80,12 @@ from .packed_lora import (
     TrialRng,
     add_adapters,
     attach_router,
-    hold_trial_constants,
     lora_path,
     train_mode,
 )
 from .record import RunRecord
 from .schema import ConfigError, RunConfig
-from .speed import compile_blocks, eager_blocks
+from .speed import eager_blocks
 
 if TYPE_CHECKING:  # harness.train imports Lightning, which the sweep driver (importing pack_key) must not
     from .train import Prepared
@@ -349,19 +356,6 @@ def build_pack(members: list[Member], shared: Prepared, started: float) -> tuple
                                   epoch_batches, None if t.max_steps is not None else t.epochs)
         m.record["setup_seconds"] = time.perf_counter() - started
     return model, router
-
-
-def compile_pack(model, trials: int, trainer) -> None:
-    """The pack's decoder blocks compiled in place (:func:`harness.speed.compile_blocks`, all of
-    them sharing one graph per route configuration). A new
-    configuration (a trial leaves, an epoch's last micro-batch is shorter, a new width) compiles
-    again, so the limit grows with the pack and ``trainer.graph_widths`` instead of falling back
-    to eager at torch's 8."""
-    hold_trial_constants(model)
-    compile_blocks(model, trainer.compile_mode)
-    config = torch._dynamo.config
-    wanted = 64 + 8 * trials * trainer.graph_widths
-    config.recompile_limit = max(config.recompile_limit, min(wanted, config.accumulated_recompile_limit))
 
 
 def score_pack_base(model, m: Member, shared: Prepared, peaks: measure.PhasePeaks) -> dict | None:
