@@ -168,9 +168,10 @@ class BatchedLM(HFLM):
         cache, as HFLM does (a pack's joint answers are the first trial's to hand over)."""
         if not parts:
             return []
-        sums = torch.cat([part.sums for part in parts]).tolist()
-        matches = torch.cat([part.matches for part in parts]).tolist()
-        answers = list(zip(sums, matches, strict=True))
+        sums = torch.cat([part.sums for part in parts])
+        matches = torch.cat([part.matches for part in parts]).to(sums.dtype)  # 0 or 1, exact: one copy for both
+        sums, matches = torch.stack([sums, matches]).tolist()
+        answers = [(total, bool(match)) for total, match in zip(sums, matches, strict=True)]
         if hook:
             requests = [request for part in parts for request in part.requests]
             for request, answer in zip(requests, answers, strict=True):

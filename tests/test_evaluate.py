@@ -367,6 +367,7 @@ def test_batched_scoring_waits_on_the_gpu_once_per_request_list():
     pack's scoring took 30-53 s beside three training packs in `rag1`, 2026-12-07). CUDA's sync
     debug mode warns at each wait; those of harness/pack_scoring.py are counted (the model's own,
     in transformers, are not its to remove). The answers are those the CPU gives."""
+    import os
     import warnings
 
     import torch
@@ -374,7 +375,8 @@ def test_batched_scoring_waits_on_the_gpu_once_per_request_list():
     from harness.models import build_model, load_tokenizer
     from harness.pack_scoring import BatchedLM
 
-    run = compose_run(["model=tiny"])
+    tokenizer_dir = os.environ.get("HARNESS_TEST_TOKENIZER")  # a lent GPU without the embedded package
+    run = compose_run(["model=tiny", *([f"model.tokenizer={tokenizer_dir}"] if tokenizer_dir else [])])
     tokenizer = load_tokenizer(run.model)
     texts = [("The capital of France is", " Paris"), ("Two and two make", " four"), ("A cat sat on", " the mat"),
              ("Question: two?\nAnswer:", " two"), ("Question: two?\nAnswer:", " three"), ("Hello", " world again")]
