@@ -12,7 +12,8 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_compiled_
 #    09:00, before the group's one dropout draw), four processes again over the cache their first run filled
 #    (a later pack of a sweep: its trials' alphas and dropouts are held tensors, not constants).
 X=docs/findings/experiments/mps_packs_2026-12-06.py
-for P in ${PROCS:-4 1}; do  # PROCS=4 PLAIN=0: the short form, when the device time is short
+for P in ${PROCS:-4 1}; do  # PROCS=4 PLAIN=0: the short form; PROCS=none: no packs
+  [ "$P" = none ] && continue
   export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$P
   for C in cold $([ $P = 4 ] && echo hot); do
     timeout 200 python3 $X --procs $P --seq 512 --compile reduce-overhead --out $OUT/graphs_512_${P}_$C.json 2>&1 \
