@@ -136,7 +136,9 @@ def compile_pack(model, trials: int, trainer) -> None:
     them sharing one graph per route configuration). A new
     configuration (a trial leaves, an epoch's last micro-batch is shorter, a new width) compiles
     again, so the limit grows with the pack and ``trainer.graph_widths`` instead of falling back
-    to eager at torch's 8."""
+    to eager at torch's 8. The trials' scalings and dropout rates are held as tensors first
+    (:func:`harness.packed_lora.hold_trial_constants`): packs that differ only in them compile
+    one graph, which a later pack reads from inductor's cache."""
     hold_trial_constants(model)
     compile_blocks(model, trainer.compile_mode)
     config = torch._dynamo.config
