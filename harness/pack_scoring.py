@@ -92,8 +92,8 @@ class Answers:
 class BatchedLM(HFLM):
     """HFLM whose loglikelihood answers a batch of requests with one copy of their continuation
     tokens to the device, and a list of requests with one copy of its answers back (one wait on
-    the device for the list); HFLM's own loop waits on the device
-    three times a request, and on a GPU that other runs are training on each wait is a turn on it.
+    the device for the list); HFLM's own loop waits on the device three times a request, and on
+    a GPU that other runs are training on each wait is a turn on it.
     The same batches, order and arithmetic as HFLM's ``_loglikelihood_tokens`` (its Collator, with
     the one-token-continuation cache; left truncation, right padding, log-softmax, greedy match),
     so the same answers (tests/test_evaluate.py). Requests of other kinds, a seq2seq model and

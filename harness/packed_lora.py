@@ -329,11 +329,11 @@ def _scales(layer, names: list[str], out: torch.Tensor) -> torch.Tensor:
     exact in it (alpha/r a power of two, as in most sweeps), float32 otherwise and in a compiled
     block (whose compiler fuses the product; there the layer's held table,
     :func:`hold_trial_constants`, so the graph does not fold the values in). Either way
-    ``out * scales`` is the float product rounded once to ``out``'s dtype, as peft's ``* scaling`` (a Python float) computes it; in
-    one dtype it is one plain kernel and its backward writes the gradient in that dtype, where
-    a float32 vector makes the backward write a float32 gradient of the whole term and copy it
-    back (on an H100, 2026-12-06: the costliest kernels of an eager pack with ``lm_head``
-    adapted, docs/benchmarks.md)."""
+    ``out * scales`` is the float product rounded once to ``out``'s dtype, as peft's
+    ``* scaling`` (a Python float) computes it; in one dtype it is one plain kernel and its
+    backward writes the gradient in that dtype, where a float32 vector makes the backward write
+    a float32 gradient of the whole term and copy it back (on an H100, 2026-12-06: the costliest
+    kernels of an eager pack with ``lm_head`` adapted, docs/benchmarks.md)."""
     if torch.compiler.is_compiling() and hasattr(layer, "_pack_scaling"):
         return _held(layer, layer._pack_scaling, names).view(-1, 1, 1)
     cache = _constants_cache(layer)
