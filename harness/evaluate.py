@@ -92,10 +92,13 @@ def requests_cache(tasks: list[str], num_fewshot: int | None, heldout_path: Path
     return _process_requests_dir() / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 16, num_fewshot: int | None = None,
-          limit: int | None = None, heldout_path: Path | None = None, make_lm=None) -> dict:
+def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 16, batch_tokens: int | None = None,
+          num_fewshot: int | None = None, limit: int | None = None, heldout_path: Path | None = None,
+          make_lm=None) -> dict:
     """Score ``model`` on lm-eval ``tasks``; returns ``{task: {metric: {"value", "stderr"}}}``.
 
+    ``batch_tokens``: see ``eval.batch_tokens`` (:class:`harness.schema.EvalConfig`); null cuts
+    ``batch_size`` requests a batch.
     ``heldout_path``: the run's test split (see :func:`write_heldout`), needed by harness_heldout.
     ``make_lm``: the lm-eval model wrapper, given HFLM's keyword arguments
     (:class:`harness.pack_scoring.BatchedLM`, HFLM answering a batch with one wait on the device,
@@ -128,7 +131,8 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
         # (adapter.targets=all); the weights are tied as loaded already, so skip the re-tie.
         model.tie_weights = lambda *args, **kwargs: None
         try:
-            lm = (make_lm or BatchedLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+            lm = (make_lm or BatchedLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device,
+                                        **({"batch_tokens": batch_tokens} if batch_tokens else {}))
         finally:
             del model.tie_weights
         # lm-eval prints progress notes to stdout; keep stdout for the caller's results.

@@ -296,6 +296,9 @@ class EvalConfig:
     needs the HF hub), ``none``, or ``custom`` with ``tasks`` set to any lm-eval task names.
     limit: score only the first N documents of each task (null = all; the bundled tasks are
     shuffled by a fixed seed, so the first N are a random subset).
+    batch_tokens: null scores ``batch_size`` requests a forward, as lm-eval's HFLM does; a number
+    scores as many as hold that many tokens padded (requests times the batch's widest input), so
+    short requests share a forward. Answers equal ``batch_size``'s up to rounding (other shapes).
     cpu_tasks / cpu_limit / cpu_batch_size: on a machine without a GPU, replace tasks / limit /
     batch_size, each only when the user did not set that key (limit: only when it is null);
     null leaves it alone, ``trainer.cpu_sizing=false`` turns them off. Scores keep lm-eval's
@@ -311,6 +314,7 @@ class EvalConfig:
     num_fewshot: int | None = None
     limit: int | None = None
     batch_size: int = 16
+    batch_tokens: int | None = None
     cpu_tasks: list[str] | None = None
     cpu_limit: int | None = None
     cpu_batch_size: int | None = None
@@ -323,6 +327,8 @@ class EvalConfig:
         require(self.num_fewshot is None or self.num_fewshot >= 0, "eval.num_fewshot", f"must be >= 0 or null, got {self.num_fewshot}")
         require(self.limit is None or self.limit > 0, "eval.limit", f"must be > 0 or null, got {self.limit}")
         require(self.batch_size > 0, "eval.batch_size", f"must be > 0, got {self.batch_size}")
+        require(self.batch_tokens is None or self.batch_tokens > 0, "eval.batch_tokens",
+                f"must be > 0 or null, got {self.batch_tokens}")
         require(self.cpu_tasks is None or len(self.cpu_tasks) > 0, "eval.cpu_tasks", "must name at least one task, or be null")
         require(self.cpu_tasks is None or self.name != "none", "eval.cpu_tasks", "must be null with eval=none")
         require(self.cpu_limit is None or self.cpu_limit > 0, "eval.cpu_limit", f"must be > 0 or null, got {self.cpu_limit}")

@@ -30,7 +30,7 @@ def score_run(model, tokenizer, run: RunConfig, device: str, run_dir: Path, make
     e = run.eval
     heldout = run_dir / evaluate.HELDOUT_FILE
     return evaluate.score(model, tokenizer, e.tasks, device=device, batch_size=e.batch_size,
-                          num_fewshot=e.num_fewshot, limit=e.limit, heldout_path=heldout if heldout.is_file() else None,
+                          batch_tokens=e.batch_tokens, num_fewshot=e.num_fewshot, limit=e.limit, heldout_path=heldout if heldout.is_file() else None,
                           make_lm=make_lm)
 
 

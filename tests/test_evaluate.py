@@ -359,6 +359,54 @@ def test_batched_answers_equal_hflms_request_by_request(tiny_model, tmp_path, mo
     assert answers["HFLM_scores"] == answers["BatchedLM_scores"]
 
 
+def test_a_token_budget_cuts_batches_by_tokens_and_answers_as_hflm_does(tiny_model, tmp_path, monkeypatch):
+    """``eval.batch_tokens``: each forward holds at most that many tokens padded (rows x the
+    batch's widest input) or one request, so short requests share a forward; the answers are
+    HFLM's (its batches of ``batch_size``) up to the rounding of other shapes, and the scores
+    those of ``batch_size`` batches. The held-out task's long rows and the probes' short ones."""
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.evaluate import HELDOUT_TASK, write_heldout
+    from harness.pack_scoring import BatchedLM
+
+    model, tokenizer = tiny_model
+    prompt = tokenizer("Question: two?\nAnswer:")["input_ids"]
+    words = [" two", " three x" * 40, " four"]
+    heldout = write_heldout([{"input_ids": prompt + tokenizer(w)["input_ids"],
+                              "labels": [-100] * len(prompt) + tokenizer(w)["input_ids"]} for w in words],
+                            tokenizer, tmp_path / "heldout.jsonl")
+    tasks = ["harness_capitals", "harness_agreement", "harness_add1d", HELDOUT_TASK]
+    budget = 64
+    shapes, answers, scores = {}, {}, {}
+    model_call = HFLM._model_call
+
+    def counted(self, inputs, *args, **kwargs):
+        shapes.setdefault(type(self).__name__ + str(getattr(self, "batch_tokens", None)), []).append(tuple(inputs.shape))
+        return model_call(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_model_call", counted)
+    for name, make_lm, tokens in (("hflm", HFLM, None), ("rows", BatchedLM, None), ("tokens", BatchedLM, budget)):
+        own = make_lm.__dict__["_loglikelihood_tokens"]
+        got = answers.setdefault(name, [])
+        monkeypatch.setattr(make_lm, "_loglikelihood_tokens",
+                            lambda self, requests, *a, _own=own, _got=got, **k: _got.append(_own(self, requests, *a, **k))
+                            or _got[-1])
+        scores[name] = score(model, tokenizer, tasks, device="cpu", batch_size=4, batch_tokens=tokens, limit=12,
+                             heldout_path=heldout, make_lm=make_lm)
+        monkeypatch.setattr(make_lm, "_loglikelihood_tokens", own)
+    by_tokens = shapes["BatchedLM64"]
+    assert all(rows * width <= budget or rows == 1 for rows, width in by_tokens), by_tokens
+    assert any(rows > 4 for rows, _ in by_tokens), by_tokens  # short requests: more than batch_size a forward
+    assert any(rows * width > budget for rows, width in by_tokens), by_tokens  # a long held-out row alone
+    assert len(by_tokens) < len(shapes["BatchedLMNone"]) == len(shapes["HFLMNone"])
+    for expected, got in zip(answers["hflm"], answers["tokens"], strict=True):
+        assert [g for _, g in got] == [g for _, g in expected]
+        assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in expected], rel=1e-5, abs=1e-5)
+    assert answers["rows"] == answers["hflm"]
+    for task, metrics in scores["hflm"].items():
+        for metric, value in metrics.items():
+            assert scores["tokens"][task][metric]["value"] == pytest.approx(value["value"], rel=1e-5, abs=1e-6), (task, metric)
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_batched_scoring_waits_on_the_gpu_once_per_request_list():

@@ -450,7 +450,10 @@ def test_a_compiled_pack_trains_as_the_eager_pack_without_dropout(tiny_pretraine
     assert "pack_lora_batched_terms" not in compiled[7][0] and eager[0]["pack_lora_batched_terms"] > 0
 
 
-SCORED = ["eval=custom", "eval.tasks=[harness_heldout,harness_agreement,harness_add1d]", "eval.limit=6"]
+# Batches by a token budget, as the quality sweeps' probes score (eval.batch_tokens): a joint pass
+# cuts each trial's requests as the trial alone does (batch_size alone: tests/test_evaluate.py).
+SCORED = ["eval=custom", "eval.tasks=[harness_heldout,harness_agreement,harness_add1d]", "eval.limit=6",
+          "eval.batch_tokens=48"]
 
 
 def test_a_packs_trials_scored_together_score_as_each_alone(tiny_pretrained, chat_file, tmp_path, monkeypatch):
