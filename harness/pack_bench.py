@@ -7,6 +7,7 @@
         --precision bf16-true --compile reduce-overhead --warmup 3  # compiled blocks, CUDA graphs
     python -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true \\
         --score harness_agreement harness_capitals harness_add1d harness_arith_2ds   # scoring: HFLM, alone, joint
+        [--eval-batch-tokens 8192]   # batches by a token budget, as the probes score
 
 Builds the base (random init: speed does not depend on the weights) with K LoRA adapters as a
 pack builds them (:func:`harness.packed_lora.add_adapters`; ranks from ``--ranks`` in turn, alpha
@@ -167,8 +168,9 @@ def bench_scoring(args) -> dict:
 
     def score(name: str, joint: JointScores | None, make_lm=None) -> dict:
         model.set_adapter(name)
+        tokens = None if make_lm is HFLM else args.eval_batch_tokens  # HFLM cuts batch_size requests
         return evaluate.score(model, tokenizer, args.score, device=device, batch_size=args.eval_batch_size,
-                              limit=args.limit, make_lm=joint.lm(name) if joint else make_lm)
+                              batch_tokens=tokens, limit=args.limit, make_lm=joint.lm(name) if joint else make_lm)
 
     def hflm() -> list[dict]:
         return [score(n, None, HFLM) for n in names]
@@ -240,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time scoring instead: the K adapters on these lm-eval tasks, by HFLM, alone and together")
     parser.add_argument("--limit", type=int, help="with --score: documents per task")
     parser.add_argument("--eval-batch-size", type=int, default=16, help="with --score (as eval.batch_size)")
+    parser.add_argument("--eval-batch-tokens", type=int,
+                        help="with --score: alone and joint batches by this token budget (as eval.batch_tokens)")
     parser.add_argument("--out", type=Path, default=Path("pack_bench.json"))
     args = parser.parse_args(argv)
     if args.trials < 2 or args.steps < 1 or args.warmup < 0 or args.repeats < 1 or min(args.ranks) < 1:
