@@ -115,6 +115,7 @@ class BatchedLM(HFLM):
                 logprobs = F.log_softmax(self._model_call(inputs), dim=-1, dtype=self.softmax_dtype)
                 parts.append(self._answers(order, chunk, logprobs, lengths))
                 del logprobs
+                self._release()
                 bar.update(len(parts[-1].requests))
         return order.get_original(self._read(parts, hook=True))
 
@@ -137,6 +138,16 @@ class BatchedLM(HFLM):
             return batch["size"]
 
         return order.get_batched(n=self.batch_size, batch_fn=size)
+
+    def _release(self) -> None:
+        """With ``batch_tokens`` on a GPU, hand a batch's freed memory back to the device. Why: in
+        `rag2` (H100, 2026-12-07) packs' scoring reserved 2-4x what it allocated, up to 34 GiB
+        (allocated as with batches of 16 requests, reserved 1.0-2.2x then), and a pack beside one
+        ran out of memory. Such batches each hold nearly the budget, in sizes that differ a
+        little, which the caching allocator likely kept a block apiece for. A wait on the device
+        a batch (a few a request list)."""
+        if self.batch_tokens is not None and torch.device(self.device).type == "cuda":
+            torch.cuda.empty_cache()
 
     def _progress(self, requests, disable: bool = False) -> tqdm:
         """HFLM's progress bar over the requests (on stderr)."""
@@ -265,6 +276,7 @@ class PackLM(BatchedLM):
                     for k, answer in zip(trials, found, strict=False):  # fewer after a pass out of memory
                         parts[k].append(answer)
                     first += len(found)
+                self._release()
                 bar.update(sum(len(part.requests) for part in parts[0]) - bar.n)  # the first trial's answered so far
         return [order.get_original(self._read(found)) for order, found in zip(orders, parts, strict=True)]
 
