@@ -1,4 +1,4 @@
-"""Fault injection (``fault.kind=oom|nan|crash|kill|disk_full|sigint``): real failures on demand, so the tests
+"""Fault injection (``fault.kind=oom|nan|crash|kill|disk_full|sigint|oom_scoring``): real failures on demand, so the tests
 can check that each one becomes the right record and that a sweep goes on after it."""
 
 from __future__ import annotations
@@ -48,4 +48,4 @@ class FaultCallback(L.Callback):
 
 
 def fault_callbacks(fault: FaultConfig) -> list[L.Callback]:
-    return [] if fault.kind == "none" else [FaultCallback(fault)]
+    return [] if fault.kind in ("none", "oom_scoring") else [FaultCallback(fault)]  # oom_scoring: harness.scoring

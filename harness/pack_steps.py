@@ -237,7 +237,7 @@ def inject_faults(active: list[Member]) -> None:
     resumed after it goes on."""
     for m in active:
         fault = m.run.fault
-        if fault.kind == "none" or m.faulted or m.step < fault.at_step:
+        if fault.kind in ("none", "oom_scoring") or m.faulted or m.step < fault.at_step:  # oom_scoring: in scoring
             continue
         if fault.kind == "sigint":
             if m.step == fault.at_step and not m.pending:

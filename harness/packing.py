@@ -98,7 +98,7 @@ PACK_MEASURES = "pack"  # the record's memory and runtime fields are the whole p
 # trial's lm-eval requests served for all of them at once (harness.pack_scoring), or one trial
 # after another.
 PACK_EVAL_ENV, JOINT, ALONE = "HARNESS_PACK_EVAL", "joint", "alone"
-PACK_FAULTS = ("none", "oom", "nan", "sigint")  # fault injection a pack does: the whole pack's OOM, one trial's NaN, a signal
+PACK_FAULTS = ("none", "oom", "nan", "sigint", "oom_scoring")  # a pack injects: its OOM, a trial's NaN, a signal, a trial's OOM in scoring
 # Keys of a resolved config that may differ between the trials of one pack (a prefix covers the
 # keys under it); every other key must be equal. ``seed`` is added back for a random base.
 PACK_FREE_KEYS = ("adapter.r", "adapter.alpha", "adapter.alpha_over_r", "adapter.dropout", "adapter.rslora",

@@ -365,7 +365,7 @@ class LoggerConfig:
         self.mode = choice(self.mode, "logger.mode", LoggerMode)
 
 
-FaultKind = closed_set("FaultKind", ("none", "oom", "nan", "crash", "kill", "disk_full", "sigint"), __name__)
+FaultKind = closed_set("FaultKind", ("none", "oom", "nan", "crash", "kill", "disk_full", "sigint", "oom_scoring"), __name__)
 
 
 @dataclass
@@ -379,7 +379,9 @@ class FaultConfig:
     time limit: the run stops after that step, with its checkpoint); each at the start of
     optimizer step ``at_step`` (0-based; ``sigint`` at that step only, so a run resumed past it
     goes on, while one that starts over, without a checkpoint or pack state, is stopped again).
-    ``none`` (the default) injects nothing.
+    ``oom_scoring`` raises CUDA's out-of-memory error when the trained model's scoring starts
+    (after training and saving; as a pack's trial on a full GPU did). ``none`` (the default)
+    injects nothing.
     """
 
     # A plain string checked against FaultKind, not a FaultKind field: Hydra reads fault.kind=nan

@@ -105,6 +105,10 @@ def score_trained(model, tokenizer, run: RunConfig, precision: str, device: str,
     adapter (saved in ``adapter_path``) is also scored merged into the 16-bit base, which then
     becomes ``eval`` (see the module's docstring). ``make_lm`` scores the model in-process where
     it trained (:func:`harness.evaluate.score`)."""
+    if run.fault.kind == "oom_scoring":
+        import torch
+
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by fault.kind=oom_scoring as scoring started)")
     if not scores_merged(run):
         scores = score_run(model, tokenizer, run, device, run_dir, make_lm)
         return {"eval": scores, "eval_protocol": IN_PROCESS, "eval_delta": evaluate.deltas(scores, eval_base)}

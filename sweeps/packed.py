@@ -1,6 +1,6 @@
 """Packed trials (``sweep.pack``): compatible runs of a sweep trained together, up to
 ``sweep.pack_size`` in one process over one frozen base (:mod:`harness.packing`), cut to fit the
-memory budget; a pack out of memory splits in two and each half runs again.
+memory budget; a pack's runs out of memory run again, split in two (those that finished stand).
 
 :class:`PackedTrials` is the driver's packed half, mixed into :class:`sweeps.driver.Driver`.
 """
@@ -231,7 +231,9 @@ class PackedTrials:
 
     def run_pack(self, chunk: list[PackEntry], slot: str | None, also: tuple = ()) -> None:
         """One pack process; its members' records, which it writes (sweep block included). A pack
-        out of memory splits in two and each half runs again (a single trial then runs alone)."""
+        out of memory runs its runs out of memory again, split in two (a single one alone); the
+        runs that finished keep their records (in `rag2`, 2026-12-07, one run of five ran out of
+        memory while scoring, and the four that had finished trained again)."""
         plan = self.plan
         first = chunk[0]
         pack_dir = plan.sweep_dir / "packs" / f"trial_{first.trial.number}_seed_{first.seed}"
@@ -257,13 +259,16 @@ class PackedTrials:
         for e in chunk:
             e.record = self.trial_record(e.run_dir, code, e.resolved, e.run.seed, log_path, started, e.sweep,
                                     pack_log=str(log_path))
-        if len(chunk) > 1 and any(e.record["status"] == "oom" for e in chunk):
-            log.warning("pack of %d runs (trials %s) ran out of memory: splitting it and running each half again",
-                        len(chunk), sorted({e.trial.number for e in chunk}))
-            for e in chunk:  # the pack's oom records stay beside the runs, which start again in their dirs
+        again = [e for e in chunk if e.record["status"] == "oom"]  # the others finished: their records stand
+        if len(chunk) > 1 and again:
+            log.warning("pack of %d runs (trials %s) ran out of memory: running its %d run(s) out of memory again, "
+                        "split in two", len(chunk), sorted({e.trial.number for e in chunk}), len(again))
+            for e in again:  # the pack's oom records stay beside the runs, which start again in their dirs
                 (e.run_dir / RECORD_NAME).replace(e.run_dir / PACK_OOM_RECORD)
-            half = len(chunk) // 2
-            for part in (chunk[:half], chunk[half:]):
+            half = len(again) // 2
+            for part in (again[:half], again[half:]):
+                if not part:
+                    continue
                 if not self.may_start():  # not run again now: the next command runs it
                     for e in part:
                         record = RunRecord(status="interrupted", config=e.resolved, run_dir=str(e.run_dir), seed=e.run.seed,

@@ -776,7 +776,7 @@ def test_a_pack_out_of_memory_splits_and_its_trials_run_again(tiny_pretrained, c
                       "fault.at_step=1", "sweep.pack=true", *tiny(chat_file, size=16, base=tiny_pretrained),
                       f"hydra.sweep.dir={sweep_dir}"], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "ran out of memory: splitting it" in result.stderr
+    assert "ran out of memory: running its 2 run(s) out of memory again" in result.stderr
     table = pd.read_csv(sweep_dir / "results.csv")
     assert len(table) == 2
     by_fault = table.groupby("sweep.params.fault.kind")["status"].agg(set).to_dict()
@@ -790,6 +790,36 @@ def test_a_pack_out_of_memory_splits_and_its_trials_run_again(tiny_pretrained, c
         record = json.loads(path.read_text())
         assert record["status"] == "oom" and len(record["train_losses"]) == record["optimizer_steps"] == 1, path
 
+
+def test_a_packs_run_out_of_memory_in_scoring_runs_again_and_the_finished_keep_their_records(
+        tiny_pretrained, chat_file, tmp_path):
+    """One run of a pack runs out of memory as its scoring starts (``fault.kind=oom_scoring``;
+    in `rag2`, 2026-12-07, one run of five did on a full GPU): only that run starts again (alone);
+    the other, which finished and was scored, keeps the pack's record and is not trained again."""
+    import pandas as pd
+
+    from tests.helpers import run_cli
+
+    sweep_dir = tmp_path / "oom_scoring"
+    result = run_cli(["+sweep=custom", "+sweep.space.fault.kind=[none,oom_scoring]", "sweep.pack=true",
+                      *tiny(chat_file, size=16, base=tiny_pretrained), *SCORED, f"hydra.sweep.dir={sweep_dir}"],
+                     timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ran out of memory: running its 1 run(s) out of memory again" in result.stderr
+    table = pd.read_csv(sweep_dir / "results.csv")
+    by_fault = table.set_index("sweep.params.fault.kind")["status"].to_dict()
+    assert by_fault == {"none": "ok", "oom_scoring": "oom"}, table[["sweep.params.fault.kind", "status", "error"]]
+    records = {json.loads(p.read_text())["config"]["fault"]["kind"]: p.parent
+               for p in (sweep_dir / "trials").rglob("record.json")}
+    finished, again = records["none"], records["oom_scoring"]
+    assert not (finished / "pack_oom_record.json").exists()
+    kept = json.loads((finished / "record.json").read_text())
+    assert kept["packed"] and kept["pack_size"] == 2 and kept["eval"]["harness_heldout"]
+    first = json.loads((again / "pack_oom_record.json").read_text())
+    assert first["status"] == "oom" and first["packed"] and "injected by fault.kind=oom_scoring" in first["error"]
+    assert first["train_losses"]  # it trained to its end before scoring
+    last = json.loads((again / "record.json").read_text())
+    assert last["status"] == "oom" and not last.get("packed")  # run again alone
 
 def test_interrupted_packed_trials_run_again_in_a_pack(tiny_pretrained, chat_file, tmp_path):
     import os
