@@ -1,0 +1,75 @@
+"""Where a compiled pack's pass spends its GPU time: the kernels of ten packed passes, by name.
+
+    python profile_pack_2026-12-07.py --out profile_pack.json          # on a GPU; CPU for a dry run
+
+Builds the pack ``mps_packs_2026-12-06.py`` times (a random-init SmolLM2-135M pack of five
+trials, all targets, ranks 2..64 in turn, LoRA dropout 0.05, bf16-true, 4 x 512 tokens a trial,
+blocks compiled with CUDA graphs), warms it up, then records ``--steps`` passes (forward, the
+causal-LM loss, backward) under ``torch.profiler``. Writes the kernels' total device time by
+name, largest first, with each one's share of the passes' wall time, and the top of the table.
+Why: four such packs pass about 71 trial-passes a second on an H100 (14 ms a trial-pass), and 8x
+the plain trials needs passes faster than that (docs/benchmarks.md, 2026-12-07 15:40); the
+profile says which kernels hold the time (the lm_head and its 49,152-word logits, attention,
+the LoRA terms, the norms) before choosing what to change.
+"""
+
+import argparse
+import json
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--micro-batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--compile", default="reduce-overhead", help="'none' for eager blocks")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from harness.pack_bench import build, passes
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bench_args = argparse.Namespace(model="smollm2_135m", targets="all", dropout=0.05, ranks=[2, 4, 8, 16, 32, 64],
+                                    precision="bf16-true", compile=None if args.compile == "none" else args.compile,
+                                    micro_batch=args.micro_batch, seq=args.seq)
+    model, router, names = build(bench_args, args.trials, device)
+    router.batched = True
+    one = passes(model, router, names, bench_args, device, "model")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    warm = time.perf_counter()
+    for _ in range(3):
+        one()
+    sync()
+    warmup_seconds = time.perf_counter() - warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            one()
+        sync()
+        wall = time.perf_counter() - started
+    device_time = "device_time_total" if device == "cuda" else "cpu_time_total"
+    rows = sorted(((e.key, getattr(e, device_time), e.count) for e in prof.key_averages()
+                   if getattr(e, device_time) > 0), key=lambda r: -r[1])
+    kernels = [{"name": name[:160], "ms": round(us / 1000, 2), "calls": calls, "share_of_wall": round(us / 1e6 / wall, 4)}
+               for name, us, calls in rows[:200]]
+    out = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+           "settings": vars(args), "warmup_seconds": round(warmup_seconds, 1),
+           "ms_per_pass": round(1000 * wall / args.steps, 2),
+           "trial_passes_per_s": round(args.trials * args.steps / wall, 2), "kernels": kernels}
+    for k in kernels[:args.top]:
+        print(f"{k['ms']:10.2f} ms {k['calls']:6d} calls {100 * k['share_of_wall']:6.1f}%  {k['name']}")
+    print(json.dumps({k: out[k] for k in ("device", "warmup_seconds", "ms_per_pass", "trial_passes_per_s")}))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
