@@ -123,9 +123,9 @@ class BatchedLM(HFLM):
         """``order``'s batches (its requests longest first): ``batch_size`` requests each, as HFLM
         cuts them; with ``batch_tokens``, as many as hold that many tokens padded (requests times
         the batch's first, widest, input; at least one). Why: a 135M forward on a GPU costs about
-        the same whatever its rows (host-bound), and most probe requests are a few dozen tokens,
-        so a budget sized for the held-out task's 512-token rows scores them in a tenth of the
-        forwards, in the same memory."""
+        the same whatever its rows (host-bound), and most probe requests are a few dozen tokens:
+        a budget of the held-out task's 16 rows of 512 tokens scores the four probes in 5
+        forwards instead of 208, its largest batch allocating as before."""
         if self.batch_tokens is None:
             return order.get_batched(n=self.batch_size)
         batch = {"first": 0, "size": 0}
@@ -142,7 +142,7 @@ class BatchedLM(HFLM):
     def _release(self) -> None:
         """With ``batch_tokens`` on a GPU, hand a batch's freed memory back to the device. Why: in
         `rag2` (H100, 2026-12-07) packs' scoring reserved 2-4x what it allocated, up to 34 GiB
-        (allocated as with batches of 16 requests, reserved 1.0-2.2x then), and a pack beside one
+        (allocated as with batches of 16 requests, reserved 1.1-2.1x then), and a pack beside one
         ran out of memory. Such batches each hold nearly the budget, in sizes that differ a
         little, which the caching allocator likely kept a block apiece for. A wait on the device
         a batch (a few a request list)."""
