@@ -131,6 +131,7 @@ def score(model, tokenizer, tasks: list[str], *, device: str, batch_size: int = 
         # (adapter.targets=all); the weights are tied as loaded already, so skip the re-tie.
         model.tie_weights = lambda *args, **kwargs: None
         try:
+            # batch_tokens only when set: lm-eval's own HFLM (a make_lm for comparisons) has no such argument
             lm = (make_lm or BatchedLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device,
                                         **({"batch_tokens": batch_tokens} if batch_tokens else {}))
         finally:
