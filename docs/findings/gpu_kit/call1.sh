@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Call 1 of the ledger's block of 2026-12-07 12:40 (no embedded model needed: random-init 135M
-# packs and the CPU-sized dropout test). Run after `source .gpu/k1/env.sh .gpu/k1`.
+# Call 1 of the ledger's block of 2026-12-07 16:05 (no embedded model needed: the tiny model's GPU
+# tests with the carried tokenizer, and random-init 135M packs). Run after `source .gpu/k1/env.sh .gpu/k1`.
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-# 1. A compiled pack group's one dropout draw under CUDA graphs (not yet run on a GPU)
-#    and the scorer's one wait on the device per request list (not yet run on a GPU)
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_compiled_dropout.py \
-  tests/test_evaluate.py::test_batched_scoring_waits_on_the_gpu_once_per_request_list \
-  > $OUT/gpu_tests_call1.txt 2>&1; tail -3 $OUT/gpu_tests_call1.txt
-# 2. Compiled packs' warm-up and pass, one and four processes, each first with an empty inductor
-#    cache (against 20.8 s / 48.3 s warm-up and 42.80 / 64.21 trial-passes/s, H100, 2026-12-07
-#    09:00, before the group's one dropout draw), four processes again over the cache their first run filled
-#    (a later pack of a sweep: its trials' alphas and dropouts are held tensors, not constants).
+# 1. Scoring by a token budget hands each batch's memory back on a GPU (96b55e1, not yet run on a
+#    GPU); scoring still waits on the device once per request list without a budget.
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_evaluate.py \
+  -k "hand_their_memory or waits_on_the_gpu" > $OUT/gpu_tests_call1.txt 2>&1; tail -3 $OUT/gpu_tests_call1.txt
+# 2. Which kernels hold a compiled pack of five's pass (14 ms a trial-pass in four processes).
+[ "${PROFILE:-1}" = 0 ] || timeout 200 python3 docs/findings/experiments/profile_pack_2026-12-07.py \
+  --out $OUT/profile_pack.json 2>&1 | grep -v Warn | tail -28
+# 3. Compiled packs' warm-up and pass, four processes (PROCS="4 1" adds one alone; PROCS=none skips),
+#    each first with an empty inductor cache, four again over the cache their first run filled.
 X=docs/findings/experiments/mps_packs_2026-12-06.py
-for P in ${PROCS:-4 1}; do  # PROCS=4 PLAIN=0: the short form; PROCS=none: no packs
+for P in ${PROCS:-none}; do
   [ "$P" = none ] && continue
   export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$P
   for C in cold $([ $P = 4 ] && echo hot); do
@@ -21,5 +21,5 @@ for P in ${PROCS:-4 1}; do  # PROCS=4 PLAIN=0: the short form; PROCS=none: no pa
   done
 done
 unset TORCHINDUCTOR_CACHE_DIR
-# 3. This machine's plain HF+PEFT loop trials
+# 4. This machine's plain HF+PEFT loop trials (PLAIN=0 skips; the sweeps' calls can time them instead)
 [ "${PLAIN:-1}" = 0 ] || bash /tmp/gpu/plain.sh
