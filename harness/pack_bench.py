@@ -7,7 +7,7 @@
         --precision bf16-true --compile reduce-overhead --warmup 3  # compiled blocks, CUDA graphs
     python -m harness.pack_bench --model smollm2_135m --trials 6 --precision bf16-true \\
         --score harness_agreement harness_capitals harness_add1d harness_arith_2ds   # scoring: HFLM, alone, joint
-        [--eval-batch-tokens 8192]   # batches by a token budget, as the probes score
+        [--eval-batch-tokens 8192] [--tokenizer DIR]   # a token budget; the embedded model's tokenizer
 
 Builds the base (random init: speed does not depend on the weights) with K LoRA adapters as a
 pack builds them (:func:`harness.packed_lora.add_adapters`; ranks from ``--ranks`` in turn, alpha
@@ -163,8 +163,11 @@ def bench_scoring(args) -> dict:
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.copy_(0.02 * torch.randn(param.shape, generator=generator))
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = AutoTokenizer.from_pretrained(bench_tokenizer(Path(folder)))
+    if args.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:  # the probes' words are unknown to it: a task's contexts are one context, its requests a few rows
+        with tempfile.TemporaryDirectory() as folder:
+            tokenizer = AutoTokenizer.from_pretrained(bench_tokenizer(Path(folder)))
 
     def score(name: str, joint: JointScores | None, make_lm=None) -> dict:
         model.set_adapter(name)
@@ -178,9 +181,13 @@ def bench_scoring(args) -> dict:
     def alone() -> list[dict]:
         return [score(n, None) for n in names]
 
+    forwards = [0]  # the last joint pass's stacked forwards
+
     def joint() -> list[dict]:
         shared = JointScores(router, names)  # a fresh store each time: every repeat runs its passes
-        return [score(n, shared) for n in names]
+        scored = [score(n, shared) for n in names]
+        forwards[0] = shared.forwards
+        return scored
 
     ways = {"hflm": hflm, "alone": alone, "joint": joint}
     score(names[0], None)  # lm-eval's imports and task index, outside the timing
@@ -204,7 +211,7 @@ def bench_scoring(args) -> dict:
             "torch": torch.__version__, "settings": {k: v for k, v in vars(args).items() if k != "out"},
             "seconds": seconds, **{f"{way}_seconds": round(median[way], 3) for way in ways},
             "alone_speedup_over_hflm": round(median["hflm"] / median["alone"], 3),
-            "joint_speedup": round(median["alone"] / median["joint"], 3),
+            "joint_speedup": round(median["alone"] / median["joint"], 3), "joint_forwards": forwards[0],
             "largest_score_difference": {way: differ(way) for way in ("alone", "joint")}}
 
 
@@ -242,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="time scoring instead: the K adapters on these lm-eval tasks, by HFLM, alone and together")
     parser.add_argument("--limit", type=int, help="with --score: documents per task")
     parser.add_argument("--eval-batch-size", type=int, default=16, help="with --score (as eval.batch_size)")
+    parser.add_argument("--tokenizer",
+                        help="with --score: a saved tokenizer (the embedded model's, e.g. from HARNESS_TEST_TOKENIZER); "
+                             "the default word tokenizer makes each task's requests one context, a few rows")
     parser.add_argument("--eval-batch-tokens", type=int,
                         help="with --score: alone and joint batches by this token budget (as eval.batch_tokens)")
     parser.add_argument("--out", type=Path, default=Path("pack_bench.json"))

@@ -1142,9 +1142,25 @@ def test_the_pack_bench_times_scoring_by_hflm_alone_and_together(tmp_path, capsy
                  "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["seconds"]) == {"hflm", "alone", "joint"} and result["joint_seconds"] > 0
+    assert result["joint_forwards"] > 0
     # CPU: bit for bit, as tests/test_evaluate.py and the packing test measure
     assert result["largest_score_difference"] == {"alone": 0, "joint": 0}
     assert "for 3 trials" in capsys.readouterr().out
+    # The embedded model's tokenizer (the bench's word tokenizer makes a task's requests one
+    # context), then batches by a token budget (eval.batch_tokens) for alone and joint
+    from harness.models import load_tokenizer
+    from tests.helpers import compose_run
+
+    load_tokenizer(compose_run(["model=tiny"]).model).save_pretrained(tmp_path / "tok")
+    forwards = {}
+    for budget in (None, 256):
+        assert main(["--score", "harness_agreement", "harness_add1d", "--limit", "24", "--trials", "2", "--repeats", "1",
+                     "--tokenizer", str(tmp_path / "tok"), *(["--eval-batch-tokens", str(budget)] if budget else []),
+                     "--out", str(out)]) == 0
+        got = json.loads(out.read_text())
+        forwards[budget] = got["joint_forwards"]
+        assert max(got["largest_score_difference"].values()) <= 1e-5  # other batch shapes: rounding at most
+    assert 0 < forwards[256] < forwards[None]  # short requests share a forward
     with pytest.raises(SystemExit):
         main(["--score", "harness_heldout", "--out", str(out)])
     assert "scores a run's own test split" in capsys.readouterr().err
