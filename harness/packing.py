@@ -85,7 +85,7 @@ from .packed_lora import (
 )
 from .record import RunRecord
 from .schema import ConfigError, RunConfig
-from .speed import eager_blocks
+from .speed import eager_blocks, release_compiled
 
 if TYPE_CHECKING:  # harness.train imports Lightning, which the sweep driver (importing pack_key) must not
     from .train import Prepared
@@ -413,7 +413,6 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
         while within := [m for m in members if m.active and m.pending]:
             clock.tokens += packed_step(model, router, within, pad_id, shared.precision, shared.device, clock.started)
     finally:
-        eager_blocks(model, True)
         if compiled:  # this process's new graphs (torch warns itself if a block hits its recompile limit)
             clock.compiled_graphs = counters["stats"]["unique_graphs"] - graphs_before
         # Stopped (a signal, out of memory, a crash): each trial's last step loss is still in
@@ -421,6 +420,10 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
         for m in members:
             with contextlib.suppress(Exception):
                 drain_loss(m)
+        if compiled and shared.device == "cuda":  # the pack trains no more: its graphs' memory to scoring
+            release_compiled(model)
+        else:
+            eager_blocks(model, True)
     clock.ended = time.perf_counter()
     if not compiled:  # compiled blocks do not count their terms
         clock.lora_terms = {path: router.terms[path] - before[path] for path in before}

@@ -176,6 +176,23 @@ def eager_blocks(model: nn.Module, eager: bool) -> None:
             module._compiled_call_impl = module.__dict__.pop("_harness_compiled_call")
 
 
+def release_compiled(model: nn.Module) -> None:
+    """After training: the blocks run eagerly for good, and torch's compiled code and CUDA graphs
+    are dropped (``torch._dynamo.reset``), with the graphs' private memory pools handed back to
+    the device. Validation and scoring run the blocks eagerly anyway (:func:`eager_blocks`), and
+    on a shared GPU the pools are memory the scoring passes, and the other processes' packs,
+    could use: a compiled pack of five held 9.2 GiB in them while it scored (`rag2`, 2026-12-07),
+    and one of its neighbours ran out of memory. The process compiles nothing after this; one
+    that did would compile again (from inductor's cache on disk)."""
+    for module in model.modules():
+        module.__dict__.pop("_harness_compiled_call", None)
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+    torch._dynamo.reset()  # with CUDA, it also shuts down the cudagraph trees that own the pools
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def own_gradients(model: nn.Module) -> int:
     """Replace every parameter's ``.grad`` with a copy in memory of its own (one batched copy);
     returns how many were copied."""

@@ -185,6 +185,39 @@ def test_a_phase_starts_without_the_cache_the_last_phase_left():
     assert fields["eval_peak_gpu_reserved_bytes"] < live + 256 * mib, fields
 
 
+def test_released_cuda_graphs_hand_their_pools_back_to_the_gpu():
+    # A trained pack's or trial's CUDA graphs are not replayed after training (validation and
+    # scoring run the blocks eagerly): releasing them returns their private pools to the device,
+    # where scoring and the other processes' packs can use them (`rag2`, 2026-12-07: a pack held
+    # 9.2 GiB in them while it scored, and a neighbour ran out of memory).
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness.adapters import lora_config
+    from harness.models import load_config
+    from harness.schema import AdapterConfig
+    from harness.speed import compile_blocks, release_compiled
+    from tests.helpers import compose_run
+
+    model = get_peft_model(AutoModelForCausalLM.from_config(load_config(compose_run(["model=tiny"]).model)),
+                           lora_config(AdapterConfig(dropout=0.0))).to("cuda")
+    ids = torch.randint(3, 1000, (4, 64), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    compile_blocks(model, "reduce-overhead")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_reserved()
+    for _ in range(3):  # the graphs record on the first calls, then replay
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        model.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    held = torch.cuda.memory_reserved()
+    assert held > before  # the graphs' pools: empty_cache cannot return them
+    release_compiled(model)
+    assert torch.cuda.memory_reserved() <= before + 2**20, (before, held, torch.cuda.memory_reserved())
+    assert model(input_ids=ids, labels=ids, use_cache=False).loss.isfinite()  # eagerly, on
+
+
 def test_full_fine_tuning_keeps_fp32_master_weights_on_the_gpu(chat_file, tmp_path):
     # trainer=smoke pins 32-true; auto is what resolves full fine-tuning to bf16-mixed on a GPU.
     record = train_in_process(tiny(chat_file, "adapter=full", "optimizer.lr=2e-5", "trainer.precision=auto"), tmp_path)

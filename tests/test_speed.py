@@ -164,6 +164,39 @@ def test_compile_compiles_each_decoder_block_in_place():
         torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5)
 
 
+def test_released_blocks_run_eagerly_for_good_with_the_compiled_outputs():
+    # After training (harness.speed.release_compiled): no block runs compiled again, not even
+    # where eager_blocks had put its compiled forward aside, and the model gives what it gave.
+    from peft import get_peft_model
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM
+
+    from harness.adapters import lora_config
+    from harness.models import load_config
+    from harness.schema import AdapterConfig
+    from harness.speed import compile_blocks, eager_blocks, release_compiled
+    from tests.helpers import compose_run
+
+    model = get_peft_model(AutoModelForCausalLM.from_config(load_config(compose_run(["model=tiny"]).model)),
+                           lora_config(AdapterConfig())).eval()
+    ids = torch.randint(3, 1000, (2, 16), generator=torch.Generator().manual_seed(1))
+    compile_blocks(model)
+    counters.clear()
+    with torch.no_grad():
+        compiled = model(input_ids=ids, use_cache=False).logits
+    assert counters["stats"]["unique_graphs"] == 1
+    eager_blocks(model, True)  # as validation leaves them: the compiled forward put aside
+    release_compiled(model)
+    eager_blocks(model, False)  # nothing to bring back
+    assert all(getattr(m, "_compiled_call_impl", None) is None for m in model.modules())
+    assert not any("_harness_compiled_call" in m.__dict__ for m in model.modules())
+    counters.clear()
+    with torch.no_grad():
+        eager = model(input_ids=ids, use_cache=False).logits
+    assert counters["stats"]["unique_graphs"] == 0  # nothing compiled: it ran eagerly
+    torch.testing.assert_close(eager, compiled, atol=1e-5, rtol=1e-5)
+
+
 def test_own_gradients_copies_each_gradient_into_its_own_memory():
     from harness.speed import own_gradients
 

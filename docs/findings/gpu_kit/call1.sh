@@ -1,25 +1,18 @@
 #!/usr/bin/env bash
-# Call 1 of the ledger's block of 2026-12-07 16:05 (no embedded model needed: the tiny model's GPU
+# Call 1 of the ledger's block of 2026-12-07 18:50 (no embedded model needed: the tiny model's GPU
 # tests with the carried tokenizer, and random-init 135M packs). Run after `source .gpu/k1/env.sh .gpu/k1`.
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-# 1. Scoring by a token budget hands each batch's memory back on a GPU (96b55e1, not yet run on a
-#    GPU); scoring still waits on the device once per request list without a budget.
+# 1. Scoring by a token budget hands each batch's memory back; scoring still waits on the device
+#    once per request list; released CUDA graphs hand their pools back, and the compiled paths
+#    that now release them before scoring (a trial alone, a pack) keep their losses and scores.
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_evaluate.py \
   -k "hand_their_memory or waits_on_the_gpu" > $OUT/gpu_tests_call1.txt 2>&1; tail -3 $OUT/gpu_tests_call1.txt
-# 2. Which kernels hold a compiled pack of five's pass (14 ms a trial-pass in four processes).
-[ "${PROFILE:-1}" = 0 ] || timeout 200 python3 docs/findings/experiments/profile_pack_2026-12-07.py \
-  --out $OUT/profile_pack.json 2>&1 | grep -v Warn | tail -28
-# 3. Compiled packs' warm-up and pass, four processes (PROCS="4 1" adds one alone; PROCS=none skips),
-#    each first with an empty inductor cache, four again over the cache their first run filled.
-X=docs/findings/experiments/mps_packs_2026-12-06.py
-for P in ${PROCS:-none}; do
-  [ "$P" = none ] && continue
-  export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$P
-  for C in cold $([ $P = 4 ] && echo hot); do
-    timeout 200 python3 $X --procs $P --seq 512 --compile reduce-overhead --out $OUT/graphs_512_${P}_$C.json 2>&1 \
-      | grep -v Warn | tail -1
-  done
+timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py \
+  -k "released or cuda_graphs_keep or compiled_pack_replays" > $OUT/gpu_tests_call1b.txt 2>&1; tail -3 $OUT/gpu_tests_call1b.txt
+# 2. Scoring A/B with the probes' real requests (the embedded tokenizer): batches of 16 against
+#    an 8,192-token budget, five random-init 135M adapters scored jointly on an idle GPU.
+for B in 0 8192; do
+  timeout 150 python3 -m harness.pack_bench --model smollm2_135m --trials 5 --precision bf16-true --repeats 1 \
+    --score harness_agreement harness_capitals harness_add1d harness_arith_2ds --tokenizer /tmp/gpu/tok \
+    $([ $B = 0 ] || echo --eval-batch-tokens $B) --out $OUT/score_ab_$B.json 2>&1 | grep -v Warn | tail -3
 done
-unset TORCHINDUCTOR_CACHE_DIR
-# 4. This machine's plain HF+PEFT loop trials (PLAIN=0 skips; the sweeps' calls can time them instead)
-[ "${PLAIN:-1}" = 0 ] || bash /tmp/gpu/plain.sh
