@@ -189,7 +189,9 @@ def test_released_cuda_graphs_hand_their_pools_back_to_the_gpu():
     # A trained pack's or trial's CUDA graphs are not replayed after training (validation and
     # scoring run the blocks eagerly): releasing them returns their private pools to the device,
     # where scoring and the other processes' packs can use them (`rag2`, 2026-12-07: a pack held
-    # 9.2 GiB in them while it scored, and a neighbour ran out of memory).
+    # 9.2 GiB in them while it scored, and a neighbour ran out of memory). Not all of it: on an
+    # H100 (2026-12-07) 88 of the 104 MiB the graphs added went back; what stays is the capture's
+    # own (cuBLAS keeps a workspace per stream), so the test asks for three quarters.
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -202,19 +204,23 @@ def test_released_cuda_graphs_hand_their_pools_back_to_the_gpu():
     model = get_peft_model(AutoModelForCausalLM.from_config(load_config(compose_run(["model=tiny"]).model)),
                            lora_config(AdapterConfig(dropout=0.0))).to("cuda")
     ids = torch.randint(3, 1000, (4, 64), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+
+    def train_steps(n):
+        for _ in range(n):
+            model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+            model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        return torch.cuda.memory_reserved()
+
+    before = train_steps(1)  # eagerly: the main stream's cuBLAS workspace is in
     compile_blocks(model, "reduce-overhead")
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    before = torch.cuda.memory_reserved()
-    for _ in range(3):  # the graphs record on the first calls, then replay
-        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
-        model.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    held = torch.cuda.memory_reserved()
+    held = train_steps(3)  # the graphs record on the first calls, then replay
     assert held > before  # the graphs' pools: empty_cache cannot return them
     release_compiled(model)
-    assert torch.cuda.memory_reserved() <= before + 2**20, (before, held, torch.cuda.memory_reserved())
+    after = torch.cuda.memory_reserved()
+    assert held - after >= 0.75 * (held - before), (before, held, after)
+    assert all(getattr(m, "_compiled_call_impl", None) is None for m in model.modules())
     assert model(input_ids=ids, labels=ids, use_cache=False).loss.isfinite()  # eagerly, on
 
 
