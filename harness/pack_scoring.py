@@ -17,7 +17,7 @@ and greedy match. On CPU a trial's results equal its results alone bit for bit
 batched LoRA term, may round differently (a greedy match can flip on a near tie). Why: a 135M
 model's forward on a GPU is bound by host overhead (about the same time whatever the rows,
 docs/benchmarks.md), so K trials cost about one trial's forwards. Only trials with equal eval
-settings are scored together (:func:`harness.packing.joint_scores`). A stacked pass that runs out
+settings are scored together (:func:`harness.pack_finish.joint_scores`). A stacked pass that runs out
 of memory (it holds K trials' logits) is run again over half as many trials at a time, and from
 then on passes stack that many (on an 80 GB GPU shared by three packs, seven trials' logits did
 not fit, 2026-12-05); only a pass of one trial out of memory leaves every trial from then on to be

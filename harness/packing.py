@@ -45,11 +45,9 @@ member's dry-run ``memory_estimate`` (a pack on a GPU records it instead of esti
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -62,6 +60,7 @@ from torch import nn
 from . import adapters, data, evaluate, measure, models, scoring
 from .compose import compose
 from .errors import USER_ERRORS
+from .pack_finish import finish_member, joint_scores, log_member, pack_eval, trained
 from .pack_state import keep_state, load_state, resume_note, saved, state_path
 from .pack_steps import (
     Member,
@@ -94,10 +93,6 @@ log = logging.getLogger(__name__)
 
 ADAPTER_PREFIX = "trial"
 PACK_MEASURES = "pack"  # the record's memory and runtime fields are the whole pack's
-# How a pack's trials are scored after training (the A/B switch of this process's packs): each
-# trial's lm-eval requests served for all of them at once (harness.pack_scoring), or one trial
-# after another.
-PACK_EVAL_ENV, JOINT, ALONE = "HARNESS_PACK_EVAL", "joint", "alone"
 PACK_FAULTS = ("none", "oom", "nan", "sigint", "oom_scoring")  # a pack injects: its OOM, a trial's NaN, a signal, a trial's OOM in scoring
 # Keys of a resolved config that may differ between the trials of one pack (a prefix covers the
 # keys under it); every other key must be equal. ``seed`` is added back for a random base.
@@ -191,7 +186,7 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
 
     The phases of :func:`harness.train.run_training`: :func:`prepare_pack`, :func:`build_pack`,
     the base scores, the packed training (:func:`fit_pack`), each member's validation, saving and
-    scoring (:func:`_finish_member`), its record. User errors raise before any weights load; later
+    scoring (:func:`harness.pack_finish.finish_member`), its record. User errors raise before any weights load; later
     failures become each unfinished member's record (:data:`harness.train.OUTCOMES`).
     """
     from .record import write_record
@@ -215,7 +210,7 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
         joint = joint_scores(router, members)
         for m in members:
             if trained(m):
-                _finish_member(m, model, router, shared, peaks, joint)
+                finish_member(m, model, router, shared, peaks, joint)
         name = RunInterrupted(STOP.signum).name if unfinished else None
         for m in unfinished:
             checkpoint, then = resume_note(m, states[m.name])
@@ -429,124 +424,6 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
         clock.lora_terms = {path: router.terms[path] - before[path] for path in before}
     peaks.end("train")
     STOP.defer = False
-
-
-def log_member(m: Member) -> None:
-    """The trial's loggers (``logger=``: CSV, W&B), one trial after another, each given the
-    trial's curves and its record's summary as its own run would log them. A logger failure
-    never costs the record (see :mod:`harness.tracking`)."""
-    import os
-
-    from . import tracking
-
-    saved = {key: os.environ.get(key) for key in m.env}
-    os.environ.update(m.env)
-    try:
-        loggers = tracking.build_loggers(m.run.logger, m.run_dir, m.resolved)
-        for logger in loggers:
-            for step, loss in enumerate(m.train_losses):
-                logger.log_metrics({"train_loss": loss}, step=step)
-            for step, loss in zip((0, max(len(m.train_losses) - 1, 0)), m.val_losses, strict=False):
-                logger.log_metrics({"val_loss": loss}, step=step)
-            logger.save()
-        tracking.finish_loggers(loggers, m.record)
-        for logger in loggers:
-            logger.finalize("success" if m.record["status"] == "ok" else "failed")
-    except Exception as exc:  # noqa: BLE001 - the record is written next either way
-        log.warning("%s: loggers not written: %s: %s", m.run_dir, type(exc).__name__, str(exc).splitlines()[0][:200])
-    finally:
-        if "wandb" in sys.modules:  # W&B reads its environment once per process setup: the next trial sets it up anew
-            with contextlib.suppress(Exception):
-                sys.modules["wandb"].teardown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-
-
-def trained(m: Member) -> bool:
-    """Whether the trial trained to its end (not diverged, not stopped) and is not finished yet."""
-    return m.record["status"] == "failed" and not m.active
-
-
-def pack_eval() -> str:
-    """How :data:`PACK_EVAL_ENV` says the packs of this process score their trials (:data:`JOINT`
-    unless set)."""
-    path = os.environ.get(PACK_EVAL_ENV) or JOINT
-    if path not in (JOINT, ALONE):
-        raise ConfigError(f"{PACK_EVAL_ENV}={path}: choose {JOINT} or {ALONE}")
-    return path
-
-
-def joint_scores(router: Router, members: list[Member]) -> dict:
-    """The trials scored together (:mod:`harness.pack_scoring`), by name: groups of two or more
-    with equal eval settings (hence the same lm-eval requests) that trained to their end and
-    score in-process on a 16-bit base; none where :data:`PACK_EVAL_ENV` says ``alone``."""
-    if pack_eval() == ALONE:
-        return {}
-    from .pack_scoring import JointScores
-
-    groups: dict[str, list[str]] = {}
-    for m in members:
-        if trained(m) and m.run.eval.tasks and not scoring.scores_merged(m.run):
-            groups.setdefault(json.dumps(dataclasses.asdict(m.run.eval), sort_keys=True, default=str), []).append(m.name)
-    joint = {}
-    for names in groups.values():
-        if len(names) > 1:
-            shared = JointScores(router, names)
-            joint.update(dict.fromkeys(names, shared))
-    return joint
-
-
-def _finish_member(m: Member, model, router: Router, shared: Prepared, peaks: measure.PhasePeaks,
-                   joint: dict | None = None) -> None:
-    """After training: the trial's last validation, its adapter saved, its scores (with the
-    other trials of its :class:`harness.pack_scoring.JointScores` in ``joint``, where it has one)."""
-    from .train import outcome
-
-    splits, tokenizer, precision, device = shared.splits, shared.tokenizer, shared.precision, shared.device
-    try:
-        if splits["val"]:
-            m.val_losses.append(validate(model, router, m, splits["val"], tokenizer.pad_token_id, precision, device))
-        if m.run.trainer.save_weights:
-            save_adapter(model, m, tokenizer)
-        if m.run.eval.tasks:
-            eval_started = time.perf_counter()
-            model.set_adapter(m.name)
-            shared_scores = (joint or {}).get(m.name)
-            with peaks.phase("eval"):
-                m.record.update(scoring.score_trained(model, tokenizer, m.run, precision, device, m.run_dir,
-                                                      m.record.get("eval_base"), m.record["adapter_path"],
-                                                      shared_scores.lm(m.name) if shared_scores else None))
-            together = shared_scores and m.name in shared_scores.served and m.name not in shared_scores.alone
-            m.record["pack_eval"] = JOINT if together else ALONE
-            if together:  # the stack's limit when scoring ended (harness.record.RunRecord.pack_eval_stack)
-                m.record["pack_eval_stack"] = shared_scores.stack
-            m.record["eval_seconds"] = time.perf_counter() - eval_started
-        m.record["status"] = "ok"
-    except USER_ERRORS:
-        raise
-    except Exception as exc:
-        m.record.update(outcome(exc))
-
-
-def save_adapter(model, m: Member, tokenizer) -> None:
-    """The trial's adapter in PEFT format in ``adapter/`` (loadable as the adapter ``default``,
-    like a trial's saved alone)."""
-    import shutil
-    import tempfile
-
-    target = m.run_dir / "adapter"
-    with tempfile.TemporaryDirectory(dir=m.run_dir) as tmp:
-        model.save_pretrained(tmp, selected_adapters=[m.name])
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(Path(tmp) / m.name), target)
-    tokenizer.save_pretrained(target)
-    m.record["adapter_path"] = str(target)
 
 
 # -- the pack process -----------------------------------------------------------------------------

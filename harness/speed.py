@@ -182,9 +182,9 @@ def release_compiled(model: nn.Module) -> None:
     device. Validation and scoring run the blocks eagerly anyway (:func:`eager_blocks`), and on a
     shared GPU the pools are memory the scoring passes, and the other processes' packs, can use:
     a compiled pack of five held 9.2 GiB in them while it scored (`rag2`, 2026-12-07), and one of
-    its neighbours ran out of memory; released, packs scored in 7.7-10.1 GiB reserved (`rag3`).
-    The process compiles nothing after this; one that did would compile again (from inductor's
-    cache on disk)."""
+    its neighbours ran out of memory; released (and scoring's batches handing theirs back), packs
+    scored in 7.7-10.1 GiB reserved (`rag3`). The process compiles nothing after this; one that
+    did would compile again (from inductor's cache on disk)."""
     for module in model.modules():
         module.__dict__.pop("_harness_compiled_call", None)
         if getattr(module, "_compiled_call_impl", None) is not None:
