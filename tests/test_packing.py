@@ -1042,6 +1042,22 @@ def test_packs_are_cut_to_the_pack_size_and_the_memory_budget():
     assert pack_chunks(mixed, size=8, budget_gib=100)[0][0].pack_estimate_gib == 4 + 2 + 3 * 1
 
 
+def test_packs_gather_like_ranks_and_keep_a_trials_seeds_in_order():
+    # A pack's batched LoRA terms pad every trial to its largest rank: a batch of three trials
+    # (r = 2, 64, 16; three seeds each) cut as it came would pack 2, 2, 2, 64, 64 and 64, 16, 16, 16
+    # (576 rank-units padded for 246 of their own); cut by rank, 336.
+    from types import SimpleNamespace
+
+    from sweeps.packed import pack_chunks
+
+    runs = [SimpleNamespace(run=SimpleNamespace(adapter=SimpleNamespace(r=r)), seed=seed, estimate=None,
+                            pack_estimate_gib=None) for r in (2, 64, 16) for seed in (1, 2, 3)]
+    chunks = pack_chunks(runs, size=5)
+    assert [[e.run.adapter.r for e in c] for c in chunks] == [[2, 2, 2, 16, 16], [16, 64, 64, 64]]
+    assert [[e.seed for e in c] for c in chunks] == [[1, 2, 3, 1, 2], [3, 1, 2, 3]]
+    assert sum(len(c) * max(e.run.adapter.r for e in c) for c in chunks) == 336
+
+
 def test_a_worker_takes_as_many_trials_as_fill_its_packs():
     from sweeps.packed import runs_per_pack, trials_per_batch
 
