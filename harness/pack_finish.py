@@ -63,8 +63,6 @@ def log_member(m: Member) -> None:
                 os.environ[key] = value
 
 
-
-
 def trained(m: Member) -> bool:
     """Whether the trial trained to its end (not diverged, not stopped) and is not finished yet."""
     return m.record["status"] == "failed" and not m.active

@@ -66,6 +66,7 @@ def run_side_by_side(run, items: list, name: str) -> list:
 # Last, the server's own signal setting (sweeps.fork_server).
 PRELOAD = ["harness.train", "harness.packing", "sweeps.fork_server"]
 PRELOAD_ENV = "HARNESS_PRELOAD"  # "0": every run a fresh process
+SERVER_ENV = "HARNESS_FORK_SERVER"  # set in the preloaded server's environment only (sweeps.fork_server)
 
 
 def run_environment() -> dict:
@@ -86,6 +87,14 @@ def run_module_here(module: str, args: list[str], env: dict, cwd: str, log_path:
     ``env``, ``cwd`` and stdout and stderr appended to ``log_path`` would do. Its exit code is
     the module's (``SystemExit``), as the process's."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server ignores it (sweeps.fork_server)
+    # The server stays up while any process holds its "alive" pipe, and each process forked from
+    # it is handed one: a killed driver then left the server, hence this run, going until the
+    # run ended (2026-12-07). Closed here, the server ends with the driver, and this run with it.
+    from multiprocessing import forkserver
+
+    if forkserver._forkserver._forkserver_alive_fd is not None:
+        os.close(forkserver._forkserver._forkserver_alive_fd)
+        forkserver._forkserver._forkserver_alive_fd = None
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -117,13 +126,16 @@ def preloaded_server():
     context.set_forkserver_preload(PRELOAD)
     # Interpreter-wide settings read at start-up come from the server's environment: the
     # warning filters of run_environment().
-    saved = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = run_environment()["PYTHONWARNINGS"]
+    saved = {key: os.environ.get(key) for key in ("PYTHONWARNINGS", SERVER_ENV)}
+    os.environ.update(PYTHONWARNINGS=run_environment()["PYTHONWARNINGS"], **{SERVER_ENV: "1"})
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        if saved is None:
-            del os.environ["PYTHONWARNINGS"]
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
     return context
 
 
