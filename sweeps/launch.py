@@ -92,8 +92,9 @@ def run_module_here(module: str, args: list[str], env: dict, cwd: str, log_path:
     # run ended (2026-12-07). Closed here, the server ends with the driver, and this run with it.
     from multiprocessing import forkserver
 
-    if forkserver._forkserver._forkserver_alive_fd is not None:
-        os.close(forkserver._forkserver._forkserver_alive_fd)
+    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)  # a private name: absent, nothing to do
+    if alive is not None:
+        os.close(alive)
         forkserver._forkserver._forkserver_alive_fd = None
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 1)
