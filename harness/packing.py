@@ -415,10 +415,7 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
         for m in members:
             with contextlib.suppress(Exception):
                 drain_loss(m)
-        if compiled and shared.device == "cuda":  # the pack trains no more: its graphs' memory to scoring
-            release_compiled(model)
-        else:
-            eager_blocks(model, True)
+        release_compiled(model)  # the pack trains no more: its graphs' memory to scoring
     clock.ended = time.perf_counter()
     if not compiled:  # compiled blocks do not count their terms
         clock.lora_terms = {path: router.terms[path] - before[path] for path in before}

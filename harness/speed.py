@@ -184,13 +184,14 @@ def release_compiled(model: nn.Module) -> None:
     a compiled pack of five held 9.2 GiB in them while it scored (`rag2`, 2026-12-07), and one of
     its neighbours ran out of memory; released (and scoring's batches handing theirs back), packs
     scored in 7.7-10.1 GiB reserved (`rag3`). The process compiles nothing after this; one that
-    did would compile again (from inductor's cache on disk)."""
+    did would compile again (from inductor's cache on disk). Without CUDA there are no pools:
+    the blocks only turn eager, and torch's caches stay (a CPU test process compiles on)."""
     for module in model.modules():
         module.__dict__.pop("_harness_compiled_call", None)
         if getattr(module, "_compiled_call_impl", None) is not None:
             module._compiled_call_impl = None
-    torch._dynamo.reset()  # with CUDA, it also shuts down the cudagraph trees that own the pools
     if torch.cuda.is_initialized():
+        torch._dynamo.reset()  # it also shuts down the cudagraph trees that own the pools
         torch.cuda.empty_cache()
 
 

@@ -413,10 +413,8 @@ def save_and_score(model, p: Prepared, run_dir: Path, peaks: measure.PhasePeaks,
         save_trained(model, p.tokenizer, run, run_dir, record)
     if run.eval.tasks:
         eval_started = time.perf_counter()
-        if p.cuda_graphs and p.device == "cuda":  # trained: the graphs' memory goes to scoring
+        if p.cuda_graphs:  # forward-only (see eager_blocks), and trained: the graphs' memory goes to scoring
             speed.release_compiled(model)
-        else:
-            speed.eager_blocks(model, p.cuda_graphs)
         with peaks.phase("eval"):
             record.update(scoring.score_trained(model, p.tokenizer, run, p.precision, p.device, run_dir,
                                                 record.get("eval_base"), record["adapter_path"]))

@@ -88,8 +88,8 @@ def pack_chunks(entries: list, size: int, budget_gib: float | None = None) -> li
 
 
 def _lora_rank(entry) -> int:
-    run = getattr(entry, "run", None)
-    return getattr(getattr(run, "adapter", None), "r", 0) or 0
+    run = getattr(entry, "run", None)  # none in runs_per_pack's probes
+    return run.adapter.r if run is not None else 0
 
 
 def runs_per_pack(estimate: dict | None, size: int, budget_gib: float | None) -> int:
