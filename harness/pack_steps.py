@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .head_loss import LabelledPositions, head_on_labels, labelled_losses, labelled_positions
 from .measure import LossInFlight
 from .packed_lora import Route, Router, TrialRng, hold_trial_constants
 from .record import RunRecord
@@ -103,6 +104,21 @@ def causal_loss(model, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return base.loss_function(logits=logits, labels=labels, vocab_size=base.config.vocab_size)
 
 
+def trial_losses(model, batch: dict, spans: list[tuple[int, int, int]], positions: LabelledPositions | None) -> list[torch.Tensor]:
+    """Each trial's causal-LM loss over its rows of the stacked ``batch`` (on the device): the head
+    on the labelled ``positions`` alone (:mod:`harness.head_loss`), or, where it must see every
+    position (None), from the full logits."""
+    from .batches import model_inputs
+
+    if positions is not None:
+        return labelled_losses(model, model_inputs(batch), positions)
+    logits = model(**model_inputs(batch)).logits
+    # Each trial's rows at the stack's width: its labels past its own width are padding (ignored),
+    # so the loss is the mean over the same tokens; a narrower slice of several rows would not
+    # be contiguous, which the model's loss (a view) refuses in float32.
+    return [causal_loss(model, logits[s:e], batch["labels"][s:e]) for s, e, _ in spans]
+
+
 def _collate(members_batches: list[list[dict]], pad_id: int, widths: tuple[int, ...] = ()) -> tuple[dict, list[tuple[int, int, int]]]:
     """One stacked batch (padded to one of ``widths`` where given), and each trial's rows and own
     padded width (as it collates alone)."""
@@ -151,8 +167,6 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     """One packed micro-step: one micro-batch per active trial, stacked; each trial's loss over
     its own rows; one backward; then each trial whose accumulation is complete steps its own
     optimizer and scheduler. Returns the tokens trained."""
-    from .batches import model_inputs
-
     inject_faults(active)
     drawn = [next(m.batches, None) for m in active]
     for m, got in zip(active, drawn, strict=True):
@@ -166,15 +180,12 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     compiled, graphs = compiled_routes(pairs[0][0].run.trainer)
     first_run = pairs[0][0].run
     batch, spans = _collate([got[0] for _, got in pairs], pad_id, batch_widths(first_run.trainer, first_run.data.max_seq_len))
+    positions = labelled_positions(batch["labels"], spans).to(device) if head_on_labels(model) else None
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     routes = [Route(m.name, s, e, None, None) if compiled else Route(m.name, s, e, m.rng, w)
               for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]
     with precision_context(precision, device), router.route(routes):
-        logits = model(**model_inputs(batch)).logits
-        # Each trial's rows at the stack's width: its labels past its own width are padding (ignored),
-        # so the loss is the mean over the same tokens; a narrower slice of several rows would not
-        # be contiguous, which the model's loss (a view) refuses in float32.
-        losses = [causal_loss(model, logits[s:e], batch["labels"][s:e]) for s, e, _ in spans]
+        losses = trial_losses(model, batch, spans, positions)
     total = sum(loss / m.run.trainer.accumulate_grad_batches for (m, _), loss in zip(pairs, losses, strict=True))
     # Under CUDA graphs a trial's first micro-batch of an accumulation leaves gradients in the
     # graph's output memory, which the next replay overwrites: those trials get their own copy.
@@ -265,7 +276,7 @@ def leave(m: Member, train_started: float) -> None:
 def validate(model, router: Router, m: Member, val: list[dict], pad_id: int, precision: str, device: str) -> float:
     """The trial's validation loss, as Lightning logs it alone: the mean of its micro-batch
     losses weighted by their sizes, in eval mode."""
-    from .batches import collate, model_inputs
+    from .batches import collate
 
     was_training = model.training
     model.eval()
@@ -275,10 +286,10 @@ def validate(model, router: Router, m: Member, val: list[dict], pad_id: int, pre
         for i in range(0, len(val), b):
             batch = collate(val[i:i + b], pad_id)
             n = batch["input_ids"].shape[0]
+            positions = labelled_positions(batch["labels"], [(0, n, 0)]).to(device) if head_on_labels(model) else None
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             with precision_context(precision, device), router.route([Route(m.name, 0, n)]):
-                logits = model(**model_inputs(batch)).logits
-                loss = causal_loss(model, logits, batch["labels"])
+                loss, = trial_losses(model, batch, [(0, n, 0)], positions)
             total += float(loss) * n
             weight += n
     finally:

@@ -11,11 +11,44 @@ Why: four such packs pass about 71 trial-passes a second on an H100 (14 ms a tri
 the plain trials needs passes faster than that (docs/benchmarks.md, 2026-12-07 15:40); the
 profile says which kernels hold the time (the lm_head and its 49,152-word logits, attention,
 the LoRA terms, the norms) before choosing what to change.
+
+Each pass takes the pack's own loss (``harness.pack_steps.trial_losses``) over rows whose first
+``1 - --labelled`` of positions are masked as a prompt (the default data's stacks of five label
+about 41% of their positions), once per ``--heads`` arm: ``full`` (the causal LM's head over every
+position, as packs did before 2026-12-07 22:00) and ``labelled`` (the head on the labelled
+positions alone, ``harness.head_loss``). Each arm is timed without the profiler first.
 """
 
 import argparse
 import json
 import time
+
+
+def pack_pass(model, router, names, args, device, head: str):
+    """One pass (forward, the pack's loss, backward) of ``head`` over one micro-batch a trial."""
+    import torch
+
+    from harness.head_loss import labelled_positions
+    from harness.pack_steps import precision_context, trial_losses
+    from harness.packed_lora import Route, TrialRng
+
+    rows = args.micro_batch * len(names)
+    spans = [(i * args.micro_batch, (i + 1) * args.micro_batch, args.seq) for i in range(len(names))]
+    # compiled blocks draw dropout in the graph (harness.pack_steps.compiled_routes)
+    routes = [Route(name, s, e, *((None, None) if args.compile != "none" else (TrialRng(i), w)))
+              for i, (name, (s, e, w)) in enumerate(zip(names, spans, strict=True))]
+    ids = torch.randint(3, model.config.vocab_size, (rows, args.seq), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :round(args.seq * (1 - args.labelled))] = -100
+    batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "labels": labels.to(device)}
+
+    def one():
+        positions = labelled_positions(labels, spans).to(device) if head == "labelled" else None
+        with precision_context("bf16-true", device), router.route(routes):
+            losses = trial_losses(model, batch, spans, positions)
+        sum(losses).backward()
+        model.zero_grad(set_to_none=True)
+    return one
 
 
 def main():
@@ -25,6 +58,8 @@ def main():
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--compile", default="reduce-overhead", help="'none' for eager blocks")
+    parser.add_argument("--labelled", type=float, default=0.41, help="the share of each row's positions with a label")
+    parser.add_argument("--heads", nargs="+", default=["full", "labelled"], choices=["full", "labelled"])
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -32,7 +67,7 @@ def main():
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from harness.pack_bench import build, passes
+    from harness.pack_bench import build
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bench_args = argparse.Namespace(model="smollm2_135m", targets="all", dropout=0.05, ranks=[2, 4, 8, 16, 32, 64],
@@ -40,32 +75,46 @@ def main():
                                     micro_batch=args.micro_batch, seq=args.seq)
     model, router, names = build(bench_args, args.trials, device)
     router.batched = True
-    one = passes(model, router, names, bench_args, device, "model")
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    warm = time.perf_counter()
-    for _ in range(3):
-        one()
-    sync()
-    warmup_seconds = time.perf_counter() - warm
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with profile(activities=activities) as prof:
+    out = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+           "settings": vars(args), "arms": {}}
+    for head in args.heads:
+        one = pack_pass(model, router, names, args, device, head)
+        warm = time.perf_counter()
+        for _ in range(3):
+            one()
+        sync()
+        warmup_seconds = time.perf_counter() - warm
         started = time.perf_counter()
         for _ in range(args.steps):
             one()
         sync()
-        wall = time.perf_counter() - started
-    device_time = "device_time_total" if device == "cuda" else "cpu_time_total"
-    rows = sorted(((e.key, getattr(e, device_time), e.count) for e in prof.key_averages()
-                   if getattr(e, device_time) > 0), key=lambda r: -r[1])
-    kernels = [{"name": name[:160], "ms": round(us / 1000, 2), "calls": calls, "share_of_wall": round(us / 1e6 / wall, 4)}
-               for name, us, calls in rows[:200]]
-    out = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
-           "settings": vars(args), "warmup_seconds": round(warmup_seconds, 1),
-           "ms_per_pass": round(1000 * wall / args.steps, 2),
-           "trial_passes_per_s": round(args.trials * args.steps / wall, 2), "kernels": kernels}
-    for k in kernels[:args.top]:
-        print(f"{k['ms']:10.2f} ms {k['calls']:6d} calls {100 * k['share_of_wall']:6.1f}%  {k['name']}")
-    print(json.dumps({k: out[k] for k in ("device", "warmup_seconds", "ms_per_pass", "trial_passes_per_s")}))
+        unprofiled = time.perf_counter() - started
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with profile(activities=activities) as prof:
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                one()
+            sync()
+            wall = time.perf_counter() - started
+        device_time = "device_time_total" if device == "cuda" else "cpu_time_total"
+        rows = sorted(((e.key, getattr(e, device_time), e.count) for e in prof.key_averages()
+                       if getattr(e, device_time) > 0), key=lambda r: -r[1])
+        kernels = [{"name": name[:160], "ms": round(us / 1000, 2), "calls": calls, "share_of_wall": round(us / 1e6 / wall, 4)}
+                   for name, us, calls in rows[:200]]
+        arm = {"warmup_seconds": round(warmup_seconds, 1), "ms_per_pass": round(1000 * unprofiled / args.steps, 2),
+               "ms_per_pass_profiled": round(1000 * wall / args.steps, 2),
+               "trial_passes_per_s": round(args.trials * args.steps / unprofiled, 2),
+               "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+               "kernels": kernels}
+        out["arms"][head] = arm
+        print(f"-- head {head}")
+        for k in kernels[:args.top]:
+            print(f"{k['ms']:10.2f} ms {k['calls']:6d} calls {100 * k['share_of_wall']:6.1f}%  {k['name']}")
+        print(json.dumps({"head": head, **{k: arm[k] for k in ("warmup_seconds", "ms_per_pass", "ms_per_pass_profiled",
+                                                                "trial_passes_per_s", "peak_allocated_gib")}}))
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Call 3 of the ledger's block of 2026-12-07 18:50, once the model's third part is in
-# (`source /tmp/gpu/env.sh .gpu/k3`): the compiled unpacked reference for `rag2` (three
-# configurations x three seeds, one process a trial), with its CUDA graphs now released before
-# scoring. Then, on the laptop: `python -m harness.report.compare rag2.tgz abc_alone.tgz`.
-PACK=false bash /tmp/gpu/sweep.sh ${LIMIT:-560} ${WITHIN:-400} abc_alone trainer.compile=true \
-  trainer.compile_mode=reduce-overhead 'sweep.space={adapter.r:[2,8,64],adapter.alpha_over_r:[1.0]}'
+# Call 3 of the ledger's block of 2026-12-07 22:10, once the model's third part is in
+# (`source /tmp/gpu/env.sh .gpu/k3`): this machine's plain HF+PEFT trials, then `rank_alpha`
+# packed and compiled (`rag4`: packs by rank, the head on labelled positions), resumed in call 4
+# (`bash /tmp/gpu/sweep.sh 560 420 rag4 ...` again) until 54 of 54.
+bash /tmp/gpu/plain.sh
+WORKERS=${WORKERS:-4} bash /tmp/gpu/sweep.sh ${LIMIT:-470} ${WITHIN:-330} rag4 trainer.compile=true \
+  trainer.compile_mode=reduce-overhead

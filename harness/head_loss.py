@@ -1,0 +1,79 @@
+"""The causal-LM loss of a pack's trials with the output head run only where a label is.
+
+A pack's stacked batch is mostly positions without a label: the prompt (masked), the padding to
+the stack's width, and each row's last token. The default data's stacks of five trials label
+about 41% of their positions. transformers' causal LM runs its head over every position (a
+``rows x width x vocab`` logits tensor, 49,152 words for the embedded model, cast to float32 for
+the loss) and then ignores most of it. Here the decoder runs as usual; the head and the cross
+entropy run over the labelled positions alone, gathered by indices counted on the host (no wait
+on the device). Each trial's loss is the mean over its own labelled tokens, which is what
+:func:`transformers.loss.loss_utils.ForCausalLMLoss` computes from the full logits.
+
+Only for heads that are a plain linear map of the final hidden state (:data:`PLAIN_HEAD_TYPES`)
+and not adapted by LoRA; any other model takes the full logits (:func:`head_on_labels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .data import IGNORE_INDEX
+
+# Model types whose causal LM computes ``logits = lm_head(final hidden state)`` and nothing more
+# (no soft-capping, logit scale or extra heads): gathering the hidden states first is the same map.
+PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+@dataclass(frozen=True)
+class LabelledPositions:
+    """Where a stacked batch's loss is: the flat indices of the positions whose next token is
+    labelled, that token, and how many of them fall in each trial's rows (in span order)."""
+
+    index: torch.Tensor
+    targets: torch.Tensor
+    counts: list[int]
+
+    def to(self, device: str) -> LabelledPositions:
+        return LabelledPositions(self.index.to(device, non_blocking=True),
+                                 self.targets.to(device, non_blocking=True), self.counts)
+
+
+def labelled_positions(labels: torch.Tensor, spans: list[tuple[int, int, int]]) -> LabelledPositions:
+    """The labelled positions of a host-side ``labels`` (rows x width) batch, for trials whose
+    rows are ``spans`` (start, end, ...; in row order, rows outside them left out): position t
+    predicts label t + 1, as the causal loss shifts."""
+    shifted = torch.full_like(labels, IGNORE_INDEX)
+    shifted[:, :-1] = labels[:, 1:]
+    in_spans = torch.zeros(labels.shape[0], dtype=torch.bool)
+    for s, e, *_ in spans:
+        in_spans[s:e] = True
+    keep = (shifted != IGNORE_INDEX) & in_spans[:, None]
+    counts = [int(keep[s:e].sum()) for s, e, *_ in spans]
+    return LabelledPositions(keep.flatten().nonzero().squeeze(1), shifted[keep], counts)
+
+
+def head_on_labels(model) -> bool:
+    """Whether this (peft-wrapped) causal LM's loss may run its head on labelled positions
+    alone: a plain linear head (:data:`PLAIN_HEAD_TYPES`) that LoRA does not adapt."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    base = model.get_base_model()
+    head = base.get_output_embeddings()
+    return (getattr(base.config, "model_type", None) in PLAIN_HEAD_TYPES and isinstance(head, torch.nn.Linear)
+            and not isinstance(head, BaseTunerLayer))
+
+
+def labelled_losses(model, inputs: dict, positions: LabelledPositions) -> list[torch.Tensor]:
+    """Each trial's causal-LM loss (mean over its labelled tokens, NaN where it has none, as
+    transformers' loss) from the decoder's hidden states with the head on ``positions`` alone.
+    ``inputs``: the forward's inputs (:func:`harness.batches.model_inputs`), on the model's device."""
+    base = model.get_base_model()
+    hidden = base.get_decoder()(**inputs).last_hidden_state
+    picked = hidden.flatten(0, 1).index_select(0, positions.index)
+    logits = base.get_output_embeddings()(picked).float()
+    token_losses = F.cross_entropy(logits, positions.targets, reduction="none")
+    return [part.sum() / count if count else part.sum() / 0.0
+            for part, count in zip(token_losses.split(positions.counts), positions.counts, strict=True)]
