@@ -37,8 +37,9 @@ class LabelledPositions:
     counts: list[int]
 
     def to(self, device: str) -> LabelledPositions:
-        return LabelledPositions(self.index.to(device, non_blocking=True),
-                                 self.targets.to(device, non_blocking=True), self.counts)
+        from .pack_steps import to_device
+
+        return LabelledPositions(to_device(self.index, device), to_device(self.targets, device), self.counts)
 
 
 def labelled_positions(labels: torch.Tensor, spans: list[tuple[int, int, int]]) -> LabelledPositions:
