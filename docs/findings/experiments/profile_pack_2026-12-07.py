@@ -15,7 +15,7 @@ the LoRA terms, the norms) before choosing what to change.
 Each pass takes the pack's own loss (``harness.pack_steps.trial_losses``) over rows whose first
 ``1 - --labelled`` of positions are masked as a prompt (the default data's stacks of five label
 about 41% of their positions), once per ``--heads`` arm: ``full`` (the causal LM's head over every
-position, as packs did before 2026-12-07 22:00) and ``labelled`` (the head on the labelled
+position, as packs did before 2026-12-07 22:00; the batch goes in each pass, from pinned memory) and ``labelled`` (the head on the labelled
 positions alone, ``harness.head_loss``). Each arm is timed without the profiler first.
 """
 
@@ -29,7 +29,7 @@ def pack_pass(model, router, names, args, device, head: str):
     import torch
 
     from harness.head_loss import labelled_positions
-    from harness.pack_steps import precision_context, trial_losses
+    from harness.pack_steps import precision_context, to_device, trial_losses
     from harness.packed_lora import Route, TrialRng
 
     rows = args.micro_batch * len(names)
@@ -40,10 +40,12 @@ def pack_pass(model, router, names, args, device, head: str):
     ids = torch.randint(3, model.config.vocab_size, (rows, args.seq), generator=torch.Generator().manual_seed(0))
     labels = ids.clone()
     labels[:, :round(args.seq * (1 - args.labelled))] = -100
-    batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "labels": labels.to(device)}
+    host = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
     def one():
+        # as harness.pack_steps.packed_step: the batch and positions go in each pass, from pinned memory
         positions = labelled_positions(labels, spans).to(device) if head == "labelled" else None
+        batch = {k: to_device(v, device) for k, v in host.items()}
         with precision_context("bf16-true", device), router.route(routes):
             losses = trial_losses(model, batch, spans, positions)
         sum(losses).backward()
