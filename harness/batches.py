@@ -47,6 +47,15 @@ def collate(batch: list[dict], pad_id: int, widths: tuple[int, ...] = ()) -> dic
     return out
 
 
+def to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU from pinned memory without waiting (a copy from
+    pageable memory first waits for the stream's queued work, so the host could not queue the
+    next step while the GPU runs this one)."""
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def model_inputs(batch: dict) -> dict:
     """A training or validation forward's inputs from a collated batch: ``input_ids`` with its
     ``attention_mask``, or, for packed rows, with their ``position_ids`` and no mask; and

@@ -37,7 +37,7 @@ class LabelledPositions:
     counts: list[int]
 
     def to(self, device: str) -> LabelledPositions:
-        from .pack_steps import to_device
+        from .batches import to_device
 
         return LabelledPositions(to_device(self.index, device), to_device(self.targets, device), self.counts)
 

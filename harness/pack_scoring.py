@@ -165,11 +165,9 @@ class BatchedLM(HFLM):
         return self._to_device(pad_and_concat(max(lengths), inputs, padding_side="right")), lengths
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` on the model's device. To a GPU from pinned memory, without waiting: a plain
-        copy from the host waits for the device's queue to drain first."""
-        if torch.device(self.device).type != "cuda":
-            return tensor.to(self.device)
-        return tensor.pin_memory().to(self.device, non_blocking=True)
+        from .batches import to_device
+
+        return to_device(tensor, self.device)
 
     def _answers(self, order: Collator, chunk, logits: torch.Tensor, lengths: list[int]) -> Answers:
         """HFLM's per-request answers of one trial's log-probabilities, left on the device: the

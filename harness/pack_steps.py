@@ -104,15 +104,6 @@ def causal_loss(model, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return base.loss_function(logits=logits, labels=labels, vocab_size=base.config.vocab_size)
 
 
-def to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
-    """A host tensor on ``device``; to a GPU from pinned memory without waiting (a copy from
-    pageable memory first waits for the stream's queued work, so the host could not queue the
-    next step while the GPU runs this one)."""
-    if device != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
-
-
 def trial_losses(model, batch: dict, spans: list[tuple[int, int, int]], positions: LabelledPositions | None) -> list[torch.Tensor]:
     """Each trial's causal-LM loss over its rows of the stacked ``batch`` (on the device): the head
     on the labelled ``positions`` alone (:mod:`harness.head_loss`), or, where it must see every
@@ -190,6 +181,8 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     first_run = pairs[0][0].run
     batch, spans = _collate([got[0] for _, got in pairs], pad_id, batch_widths(first_run.trainer, first_run.data.max_seq_len))
     positions = labelled_positions(batch["labels"], spans).to(device) if head_on_labels(model) else None
+    from .batches import to_device
+
     batch = {k: to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     routes = [Route(m.name, s, e, None, None) if compiled else Route(m.name, s, e, m.rng, w)
               for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]

@@ -28,8 +28,9 @@ def pack_pass(model, router, names, args, device, head: str):
     """One pass (forward, the pack's loss, backward) of ``head`` over one micro-batch a trial."""
     import torch
 
+    from harness.batches import to_device
     from harness.head_loss import labelled_positions
-    from harness.pack_steps import precision_context, to_device, trial_losses
+    from harness.pack_steps import precision_context, trial_losses
     from harness.packed_lora import Route, TrialRng
 
     rows = args.micro_batch * len(names)
