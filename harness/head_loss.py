@@ -9,8 +9,10 @@ entropy run over the labelled positions alone, gathered by indices counted on th
 on the device). Each trial's loss is the mean over its own labelled tokens, which is what
 :func:`transformers.loss.loss_utils.ForCausalLMLoss` computes from the full logits.
 
-Only for heads that are a plain linear map of the final hidden state (:data:`PLAIN_HEAD_TYPES`)
-and not adapted by LoRA; any other model takes the full logits (:func:`head_on_labels`).
+Only for heads that are a plain linear map of the final hidden state (:data:`PLAIN_HEAD_TYPES`):
+frozen, or adapted by LoRA in a pack (each trial's term on its own positions, its dropout drawn
+over its rows as alone: :func:`harness.packed_lora.add_gathered`). Any other model takes the full
+logits (:func:`head_on_labels`).
 """
 
 from __future__ import annotations
@@ -58,23 +60,46 @@ def labelled_positions(labels: torch.Tensor, spans: list[tuple[int, int, int]]) 
 
 def head_on_labels(model) -> bool:
     """Whether this (peft-wrapped) causal LM's loss may run its head on labelled positions
-    alone: a plain linear head (:data:`PLAIN_HEAD_TYPES`) that LoRA does not adapt."""
+    alone: a plain linear head (:data:`PLAIN_HEAD_TYPES`), frozen or a pack's routed LoRA layer."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     base = model.get_base_model()
     head = base.get_output_embeddings()
-    return (getattr(base.config, "model_type", None) in PLAIN_HEAD_TYPES and isinstance(head, torch.nn.Linear)
-            and not isinstance(head, BaseTunerLayer))
+    if isinstance(head, BaseTunerLayer):
+        plain = hasattr(head, "_pack_router") and isinstance(head.get_base_layer(), torch.nn.Linear)
+    else:
+        plain = isinstance(head, torch.nn.Linear)
+    return getattr(base.config, "model_type", None) in PLAIN_HEAD_TYPES and plain
+
+
+def _head_logits(head, hidden: torch.Tensor, positions: LabelledPositions) -> torch.Tensor:
+    """The head's logits at ``positions`` of ``hidden`` ([rows, width, hidden]); a pack's LoRA
+    head adds each routed trial's term on its own positions."""
+    from .packed_lora import add_gathered
+
+    width = hidden.shape[1]
+    picked = hidden.flatten(0, 1).index_select(0, positions.index)
+    routes = getattr(getattr(head, "_pack_router", None), "routes", None)
+    if routes is None or head.disable_adapters or head.merged:
+        return head(picked)
+    logits = head.get_base_layer()(picked)
+    start = 0
+    for route, count in zip(routes, positions.counts, strict=True):
+        if route.name in head.lora_A:  # a trial without labels here still draws its dropout, as alone
+            local = positions.index[start:start + count] - route.start * width
+            add_gathered(head, hidden[route.start:route.stop], logits[start:start + count], route, local)
+        start += count
+    return logits
 
 
 def labelled_losses(model, inputs: dict, positions: LabelledPositions) -> list[torch.Tensor]:
     """Each trial's causal-LM loss (mean over its labelled tokens, NaN where it has none, as
     transformers' loss) from the decoder's hidden states with the head on ``positions`` alone.
-    ``inputs``: the forward's inputs (:func:`harness.batches.model_inputs`), on the model's device."""
+    ``inputs``: the forward's inputs (:func:`harness.batches.model_inputs`), on the model's device;
+    a pack's routes (one per span of ``positions``, in order) set."""
     base = model.get_base_model()
     hidden = base.get_decoder()(**inputs).last_hidden_state
-    picked = hidden.flatten(0, 1).index_select(0, positions.index)
-    logits = base.get_output_embeddings()(picked).float()
+    logits = _head_logits(base.get_output_embeddings(), hidden, positions).float()
     token_losses = F.cross_entropy(logits, positions.targets, reduction="none")
     return [part.sum() / count if count else part.sum() / 0.0
             for part, count in zip(token_losses.split(positions.counts), positions.counts, strict=True)]

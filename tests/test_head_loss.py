@@ -3,14 +3,14 @@ causal LM's own loss from the full logits, trial by trial, in value and in gradi
 
 from __future__ import annotations
 
-import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
 from harness.batches import collate, model_inputs
 from harness.head_loss import head_on_labels, labelled_losses, labelled_positions
 from harness.models import build_model
-from harness.pack_steps import causal_loss
+from harness.pack_steps import causal_loss, trial_losses
+from harness.packed_lora import Route, add_adapters, attach_router
 from tests.helpers import compose_run
 
 
@@ -68,6 +68,37 @@ def test_a_trial_without_labels_gets_the_nan_loss_it_gets_from_the_full_logits()
     assert torch.isnan(got) and torch.isnan(expected)
 
 
-@pytest.mark.parametrize("targets", [["lm_head", "q_proj"]])
-def test_an_adapted_head_sees_every_position(targets):
-    assert not head_on_labels(tiny_lora(targets))
+def test_a_packs_adapted_head_gives_each_trial_its_own_term_on_its_own_positions():
+    """Two trials adapting the head (other ranks), routed as a pack: each trial's loss and every
+    gradient as from the full logits, where the routed head adds each term to its own rows."""
+    runs = [compose_run(["model=tiny", "adapter.targets=all", f"adapter.r={r}", "adapter.dropout=0", f"seed={i}"])
+            for i, r in enumerate([2, 8])]
+    torch.manual_seed(0)
+    base = build_model(runs[0].model, runs[0].quant, "32-true", "cpu")
+    model, _ = add_adapters(base, runs, ["t0", "t1"], None)
+    for name, param in model.named_parameters():  # peft zeroes B: give the head's terms a value
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    router = attach_router(model)
+    assert head_on_labels(model)
+    batch, spans = stacked_batch()
+    routes = [Route(f"t{i}", s, e) for i, (s, e, _) in enumerate(spans)]
+
+    with router.route(routes):
+        expected = trial_losses(model, batch, spans, None)
+    sum(expected).backward()
+    expected_grads = gradients(model)
+    model.zero_grad(set_to_none=True)
+    with router.route(routes):
+        got = trial_losses(model, batch, spans, labelled_positions(batch["labels"], spans))
+    sum(got).backward()
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6)
+    got_grads = gradients(model)
+    assert any("lm_head" in name for name in got_grads) and got_grads.keys() == expected_grads.keys()
+    for name, grad in got_grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_an_adapted_head_outside_a_pack_sees_every_position():
+    assert not head_on_labels(tiny_lora(["lm_head", "q_proj"]))

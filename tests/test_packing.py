@@ -43,7 +43,7 @@ TOLERANCES = {"32-true": (LOSS_RTOL, VAL_ATOL, WEIGHT_ATOL), "bf16-true": (1e-4,
 # targets, optimizer, learning rate, scheduler, clipping, seed, micro-batch and accumulation,
 # step count (the third leaves the pack after 2 steps), and scoring (the first scores itself).
 TRIALS = [
-    ["adapter.r=4", "adapter.alpha=8", "adapter.dropout=0.1", "optimizer.lr=1e-3", "seed=1",
+    ["adapter.r=4", "adapter.alpha=8", "adapter.dropout=0.1", "adapter.targets=all", "optimizer.lr=1e-3", "seed=1",
      "trainer.max_grad_norm=0.5", "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4"],
     ["adapter.r=8", "adapter.alpha=32", "adapter.rslora=true", "adapter.dropout=0", "optimizer=sgd",
      "optimizer.lr=0.05", "seed=2", "scheduler=constant", "adapter.targets=all_linear"],
