@@ -29,10 +29,11 @@ def pack_pass(model, router, names, args, device, head: str):
     import torch
 
     from harness.batches import to_device
-    from harness.head_loss import labelled_positions
+    from harness.head_loss import head_on_labels, labelled_positions
     from harness.pack_steps import precision_context, trial_losses
     from harness.packed_lora import Route, TrialRng
 
+    assert head == "full" or head_on_labels(model), "this pack's head cannot run on labelled positions alone"
     rows = args.micro_batch * len(names)
     spans = [(i * args.micro_batch, (i + 1) * args.micro_batch, args.seq) for i in range(len(names))]
     # compiled blocks draw dropout in the graph (harness.pack_steps.compiled_routes)
