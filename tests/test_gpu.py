@@ -67,7 +67,8 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
     # A pack with trainer.compile_mode=reduce-overhead: stacked batches padded to data.max_seq_len
     # (or each to its own multiple of 8: 16 widths up to 128),
     # one trial accumulating (its first micro-batch's gradients copied out of graph memory), one
-    # leaving early (new routes, new graphs); without dropout each trial keeps the eager pack's
+    # leaving early (new routes, new graphs) and adapting the head (its terms on its labelled
+    # positions, outside the graphs); without dropout each trial keeps the eager pack's
     # losses (bf16 rounding apart). Validation and scoring run the blocks eagerly.
     from torch._dynamo.utils import counters
 
@@ -76,7 +77,7 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
 
     trials = [["adapter.r=4", "optimizer.lr=2e-3", "eval=custom", "eval.tasks=[harness_heldout]", "eval.limit=4"],
               ["adapter.r=8", "adapter.targets=all_linear", "trainer.micro_batch_size=1", "trainer.global_batch_size=2"],
-              ["adapter.r=2", "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_steps=3"]]
+              ["adapter.r=2", "adapter.targets=all", "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_steps=3"]]
     args = tiny(chat_file, "trainer.max_steps=6", "adapter.dropout=0")
     packs = {}
     graphs = ["trainer.compile=true", "trainer.compile_mode=reduce-overhead", f"trainer.graph_widths={widths}"]
