@@ -167,6 +167,8 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     """One packed micro-step: one micro-batch per active trial, stacked; each trial's loss over
     its own rows; one backward; then each trial whose accumulation is complete steps its own
     optimizer and scheduler. Returns the tokens trained."""
+    from .batches import to_device
+
     inject_faults(active)
     drawn = [next(m.batches, None) for m in active]
     for m, got in zip(active, drawn, strict=True):
@@ -181,8 +183,6 @@ def packed_step(model, router: Router, active: list[Member], pad_id: int, precis
     first_run = pairs[0][0].run
     batch, spans = _collate([got[0] for _, got in pairs], pad_id, batch_widths(first_run.trainer, first_run.data.max_seq_len))
     positions = labelled_positions(batch["labels"], spans).to(device) if head_on_labels(model) else None
-    from .batches import to_device
-
     batch = {k: to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     routes = [Route(m.name, s, e, None, None) if compiled else Route(m.name, s, e, m.rng, w)
               for (m, _), (s, e, w) in zip(pairs, spans, strict=True)]
