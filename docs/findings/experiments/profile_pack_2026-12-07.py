@@ -48,7 +48,7 @@ def pack_pass(model, router, names, args, device, head: str):
         # as harness.pack_steps.packed_step: the batch and positions go in each pass, from pinned memory
         positions = labelled_positions(labels, spans).to(device) if head == "labelled" else None
         batch = {k: to_device(v, device) for k, v in host.items()}
-        with precision_context("bf16-true", device), router.route(routes):
+        with precision_context(args.precision, device), router.route(routes):
             losses = trial_losses(model, batch, spans, positions)
         sum(losses).backward()
         model.zero_grad(set_to_none=True)
@@ -62,6 +62,7 @@ def main():
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--compile", default="reduce-overhead", help="'none' for eager blocks")
+    parser.add_argument("--precision", default="bf16-true", help="32-true for a CPU without native bf16")
     parser.add_argument("--labelled", type=float, default=0.41, help="the share of each row's positions with a label")
     parser.add_argument("--heads", nargs="+", default=["full", "labelled"], choices=["full", "labelled"])
     parser.add_argument("--top", type=int, default=25)
@@ -75,7 +76,7 @@ def main():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bench_args = argparse.Namespace(model="smollm2_135m", targets="all", dropout=0.05, ranks=[2, 4, 8, 16, 32, 64],
-                                    precision="bf16-true", compile=None if args.compile == "none" else args.compile,
+                                    precision=args.precision, compile=None if args.compile == "none" else args.compile,
                                     micro_batch=args.micro_batch, seq=args.seq)
     model, router, names = build(bench_args, args.trials, device)
     router.batched = True
