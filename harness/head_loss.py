@@ -101,5 +101,5 @@ def labelled_losses(model, inputs: dict, positions: LabelledPositions) -> list[t
     hidden = base.get_decoder()(**inputs).last_hidden_state
     logits = _head_logits(base.get_output_embeddings(), hidden, positions).float()
     token_losses = F.cross_entropy(logits, positions.targets, reduction="none")
-    return [part.sum() / count if count else part.sum() / 0.0
-            for part, count in zip(token_losses.split(positions.counts), positions.counts, strict=True)]
+    # a tensor over 0 is NaN, as transformers' mean over no tokens
+    return [part.sum() / count for part, count in zip(token_losses.split(positions.counts), positions.counts, strict=True)]
