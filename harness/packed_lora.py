@@ -197,17 +197,17 @@ def add_looped(layer, x: torch.Tensor, result: torch.Tensor, route: Route) -> No
     result[index] += _as_peft_adds(layer, lora_B(lora_A(sub)) * layer.scaling[route.name], result)
 
 
-def add_gathered(layer, rows: torch.Tensor, result: torch.Tensor, route: Route, index: torch.Tensor) -> None:
-    """One trial's term on some of its positions: ``rows`` (its rows of the stack, ``[rows,
-    width, in]``) dropped out as it draws alone (over its own width, from its own stream), then
-    the positions ``index`` of them (flat over rows x width) through ``B(A(.)) * scaling``,
-    added to ``result`` (one row per position). The head's term where a pack computes its head
-    on labelled positions alone (:mod:`harness.head_loss`): the dropped values at those
-    positions are the ones peft's term sees alone, so the term is too."""
+def gathered_term(layer, rows: torch.Tensor, route: Route, index: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """One trial's term on some of its positions, to add to ``out`` (one row per position):
+    ``rows`` (its rows of the stack, ``[rows, width, in]``) dropped out as it draws alone (over
+    its own width, from its own stream), then the positions ``index`` of them (flat over rows x
+    width) through ``B(A(.)) * scaling``. The head's term where a pack computes its head on
+    labelled positions alone (:mod:`harness.head_loss`): the dropped values at those positions
+    are the ones peft's term sees alone, so the term is too."""
     lora_A, lora_B = layer.lora_A[route.name], layer.lora_B[route.name]
     dropped = _dropout_padded(layer, route, layer._cast_input_dtype(rows, lora_A.weight.dtype))
     picked = dropped.flatten(0, 1).index_select(0, index)
-    result += _as_peft_adds(layer, lora_B(lora_A(picked)) * layer.scaling[route.name], result)
+    return _as_peft_adds(layer, lora_B(lora_A(picked)) * layer.scaling[route.name], out)
 
 
 def _as_peft_adds(layer, term: torch.Tensor, result: torch.Tensor) -> torch.Tensor:

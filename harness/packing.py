@@ -84,7 +84,7 @@ from .packed_lora import (
 )
 from .record import RunRecord
 from .schema import ConfigError, RunConfig
-from .speed import eager_blocks, release_compiled
+from .speed import compile_work, compile_work_since, eager_blocks, release_compiled
 
 if TYPE_CHECKING:  # harness.train imports Lightning, which the sweep driver (importing pack_key) must not
     from .train import Prepared
@@ -172,6 +172,7 @@ class PackClock:
     tokens: int = 0
     lora_terms: dict | None = None
     compiled_graphs: int | None = None  # trainer.compile: the graphs its blocks compiled in training
+    compile_work: dict | None = None  # trainer.compile: what compiling them took (harness.speed.compile_work_since)
     # Seconds from the start of training to the end of the pack's first optimizer step (the device
     # synchronized once, there): with trainer.compile, compiling the blocks and recording their
     # graphs is most of it, which a later step's share of the training time does not pay.
@@ -245,7 +246,7 @@ def train_pack(members: list[Member], accelerator: str | None = None) -> list[Ru
                 m.record.update(pack_lora_batched_terms=clock.lora_terms[BATCHED],
                                 pack_lora_looped_terms=clock.lora_terms[LOOPED])
             if clock.compiled_graphs is not None:  # trainer.compile: graphs compiled while it trained, and torch's limit
-                m.record.update(pack_compiled_graphs=clock.compiled_graphs,
+                m.record.update(pack_compiled_graphs=clock.compiled_graphs, pack_compile=clock.compile_work,
                                 pack_recompile_limit=torch._dynamo.config.recompile_limit)
             m.record["tokens_per_s"] = round(clock.tokens / pack_seconds, 2) if pack_seconds else None
             m.record.update(loss_fields(m.train_losses, m.val_losses))
@@ -392,7 +393,7 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
         # Compiled blocks draw dropout from the global stream: seed it here, so training does not
         # depend on what scoring the base did to it (lm-eval reseeds; a cached score does not).
         seed_everything(members[0].run.seed, workers=True, verbose=False)
-    graphs_before = counters["stats"]["unique_graphs"]
+    graphs_before, work_before = counters["stats"]["unique_graphs"], compile_work() if compiled else None
     eager_blocks(model, False)  # compiled blocks (trainer.compile) run compiled in training only
     steps_before = [m.step for m in members]
     try:
@@ -410,6 +411,7 @@ def fit_pack(model, router: Router, members: list[Member], shared: Prepared, pea
     finally:
         if compiled:  # this process's new graphs (torch warns itself if a block hits its recompile limit)
             clock.compiled_graphs = counters["stats"]["unique_graphs"] - graphs_before
+            clock.compile_work = compile_work_since(work_before)
         # Stopped (a signal, out of memory, a crash): each trial's last step loss is still in
         # flight. Kept when finite, as a run alone keeps it; the stop, not the loss, ends it.
         for m in members:

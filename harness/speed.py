@@ -160,6 +160,35 @@ def _drop_grad(tensor: torch.Tensor) -> None:
     tensor.grad = None
 
 
+# torch's own compile timers (``torch._dynamo.utils.compile_times``) and cache counters, by the
+# names a record gives them: the forward's compile (dynamo, AOTAutograd, inductor), the
+# backward's (compiled at the first backward), and the hits and misses of inductor's FX graph
+# cache and AOTAutograd's cache (a pack that finds its graphs cached compiles in a fraction).
+_COMPILE_TIMERS = {"forward_s": "_compile.compile_inner", "backward_s": "compile_fx.<locals>.bw_compiler"}
+_COMPILE_COUNTERS = {"fxgraph_cache_hits": ("inductor", "fxgraph_cache_hit"),
+                     "fxgraph_cache_misses": ("inductor", "fxgraph_cache_miss"),
+                     "autograd_cache_hits": ("aot_autograd", "autograd_cache_hit"),
+                     "autograd_cache_misses": ("aot_autograd", "autograd_cache_miss")}
+
+
+def compile_work() -> dict[str, float]:
+    """This process's compile work so far: seconds by :data:`_COMPILE_TIMERS`, counts by
+    :data:`_COMPILE_COUNTERS`. Pass it to :func:`compile_work_since` for a phase's share."""
+    from torch._dynamo.utils import compile_times, counters
+
+    names, values = compile_times(repr="csv", aggregate=True)
+    seconds = dict(zip(names, (float(v) for v in values), strict=True))
+    work = {key: seconds.get(name, 0.0) for key, name in _COMPILE_TIMERS.items()}
+    work.update({key: float(counters[group][name]) for key, (group, name) in _COMPILE_COUNTERS.items()})
+    return work
+
+
+def compile_work_since(before: dict[str, float]) -> dict[str, float]:
+    """The compile work done since ``before`` (:func:`compile_work`), seconds rounded to 0.01 s."""
+    now = compile_work()
+    return {key: round(now[key] - before.get(key, 0.0), 2) for key in now}
+
+
 def eager_blocks(model: nn.Module, eager: bool) -> None:
     """Run compiled blocks eagerly (``eager=True``) or compiled again (``False``).
 

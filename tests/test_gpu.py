@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 import torch
 
@@ -62,8 +64,26 @@ def test_cuda_graphs_keep_the_loss_with_accumulation_and_varying_widths(chat_fil
     assert nll[1] == pytest.approx(nll[0], rel=1e-2)
 
 
+def count_graph_tree_runs(monkeypatch) -> collections.Counter:
+    """Counts of the compiled functions' calls that cudagraph trees replay as a recorded graph
+    (``replayed``) and that they run eagerly to warm up (``warm_up``), from here on."""
+    from torch._inductor import cudagraph_trees
+
+    runs = collections.Counter()
+    manager = cudagraph_trees.CUDAGraphTreeManager
+
+    def counting(run, key):
+        def counted(self, *args, **kwargs):
+            runs[key] += 1
+            return run(self, *args, **kwargs)
+        return counted
+    for method, key in (("execute_node", "replayed"), ("run_eager", "warm_up")):
+        monkeypatch.setattr(manager, method, counting(getattr(manager, method), key))
+    return runs
+
+
 @pytest.mark.parametrize("widths", [1, 16])
-def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_file, tmp_path, widths):
+def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_file, tmp_path, widths, monkeypatch):
     # A pack with trainer.compile_mode=reduce-overhead: stacked batches padded to data.max_seq_len
     # (or each to its own multiple of 8: 16 widths up to 128),
     # one trial accumulating (its first micro-batch's gradients copied out of graph memory), one
@@ -83,8 +103,10 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
     graphs = ["trainer.compile=true", "trainer.compile_mode=reduce-overhead", f"trainer.graph_widths={widths}"]
     # The first member carries a driver's estimate (as a sweep's pack file does): recorded as given.
     given = {"total_bytes": 1, "total_gib": 0.0, "assumptions": ["the driver's"]}
+    runs = count_graph_tree_runs(monkeypatch)
     for way, extra in (("eager", []), ("graphs", graphs)):
         counters.clear()
+        runs.clear()
         packs[way] = train_pack([Member(*compose([*args, *t, *extra]), run_dir=tmp_path / way / str(i),
                                         trial={"memory_estimate": given} if i == 0 else {})
                                  for i, t in enumerate(trials)])
@@ -94,6 +116,9 @@ def test_a_compiled_pack_replays_cuda_graphs_and_keeps_its_trials_losses(chat_fi
     # The graphs replayed: inductor skipped none of them (it would, silently, for a CPU tensor or a
     # mutated input), and the blocks compiled a graph per route configuration, below the limit.
     assert counters["inductor"]["cudagraph_skips"] == 0
+    # and they ran as graphs: a block call that cudagraph trees keep in warm-up (say, while a
+    # forward's backward is pending) runs its kernels one by one and counts as no skip
+    assert runs["replayed"] > runs["warm_up"] > 0, dict(runs)
     assert 0 < packs["graphs"][0]["pack_compiled_graphs"] < packs["graphs"][0]["pack_recompile_limit"]
     for eager, graphs in zip(packs["eager"], packs["graphs"], strict=True):
         assert eager["status"] == graphs["status"] == "ok", graphs.get("error")

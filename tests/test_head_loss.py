@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from harness.batches import collate, model_inputs
-from harness.head_loss import head_on_labels, labelled_losses, labelled_positions
+from harness.head_loss import _head_logits, head_on_labels, labelled_losses, labelled_positions
 from harness.models import build_model
 from harness.pack_steps import causal_loss, trial_losses
 from harness.packed_lora import Route, add_adapters, attach_router
@@ -33,6 +33,19 @@ def stacked_batch() -> tuple[dict, list[tuple[int, int, int]]]:
 
 def gradients(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def backward_nodes(loss: torch.Tensor) -> set[str]:
+    """The names of every autograd node ``loss``'s backward runs."""
+    seen, todo, names = set(), [loss.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
 
 
 def test_the_head_on_labelled_positions_gives_each_trial_the_full_logits_loss_and_gradient():
@@ -91,6 +104,11 @@ def test_a_packs_adapted_head_gives_each_trial_its_own_term_on_its_own_positions
     model.zero_grad(set_to_none=True)
     with router.route(routes):
         got = trial_losses(model, batch, spans, labelled_positions(batch["labels"], spans))
+        # the trials' terms are joined, not added into slices of the logits: an in-place add into
+        # a slice copies the whole logits' gradient once per trial in backward (CopySlices)
+        hidden = torch.randn(4, batch["labels"].shape[1], model.config.hidden_size, requires_grad=True)
+        head = _head_logits(model.get_output_embeddings(), hidden, labelled_positions(batch["labels"], spans))
+        assert "CopySlices" not in backward_nodes(head.sum())
     sum(got).backward()
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6)

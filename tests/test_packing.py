@@ -427,6 +427,13 @@ def test_a_compiled_pack_trains_as_the_eager_pack_without_dropout(tiny_pretraine
     # it); the second pack of the process found them compiled.
     assert 0 < graphs[1234] == compiled[1234][0]["pack_compiled_graphs"] <= 3 < compiled[1234][0]["pack_recompile_limit"]
     assert graphs[7] == compiled[7][0]["pack_compiled_graphs"] == 0
+    # What compiling took, by torch's own timers: the first pack compiled forward and backward
+    # graphs (each a lookup in inductor's cache, hit or missed; a backward found in AOTAutograd's
+    # cache comes with its forward, not at the first backward), the second compiled nothing.
+    work = {seed: compiled[seed][0]["pack_compile"] for seed in compiled}
+    assert work[1234]["forward_s"] > 0, work
+    assert work[1234]["fxgraph_cache_hits"] + work[1234]["fxgraph_cache_misses"] >= 2, work
+    assert work[7]["forward_s"] == work[7]["backward_s"] == work[7]["fxgraph_cache_misses"] == 0, work
     # The first optimizer step, the pack's warm-up: the first pack compiled its blocks in it, the
     # second found them compiled.
     first_steps = {seed: compiled[seed][0]["pack_first_step_seconds"] for seed in compiled}

@@ -45,13 +45,25 @@ def pack_pass(model, router, names, args, device, head: str):
     routes = [Route(name, s, e, *((None, None) if args.compile != "none" else (TrialRng(i), w)))
               for i, (name, (s, e, w)) in enumerate(zip(names, spans, strict=True))]
     ids = torch.randint(3, model.config.vocab_size, (rows, args.seq), generator=torch.Generator().manual_seed(0))
-    labels = ids.clone()
-    labels[:, :round(args.seq * (1 - args.labelled))] = -100
-    host = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    prompts = torch.Generator().manual_seed(1)
+
+    def masked() -> torch.Tensor:
+        """Labels with each row's first positions masked as a prompt: the same share every pass,
+        or with --vary-labels each row's own share, drawn each pass (as real batches: the head's
+        tensors then take another size each pass)."""
+        labels = ids.clone()
+        for row in labels:
+            share = args.labelled + (args.vary_labels * (2 * torch.rand((), generator=prompts).item() - 1))
+            row[:round(args.seq * (1 - share))] = -100
+        return labels
+
+    labels = masked()
 
     def one():
         # as harness.pack_steps.packed_step: the batch and positions go in each pass, from pinned memory
-        positions = labelled_positions(labels, spans).to(device) if head == "labelled" else None
+        pass_labels = masked() if args.vary_labels else labels
+        positions = labelled_positions(pass_labels, spans).to(device) if head == "labelled" else None
+        host = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": pass_labels}
         batch = {k: to_device(v, device) for k, v in host.items()}
         with precision_context(args.precision, device), router.route(routes):
             losses = trial_losses(model, batch, spans, positions)
@@ -69,6 +81,8 @@ def main():
     parser.add_argument("--compile", default="reduce-overhead", help="'none' for eager blocks")
     parser.add_argument("--precision", default="bf16-true", help="32-true for a CPU without native bf16")
     parser.add_argument("--labelled", type=float, default=0.41, help="the share of each row's positions with a label")
+    parser.add_argument("--vary-labels", type=float, default=0.0,
+                        help="each row's labelled share drawn each pass within --labelled +- this")
     parser.add_argument("--heads", nargs="+", default=["full", "labelled"], choices=["full", "labelled"])
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out")
@@ -123,6 +137,11 @@ def main():
                "inductor_counters": {k: v for k, v in counters["inductor"].items() if "cudagraph" in k},
                "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
                "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if device == "cuda" else None,
+               # the caching allocator's own counts: cudaMallocs, retries after freeing the cache,
+               # and the most memory held in free pieces of split blocks (fragmentation)
+               "allocator": {k: v for k, v in torch.cuda.memory_stats().items()
+                             if k in ("num_device_alloc", "num_alloc_retries", "inactive_split_bytes.all.peak",
+                                      "reserved_bytes.all.peak", "active_bytes.all.peak")} if device == "cuda" else None,
                "kernels": kernels}
         out["arms"][head] = arm
         print(f"-- head {head}")
@@ -130,7 +149,7 @@ def main():
             print(f"{k['ms']:10.2f} ms {k['calls']:6d} calls {100 * k['share_of_wall']:6.1f}%  {k['name']}")
         print(json.dumps({"head": head, **{k: arm[k] for k in ("warmup_seconds", "ms_per_pass", "ms_per_pass_profiled",
                                                                 "trial_passes_per_s", "graph_launches_per_pass", "inductor_counters",
-                                                                "peak_allocated_gib", "peak_reserved_gib")}}))
+                                                                "peak_allocated_gib", "peak_reserved_gib", "allocator")}}))
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()  # (the reserved peak only falls if memory was handed back)
     if args.out:

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# The profile's two heads, each arm in its own process (a second arm in one process recompiles
-# the blocks and, on 2026-12-08, replayed no CUDA graph). No embedded model needed: carry a kit
-# with the wheels and env.sh (`source .gpu/k0/env.sh .gpu/k0`), then `bash /tmp/gpu/profile_arms.sh`.
-for h in labelled full; do
-  timeout ${ARM_LIMIT:-150} python3 docs/findings/experiments/profile_pack_2026-12-07.py --heads $h \
-    --steps ${STEPS:-8} --top 14 --out $OUT/profile_$h.json 2>&1 | grep -v Warn | tail -16
-done
+# The profile's heads, each arm in its own process (a second arm in one process recompiles the
+# blocks and, on 2026-12-08, replayed no CUDA graph): the labelled head with the same labels every
+# pass, with each row's labelled share drawn each pass (0.41 +- 0.15, as real batches: do the
+# head's tensors of another size each pass fragment the allocator? packs with the labelled head
+# reserved 1.6-3.4x what they allocated in `rag4`, 1.2x before), and the full head. No embedded
+# model needed: `source .gpu/k0/env.sh .gpu/k0` (or k1), then `bash /tmp/gpu/profile_arms.sh`.
+arm() {  # NAME ARGS...
+  local name=$1; shift
+  timeout ${ARM_LIMIT:-150} python3 docs/findings/experiments/profile_pack_2026-12-07.py "$@" \
+    --steps ${STEPS:-8} --top 14 --out $OUT/profile_$name.json 2>&1 | grep -v Warn | tail -16
+}
+arm labelled --heads labelled
+arm labelled_varied --heads labelled --vary-labels 0.15
+arm full --heads full
