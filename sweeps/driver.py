@@ -47,6 +47,7 @@ from harness.record import (
 from harness.schema import ConfigError, RunConfig, SweepConfig
 from harness.trial import TRIAL_ENV
 
+from . import gpu_use
 from . import study as study_lib
 from .launch import (
     LocalLauncher,
@@ -491,7 +492,8 @@ def run_sweep(run: RunConfig, user_overrides: list[str], sweep_dir: Path) -> int
     if cfg.launcher == "local":  # submitit's jobs may not share this host's cache
         tokenize_data_once(plan.base_overrides)
     driver.bar = tqdm(total=plan.planned, desc=f"sweep {cfg.name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
-    run_workers(driver, launcher)
+    with gpu_use.sampling(sweep_dir, enabled=cfg.launcher == "local"):  # submitit's trials run on other hosts
+        run_workers(driver, launcher)
     if driver.errors and isinstance(driver.errors[0], study_lib.StorageUnavailable):
         raise driver.errors[0]  # no results table from a storage that cannot be read
     path = study_lib.with_retry(lambda: write_results(sweep_dir, study), "writing results.csv", cfg.storage_retry_seconds)

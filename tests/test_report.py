@@ -727,7 +727,8 @@ def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, cap
 
     def packed(t: int, s: int) -> dict:  # trial 0's seeds in one pack, trial 1's in one each, trial 2 alone
         return {} if t == 2 else {"packed": True, "pack_size": 2 if t == 0 else 1, "pack_log": f"packs/{t}_{s if t else 1}/pack.log",
-                                  "pack_first_step_seconds": 10.0 * (t + s)}
+                                  "pack_first_step_seconds": 10.0 * (t + s), "startup_seconds": 2.0, "setup_seconds": 3.0,
+                                  "eval_seconds": 5.0, "total_seconds": 100.0}
 
     first = write_sweep(tmp_path, "first", [dict(make_record("first", t, {"adapter.r": 4 * (t + 1)}, seed=s),
                                                  optimizer_steps=63 * (t + 1), **packed(t, s))  # runs of 63 to 189 steps
@@ -740,6 +741,14 @@ def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, cap
                    ("RUNNING", 319, None, None, None)])       # no beat at all: no known end
     second = write_sweep(tmp_path, "second", [make_record("second", 0, {"adapter.r": 8})])
     _study(second, [("COMPLETE", 310, 330, "ok", 329.9)])      # shares 15 minutes with call 2
+    # nvidia-smi's samples, in the drivers' clock: the driver's (sweeps.gpu_use, no units; its
+    # last line cut short by the sampler's end) and the GPU kit's (units); one falls between the calls
+    (first / "gpu_use.1.csv").write_text(
+        "timestamp, index, utilization.gpu [%], memory.used [MiB], memory.total [MiB]\n"
+        "2026/12/01 10:05:00.000, 0, 50, 1024, 81559\n2026/12/01 10:10:00.000, 0, 100, 2048, 81559\n"
+        "2026/12/01 12:00:00.000, 0, 0, 80000, 81559\n2026/12/01 15:1")
+    (first / "smi.2.csv").write_text("timestamp, utilization.gpu [%], memory.used [MiB]\n"
+                                     "2026/12/01 15:10:00.000, 30 %, 3072 MiB\n")
 
     rows = throughput.with_shared_time([throughput.sweep_throughput(first, "first"),
                                         throughput.sweep_throughput(second, "second")])
@@ -750,16 +759,23 @@ def test_throughput_counts_the_gpus_busy_time_across_resumed_calls(tmp_path, cap
     assert one["first step s"] == 20.0 and two["first step s"] is None  # the packed runs' 10, 20, 20, 30
     assert one["packed"] == 4 and one["packs"] == "2x1 1x2" and two["packs"] is None
     assert one["shared s"] == two["shared s"] == 15 * 60
+    assert (one["GPU use % mean"], one["GPU use % median"], one["GPU memory max GiB"]) == (60, 50, 3.0)
+    assert two["GPU use % mean"] is None and two["pack phases"] is None
+    # three packs of 102 s each (2 s start-up, 3 set-up, 60 training with its first step, 5 a
+    # member's scoring, the rest until 100 s after start-up): the first steps 20, 20 and 30 s
+    assert one["pack phases"] == {"start-up": 6, "set-up": 9, "first step": 70, "training": 110, "scoring": 20, "rest": 91}
 
     archive = tmp_path / "first.tgz"  # a committed archive reads as its sweep dir
     subprocess.run(["tar", "czf", str(archive), "-C", str(tmp_path), "first"], check=True)
     assert throughput.main([str(archive), "--plain-seconds", "30", "30"]) == 0
     out = capsys.readouterr().out
     assert "120.0 per hour" in out and "| first " in out
+    assert "## Where the packs' time went" in out and "|      306 |" in out
     # x plain: 9.7 runs per hour against 120 plain trials; per step: 756 steps in 37 busy minutes
     # (1,226 per hour) against 120 x 63 = 7,560; with --plain-steps 126, half that.
-    def last_row(text: str) -> list[str]:
-        return [cell.strip() for cell in text.rstrip().splitlines()[-1].split("|")[1:-1]]
+    def last_row(text: str) -> list[str]:  # the first table's (the packs' phases come after it)
+        table = text.split("## Where the packs' time went")[0]
+        return [cell.strip() for cell in table.rstrip().splitlines()[-1].split("|")[1:-1]]
 
     assert last_row(out)[-2:] == ["0.08", "0.16"] and "1226" in last_row(out)
     assert throughput.main([str(archive), "--plain-seconds", "30", "--plain-steps", "126"]) == 0

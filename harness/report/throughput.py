@@ -31,6 +31,11 @@ from ..results import extracted, load_records
 PHASES = {"startup_seconds": "startup s", "setup_seconds": "setup s", "train_seconds": "train s",
           "pack_first_step_seconds": "first step s", "eval_seconds": "eval s"}
 PLAIN_STEPS = 63  # optimizer steps of a plain-loop trial, as `python -m harness.bench --steps 63` times it
+# nvidia-smi's samples in a sweep dir: the driver's (sweeps.gpu_use), and those the GPU kit's
+# sweep.sh wrote before the driver took them (docs/findings/gpu_kit).
+GPU_USE_FILES = ("gpu_use.*.csv", "smi.*.csv")
+# A pack's seconds by phase (harness.packing.train_pack's records), as `pack s` columns' shares.
+PACK_PHASES = ("start-up", "set-up", "first step", "training", "scoring", "rest")
 Interval = tuple[datetime, datetime]
 
 
@@ -127,7 +132,65 @@ def sweep_throughput(sweep_dir: Path, label: str) -> dict:
     for phase, column in PHASES.items():
         values = ok[phase].dropna() if phase in ok.columns else []
         row[column] = round(statistics.median(values), 1) if len(values) else None
+    row.update(gpu_use(sweep_dir, intervals))
+    row["pack phases"] = pack_phases(frame)
     return row
+
+
+def gpu_use(sweep_dir: Path, intervals: list[Interval]) -> dict:
+    """The GPUs' use in the sweep's busy time, from nvidia-smi's samples in the sweep dir
+    (:data:`GPU_USE_FILES`; the driver's clock, as the study's): the mean and median
+    ``utilization.gpu`` of the samples inside busy time, every GPU's, and the most memory any
+    GPU used then. None each where no sample falls inside."""
+    import pandas as pd
+
+    samples = []
+    for path in sorted(p for pattern in GPU_USE_FILES for p in sweep_dir.glob(pattern)):
+        try:
+            frame = pd.read_csv(path, skipinitialspace=True, dtype=str)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue  # a sampler that never wrote, or a file cut short mid-line
+        column = {name.split(" ")[0]: name for name in frame.columns}
+        if not {"timestamp", "utilization.gpu", "memory.used"} <= column.keys():
+            continue
+        samples.append(pd.DataFrame({
+            "at": pd.to_datetime(frame[column["timestamp"]], format="%Y/%m/%d %H:%M:%S.%f", errors="coerce"),
+            # values as nvidia-smi writes them, with units ("44 %", "80750 MiB") or without
+            "use": pd.to_numeric(frame[column["utilization.gpu"]].str.extract(r"([\d.]+)")[0], errors="coerce"),
+            "mib": pd.to_numeric(frame[column["memory.used"]].str.extract(r"([\d.]+)")[0], errors="coerce")}))
+    inside = pd.concat(samples).dropna() if samples else None
+    if inside is not None:
+        inside = inside[[any(start <= at <= end for start, end in intervals) for at in inside["at"]]]
+    if inside is None or not len(inside):
+        return {"GPU use % mean": None, "GPU use % median": None, "GPU memory max GiB": None}
+    return {"GPU use % mean": round(float(inside["use"].mean())), "GPU use % median": round(float(inside["use"].median())),
+            "GPU memory max GiB": round(float(inside["mib"].max()) / 1024, 1)}
+
+
+def pack_phases(frame) -> dict | None:
+    """Where the packs' time went: pack-seconds by :data:`PACK_PHASES`, summed over the packs
+    (each counted once by its log; packs running side by side each count theirs). A pack's
+    start-up and set-up are its members', its first step its first optimizer step (compiling
+    and recording graphs under trainer.compile), its training the rest of its train seconds, its
+    scoring its members' scoring seconds, and the rest what its process did besides (validation,
+    saving, base scores read, bookkeeping) until its last record. None where no run packed."""
+    needed = ["pack_log", "startup_seconds", "setup_seconds", "train_seconds", "total_seconds"]
+    if any(name not in frame.columns for name in needed):
+        return None
+    runs = frame.dropna(subset=needed)
+    if not len(runs):
+        return None
+    totals = dict.fromkeys(PACK_PHASES, 0.0)
+    for _, pack in runs.groupby("pack_log"):
+        first = float(pack["pack_first_step_seconds"].max()) if "pack_first_step_seconds" in pack.columns else 0.0
+        first = 0.0 if first != first else first  # NaN: an eager pack records none
+        parts = {"start-up": pack["startup_seconds"].max(), "set-up": pack["setup_seconds"].max(), "first step": first,
+                 "training": pack["train_seconds"].max() - first,
+                 "scoring": pack["eval_seconds"].sum() if "eval_seconds" in pack.columns else 0.0}
+        whole = pack["total_seconds"].max() + parts["start-up"]
+        for phase, value in {**parts, "rest": whole - sum(parts.values())}.items():
+            totals[phase] += float(value)
+    return totals
 
 
 def pack_sizes(ok) -> str | None:
@@ -154,13 +217,15 @@ def render(rows: list[dict], plain_seconds: list[float], plain_steps: int = PLAI
     import pandas as pd
 
     plain_per_hour = 3600 / statistics.mean(plain_seconds) if plain_seconds else None
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "intervals"} for r in rows])
+    table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("intervals", "pack phases")} for r in rows])
     table = table.astype(object).where(table.notna(), None)  # a phase no run has: "-", not nan
     lines = ["# Runs per hour of busy time", "",
              "- Busy time: the union of each sweep's trial intervals in its study (asked to told); gaps between "
              "device calls and the driver's start before its first trial are not counted.",
              "- Phases: medians over the ok runs (per run; a packed run's start-up, set-up and training are its pack's).",
-             "- shared s: busy seconds during which another sweep given here was busy too (both count them)."]
+             "- shared s: busy seconds during which another sweep given here was busy too (both count them).",
+             "- GPU use: nvidia-smi's samples (every 5 s) inside the busy time, every GPU's: the share of each sample's "
+             "period in which any kernel ran (not how full the GPU was), and the most memory a GPU used."]
     if plain_per_hour:
         table["x plain"] = (table["runs per hour"] / plain_per_hour).round(2)
         table["x plain, per step"] = (table["steps per hour"] / (plain_steps * plain_per_hour)).round(2)
@@ -168,7 +233,16 @@ def render(rows: list[dict], plain_seconds: list[float], plain_steps: int = PLAI
                      f"{statistics.mean(plain_seconds):.1f} s, {plain_per_hour:.1f} per hour; x plain = runs per hour "
                      "/ that; x plain, per step = optimizer steps per hour / the plain trials' (a step's tokens "
                      "and adapter size are each sweep's own).")
-    return "\n".join([*lines, "", table.to_markdown(index=False, missingval="-")])
+    out = [*lines, "", table.to_markdown(index=False, missingval="-")]
+    phases = [(r["sweep"], r["pack phases"]) for r in rows if r.get("pack phases")]
+    if phases:
+        out += ["", "## Where the packs' time went", "",
+                "Pack-seconds by phase, summed over each sweep's packs (packs side by side each count theirs), "
+                "and each phase's share.", "",
+                pd.DataFrame([{"sweep": name, "pack s": round(sum(p.values())),
+                               **{f"{phase} %": round(100 * p[phase] / sum(p.values())) for phase in PACK_PHASES}}
+                              for name, p in phases]).to_markdown(index=False)]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # [SWEEP=rank_alpha] [WORKERS=4] [PACK=true] [MPS=1] bash sweep.sh LIMIT WITHIN STUDY [OVERRIDES...]
 # Runs (or resumes, from this machine's outputs/ or /tmp/gpu/STUDY.tgz) a named sweep packed eager,
-# stopped with SIGINT after LIMIT seconds, starting nothing after WITHIN; logs GPU use every 5 s
-# into the study dir and archives the dir to $OUT/STUDY.tgz (and /tmp/gpu, to resume).
+# stopped with SIGINT after LIMIT seconds, starting nothing after WITHIN (the driver samples the
+# GPU's use into the study dir itself since 2026-12-08) and archives the dir to $OUT/STUDY.tgz
+# (and /tmp/gpu, to resume).
 # MPS=1 runs it under the CUDA Multi-Process Service (kernels of the packs' processes overlap).
 LIMIT=$1 WITHIN=$2 STUDY=$3; shift 3
 SWEEP=${SWEEP:-rank_alpha} WORKERS=${WORKERS:-4}
@@ -15,14 +16,12 @@ if [ "${MPS:-0}" = 1 ]; then  # runs started after the daemon share the GPU thro
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mpslog
   mkdir -p /tmp/mps /tmp/mpslog; pgrep -f nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d
 fi
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$D/smi.$T.csv" & SMI=$!
 timeout --signal=INT "$LIMIT" python3 -m harness.run +sweep=$SWEEP logger=none sweep.pack=${PACK:-true} \
   sweep.workers=$WORKERS sweep.start_within=$WITHIN sweep.study_name=$STUDY hydra.sweep.dir=$D "$@" \
   > "$D/driver.$T.log" 2>&1
 RC=$?
 [ "${MPS:-0}" = 1 ] && echo quit | nvidia-cuda-mps-control
 echo "driver rc=$RC after $(( $(date +%s) - T )) s"
-kill $SMI
 tail -4 "$D/driver.$T.log"
 tar czf /tmp/gpu/$STUDY.tgz --exclude=adapter --exclude=heldout.jsonl --exclude=model -C outputs/sweeps $STUDY
 # What comes back leaves out the pack states of interrupted trials (pack_state.pt: an r=64 trial's
