@@ -8,7 +8,7 @@
 arm() {  # NAME ARGS...
   local name=$1; shift
   # torch's logs of recompiles and of CUDA graphs skipped (perf hints), the whole output in $OUT
-  TORCH_LOGS=${TORCH_LOGS_ARMS:-recompiles,perf_hints,cudagraphs} timeout ${ARM_LIMIT:-150} \
+  TORCH_LOGS=${TORCH_LOGS_ARMS:-recompiles,perf_hints,cudagraphs} timeout ${ARM_LIMIT:-100} \
     python3 docs/findings/experiments/profile_pack_2026-12-07.py "$@" --steps ${STEPS:-8} --top 14 \
     --out $OUT/profile_$name.json > $OUT/profile_$name.log 2>&1
   grep -v Warn $OUT/profile_$name.log | grep -i "^{\|^--\|skip\|recompil" | tail -12
