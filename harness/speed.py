@@ -171,7 +171,7 @@ _COMPILE_COUNTERS = {"fxgraph_cache_hits": ("inductor", "fxgraph_cache_hit"),
                      "autograd_cache_misses": ("aot_autograd", "autograd_cache_miss")}
 
 
-def compile_work() -> dict[str, float]:
+def compile_work() -> dict[str, float | int]:
     """This process's compile work so far: seconds by :data:`_COMPILE_TIMERS`, counts by
     :data:`_COMPILE_COUNTERS`. Pass it to :func:`compile_work_since` for a phase's share."""
     from torch._dynamo.utils import compile_times, counters
@@ -179,12 +179,13 @@ def compile_work() -> dict[str, float]:
     names, values = compile_times(repr="csv", aggregate=True)
     seconds = dict(zip(names, (float(v) for v in values), strict=True))
     work = {key: seconds.get(name, 0.0) for key, name in _COMPILE_TIMERS.items()}
-    work.update({key: float(counters[group][name]) for key, (group, name) in _COMPILE_COUNTERS.items()})
+    work.update({key: counters[group][name] for key, (group, name) in _COMPILE_COUNTERS.items()})
     return work
 
 
-def compile_work_since(before: dict[str, float]) -> dict[str, float]:
-    """The compile work done since ``before`` (:func:`compile_work`), seconds rounded to 0.01 s."""
+def compile_work_since(before: dict[str, float | int]) -> dict[str, float | int]:
+    """The compile work done since ``before`` (:func:`compile_work`), seconds rounded to 0.01 s,
+    counts as counts."""
     now = compile_work()
     return {key: round(now[key] - before.get(key, 0.0), 2) for key in now}
 

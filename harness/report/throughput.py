@@ -18,6 +18,7 @@ in ``--steps 63``): a sweep whose runs train 63 to 500 steps is compared step fo
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -183,7 +184,7 @@ def pack_phases(frame) -> dict | None:
     totals = dict.fromkeys(PACK_PHASES, 0.0)
     for _, pack in runs.groupby("pack_log"):
         first = float(pack["pack_first_step_seconds"].max()) if "pack_first_step_seconds" in pack.columns else 0.0
-        first = 0.0 if first != first else first  # NaN: an eager pack records none
+        first = 0.0 if math.isnan(first) else first  # an eager pack records none
         parts = {"start-up": pack["startup_seconds"].max(), "set-up": pack["setup_seconds"].max(), "first step": first,
                  "training": pack["train_seconds"].max() - first,
                  "scoring": pack["eval_seconds"].sum() if "eval_seconds" in pack.columns else 0.0}
